@@ -1,0 +1,177 @@
+//! `hookwise.yaml` as written. These types are the source of the config's JSON Schema
+//! (`schemas/hookwise.schema.json`); their doc comments become its descriptions.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// hookwise configuration. With no file at all, hookwise runs on its embedded default: HTTPS
+/// ingress on 127.0.0.1:8443 with a self-signed certificate, admin on 127.0.0.1:9091, the store
+/// `sqlite://hookwise.db`, the built-in plugins and `./rules` when present.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Address of the ingress listener (HTTPS), `host:port`. Default `127.0.0.1:8443`.
+    pub listen: Option<String>,
+    /// Certificate and key for the ingress listener. Without them, a self-signed certificate
+    /// for localhost is made on first run and kept beside the store.
+    pub tls: Option<TlsFile>,
+    /// Serve plain HTTP instead of HTTPS on the ingress listener. Only for a listener behind a
+    /// TLS-terminating proxy on the same host, or for local tests.
+    pub insecure_http: Option<bool>,
+    /// The admin listener (events, executions, replay, metrics).
+    pub admin: Option<AdminFile>,
+    /// Where events are stored: `sqlite://PATH` (default `sqlite://hookwise.db`) or
+    /// `postgres://user@host/db`. May use `${env:NAME}` / `${file:PATH}`.
+    pub store: Option<String>,
+    /// Rule files: a directory, a file, or a list of them. Default `rules/` when present.
+    pub rules: Option<OneOrMany>,
+    /// Secrets that rules may reference as `${secret:NAME}`. Each value must be
+    /// `${env:NAME}` or `${file:PATH}`: secrets are never written in this file.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Webhook senders. Each is served at `POST /hooks/{id}`.
+    #[serde(default)]
+    pub sources: Vec<SourceFile>,
+    /// Plugins that rules may name. Built-in plugins need no path.
+    #[serde(default)]
+    pub plugins: Vec<PluginFile>,
+    /// Databases that plugins may be granted (`allow.db`): `sqlite://`, `postgres://` or
+    /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`.
+    #[serde(default)]
+    pub connections: BTreeMap<String, String>,
+}
+
+/// One path or several.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// PEM files for the ingress listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: String,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Address, `host:port`. Default `127.0.0.1:9091`.
+    pub listen: Option<String>,
+    /// Bearer token for the admin API, as `${env:NAME}` or `${file:PATH}`.
+    pub token: Option<String>,
+}
+
+/// One webhook sender.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// The source's id: letters, digits, `-` and `_`. Requests go to `POST /hooks/{id}`.
+    pub id: String,
+    /// How requests are signed: a provider id (github, stripe, standard-webhooks, ...),
+    /// `hmac` (generic, see `hmac`) or `none`.
+    #[schemars(schema_with = "provider_schema")]
+    pub provider: String,
+    /// Signing secrets, as `${env:NAME}` or `${file:PATH}`. Several are tried in turn, so a
+    /// secret can be rotated without downtime.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Public keys for providers that sign with one (Discord, SendGrid, Standard Webhooks v1a),
+    /// in the form the provider's dashboard shows.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// Largest accepted age (and future skew) of a signed timestamp. Default: the provider's.
+    /// `0s` turns the check off.
+    pub tolerance: Option<HumanDuration>,
+    /// JSON Schema file that payloads of this source must match (relative to this file).
+    pub schema: Option<String>,
+    /// Only these client addresses (CIDRs such as `192.30.252.0/22`) may post. Default: any.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Requests per second from this source, beyond which it gets 429 with `Retry-After`.
+    pub rate_limit: Option<RateLimitFile>,
+    /// Largest accepted body. Default `1MiB`.
+    pub max_body: Option<ByteSize>,
+    /// The public URL the provider posts to, for providers that sign the URL (Twilio, Square,
+    /// HubSpot). Default: rebuilt from the request.
+    pub url: Option<String>,
+    /// Settings of the generic `hmac` provider.
+    pub hmac: Option<crate::verify::HmacScheme>,
+}
+
+fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let ids: Vec<&str> = crate::verify::Provider::ALL
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    schemars::json_schema!({ "type": "string", "enum": ids })
+}
+
+/// A rate limit.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst above the sustained rate. Default: `per_second`.
+    pub burst: Option<u32>,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFile {
+    /// The name rules use (`plugin: NAME`).
+    pub name: String,
+    /// The WebAssembly component (relative to this file). Built-in plugins need none.
+    pub path: Option<String>,
+    /// Resource limits per call.
+    pub limits: Option<LimitsFile>,
+    /// Capabilities granted to the plugin. Nothing is granted by default.
+    pub allow: Option<AllowFile>,
+}
+
+/// Resource limits of one plugin call.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest linear memory. Default `64MiB`.
+    pub memory: Option<ByteSize>,
+    /// Wall-clock time per call. Default `10s`.
+    pub timeout: Option<HumanDuration>,
+    /// Fuel (roughly, WebAssembly instructions) per call. Default: unmetered.
+    pub fuel: Option<u64>,
+}
+
+/// Capabilities of one plugin.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowFile {
+    /// Hosts the plugin may call over HTTP: `api.example.com`, `*.example.com`, or an address
+    /// and port such as `127.0.0.1:8080` (private and loopback addresses need this form).
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Names of `connections` the plugin may use.
+    #[serde(default)]
+    pub db: Vec<String>,
+}

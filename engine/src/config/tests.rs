@@ -1,0 +1,227 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "GITHUB_SECRET" => Some("gh-secret".into()),
+        "ADMIN_TOKEN" => Some("admin-token".into()),
+        "SLACK_URL" => Some("https://hooks.slack.example/x".into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookwise.yaml");
+    load_str(&path, text, &env)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(list) => list
+            .iter()
+            .map(|d| format!("{}:{} {}", d.position.line, d.position.column, d.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::embedded_default(dir.path());
+    assert!(c.file.is_none());
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
+    assert_eq!(c.store_url.expose(), DEFAULT_STORE);
+    assert_eq!(
+        c.tls,
+        TlsMode::SelfSigned {
+            dir: dir.path().to_path_buf()
+        }
+    );
+    assert_eq!(c.rules, vec![dir.path().join("rules")]);
+    let names: Vec<_> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, BUILTIN_PLUGINS);
+}
+
+#[test]
+fn a_full_config_loads() {
+    let c = load(
+        r#"
+listen: 0.0.0.0:8443
+insecure_http: true
+admin: { listen: 127.0.0.1:9999, token: "${env:ADMIN_TOKEN}" }
+store: sqlite://data/hookwise.db
+secrets:
+  SLACK_DEPLOYS_URL: "${env:SLACK_URL}"
+sources:
+  - id: github
+    provider: github
+    secrets: ["${env:GITHUB_SECRET}"]
+    tolerance: 5m
+    allow_ips: [192.30.252.0/22, "2606:50c0::/32"]
+    rate_limit: { per_second: 100 }
+    max_body: 2MiB
+  - id: internal
+    provider: hmac
+    secrets: ["${env:GITHUB_SECRET}"]
+    hmac: { header: X-Sig, algorithm: sha512, encoding: base64, prefix: "v1=" }
+plugins:
+  - name: notify
+    limits: { memory: 32MiB, timeout: 5s }
+    allow: { http: ["hooks.slack.com", "*.example.com", "127.0.0.1:8080"] }
+connections:
+  analytics: postgres://localhost/analytics
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(c.tls, TlsMode::Plain);
+    assert_eq!(
+        c.admin.token.as_ref().map(|t| t.expose()),
+        Some("admin-token")
+    );
+    assert_eq!(
+        c.secrets["SLACK_DEPLOYS_URL"].expose(),
+        "https://hooks.slack.example/x"
+    );
+    let gh = c.source("github").unwrap();
+    assert_eq!(gh.secrets[0].expose(), "gh-secret");
+    assert_eq!(gh.tolerance, Some(Duration::from_secs(300)));
+    assert_eq!(gh.max_body, 2 << 20);
+    assert!(gh.allow_ips[0].contains("192.30.253.7".parse().unwrap()));
+    assert!(!gh.allow_ips[0].contains("192.30.248.1".parse().unwrap()));
+    assert_eq!(c.source("internal").unwrap().max_body, DEFAULT_MAX_BODY);
+    let notify = c.plugins.iter().find(|p| p.name == "notify").unwrap();
+    assert_eq!(notify.memory, 32 << 20);
+    assert_eq!(notify.timeout, Duration::from_secs(5));
+    assert!(c.store_url.expose().ends_with("data/hookwise.db"));
+}
+
+#[test]
+fn three_mistakes_are_reported_at_once_with_places() {
+    let text = "\
+listen: 0.0.0.0:8443
+insecure_http: true
+sources:
+  - id: github
+    provider: gihtub
+    secrets: [\"${env:GITHUB_SECRET}\"]
+  - id: stripe
+    provider: stripe
+    secrets: [\"${env:STRIPE_SECRET}\"]
+plugins:
+  - name: notify
+    colour: blue
+";
+    let got = problems(text);
+    assert_eq!(
+        got.len(),
+        2,
+        "schema errors come first, all of them: {got:#?}"
+    );
+    assert!(
+        got[0].starts_with("5:15 ") && got[0].contains("gihtub"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("12:5 ") && got[1].contains("unknown key `colour`"),
+        "{got:#?}"
+    );
+
+    // With the schema satisfied, every problem of meaning is listed, each at its place.
+    let text = "\
+listen: nowhere
+insecure_http: true
+sources:
+  - id: github
+    provider: github
+    secrets: [\"${env:GITHUB_SECRET}\"]
+  - id: stripe
+    provider: stripe
+    secrets: [\"${env:STRIPE_SECRET}\"]
+  - id: github
+    provider: none
+plugins:
+  - name: label-pr
+    allow: { db: [warehouse] }
+";
+    let got = problems(text);
+    let expected = [
+        ("1:9 ", "not an address"),
+        ("9:15 ", "STRIPE_SECRET"),
+        ("10:9 ", "used twice"),
+        ("13:5 ", "needs a `path`"),
+        ("14:19 ", "no connection named `warehouse`"),
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for ((at, text), line) in expected.iter().zip(&got) {
+        assert!(
+            line.starts_with(at) && line.contains(text),
+            "expected {at}{text}, got {line}"
+        );
+    }
+}
+
+#[test]
+fn secrets_must_be_references() {
+    let got = problems(
+        "insecure_http: true\nsources:\n  - id: gh\n    provider: github\n    secrets: [hunter2]\n",
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("5:15 ") && got[0].contains("${env:NAME}"),
+        "{got:?}"
+    );
+    assert!(
+        !got[0].contains("hunter2"),
+        "a secret must not be echoed: {got:?}"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_places() {
+    let got = problems("listen: [unclosed\nstore: x\n");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("invalid YAML"), "{got:?}");
+}
+
+#[test]
+fn provider_rules() {
+    let got = problems(
+        "insecure_http: true\nsources:\n  - { id: d, provider: discord }\n  - { id: s, provider: stripe }\n  - { id: h, provider: hmac, secrets: [\"${env:GITHUB_SECRET}\"] }\n",
+    );
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].contains("public_keys"));
+    assert!(got[1].contains("at least one secret"));
+    assert!(got[2].contains("`hmac` section"));
+}
+
+#[test]
+fn schema_file_is_current() {
+    let generated = serde_json::to_string_pretty(&config_schema()).unwrap() + "\n";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/hookwise.schema.json");
+    if std::env::var_os("HOOKWISE_UPDATE_SCHEMAS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "schemas/hookwise.schema.json differs from the Rust types; \
+         regenerate it with HOOKWISE_UPDATE_SCHEMAS=1 cargo test -p hookwise schema_file_is_current"
+    );
+}
+
+#[test]
+fn cidrs() {
+    let c: Cidr = "10.0.0.0/8".parse().unwrap();
+    assert!(c.contains("10.1.2.3".parse().unwrap()));
+    assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(!c.contains("11.0.0.1".parse().unwrap()));
+    let all: Cidr = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains("8.8.8.8".parse().unwrap()));
+    let one: Cidr = "::1".parse().unwrap();
+    assert!(one.contains("::1".parse().unwrap()));
+    for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
+        assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,13 @@
+//! hookwise: a webhook automation engine. Providers POST events; hookwise verifies each
+//! signature, stores each event exactly once, answers fast, then matches the event against YAML
+//! rules and runs the actions they name in sandboxed WebAssembly plugins.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod ingress;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod verify;
+pub mod yamldoc;

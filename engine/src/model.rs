@@ -1,0 +1,225 @@
+//! Ids, records and shared enums that every part of hookwise speaks in.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered id (UUIDv7).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+            pub const PREFIX: &'static str = $prefix;
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// One stored event (unique per source and provider delivery id).
+    EventId,
+    "evt"
+);
+id_type!(
+    /// One HTTP request to an ingress route, accepted or not.
+    DeliveryAttemptId,
+    "dlv"
+);
+id_type!(
+    /// One planned (event, rule, action) run.
+    ExecutionId,
+    "exe"
+);
+id_type!(
+    /// One try of an execution.
+    AttemptId,
+    "att"
+);
+
+/// Milliseconds since the Unix epoch; the one time representation in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub i64);
+
+impl Millis {
+    pub fn now() -> Millis {
+        Millis::from_system_time(SystemTime::now())
+    }
+
+    pub fn from_system_time(t: SystemTime) -> Millis {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Err(e) => Millis(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    pub fn saturating_add(self, d: std::time::Duration) -> Millis {
+        Millis(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+/// What happened to one HTTP request on an ingress route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Verified, valid and stored as a new event.
+    Accepted,
+    /// Verified and valid, but the event was already stored; nothing runs again.
+    Duplicate,
+    /// Verified, but the payload failed validation; kept for replay after a fix.
+    Quarantined,
+    /// A provider handshake (URL verification, ping) answered at the edge.
+    Handshake,
+    /// Refused before or during verification (bad signature, unknown source, limits, ...).
+    Rejected,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Quarantined => "quarantined",
+            Verdict::Handshake => "handshake",
+            Verdict::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Verdict> {
+        Some(match s {
+            "accepted" => Verdict::Accepted,
+            "duplicate" => Verdict::Duplicate,
+            "quarantined" => Verdict::Quarantined,
+            "handshake" => Verdict::Handshake,
+            "rejected" => Verdict::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Stored, not yet matched against the rules.
+    Pending,
+    /// Stored but invalid; waits for a fix and a replay.
+    Quarantined,
+    /// Matched; its executions (possibly none) are planned.
+    Planned,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Pending => "pending",
+            EventStatus::Quarantined => "quarantined",
+            EventStatus::Planned => "planned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventStatus> {
+        Some(match s {
+            "pending" => EventStatus::Pending,
+            "quarantined" => EventStatus::Quarantined,
+            "planned" => EventStatus::Planned,
+            _ => return None,
+        })
+    }
+}
+
+/// Where an execution is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Waiting to run (first time, or for a retry at `next_attempt_at`).
+    Pending,
+    /// Claimed by a worker holding a lease.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Failed for good (fatal error or attempts exhausted); listed as a dead letter.
+    Dead,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExecutionStatus> {
+        Some(match s {
+            "pending" => ExecutionStatus::Pending,
+            "running" => ExecutionStatus::Running,
+            "succeeded" => ExecutionStatus::Succeeded,
+            "dead" => ExecutionStatus::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// How one attempt of an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    /// Failed in a way that may work later (the plugin said so, or a timeout).
+    Retryable,
+    /// Failed in a way that will not work again.
+    Fatal,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retryable => "retryable",
+            AttemptOutcome::Fatal => "fatal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptOutcome> {
+        Some(match s {
+            "succeeded" => AttemptOutcome::Succeeded,
+            "retryable" => AttemptOutcome::Retryable,
+            "fatal" => AttemptOutcome::Fatal,
+            _ => return None,
+        })
+    }
+}

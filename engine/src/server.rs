@@ -1,0 +1,247 @@
+//! Running hookwise: open the store, bind the listeners, serve until told to stop, then stop
+//! accepting, finish open requests and flush pending commits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, TlsMode};
+use crate::store::{GroupCommitSettings, Store, StoreError};
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, store: Store) -> AppState {
+        AppState {
+            config,
+            store,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors that stop `serve` from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::ingress::tls::TlsError),
+}
+
+/// The bound listeners, so tests can bind port 0 and learn the addresses.
+pub struct Listeners {
+    pub ingress: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            ingress: bind(config.listen).await?,
+            admin: bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Opens the store named by `config`.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open(
+        config.store_url.expose(),
+        &config.base_dir,
+        GroupCommitSettings::default(),
+    )
+    .await
+}
+
+/// Serves until `shutdown` completes, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let tls = match &config.tls {
+        TlsMode::Files { cert, key } => Some(crate::ingress::tls::acceptor_from_files(cert, key)?),
+        TlsMode::SelfSigned { dir } => {
+            let (acceptor, cert) = crate::ingress::tls::self_signed(dir)?;
+            tracing::info!(cert = %cert.display(), "ingress uses a self-signed certificate");
+            Some(acceptor)
+        }
+        TlsMode::Plain => None,
+    };
+    let store = open_store(&config).await?;
+    let state = AppState::new(Arc::new(config), store.clone());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Ok(addr) = listeners.ingress.local_addr() {
+        tracing::info!(%addr, %scheme, store = store.kind(), "ingress listening");
+    }
+    if let Ok(addr) = listeners.admin.local_addr() {
+        tracing::info!(%addr, "admin listening");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ingress = tokio::spawn(serve(
+        listeners.ingress,
+        crate::ingress::app(state.clone()),
+        tls,
+        stop_rx.clone(),
+    ));
+    let admin = tokio::spawn(serve(
+        listeners.admin,
+        crate::admin::app(state.clone()),
+        None,
+        stop_rx,
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing open requests");
+    state.shutting_down.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let _ = ingress.await;
+    let _ = admin.await;
+    store.close().await;
+    tracing::info!("stopped; every acknowledged event is committed");
+    Ok(())
+}
+
+/// Accepts connections on `listener` until `stop` turns true, then waits (bounded) for open
+/// connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .timer(hyper_util::rt::TokioTimer::new());
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(remote));
+                    req
+                },
+            ));
+            let result = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish in time and were closed");
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,338 @@
+//! The durable store: delivery attempts, events, executions, execution attempts and dead letters,
+//! on SQLite (embedded default) or PostgreSQL, behind one interface.
+//!
+//! Ingest writes go through a group committer ([`group`]): concurrent callers share one
+//! transaction and one fsync, and each is answered only after that transaction committed.
+
+mod group;
+mod postgres;
+mod queries;
+mod records;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use group::GroupCommitSettings;
+pub use records::*;
+
+use crate::model::{EventId, ExecutionId, Millis};
+
+/// Errors from the store. The text is for operators' logs, never for HTTP clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("the lease on execution {0} is no longer held by this worker")]
+    LeaseLost(ExecutionId),
+}
+
+/// A write that goes through the group committer.
+#[derive(Debug, Clone)]
+pub enum WriteRequest {
+    /// Store a verified event once, and the delivery attempt that brought it.
+    Ingest {
+        event: NewEvent,
+        attempt: NewDeliveryAttempt,
+    },
+    /// Record a delivery attempt that produced no event (rejected, handshake).
+    Attempt(NewDeliveryAttempt),
+}
+
+/// What a write came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Ingested(IngestOutcome),
+    Recorded,
+}
+
+/// The answer to an ingest: the event's id (the earlier one for a duplicate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct IngestOutcome {
+    pub event_id: EventId,
+    pub duplicate: bool,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Runs `$body` with `$b` bound to the concrete backend.
+macro_rules! with_backend {
+    ($self:expr, $b:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $body,
+            Backend::Postgres($b) => $body,
+        }
+    };
+}
+
+impl Backend {
+    async fn write_batch(&self, batch: &[WriteRequest]) -> Result<Vec<WriteOutcome>, StoreError> {
+        match self {
+            Backend::Sqlite(b) => b.write_batch(batch).await,
+            Backend::Postgres(b) => b.write_batch(batch).await,
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    committer: Arc<group::GroupCommitter>,
+}
+
+/// Filters for listing events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub source: Option<String>,
+    pub status: Option<crate::model::EventStatus>,
+    pub since: Option<Millis>,
+    /// Only events that arrived before this one (for paging, newest first).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// Filters for listing dead letters.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub source: Option<String>,
+    pub rule_id: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Opens (creating when needed) and migrates the store at `url`, relative paths against `base`.
+    pub async fn open(
+        url: &str,
+        base: &Path,
+        settings: GroupCommitSettings,
+    ) -> Result<Store, StoreError> {
+        let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = if Path::new(path).is_absolute() {
+                Path::new(path).to_path_buf()
+            } else {
+                base.join(path)
+            };
+            Backend::Sqlite(sqlite::SqliteStore::open(&path).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::PgStore::open(url).await?)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let committer = Arc::new(group::GroupCommitter::start(backend.clone(), settings));
+        Ok(Store { backend, committer })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Stores `event` once (group-committed) and records the delivery attempt that brought it.
+    /// Returns after the transaction holding both has committed.
+    pub async fn ingest(
+        &self,
+        event: NewEvent,
+        attempt: NewDeliveryAttempt,
+    ) -> Result<IngestOutcome, StoreError> {
+        match self
+            .committer
+            .submit(WriteRequest::Ingest { event, attempt })
+            .await?
+        {
+            WriteOutcome::Ingested(outcome) => Ok(outcome),
+            WriteOutcome::Recorded => Err(StoreError::Corrupt {
+                table: "events",
+                detail: "ingest answered as a plain record".into(),
+            }),
+        }
+    }
+
+    /// Records a delivery attempt that produced no event (group-committed).
+    pub async fn record_attempt(&self, attempt: NewDeliveryAttempt) -> Result<(), StoreError> {
+        self.committer
+            .submit(WriteRequest::Attempt(attempt))
+            .await
+            .map(|_| ())
+    }
+
+    /// The same write as [`Store::ingest`] in a transaction of its own, bypassing the group
+    /// committer. Only for measuring what group commit buys (see `bench/`).
+    pub async fn ingest_ungrouped(
+        &self,
+        event: NewEvent,
+        attempt: NewDeliveryAttempt,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut outcomes = self
+            .write_batch(std::slice::from_ref(&WriteRequest::Ingest {
+                event,
+                attempt,
+            }))
+            .await?;
+        match outcomes.pop() {
+            Some(WriteOutcome::Ingested(o)) => Ok(o),
+            _ => Err(StoreError::Corrupt {
+                table: "events",
+                detail: "no ingest outcome".into(),
+            }),
+        }
+    }
+
+    async fn write_batch(&self, batch: &[WriteRequest]) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.backend.write_batch(batch).await
+    }
+
+    /// Waits until every write submitted so far is committed, then stops the group committer.
+    /// Later writes fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.committer.close().await;
+        with_backend!(self, b => b.close().await)
+    }
+
+    /// Sizes of the batches the group committer wrote (for metrics and tests).
+    pub fn batch_stats(&self) -> group::BatchStats {
+        self.committer.stats()
+    }
+
+    pub async fn get_event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
+        with_backend!(self, b => b.get_event(id).await)
+    }
+
+    pub async fn find_event(
+        &self,
+        source: &str,
+        delivery_id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        with_backend!(self, b => b.find_event(source, delivery_id).await)
+    }
+
+    /// Events, newest first.
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        with_backend!(self, b => b.list_events(filter).await)
+    }
+
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        with_backend!(self, b => b.count_events().await)
+    }
+
+    /// Delivery attempts of one source (or all), newest first.
+    pub async fn list_delivery_attempts(
+        &self,
+        source: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        with_backend!(self, b => b.list_delivery_attempts(source, limit).await)
+    }
+
+    pub async fn delivery_attempts_for_event(
+        &self,
+        event: EventId,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        with_backend!(self, b => b.delivery_attempts_for_event(event).await)
+    }
+
+    /// Events still waiting to be matched, oldest first.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        with_backend!(self, b => b.pending_events(limit).await)
+    }
+
+    /// Stores the match trace of `event` and plans its executions, in one transaction.
+    /// Idempotent: executions that already exist (same event, rule, action, generation) are
+    /// left as they are. Returns the ids of the executions created by this call.
+    pub async fn plan(
+        &self,
+        event: EventId,
+        match_trace: &serde_json::Value,
+        executions: &[NewExecution],
+    ) -> Result<Vec<ExecutionId>, StoreError> {
+        with_backend!(self, b => b.plan(event, match_trace, executions).await)
+    }
+
+    /// Claims up to `limit` executions that are due (or whose lease expired) for `owner`, with a
+    /// lease of `lease`. Each claim counts as one more attempt.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        now: Millis,
+    ) -> Result<Vec<Execution>, StoreError> {
+        with_backend!(self, b => b.claim(owner, limit, lease, now).await)
+    }
+
+    /// Extends the lease of a running execution; fails with `LeaseLost` if `owner` lost it.
+    pub async fn renew_lease(
+        &self,
+        id: ExecutionId,
+        owner: &str,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        with_backend!(self, b => b.renew_lease(id, owner, until).await)
+    }
+
+    /// Records an attempt and moves the execution on, in one transaction guarded by the lease.
+    pub async fn finish(
+        &self,
+        id: ExecutionId,
+        owner: &str,
+        attempt: &NewExecutionAttempt,
+        next: NextStep,
+    ) -> Result<(), StoreError> {
+        with_backend!(self, b => b.finish(id, owner, attempt, next).await)
+    }
+
+    /// Gives an execution back unclaimed (for graceful shutdown); the attempt is not counted.
+    pub async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError> {
+        with_backend!(self, b => b.release(id, owner).await)
+    }
+
+    pub async fn get_execution(&self, id: ExecutionId) -> Result<Option<Execution>, StoreError> {
+        with_backend!(self, b => b.get_execution(id).await)
+    }
+
+    pub async fn executions_for_event(&self, event: EventId) -> Result<Vec<Execution>, StoreError> {
+        with_backend!(self, b => b.executions_for_event(event).await)
+    }
+
+    pub async fn attempts_for_execution(
+        &self,
+        execution: ExecutionId,
+    ) -> Result<Vec<ExecutionAttempt>, StoreError> {
+        with_backend!(self, b => b.attempts_for_execution(execution).await)
+    }
+
+    pub async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        with_backend!(self, b => b.list_dead_letters(filter).await)
+    }
+
+    /// Counts executions by status (for readiness, metrics and tests).
+    pub async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
+        with_backend!(self, b => b.execution_counts().await)
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_backend!(self, b => b.ping().await)
+    }
+}

@@ -1,0 +1,49 @@
+//! The embedded SQLite backend: one file, WAL journal, `synchronous=FULL`.
+//!
+//! `synchronous=FULL` makes every commit fsync the WAL, so an acknowledged event survives a
+//! power cut, not only a crash of the process. Group commit is what keeps this fast: one fsync
+//! per batch, not per event (see BENCHMARKS.md).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// How long a writer waits for the database lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Readers and writers share this many connections (SQLite still writes one at a time).
+const POOL_SIZE: u32 = 8;
+
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+super::queries::store_queries!(SqliteStore, sqlx::Sqlite, claim_lock = "");

@@ -1,0 +1,646 @@
+//! Webhook signature verification, signing and identification for every supported provider.
+//!
+//! Everything here is a pure function over the raw body bytes, the request headers, the URL the
+//! provider posted to and a clock: no I/O, no async, no panics on any input. Only [`verify`] can
+//! produce a [`Verified`] value, so code that holds one knows the request was authentic.
+//!
+//! One file per signature shape; providers that share a shape share a file and a table row:
+//! - `body_hmac`: an HMAC of the body (or URL + body) in one header (GitHub, Intercom, Bitbucket,
+//!   Jira, Typeform, Shopify, Square, Linear, PagerDuty, DocuSign).
+//! - `stripe`: a `t=...,v1=...` header that carries its own timestamp (Stripe, Calendly, Paddle).
+//! - `slack`: `v0=` HMAC of `v0:{timestamp}:{body}` with a timestamp header (Slack, Zoom).
+//! - `standard_webhooks`: Standard Webhooks and the Svix family (Svix, Clerk, Resend), HMAC `v1`
+//!   and Ed25519 `v1a`.
+//! - `twilio`, `gitlab`, `mailgun`, `sendgrid`, `hubspot`, `discord`, `twitch`: one provider each.
+//! - `generic`: the configurable `hmac` provider and `none`.
+//! - `identify`: delivery id, event type and handshakes (Slack, Zoom, Twitch, Discord).
+
+mod body_hmac;
+mod common;
+mod discord;
+mod generic;
+mod gitlab;
+mod hubspot;
+mod identify;
+mod mailgun;
+mod sendgrid;
+mod slack;
+mod standard_webhooks;
+mod stripe;
+mod twilio;
+mod twitch;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+pub use generic::{HmacAlgorithm, HmacScheme, SignatureEncoding};
+pub use identify::{HandshakeReply, Identity, handshake, identify, parse_payload};
+
+/// A webhook sender whose signature scheme hookwise knows. The id (see [`Provider::id`]) is what
+/// a source's `provider:` key in `hookwise.yaml` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Github,
+    Stripe,
+    StandardWebhooks,
+    Svix,
+    Clerk,
+    Resend,
+    Slack,
+    Shopify,
+    Twilio,
+    Gitlab,
+    Paddle,
+    Linear,
+    Square,
+    Mailgun,
+    Sendgrid,
+    Pagerduty,
+    Hubspot,
+    Zoom,
+    Discord,
+    Twitch,
+    Intercom,
+    Typeform,
+    Bitbucket,
+    Jira,
+    Calendly,
+    Docusign,
+    /// Generic HMAC, configured with an [`HmacScheme`].
+    Hmac,
+    /// No verification at all: every request is accepted.
+    None,
+}
+
+/// Seconds in one minute, for the tolerance table.
+const MINUTE: u64 = 60;
+
+impl Provider {
+    /// Every provider, in the order the docs list them.
+    pub const ALL: &[Provider] = &[
+        Provider::Github,
+        Provider::Stripe,
+        Provider::StandardWebhooks,
+        Provider::Svix,
+        Provider::Clerk,
+        Provider::Resend,
+        Provider::Slack,
+        Provider::Shopify,
+        Provider::Twilio,
+        Provider::Gitlab,
+        Provider::Paddle,
+        Provider::Linear,
+        Provider::Square,
+        Provider::Mailgun,
+        Provider::Sendgrid,
+        Provider::Pagerduty,
+        Provider::Hubspot,
+        Provider::Zoom,
+        Provider::Discord,
+        Provider::Twitch,
+        Provider::Intercom,
+        Provider::Typeform,
+        Provider::Bitbucket,
+        Provider::Jira,
+        Provider::Calendly,
+        Provider::Docusign,
+        Provider::Hmac,
+        Provider::None,
+    ];
+
+    /// The id used in config files and on the command line, e.g. `"standard-webhooks"`.
+    pub fn id(&self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Stripe => "stripe",
+            Provider::StandardWebhooks => "standard-webhooks",
+            Provider::Svix => "svix",
+            Provider::Clerk => "clerk",
+            Provider::Resend => "resend",
+            Provider::Slack => "slack",
+            Provider::Shopify => "shopify",
+            Provider::Twilio => "twilio",
+            Provider::Gitlab => "gitlab",
+            Provider::Paddle => "paddle",
+            Provider::Linear => "linear",
+            Provider::Square => "square",
+            Provider::Mailgun => "mailgun",
+            Provider::Sendgrid => "sendgrid",
+            Provider::Pagerduty => "pagerduty",
+            Provider::Hubspot => "hubspot",
+            Provider::Zoom => "zoom",
+            Provider::Discord => "discord",
+            Provider::Twitch => "twitch",
+            Provider::Intercom => "intercom",
+            Provider::Typeform => "typeform",
+            Provider::Bitbucket => "bitbucket",
+            Provider::Jira => "jira",
+            Provider::Calendly => "calendly",
+            Provider::Docusign => "docusign",
+            Provider::Hmac => "hmac",
+            Provider::None => "none",
+        }
+    }
+
+    /// The provider with this id (exact, lower case), if any.
+    pub fn from_id(id: &str) -> Option<Provider> {
+        Provider::ALL.iter().copied().find(|p| p.id() == id)
+    }
+
+    /// How old (and, for some providers, how far in the future) a signed timestamp may be before
+    /// the request is refused. `None` means the provider signs no timestamp or publishes no limit.
+    pub fn default_tolerance(&self) -> Option<Duration> {
+        let secs = match self {
+            // Published by the provider.
+            Provider::Stripe
+            | Provider::StandardWebhooks
+            | Provider::Svix
+            | Provider::Clerk
+            | Provider::Resend
+            | Provider::Slack
+            | Provider::Hubspot => 5 * MINUTE,
+            Provider::Twitch => 10 * MINUTE,
+            Provider::Calendly => 3 * MINUTE,
+            Provider::Linear => MINUTE,
+            // Paddle's SDKs allow five seconds.
+            Provider::Paddle => 5,
+            // The provider asks for a freshness check without a number: hookwise uses five minutes.
+            Provider::Zoom | Provider::Mailgun => 5 * MINUTE,
+            // Applies only when the scheme names a timestamp header.
+            Provider::Hmac => 5 * MINUTE,
+            _ => return None,
+        };
+        Some(Duration::from_secs(secs))
+    }
+
+    /// Whether verification needs [`Request::url`], the full URL the provider posted to.
+    pub fn needs_url(&self) -> bool {
+        matches!(
+            self,
+            Provider::Twilio | Provider::Square | Provider::Hubspot
+        )
+    }
+
+    /// Whether verification uses [`Keys::public_keys`] rather than shared secrets. Standard
+    /// Webhooks accepts either: a `whsec_` secret for `v1` or a `whpk_` public key for `v1a`.
+    pub fn uses_public_key(&self) -> bool {
+        matches!(self, Provider::Discord | Provider::Sendgrid)
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// The error of parsing an unknown provider id; its text lists the valid ids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider `{given}`; expected one of: {}", valid_ids())]
+pub struct UnknownProvider {
+    pub given: String,
+}
+
+fn valid_ids() -> String {
+    Provider::ALL
+        .iter()
+        .map(Provider::id)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Provider::from_id(s).ok_or_else(|| UnknownProvider {
+            given: s.to_owned(),
+        })
+    }
+}
+
+/// A shared secret exactly as the provider's dashboard shows it. Its `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret text; use only to compute or compare a signature.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+/// The keys of one source. Several secrets (or public keys) mean rotation: a request signed with
+/// any of them is accepted, and [`Verified::matched_key_index`] tells which one matched.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub secrets: Vec<Secret>,
+    /// Public keys in the provider's dashboard form: Discord hex Ed25519, SendGrid base64 DER
+    /// (SPKI) P-256, Standard Webhooks `whpk_` + base64 Ed25519.
+    pub public_keys: Vec<String>,
+}
+
+impl Keys {
+    /// Keys made of shared secrets only.
+    pub fn secrets<S: Into<Secret>>(secrets: impl IntoIterator<Item = S>) -> Self {
+        Keys {
+            secrets: secrets.into_iter().map(Into::into).collect(),
+            public_keys: Vec::new(),
+        }
+    }
+
+    /// Keys made of public keys only.
+    pub fn public_keys<S: Into<String>>(keys: impl IntoIterator<Item = S>) -> Self {
+        Keys {
+            secrets: Vec::new(),
+            public_keys: keys.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Per-source verification settings.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// `None`: the provider's default; `Some(Duration::ZERO)`: the timestamp age check is off.
+    pub tolerance: Option<Duration>,
+    /// Required for the `hmac` provider, ignored by the others.
+    pub hmac: Option<HmacScheme>,
+}
+
+/// The parts of an incoming request that signatures cover.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The full URL the provider posted to (scheme, host, path, query), as the provider sees it.
+    /// Needed by Twilio, Square and HubSpot; behind a proxy this is the public URL.
+    pub url: &'a str,
+    pub headers: &'a http::HeaderMap,
+    /// The raw body bytes, before any parsing.
+    pub body: &'a [u8],
+}
+
+/// Proof that a request passed its source's signature check. Only [`verify`] creates one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    provider: Provider,
+    timestamp: Option<i64>,
+    key_index: usize,
+}
+
+impl Verified {
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The signed timestamp in Unix seconds, for providers that sign one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// Which key matched: an index into [`Keys::secrets`], or into [`Keys::public_keys`] for
+    /// public-key schemes. Lets operators see when the old key of a rotation is no longer used.
+    pub fn matched_key_index(&self) -> usize {
+        self.key_index
+    }
+}
+
+/// Why a request failed verification. The text is what `hookwise verify` prints after `invalid: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing header {0}")]
+    MissingHeader(String),
+    #[error("malformed header {name}: {reason}")]
+    MalformedHeader { name: String, reason: String },
+    #[error("malformed body: {0}")]
+    MalformedBody(String),
+    #[error("the request URL is needed for this provider but was not given")]
+    MissingUrl,
+    #[error("malformed URL: {0}")]
+    MalformedUrl(String),
+    #[error("the body does not match the bodySHA256 hash in the URL")]
+    BodyHashMismatch,
+    #[error("no signature matched any configured key")]
+    NoSignatureMatched,
+    #[error("timestamp is {age_secs}s old, more than the {tolerance_secs}s tolerance")]
+    TimestampTooOld { age_secs: u64, tolerance_secs: u64 },
+    #[error("timestamp is {ahead_secs}s in the future, more than the {tolerance_secs}s tolerance")]
+    TimestampInFuture {
+        ahead_secs: u64,
+        tolerance_secs: u64,
+    },
+    #[error("no secret configured for this source")]
+    NoSecretConfigured,
+    #[error("no public key configured for this source")]
+    NoPublicKeyConfigured,
+    #[error("bad key: {0}")]
+    BadKey(String),
+    #[error("the hmac provider needs a scheme (header, algorithm, encoding)")]
+    MissingHmacScheme,
+}
+
+/// Why [`sign`] could not produce a signed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("bad key: {0}")]
+    BadKey(String),
+    #[error("the hmac provider needs a scheme (header, algorithm, encoding)")]
+    MissingHmacScheme,
+    #[error("cannot sign this body: {0}")]
+    BadBody(String),
+    #[error("malformed URL: {0}")]
+    BadUrl(String),
+    #[error("{0} signs inside the body or the URL; use sign_request to get the rewritten request")]
+    RewritesRequest(Provider),
+}
+
+/// A request as the provider would send it: for most providers the URL and body are unchanged
+/// and only headers are added; Mailgun puts its signature in the body and Twilio (JSON bodies)
+/// adds `bodySHA256` to the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Checks the request's signature for `provider` against every key in `keys`, and the signed
+/// timestamp against the tolerance. `now` is the clock (a parameter, so tests can fix it).
+pub fn verify(
+    provider: Provider,
+    keys: &Keys,
+    opts: &VerifyOptions,
+    req: &Request,
+    now: SystemTime,
+) -> Result<Verified, VerifyError> {
+    let ctx = Ctx {
+        provider,
+        keys,
+        opts,
+        req,
+        now_ms: unix_millis(now),
+        tolerance: match opts.tolerance {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => provider.default_tolerance(),
+        },
+    };
+    let matched = match provider {
+        Provider::Github
+        | Provider::Intercom
+        | Provider::Bitbucket
+        | Provider::Jira
+        | Provider::Typeform
+        | Provider::Shopify
+        | Provider::Square
+        | Provider::Linear
+        | Provider::Pagerduty
+        | Provider::Docusign => body_hmac::verify(&ctx)?,
+        Provider::Stripe | Provider::Calendly | Provider::Paddle => stripe::verify(&ctx)?,
+        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
+            standard_webhooks::verify(&ctx)?
+        }
+        Provider::Slack | Provider::Zoom => slack::verify(&ctx)?,
+        Provider::Twilio => twilio::verify(&ctx)?,
+        Provider::Gitlab => gitlab::verify(&ctx)?,
+        Provider::Mailgun => mailgun::verify(&ctx)?,
+        Provider::Sendgrid => sendgrid::verify(&ctx)?,
+        Provider::Hubspot => hubspot::verify(&ctx)?,
+        Provider::Discord => discord::verify(&ctx)?,
+        Provider::Twitch => twitch::verify(&ctx)?,
+        Provider::Hmac => generic::verify(&ctx)?,
+        Provider::None => Matched {
+            timestamp: None,
+            key_index: 0,
+        },
+    };
+    Ok(Verified {
+        provider,
+        timestamp: matched.timestamp,
+        key_index: matched.key_index,
+    })
+}
+
+/// The headers `provider` would send with this request, signed with `secret`.
+///
+/// `secret` is in the dashboard form [`verify`] takes, except for public-key schemes, where it is
+/// the private key: Discord, 64 hex characters (the 32-byte Ed25519 seed); Standard Webhooks
+/// `v1a`, `whsk_` + base64 of the 32-byte seed (or the 64-byte seed + public key); SendGrid,
+/// base64 DER of a P-256 private key (PKCS#8 or SEC1). [`public_key_for`] derives the matching
+/// public key. Mailgun and Twilio with a JSON body change the body or URL, so they need
+/// [`sign_request`]; `sign` refuses them with [`SignError::RewritesRequest`].
+pub fn sign(
+    provider: Provider,
+    secret: &str,
+    opts: &VerifyOptions,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Vec<(String, String)>, SignError> {
+    let signed = sign_request(provider, secret, opts, method, url, body, now)?;
+    if signed.url != url || signed.body != body {
+        return Err(SignError::RewritesRequest(provider));
+    }
+    Ok(signed.headers)
+}
+
+/// Like [`sign`], but returns the whole request, whose URL or body may differ from the input
+/// (Mailgun puts its signature in the body, Linear needs `webhookTimestamp` in it, Twilio adds
+/// `bodySHA256` to the URL of a JSON body).
+pub fn sign_request(
+    provider: Provider,
+    secret: &str,
+    opts: &VerifyOptions,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<SignedRequest, SignError> {
+    sign_event(provider, secret, opts, method, url, body, now, None)
+}
+
+/// Like [`sign_request`], and names the event type in the header that carries it for providers
+/// that send it in a header (GitHub `X-GitHub-Event`, Shopify `X-Shopify-Topic`, Bitbucket
+/// `X-Event-Key`, GitLab `X-Gitlab-Event`, Twitch subscription type, Linear `Linear-Event`);
+/// `None` picks a plausible default such as `push`.
+#[allow(clippy::too_many_arguments)] // mirrors `sign` plus one optional value
+pub fn sign_event(
+    provider: Provider,
+    secret: &str,
+    opts: &VerifyOptions,
+    method: &str,
+    url: &str,
+    body: &[u8],
+    now: SystemTime,
+    event_type: Option<&str>,
+) -> Result<SignedRequest, SignError> {
+    let ctx = SignCtx {
+        event_type,
+        provider,
+        secret,
+        opts,
+        method,
+        url,
+        body,
+        now_ms: unix_millis(now),
+    };
+    match provider {
+        Provider::Github
+        | Provider::Intercom
+        | Provider::Bitbucket
+        | Provider::Jira
+        | Provider::Typeform
+        | Provider::Shopify
+        | Provider::Square
+        | Provider::Linear
+        | Provider::Pagerduty
+        | Provider::Docusign => body_hmac::sign(&ctx),
+        Provider::Stripe | Provider::Calendly | Provider::Paddle => stripe::sign(&ctx),
+        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
+            standard_webhooks::sign(&ctx)
+        }
+        Provider::Slack | Provider::Zoom => slack::sign(&ctx),
+        Provider::Twilio => twilio::sign(&ctx),
+        Provider::Gitlab => gitlab::sign(&ctx),
+        Provider::Mailgun => mailgun::sign(&ctx),
+        Provider::Sendgrid => sendgrid::sign(&ctx),
+        Provider::Hubspot => hubspot::sign(&ctx),
+        Provider::Discord => discord::sign(&ctx),
+        Provider::Twitch => twitch::sign(&ctx),
+        Provider::Hmac => generic::sign(&ctx),
+        Provider::None => Ok(ctx.unchanged(Vec::new())),
+    }
+}
+
+/// The public key, in the form [`verify`] takes, that matches a private key given to [`sign`]:
+/// Discord hex, SendGrid base64 DER (SPKI), Standard Webhooks `whpk_` + base64.
+pub fn public_key_for(provider: Provider, private_key: &str) -> Result<String, SignError> {
+    match provider {
+        Provider::Discord => discord::public_key_for(private_key),
+        Provider::Sendgrid => sendgrid::public_key_for(private_key),
+        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
+            standard_webhooks::public_key_for(private_key)
+        }
+        other => Err(SignError::BadKey(format!(
+            "{other} uses shared secrets, not key pairs"
+        ))),
+    }
+}
+
+/// What a provider module found: the signed timestamp (Unix seconds) and the matching key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Matched {
+    timestamp: Option<i64>,
+    key_index: usize,
+}
+
+/// Everything a provider module needs to verify one request.
+struct Ctx<'a> {
+    provider: Provider,
+    keys: &'a Keys,
+    opts: &'a VerifyOptions,
+    req: &'a Request<'a>,
+    now_ms: i64,
+    /// Resolved tolerance: `None` means no age check.
+    tolerance: Option<Duration>,
+}
+
+impl Ctx<'_> {
+    /// The configured secrets, or an error when there are none.
+    fn secrets(&self) -> Result<&[Secret], VerifyError> {
+        if self.keys.secrets.is_empty() {
+            Err(VerifyError::NoSecretConfigured)
+        } else {
+            Ok(&self.keys.secrets)
+        }
+    }
+
+    /// The configured secrets as raw HMAC key bytes (the text, used as is).
+    fn secret_bytes(&self) -> Result<Vec<&[u8]>, VerifyError> {
+        Ok(self
+            .secrets()?
+            .iter()
+            .map(|s| s.expose().as_bytes())
+            .collect())
+    }
+
+    fn public_keys(&self) -> Result<&[String], VerifyError> {
+        if self.keys.public_keys.is_empty() {
+            Err(VerifyError::NoPublicKeyConfigured)
+        } else {
+            Ok(&self.keys.public_keys)
+        }
+    }
+
+    fn url(&self) -> Result<&str, VerifyError> {
+        let url = self.req.url.trim();
+        if url.is_empty() {
+            Err(VerifyError::MissingUrl)
+        } else {
+            Ok(url)
+        }
+    }
+}
+
+/// Everything a provider module needs to sign one request.
+struct SignCtx<'a> {
+    provider: Provider,
+    secret: &'a str,
+    opts: &'a VerifyOptions,
+    method: &'a str,
+    url: &'a str,
+    body: &'a [u8],
+    now_ms: i64,
+    event_type: Option<&'a str>,
+}
+
+impl SignCtx<'_> {
+    fn now_secs(&self) -> i64 {
+        self.now_ms.div_euclid(1000)
+    }
+
+    /// The request with the given headers and the URL and body unchanged.
+    fn unchanged(&self, headers: Vec<(String, String)>) -> SignedRequest {
+        SignedRequest {
+            url: self.url.to_owned(),
+            headers,
+            body: self.body.to_vec(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch; clocks before 1970 count as negative.
+fn unix_millis(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis())
+            .map(|ms| -ms)
+            .unwrap_or(i64::MIN),
+    }
+}
+
+#[cfg(test)]
+mod tests;

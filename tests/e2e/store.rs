@@ -1,0 +1,599 @@
+//! One store suite, run unchanged against a SQLite file and a fresh PostgreSQL database.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookwise::model::{
+    AttemptOutcome, DeliveryAttemptId, EventId, EventStatus, ExecutionId, ExecutionStatus, Millis,
+    Verdict,
+};
+use hookwise::store::{
+    DeadLetterFilter, EventFilter, GroupCommitSettings, NewDeliveryAttempt, NewEvent, NewExecution,
+    NewExecutionAttempt, NextStep, Store, StoreError,
+};
+use serde_json::json;
+
+use crate::support::TempPostgres;
+
+/// Where a suite run keeps its data, and how to open a second, independent handle on it.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(TempPostgres),
+}
+
+impl Place {
+    async fn new(kind: &str) -> Place {
+        match kind {
+            "sqlite" => Place::Sqlite(tempfile::tempdir().expect("temp dir")),
+            _ => Place::Postgres(
+                TempPostgres::create()
+                    .await
+                    .expect("PostgreSQL on 127.0.0.1:5432"),
+            ),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        let (url, base) = match self {
+            Place::Sqlite(dir) => ("sqlite://store.db".to_string(), dir.path().to_path_buf()),
+            Place::Postgres(pg) => (pg.url.clone(), std::env::temp_dir()),
+        };
+        Store::open(&url, &base, GroupCommitSettings::default())
+            .await
+            .expect("open store")
+    }
+
+    async fn finish(self) {
+        if let Place::Postgres(pg) = self {
+            pg.drop_db().await.expect("drop test database");
+        }
+    }
+}
+
+pub fn event(source: &str, delivery: &str) -> NewEvent {
+    NewEvent {
+        id: EventId::new(),
+        source: source.into(),
+        delivery_id: delivery.into(),
+        event_type: "push".into(),
+        received_at: Millis::now(),
+        headers: json!({"x-github-event": "push"}),
+        payload: json!({"ref": "refs/heads/main", "n": delivery}).to_string(),
+        status: EventStatus::Pending,
+    }
+}
+
+pub fn attempt(source: &str, verdict: Verdict, status: u16) -> NewDeliveryAttempt {
+    NewDeliveryAttempt {
+        id: DeliveryAttemptId::new(),
+        source: source.into(),
+        received_at: Millis::now(),
+        remote_addr: Some("127.0.0.1:5000".into()),
+        method: "POST".into(),
+        path: format!("/hooks/{source}"),
+        headers: json!({"x-hub-signature-256": "[redacted]"}),
+        body: None,
+        body_size: 42,
+        verdict,
+        status,
+        reason: None,
+    }
+}
+
+fn run_attempt(n: i32, outcome: AttemptOutcome, error: Option<&str>) -> NewExecutionAttempt {
+    NewExecutionAttempt {
+        attempt: n,
+        started_at: Millis::now(),
+        finished_at: Millis::now(),
+        outcome,
+        error: error.map(str::to_string),
+        output: Some(json!({"ok": outcome == AttemptOutcome::Succeeded})),
+        logs: json!([{"level": "info", "message": "hello"}]),
+        http_calls: json!([]),
+        db_statements: json!([]),
+        fuel_used: Some(1234),
+        memory_peak: Some(65536),
+    }
+}
+
+fn execution(event: EventId, rule: &str, index: i32) -> NewExecution {
+    NewExecution {
+        id: ExecutionId::new(),
+        rule_id: rule.into(),
+        action_index: index,
+        generation: 0,
+        plugin: "notify".into(),
+        idempotency_key: NewExecution::key_for(event, rule, index, 0),
+        order_key: None,
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+               async fn $name() { let place = super::Place::new("sqlite").await; super::$name(&place).await; place.finish().await; } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+               async fn $name() { let place = super::Place::new("postgres").await; super::$name(&place).await; place.finish().await; } )*
+        }
+    };
+}
+
+suite!(
+    duplicate_delivery_is_recorded_not_stored_twice,
+    concurrent_inserts_land_exactly_once,
+    callers_are_answered_only_after_commit,
+    rejected_requests_are_recorded,
+    planning_is_idempotent,
+    claim_finish_retry_and_dead_letter,
+    expired_leases_are_reclaimed,
+    close_flushes_pending_writes,
+);
+
+async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
+    let store = place.open().await;
+    let first = store
+        .ingest(
+            event("github", "d-1"),
+            attempt("github", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let second = store
+        .ingest(
+            event("github", "d-1"),
+            attempt("github", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap();
+    assert!(
+        second.duplicate,
+        "the same (source, delivery id) is a duplicate"
+    );
+    assert_eq!(
+        second.event_id, first.event_id,
+        "a duplicate answers with the first event's id"
+    );
+    // Another source may reuse the delivery id.
+    let other = store
+        .ingest(
+            event("stripe", "d-1"),
+            attempt("stripe", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    assert_eq!(store.count_events().await.unwrap(), 2);
+
+    let attempts = store
+        .delivery_attempts_for_event(first.event_id)
+        .await
+        .unwrap();
+    let verdicts: Vec<_> = attempts.iter().map(|a| a.attempt.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Accepted, Verdict::Duplicate]);
+    let stored = store
+        .get_event(first.event_id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.event.delivery_id, "d-1");
+    assert_eq!(stored.event.status, EventStatus::Pending);
+    store.close().await;
+}
+
+async fn concurrent_inserts_land_exactly_once(place: &Place) {
+    const EVENTS: usize = 1_000;
+    const TASKS: usize = 64;
+    let store = place.open().await;
+    // Every delivery id is sent twice, by two different tasks.
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for i in (t..EVENTS * 2).step_by(TASKS) {
+                let delivery = format!("d-{}", i % EVENTS);
+                let answer = store
+                    .ingest(
+                        event("github", &delivery),
+                        attempt("github", Verdict::Accepted, 202),
+                    )
+                    .await
+                    .expect("ingest");
+                answers.push((delivery, answer));
+            }
+            answers
+        }));
+    }
+    let mut fresh = HashSet::new();
+    let mut ids = std::collections::HashMap::new();
+    let mut duplicates = 0;
+    for h in handles {
+        for (delivery, answer) in h.await.unwrap() {
+            if answer.duplicate {
+                duplicates += 1;
+            } else {
+                assert!(fresh.insert(delivery.clone()), "{delivery} stored twice");
+            }
+            let id = *ids.entry(delivery).or_insert(answer.event_id);
+            assert_eq!(
+                id, answer.event_id,
+                "both sends of one delivery share one event id"
+            );
+        }
+    }
+    assert_eq!(fresh.len(), EVENTS);
+    assert_eq!(duplicates, EVENTS);
+    assert_eq!(store.count_events().await.unwrap(), EVENTS as i64);
+    let stats = store.batch_stats();
+    assert_eq!(stats.writes, (EVENTS * 2) as u64);
+    assert!(
+        stats.largest > 1,
+        "concurrent writes share transactions: {stats:?}"
+    );
+    store.close().await;
+}
+
+async fn callers_are_answered_only_after_commit(place: &Place) {
+    let store = place.open().await;
+    // A second, independent handle sees only committed data.
+    let observer = place.open().await;
+    let mut handles = Vec::new();
+    for t in 0..32 {
+        let store = store.clone();
+        let observer = observer.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let delivery = format!("c-{t}-{i}");
+                let answer = store
+                    .ingest(
+                        event("github", &delivery),
+                        attempt("github", Verdict::Accepted, 202),
+                    )
+                    .await
+                    .unwrap();
+                let seen = observer.find_event("github", &delivery).await.unwrap();
+                assert_eq!(
+                    seen.map(|e| e.event.id),
+                    Some(answer.event_id),
+                    "answered before commit"
+                );
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    observer.close().await;
+    store.close().await;
+}
+
+async fn rejected_requests_are_recorded(place: &Place) {
+    let store = place.open().await;
+    let mut bad = attempt("github", Verdict::Rejected, 401);
+    bad.reason = Some("signature does not match".into());
+    store.record_attempt(bad.clone()).await.unwrap();
+    let listed = store
+        .list_delivery_attempts(Some("github"), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attempt, bad);
+    assert_eq!(listed[0].event_id, None);
+    assert_eq!(store.count_events().await.unwrap(), 0);
+
+    let mut quarantined = event("github", "q-1");
+    quarantined.status = EventStatus::Quarantined;
+    let mut q_attempt = attempt("github", Verdict::Quarantined, 422);
+    q_attempt.body = Some(b"{\"not\": \"valid\"}".to_vec());
+    let out = store.ingest(quarantined, q_attempt).await.unwrap();
+    let stored = store.get_event(out.event_id).await.unwrap().unwrap();
+    assert_eq!(stored.event.status, EventStatus::Quarantined);
+    let listed = store
+        .list_events(&EventFilter {
+            status: Some(EventStatus::Quarantined),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let attempts = store
+        .delivery_attempts_for_event(out.event_id)
+        .await
+        .unwrap();
+    assert_eq!(attempts[0].attempt.verdict, Verdict::Quarantined);
+    assert_eq!(
+        attempts[0].attempt.body.as_deref(),
+        Some(&b"{\"not\": \"valid\"}"[..])
+    );
+    store.close().await;
+}
+
+async fn planning_is_idempotent(place: &Place) {
+    let store = place.open().await;
+    let ev = store
+        .ingest(
+            event("github", "p-1"),
+            attempt("github", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    assert_eq!(store.pending_events(10).await.unwrap().len(), 1);
+    let trace = json!({"rules": [{"rule": "r1", "matched": true}]});
+    let plan = [
+        execution(ev, "r1", 0),
+        execution(ev, "r1", 1),
+        execution(ev, "r2", 0),
+    ];
+    let created = store.plan(ev, &trace, &plan).await.unwrap();
+    assert_eq!(created.len(), 3);
+    // Planning again (say after a crash) creates nothing new, even with fresh execution ids.
+    let again = [
+        execution(ev, "r1", 0),
+        execution(ev, "r1", 1),
+        execution(ev, "r2", 0),
+    ];
+    assert!(store.plan(ev, &trace, &again).await.unwrap().is_empty());
+    assert_eq!(store.executions_for_event(ev).await.unwrap().len(), 3);
+    let stored = store.get_event(ev).await.unwrap().unwrap();
+    assert_eq!(stored.event.status, EventStatus::Planned);
+    assert_eq!(stored.match_trace, Some(trace));
+    assert!(store.pending_events(10).await.unwrap().is_empty());
+    // A replay is a new generation with its own keys.
+    let mut replay = execution(ev, "r1", 0);
+    replay.generation = 1;
+    replay.idempotency_key = NewExecution::key_for(ev, "r1", 0, 1);
+    assert_eq!(
+        store.plan(ev, &json!({}), &[replay]).await.unwrap().len(),
+        1
+    );
+    store.close().await;
+}
+
+async fn claim_finish_retry_and_dead_letter(place: &Place) {
+    let store = place.open().await;
+    let ev = store
+        .ingest(
+            event("github", "x-1"),
+            attempt("github", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    store
+        .plan(
+            ev,
+            &json!({}),
+            &[execution(ev, "ok", 0), execution(ev, "flaky", 0)],
+        )
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+
+    let claimed = store
+        .claim("worker-a", 10, lease, Millis::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        claimed
+            .iter()
+            .all(|x| x.status == ExecutionStatus::Running && x.attempts == 1)
+    );
+    assert!(
+        store
+            .claim("worker-b", 10, lease, Millis::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased work is not claimed twice"
+    );
+
+    let ok = claimed.iter().find(|x| x.rule_id == "ok").unwrap();
+    let flaky = claimed.iter().find(|x| x.rule_id == "flaky").unwrap();
+    // Someone else's lease cannot be finished.
+    let err = store
+        .finish(
+            ok.id,
+            "worker-b",
+            &run_attempt(1, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::LeaseLost(_))), "{err:?}");
+    store
+        .finish(
+            ok.id,
+            "worker-a",
+            &run_attempt(1, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await
+        .unwrap();
+
+    // A retryable failure: back to pending, due later.
+    let later = Millis(Millis::now().0 + 60_000);
+    store
+        .finish(
+            flaky.id,
+            "worker-a",
+            &run_attempt(1, AttemptOutcome::Retryable, Some("503")),
+            NextStep::RetryAt(later),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim("worker-a", 10, lease, Millis::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let again = store
+        .claim("worker-a", 10, lease, Millis(later.0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    store
+        .finish(
+            flaky.id,
+            "worker-a",
+            &run_attempt(2, AttemptOutcome::Fatal, Some("400 bad request")),
+            NextStep::Dead("fatal: 400 bad request".into()),
+        )
+        .await
+        .unwrap();
+
+    let flaky_now = store.get_execution(flaky.id).await.unwrap().unwrap();
+    assert_eq!(flaky_now.status, ExecutionStatus::Dead);
+    assert_eq!(flaky_now.last_error.as_deref(), Some("400 bad request"));
+    let attempts = store.attempts_for_execution(flaky.id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].attempt.outcome, AttemptOutcome::Retryable);
+    assert_eq!(
+        attempts[1].attempt.logs,
+        json!([{"level": "info", "message": "hello"}])
+    );
+    assert_eq!(attempts[1].attempt.fuel_used, Some(1234));
+
+    let dead = store
+        .list_dead_letters(&DeadLetterFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (
+            dead[0].execution_id,
+            dead[0].source.as_str(),
+            dead[0].rule_id.as_str()
+        ),
+        (flaky.id, "github", "flaky")
+    );
+    let none = store
+        .list_dead_letters(&DeadLetterFilter {
+            source: Some("stripe".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let counts = store.execution_counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.succeeded,
+            counts.dead,
+            counts.pending,
+            counts.running
+        ),
+        (1, 1, 0, 0)
+    );
+    store.close().await;
+}
+
+async fn expired_leases_are_reclaimed(place: &Place) {
+    let store = place.open().await;
+    let ev = store
+        .ingest(
+            event("github", "l-1"),
+            attempt("github", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    store
+        .plan(ev, &json!({}), &[execution(ev, "r", 0)])
+        .await
+        .unwrap();
+    let now = Millis::now();
+    let first = store
+        .claim("crashed-worker", 1, Duration::from_secs(5), now)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // Still leased a moment later; renewable by its owner only.
+    assert!(
+        store
+            .claim("other", 1, Duration::from_secs(5), Millis(now.0 + 1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .renew_lease(first[0].id, "crashed-worker", Millis(now.0 + 10_000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .renew_lease(first[0].id, "other", Millis(now.0 + 10_000))
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    // After the lease runs out, another worker takes it over and the crashed one lost it.
+    let taken = store
+        .claim("other", 1, Duration::from_secs(5), Millis(now.0 + 10_001))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].attempts, 2);
+    assert_eq!(taken[0].lease_owner.as_deref(), Some("other"));
+    let late = store
+        .finish(
+            first[0].id,
+            "crashed-worker",
+            &run_attempt(1, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))));
+    // Released work goes back to pending without counting an attempt.
+    store.release(taken[0].id, "other").await.unwrap();
+    let x = store.get_execution(taken[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (x.status, x.attempts, x.lease_owner),
+        (ExecutionStatus::Pending, 1, None)
+    );
+    store.close().await;
+}
+
+async fn close_flushes_pending_writes(place: &Place) {
+    let store = place.open().await;
+    let store = Arc::new(store);
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .ingest(
+                    event("github", &format!("f-{i}")),
+                    attempt("github", Verdict::Accepted, 202),
+                )
+                .await
+        }));
+    }
+    tokio::task::yield_now().await;
+    store.close().await;
+    let mut ok = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Closed) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // Everything that was answered Ok is on disk; nothing answered Ok was lost.
+    let reopened = place.open().await;
+    assert_eq!(reopened.count_events().await.unwrap(), ok);
+    reopened.close().await;
+}

@@ -1,0 +1,78 @@
+//! Helpers shared by the end-to-end tests: fresh databases, the built binary, free ports.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::Connection;
+
+/// The PostgreSQL server the tests use (trust auth); override with HOOKWISE_TEST_POSTGRES.
+pub fn postgres_admin_url() -> String {
+    std::env::var("HOOKWISE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A uniquely named PostgreSQL database, dropped by [`TempPostgres::drop_db`].
+pub struct TempPostgres {
+    pub name: String,
+    pub url: String,
+}
+
+impl TempPostgres {
+    pub async fn create() -> anyhow::Result<TempPostgres> {
+        let admin = postgres_admin_url();
+        let name = format!("hookwise_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin);
+        Ok(TempPostgres {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    pub async fn drop_db(self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+/// The `hookwise` binary cargo built for these tests.
+pub fn hookwise_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hookwise"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Polls `url` until it answers 200 or `limit` passes.
+pub async fn wait_ready(client: &reqwest::Client, url: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
