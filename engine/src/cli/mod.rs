@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::collections::BTreeMap;
+
 use crate::config::Config;
+use crate::rules::{CompileContext, EventView};
+use crate::verify::Provider;
 
 /// hookwise: verify, store and act on webhooks.
 #[derive(Debug, Parser)]
@@ -53,6 +57,29 @@ pub enum Command {
         #[arg(long, short, env = "HOOKWISE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Dry-run the rules against one event: for every rule, matched or not and why, and the
+    /// rendered input of each action of the matched ones. Nothing is stored or run.
+    Test {
+        /// Config file. Default: ./hookwise.yaml when present, else the embedded default.
+        #[arg(long, short, env = "HOOKWISE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The source the event comes from. An id that is not configured is taken as a source
+        /// of the provider with that id, so rules can be tried before any source exists.
+        #[arg(long)]
+        source: String,
+        /// The event type. Default: identified from the headers and payload, as ingress does.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// The payload: a JSON (or form-encoded) file.
+        #[arg(long)]
+        payload: PathBuf,
+        /// A request header, `Name: value`. Repeatable.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// Print one JSON object: {"matched": [...], "not_matched": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of a file format (for editors and `schemas/`).
     Schema {
         #[arg(value_enum)]
@@ -64,6 +91,8 @@ pub enum Command {
 pub enum SchemaFormat {
     /// hookwise.yaml
     Config,
+    /// Rule files under rules/
+    Rules,
 }
 
 /// Runs one parsed command line.
@@ -76,9 +105,18 @@ pub fn run(cli: Cli) -> ExitCode {
             admin_listen,
         } => serve(config, listen, admin_listen),
         Command::Check { config } => check(config),
+        Command::Test {
+            config,
+            source,
+            event_type,
+            payload,
+            headers,
+            json,
+        } => dry_run(config, &source, event_type, &payload, &headers, json),
         Command::Schema { format } => {
             let schema = match format {
                 SchemaFormat::Config => crate::config::config_schema(),
+                SchemaFormat::Rules => crate::rules::rule_file_schema(),
             };
             println!(
                 "{}",
@@ -112,15 +150,72 @@ fn print_problems(problems: &[crate::yamldoc::Diagnostic]) {
     );
 }
 
+/// What rules may refer to: the configured sources (plus `extra`), plugins and secrets.
+struct RuleInputs {
+    sources: Vec<(String, String)>,
+    plugins: Vec<String>,
+    secrets: BTreeMap<String, String>,
+}
+
+impl RuleInputs {
+    fn new(config: &Config, extra: Option<(String, String)>) -> RuleInputs {
+        let mut sources: Vec<(String, String)> = config
+            .sources
+            .iter()
+            .map(|s| (s.id.clone(), s.provider.id().to_string()))
+            .collect();
+        sources.extend(extra);
+        RuleInputs {
+            sources,
+            plugins: config.plugins.iter().map(|p| p.name.clone()).collect(),
+            secrets: config
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+        }
+    }
+
+    fn context(&self) -> CompileContext<'_> {
+        CompileContext {
+            sources: &self.sources,
+            plugins: &self.plugins,
+            secrets: &self.secrets,
+        }
+    }
+}
+
+/// Rule paths that exist (the default `rules/` folder is optional).
+fn rule_paths(config: &Config) -> Vec<PathBuf> {
+    config
+        .rules
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect()
+}
+
 fn check(config: Option<PathBuf>) -> ExitCode {
-    match Config::discover(config.as_deref()) {
-        Ok(config) => {
+    let config = match Config::discover(config.as_deref()) {
+        Ok(config) => config,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    let inputs = RuleInputs::new(&config, None);
+    match crate::rules::load_paths(&rule_paths(&config), &inputs.context()) {
+        Ok(rules) => {
             let what = config
                 .file
                 .as_ref()
                 .map(|f| f.display().to_string())
                 .unwrap_or_else(|| "embedded default".into());
-            println!("ok: {what}");
+            println!(
+                "ok: {what}; {} rule{}",
+                rules.len(),
+                if rules.len() == 1 { "" } else { "s" }
+            );
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -128,6 +223,105 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit status for usage errors, as clap uses.
+const USAGE: u8 = 2;
+
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(USAGE)
+}
+
+fn dry_run(
+    config: Option<PathBuf>,
+    source: &str,
+    event_type: Option<String>,
+    payload: &std::path::Path,
+    headers: &[String],
+    json: bool,
+) -> ExitCode {
+    let config = match Config::discover(config.as_deref()) {
+        Ok(config) => config,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (provider, extra) = match config.source(source) {
+        Some(s) => (s.provider, None),
+        None => match Provider::from_id(source) {
+            Some(p) => (p, Some((source.to_string(), p.id().to_string()))),
+            None => {
+                return usage(format_args!(
+                    "`{source}` is neither a configured source nor a provider id"
+                ));
+            }
+        },
+    };
+    let mut header_map = BTreeMap::new();
+    let mut http_headers = http::HeaderMap::new();
+    for h in headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return usage(format_args!("--header `{h}` is not `Name: value`"));
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                http_headers.append(n, v);
+            }
+            _ => return usage(format_args!("--header `{h}` is not a valid header")),
+        }
+        header_map.insert(name, value);
+    }
+    let body = match std::fs::read(payload) {
+        Ok(b) => b,
+        Err(e) => return usage(format_args!("cannot read {}: {e}", payload.display())),
+    };
+    let payload_value = crate::verify::parse_payload(&body);
+    if payload_value.is_null() && !body.is_empty() {
+        return usage(format_args!(
+            "{} is neither JSON nor form-encoded",
+            payload.display()
+        ));
+    }
+    let event_type = match event_type
+        .or_else(|| crate::verify::identify(provider, &http_headers, &payload_value).event_type)
+    {
+        Some(t) => t,
+        None => {
+            return usage("cannot tell the event type from headers and payload; pass --event-type");
+        }
+    };
+
+    let inputs = RuleInputs::new(&config, extra);
+    let rules = match crate::rules::load_paths(&rule_paths(&config), &inputs.context()) {
+        Ok(rules) => rules,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    let received_at = crate::model::Millis::now().to_rfc3339();
+    let view = EventView {
+        id: "dry-run",
+        source,
+        provider: provider.id(),
+        event_type: &event_type,
+        received_at: &received_at,
+        headers: &header_map,
+        payload: &payload_value,
+    };
+    let evaluation = rules.evaluate_all(&view);
+    if json {
+        println!("{}", crate::rules::dry_run_json(&evaluation));
+    } else {
+        print!("{}", crate::rules::render_text(&evaluation));
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(

@@ -1,0 +1,1093 @@
+//! Structured conditions: compiled once from `ConditionConfig` (JSONPaths parsed, regexes built,
+//! operands normalised), then evaluated against events with a trace of every decision.
+//!
+//! Semantics (documented in rules.md):
+//! - a selector yields zero or more values; a positive operator holds when ANY value satisfies it;
+//! - `not_equals`, `not_in`, `not_contains`, `exists: false` and `not_empty: false` are exact
+//!   negations of their positive forms: they hold when NO selected value satisfies the positive
+//!   operator, so they also hold when nothing is selected;
+//! - no type coercion for equality (`"1"` is not `1`, `null` is not `""`); numbers compare by value;
+//! - ordering compares numbers with numbers, RFC 3339 times with times, other strings as text,
+//!   and a numeric string with a number numerically.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use regex::Regex;
+use serde_json::{Number, Value};
+use serde_json_path::JsonPath;
+
+use super::EventView;
+use super::config::{ConditionConfig, EventField, Ordered};
+use super::trace::{ConditionTrace, LeafTrace, MAX_TRACE_VALUES, truncate};
+
+/// Largest compiled regex program, in bytes (the regex crate's own bound on pattern size).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Deepest nesting of `all`/`any`/`not` accepted.
+const MAX_CONDITION_DEPTH: usize = 32;
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Leaf(Box<Leaf>),
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+}
+
+/// A compiled leaf: what to select and how to test it.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    selector: Selector,
+    op: Op,
+    /// The operand as written, for traces.
+    expected: Value,
+}
+
+#[derive(Debug, Clone)]
+enum Selector {
+    Path {
+        path: JsonPath,
+        text: String,
+    },
+    /// Lower-cased header name.
+    Header(String),
+    Event(EventField),
+}
+
+impl Selector {
+    fn describe(&self) -> String {
+        match self {
+            Selector::Path { text, .. } => text.clone(),
+            Selector::Header(name) => format!("header {name}"),
+            Selector::Event(field) => format!("event.{}", field.name()),
+        }
+    }
+
+    fn select<'a>(&self, ev: &EventView<'a>) -> Vec<Cow<'a, Value>> {
+        match self {
+            Selector::Path { path, .. } => path
+                .query(ev.payload)
+                .all()
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect(),
+            Selector::Header(name) => ev
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| Cow::Owned(Value::String(v.clone())))
+                .collect(),
+            Selector::Event(field) => {
+                let text = match field {
+                    EventField::Id => ev.id,
+                    EventField::Type => ev.event_type,
+                    EventField::Source => ev.source,
+                    EventField::Provider => ev.provider,
+                    EventField::ReceivedAt => ev.received_at,
+                };
+                vec![Cow::Owned(Value::String(text.to_string()))]
+            }
+        }
+    }
+}
+
+/// An ordering operand with its possible readings precomputed.
+#[derive(Debug, Clone)]
+struct OrderOperand {
+    value: Value,
+    time: Option<Instant>,
+    number: Option<Num>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Equals(Value),
+    NotEquals(Value),
+    IEquals(String),
+    In(Vec<Value>),
+    NotIn(Vec<Value>),
+    Contains(Value),
+    NotContains(Value),
+    IContains(String),
+    StartsWith(String),
+    EndsWith(String),
+    Matches(Box<Regex>),
+    Exists(bool),
+    NotEmpty(bool),
+    Gt(OrderOperand),
+    Gte(OrderOperand),
+    Lt(OrderOperand),
+    Lte(OrderOperand),
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Equals(_) => "equals",
+            Op::NotEquals(_) => "not_equals",
+            Op::IEquals(_) => "iequals",
+            Op::In(_) => "in",
+            Op::NotIn(_) => "not_in",
+            Op::Contains(_) => "contains",
+            Op::NotContains(_) => "not_contains",
+            Op::IContains(_) => "icontains",
+            Op::StartsWith(_) => "starts_with",
+            Op::EndsWith(_) => "ends_with",
+            Op::Matches(_) => "matches",
+            Op::Exists(_) => "exists",
+            Op::NotEmpty(_) => "not_empty",
+            Op::Gt(_) => "gt",
+            Op::Gte(_) => "gte",
+            Op::Lt(_) => "lt",
+            Op::Lte(_) => "lte",
+        }
+    }
+
+    /// The operator's verdict over all selected values.
+    fn holds(&self, values: &[Cow<'_, Value>]) -> bool {
+        let any = |f: &dyn Fn(&Value) -> bool| values.iter().any(|v| f(v));
+        match self {
+            Op::Equals(e) => any(&|v| json_eq(v, e)),
+            Op::NotEquals(e) => !any(&|v| json_eq(v, e)),
+            Op::IEquals(e) => any(&|v| v.as_str().is_some_and(|s| s.to_lowercase() == *e)),
+            Op::In(list) => any(&|v| list.iter().any(|e| json_eq(v, e))),
+            Op::NotIn(list) => !any(&|v| list.iter().any(|e| json_eq(v, e))),
+            Op::Contains(e) => any(&|v| contains(v, e)),
+            Op::NotContains(e) => !any(&|v| contains(v, e)),
+            Op::IContains(e) => any(&|v| icontains(v, e)),
+            Op::StartsWith(p) => any(&|v| v.as_str().is_some_and(|s| s.starts_with(p.as_str()))),
+            Op::EndsWith(p) => any(&|v| v.as_str().is_some_and(|s| s.ends_with(p.as_str()))),
+            Op::Matches(re) => any(&|v| v.as_str().is_some_and(|s| re.is_match(s))),
+            Op::Exists(want) => values.is_empty() != *want,
+            Op::NotEmpty(want) => any(&|v| !is_empty(v)) == *want,
+            Op::Gt(e) => any(&|v| compare(v, e) == Some(Ordering::Greater)),
+            Op::Gte(e) => {
+                any(&|v| matches!(compare(v, e), Some(Ordering::Greater | Ordering::Equal)))
+            }
+            Op::Lt(e) => any(&|v| compare(v, e) == Some(Ordering::Less)),
+            Op::Lte(e) => any(&|v| matches!(compare(v, e), Some(Ordering::Less | Ordering::Equal))),
+        }
+    }
+}
+
+impl Condition {
+    /// Evaluates the condition; `at` names it in the trace (`when`, `when.all[1]`, ...).
+    pub fn evaluate(&self, ev: &EventView<'_>, at: &str) -> ConditionTrace {
+        match self {
+            Condition::Leaf(leaf) => {
+                let values = leaf.selector.select(ev);
+                let result = leaf.op.holds(&values);
+                ConditionTrace::Leaf(LeafTrace {
+                    at: at.to_string(),
+                    selector: leaf.selector.describe(),
+                    selected: values
+                        .iter()
+                        .take(MAX_TRACE_VALUES)
+                        .map(|v| truncate(v))
+                        .collect(),
+                    selected_count: values.len(),
+                    operator: leaf.op.name(),
+                    expected: truncate(&leaf.expected),
+                    result,
+                })
+            }
+            // Every child is evaluated (no short-circuit) so a trace explains all of them;
+            // conditions are cheap next to the plugin calls they gate.
+            Condition::All(children) => {
+                let conditions: Vec<ConditionTrace> = children
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| c.evaluate(ev, &format!("{at}.all[{i}]")))
+                    .collect();
+                let result = conditions.iter().all(ConditionTrace::result);
+                ConditionTrace::All {
+                    at: at.to_string(),
+                    result,
+                    conditions,
+                }
+            }
+            Condition::Any(children) => {
+                let conditions: Vec<ConditionTrace> = children
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| c.evaluate(ev, &format!("{at}.any[{i}]")))
+                    .collect();
+                let result = conditions.iter().any(ConditionTrace::result);
+                ConditionTrace::Any {
+                    at: at.to_string(),
+                    result,
+                    conditions,
+                }
+            }
+            Condition::Not(inner) => {
+                let condition = inner.evaluate(ev, &format!("{at}.not"));
+                ConditionTrace::Not {
+                    at: at.to_string(),
+                    result: !condition.result(),
+                    condition: Box::new(condition),
+                }
+            }
+        }
+    }
+}
+
+/// A compile problem: JSON pointer (relative to the rule file) and message.
+pub type Problem = (String, String);
+
+/// Compiles a condition written at `pointer`; collects every problem found.
+pub fn compile(
+    cfg: &ConditionConfig,
+    pointer: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Condition> {
+    compile_at(cfg, pointer, 0, problems)
+}
+
+fn compile_at(
+    cfg: &ConditionConfig,
+    pointer: &str,
+    depth: usize,
+    problems: &mut Vec<Problem>,
+) -> Option<Condition> {
+    if depth > MAX_CONDITION_DEPTH {
+        problems.push((
+            pointer.to_string(),
+            format!("conditions nest deeper than {MAX_CONDITION_DEPTH}"),
+        ));
+        return None;
+    }
+    let selectors: Vec<&str> = [
+        cfg.path.as_ref().map(|_| "path"),
+        cfg.header.as_ref().map(|_| "header"),
+        cfg.event.as_ref().map(|_| "event"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let combinators: Vec<&str> = [
+        cfg.all.as_ref().map(|_| "all"),
+        cfg.any.as_ref().map(|_| "any"),
+        cfg.not.as_ref().map(|_| "not"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let operators = operator_names(cfg);
+
+    if !combinators.is_empty() {
+        if combinators.len() > 1 || !selectors.is_empty() || !operators.is_empty() {
+            let mut keys = combinators.clone();
+            keys.extend(&selectors);
+            keys.extend(&operators);
+            problems.push((
+                pointer.to_string(),
+                format!(
+                    "a condition is either one combinator (all, any, not) or a leaf; this one has {}",
+                    quoted(&keys)
+                ),
+            ));
+            return None;
+        }
+        return compile_combinator(cfg, pointer, depth, problems);
+    }
+
+    let selector = match selectors.as_slice() {
+        [_] => compile_selector(cfg, pointer, problems)?,
+        [] => {
+            let msg = if operators.is_empty() {
+                "empty condition: expected `path`, `header` or `event` with an operator, or `all`, \
+                 `any` or `not`"
+                    .to_string()
+            } else {
+                format!(
+                    "condition with {} needs `path`, `header` or `event`",
+                    quoted(&operators)
+                )
+            };
+            problems.push((pointer.to_string(), msg));
+            return None;
+        }
+        many => {
+            problems.push((
+                pointer.to_string(),
+                format!(
+                    "a condition selects with one of path, header, event; this one has {}",
+                    quoted(many)
+                ),
+            ));
+            return None;
+        }
+    };
+    match operators.as_slice() {
+        [_] => {}
+        [] => {
+            problems.push((
+                pointer.to_string(),
+                "condition has no operator (equals, not_equals, iequals, in, not_in, contains, \
+                 not_contains, icontains, starts_with, ends_with, matches, exists, not_empty, gt, \
+                 gte, lt, lte)"
+                    .to_string(),
+            ));
+            return None;
+        }
+        many => {
+            problems.push((
+                pointer.to_string(),
+                format!(
+                    "one operator per condition; this one has {} (combine conditions with `all`)",
+                    quoted(many)
+                ),
+            ));
+            return None;
+        }
+    }
+    let (op, expected) = compile_operator(cfg, pointer, problems)?;
+    Some(Condition::Leaf(Box::new(Leaf {
+        selector,
+        op,
+        expected,
+    })))
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn operator_names(cfg: &ConditionConfig) -> Vec<&'static str> {
+    let present: [(&'static str, bool); 17] = [
+        ("equals", cfg.equals.is_some()),
+        ("not_equals", cfg.not_equals.is_some()),
+        ("iequals", cfg.iequals.is_some()),
+        ("in", cfg.in_list.is_some()),
+        ("not_in", cfg.not_in.is_some()),
+        ("contains", cfg.contains.is_some()),
+        ("not_contains", cfg.not_contains.is_some()),
+        ("icontains", cfg.icontains.is_some()),
+        ("starts_with", cfg.starts_with.is_some()),
+        ("ends_with", cfg.ends_with.is_some()),
+        ("matches", cfg.matches.is_some()),
+        ("exists", cfg.exists.is_some()),
+        ("not_empty", cfg.not_empty.is_some()),
+        ("gt", cfg.gt.is_some()),
+        ("gte", cfg.gte.is_some()),
+        ("lt", cfg.lt.is_some()),
+        ("lte", cfg.lte.is_some()),
+    ];
+    present
+        .into_iter()
+        .filter(|(_, p)| *p)
+        .map(|(n, _)| n)
+        .collect()
+}
+
+fn compile_combinator(
+    cfg: &ConditionConfig,
+    pointer: &str,
+    depth: usize,
+    problems: &mut Vec<Problem>,
+) -> Option<Condition> {
+    let list = |name: &str, items: &[ConditionConfig], problems: &mut Vec<Problem>| {
+        if items.is_empty() {
+            problems.push((
+                format!("{pointer}/{name}"),
+                format!("`{name}` needs at least one condition"),
+            ));
+            return None;
+        }
+        let compiled: Vec<Option<Condition>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile_at(c, &format!("{pointer}/{name}/{i}"), depth + 1, problems))
+            .collect();
+        compiled.into_iter().collect::<Option<Vec<_>>>()
+    };
+    if let Some(items) = &cfg.all {
+        return list("all", items, problems).map(Condition::All);
+    }
+    if let Some(items) = &cfg.any {
+        return list("any", items, problems).map(Condition::Any);
+    }
+    let inner = cfg.not.as_deref()?;
+    compile_at(inner, &format!("{pointer}/not"), depth + 1, problems)
+        .map(|c| Condition::Not(Box::new(c)))
+}
+
+fn compile_selector(
+    cfg: &ConditionConfig,
+    pointer: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Selector> {
+    if let Some(text) = &cfg.path {
+        return match JsonPath::parse(text) {
+            Ok(path) => Some(Selector::Path {
+                path,
+                text: text.clone(),
+            }),
+            Err(e) => {
+                problems.push((
+                    format!("{pointer}/path"),
+                    format!(
+                        "invalid JSONPath `{text}`: {} (at character {}); paths start with `$`, \
+                         e.g. `$.pull_request.title`",
+                        e.message(),
+                        e.position() + 1
+                    ),
+                ));
+                None
+            }
+        };
+    }
+    if let Some(name) = &cfg.header {
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !valid {
+            problems.push((
+                format!("{pointer}/header"),
+                format!("invalid header name `{name}`"),
+            ));
+            return None;
+        }
+        return Some(Selector::Header(name.to_ascii_lowercase()));
+    }
+    cfg.event.map(Selector::Event)
+}
+
+fn compile_operator(
+    cfg: &ConditionConfig,
+    pointer: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(Op, Value)> {
+    let s = |v: &String| Value::String(v.clone());
+    let list = |l: &Vec<Value>| Value::Array(l.clone());
+    let ordered = |o: &Ordered| OrderOperand {
+        value: o.to_value(),
+        time: match o {
+            Ordered::Text(t) => parse_time(t),
+            Ordered::Number(_) => None,
+        },
+        number: match o {
+            Ordered::Number(n) => Num::from_number(n),
+            Ordered::Text(t) => Num::parse(t),
+        },
+    };
+    let out = if let Some(v) = &cfg.equals {
+        (Op::Equals(v.clone()), v.clone())
+    } else if let Some(v) = &cfg.not_equals {
+        (Op::NotEquals(v.clone()), v.clone())
+    } else if let Some(v) = &cfg.iequals {
+        (Op::IEquals(v.to_lowercase()), s(v))
+    } else if let Some(v) = &cfg.in_list {
+        (Op::In(v.clone()), list(v))
+    } else if let Some(v) = &cfg.not_in {
+        (Op::NotIn(v.clone()), list(v))
+    } else if let Some(v) = &cfg.contains {
+        (Op::Contains(v.clone()), v.clone())
+    } else if let Some(v) = &cfg.not_contains {
+        (Op::NotContains(v.clone()), v.clone())
+    } else if let Some(v) = &cfg.icontains {
+        (Op::IContains(v.to_lowercase()), s(v))
+    } else if let Some(v) = &cfg.starts_with {
+        (Op::StartsWith(v.clone()), s(v))
+    } else if let Some(v) = &cfg.ends_with {
+        (Op::EndsWith(v.clone()), s(v))
+    } else if let Some(v) = &cfg.matches {
+        match regex::RegexBuilder::new(v)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            Ok(re) => (Op::Matches(Box::new(re)), s(v)),
+            Err(e) => {
+                problems.push((
+                    format!("{pointer}/matches"),
+                    format!("invalid regex `{v}`: {}", regex_message(&e)),
+                ));
+                return None;
+            }
+        }
+    } else if let Some(v) = cfg.exists {
+        (Op::Exists(v), Value::Bool(v))
+    } else if let Some(v) = cfg.not_empty {
+        (Op::NotEmpty(v), Value::Bool(v))
+    } else if let Some(v) = &cfg.gt {
+        (Op::Gt(ordered(v)), v.to_value())
+    } else if let Some(v) = &cfg.gte {
+        (Op::Gte(ordered(v)), v.to_value())
+    } else if let Some(v) = &cfg.lt {
+        (Op::Lt(ordered(v)), v.to_value())
+    } else if let Some(v) = &cfg.lte {
+        (Op::Lte(ordered(v)), v.to_value())
+    } else {
+        return None;
+    };
+    Some(out)
+}
+
+/// The regex crate's errors draw a multi-line diagram; keep the sentence.
+fn regex_message(err: &regex::Error) -> String {
+    let text = err.to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| text.lines().last().unwrap_or_default().trim().to_string())
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => num_cmp_numbers(x, y) == Some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::String(s), Value::String(e)) => s.contains(e.as_str()),
+        (Value::Array(items), e) => items.iter().any(|x| json_eq(x, e)),
+        (Value::Object(map), Value::String(key)) => map.contains_key(key),
+        _ => false,
+    }
+}
+
+/// `expected` is already lower-cased.
+fn icontains(actual: &Value, expected: &str) -> bool {
+    match actual {
+        Value::String(s) => s.to_lowercase().contains(expected),
+        Value::Array(items) => items
+            .iter()
+            .any(|x| x.as_str().is_some_and(|s| s.to_lowercase() == expected)),
+        _ => false,
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// A number read exactly when it is an integer, as f64 otherwise.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    fn from_number(n: &Number) -> Option<Num> {
+        if let Some(i) = n.as_i64() {
+            Some(Num::Int(i128::from(i)))
+        } else if let Some(u) = n.as_u64() {
+            Some(Num::Int(i128::from(u)))
+        } else {
+            n.as_f64().map(Num::Float)
+        }
+    }
+
+    fn parse(text: &str) -> Option<Num> {
+        let t = text.trim();
+        if let Ok(i) = t.parse::<i128>() {
+            return Some(Num::Int(i));
+        }
+        t.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Num::Float)
+    }
+
+    fn cmp(self, other: Num) -> Option<Ordering> {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
+            (a, b) => a.as_f64().partial_cmp(&b.as_f64()),
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            // Precision loss only beyond 2^53, where exact ordering between an integer and a
+            // fraction no longer matters for webhook data.
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+fn num_cmp_numbers(a: &Number, b: &Number) -> Option<Ordering> {
+    Num::from_number(a)?.cmp(Num::from_number(b)?)
+}
+
+/// Orders a selected value against an ordering operand; None when they are not comparable.
+fn compare(actual: &Value, expected: &OrderOperand) -> Option<Ordering> {
+    match (actual, &expected.value) {
+        (Value::Number(a), Value::Number(_)) => Num::from_number(a)?.cmp(expected.number?),
+        (Value::String(a), Value::String(e)) => {
+            if let (Some(ta), Some(te)) = (parse_time(a), expected.time) {
+                return Some(ta.cmp(&te));
+            }
+            Some(a.as_str().cmp(e.as_str()))
+        }
+        // A numeric string against a number (Shopify prices, header values): numerically.
+        (Value::String(a), Value::Number(_)) => Num::parse(a)?.cmp(expected.number?),
+        (Value::Number(a), Value::String(_)) => Num::from_number(a)?.cmp(expected.number?),
+        _ => None,
+    }
+}
+
+/// A point in time: seconds since the Unix epoch and nanoseconds.
+type Instant = (i64, u32);
+
+/// Parses an RFC 3339 date-time (`2024-05-01T10:00:00.5+02:00`) or full-date (`2024-05-01`,
+/// taken as midnight UTC).
+pub fn parse_time(text: &str) -> Option<Instant> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    if b.len() == 10 {
+        return Some((days * 86_400, 0));
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 20 || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u32 = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        let end = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if end == start {
+            return None;
+        }
+        for (k, c) in b[start..end].iter().take(9).enumerate() {
+            nanos += u32::from(c - b'0') * 10u32.pow(8 - k as u32);
+        }
+        i = end;
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let minutes = h * 60 + m;
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset * 60;
+    Some((secs, nanos))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn cond(yaml: &str) -> Condition {
+        let cfg: ConditionConfig = serde_yaml::from_str(yaml).unwrap();
+        let mut problems = Vec::new();
+        let c = compile(&cfg, "", &mut problems);
+        assert!(problems.is_empty(), "{yaml}: {problems:?}");
+        c.unwrap()
+    }
+
+    fn eval_with(yaml: &str, payload: &Value, headers: &BTreeMap<String, String>) -> bool {
+        let ev = EventView {
+            id: "ev_1",
+            source: "github",
+            provider: "github",
+            event_type: "pull_request.opened",
+            received_at: "2024-05-01T10:00:00Z",
+            headers,
+            payload,
+        };
+        cond(yaml).evaluate(&ev, "when").result()
+    }
+
+    fn payload() -> Value {
+        json!({
+            "ref": "refs/heads/main",
+            "n": 3, "f": 2.5, "zero": 0, "neg": -4, "big": 18446744073709551615u64,
+            "price": "199.00", "name": "Alice", "nil": null, "empty_s": "", "empty_a": [], "empty_o": {},
+            "t": true, "labels": ["bug", "Urgent"], "nums": [1, 5, 9],
+            "obj": {"k": 1},
+            "at": "2024-05-01T12:00:00+02:00",
+            "commits": [{"message": "fix [deploy]"}, {"message": "docs"}],
+        })
+    }
+
+    #[test]
+    fn operators_table() {
+        let p = payload();
+        let h = BTreeMap::from([("X-GitHub-Event".to_string(), "push".to_string())]);
+        let cases: &[(&str, bool)] = &[
+            // equals: typed, numbers by value
+            ("{path: $.ref, equals: refs/heads/main}", true),
+            ("{path: $.ref, equals: refs/heads/dev}", false),
+            ("{path: $.n, equals: 3}", true),
+            ("{path: $.n, equals: 3.0}", true),
+            ("{path: $.n, equals: '3'}", false),
+            ("{path: $.price, equals: 199}", false),
+            ("{path: $.nil, equals: null}", true),
+            ("{path: $.missing, equals: null}", false),
+            ("{path: $.empty_s, equals: null}", false),
+            ("{path: $.zero, equals: false}", false),
+            ("{path: $.t, equals: true}", true),
+            ("{path: $.labels, equals: [bug, Urgent]}", true),
+            ("{path: $.obj, equals: {k: 1.0}}", true),
+            ("{path: $.big, equals: 18446744073709551615}", true),
+            // not_equals: negation, holds on missing
+            ("{path: $.ref, not_equals: refs/heads/dev}", true),
+            ("{path: $.ref, not_equals: refs/heads/main}", false),
+            ("{path: $.missing, not_equals: x}", true),
+            // iequals
+            ("{path: $.name, iequals: ALICE}", true),
+            ("{path: $.name, iequals: bob}", false),
+            ("{path: $.n, iequals: '3'}", false),
+            // in / not_in
+            ("{path: $.name, in: [Bob, Alice]}", true),
+            ("{path: $.name, in: [alice]}", false),
+            ("{path: $.n, in: [1, 3.0]}", true),
+            ("{path: $.missing, in: [null]}", false),
+            ("{path: $.name, not_in: [Bob]}", true),
+            ("{path: $.name, not_in: [Alice]}", false),
+            ("{path: $.missing, not_in: [Alice]}", true),
+            // contains: substring, array element, object key
+            ("{path: $.ref, contains: heads}", true),
+            ("{path: $.ref, contains: tags}", false),
+            ("{path: $.labels, contains: bug}", true),
+            ("{path: $.labels, contains: urgent}", false),
+            ("{path: $.nums, contains: 5}", true),
+            ("{path: $.obj, contains: k}", true),
+            ("{path: $.n, contains: 3}", false),
+            ("{path: $.ref, not_contains: tags}", true),
+            ("{path: $.labels, not_contains: bug}", false),
+            ("{path: $.missing, not_contains: x}", true),
+            // icontains
+            ("{path: $.ref, icontains: HEADS}", true),
+            ("{path: $.labels, icontains: URGENT}", true),
+            ("{path: $.labels, icontains: urg}", false),
+            ("{path: $.n, icontains: '3'}", false),
+            // starts_with / ends_with / matches
+            ("{path: $.ref, starts_with: refs/heads/}", true),
+            ("{path: $.ref, starts_with: refs/tags/}", false),
+            ("{path: $.ref, ends_with: /main}", true),
+            ("{path: $.n, starts_with: '3'}", false),
+            (
+                "{path: $.ref, matches: '^refs/heads/(main|release/.*)$'}",
+                true,
+            ),
+            ("{path: $.ref, matches: 'heads'}", true),
+            ("{path: $.ref, matches: '^heads'}", false),
+            ("{path: $.n, matches: '3'}", false),
+            // exists / not_empty
+            ("{path: $.nil, exists: true}", true),
+            ("{path: $.missing, exists: true}", false),
+            ("{path: $.missing, exists: false}", true),
+            ("{path: $.ref, exists: false}", false),
+            ("{path: $.ref, not_empty: true}", true),
+            ("{path: $.nil, not_empty: true}", false),
+            ("{path: $.empty_s, not_empty: true}", false),
+            ("{path: $.empty_a, not_empty: true}", false),
+            ("{path: $.empty_o, not_empty: true}", false),
+            ("{path: $.zero, not_empty: true}", true),
+            ("{path: $.t, not_empty: true}", true),
+            ("{path: $.missing, not_empty: true}", false),
+            ("{path: $.empty_a, not_empty: false}", true),
+            ("{path: $.missing, not_empty: false}", true),
+            ("{path: $.commits, not_empty: false}", false),
+            // ordering: numbers, numeric strings, text, times
+            ("{path: $.n, gt: 2}", true),
+            ("{path: $.n, gt: 3}", false),
+            ("{path: $.n, gte: 3}", true),
+            ("{path: $.f, lt: 3}", true),
+            ("{path: $.neg, lte: -4}", true),
+            ("{path: $.big, gt: 9223372036854775807}", true),
+            ("{path: $.price, gt: 100}", true),
+            ("{path: $.price, lt: 100}", false),
+            ("{path: $.n, lt: '10'}", true),
+            ("{path: $.name, gt: 'Aaron'}", true),
+            ("{path: $.name, gt: 5}", false),
+            ("{path: $.t, gt: 0}", false),
+            ("{path: $.nil, lt: 1}", false),
+            ("{path: $.missing, lt: 1}", false),
+            ("{path: $.at, gt: '2024-05-01T09:59:59Z'}", true),
+            ("{path: $.at, gt: '2024-05-01T10:00:00Z'}", false),
+            ("{path: $.at, gte: '2024-05-01T10:00:00Z'}", true),
+            ("{path: $.at, lt: '2024-05-02'}", true),
+            // multi-valued paths: any value satisfies
+            ("{path: '$.commits[*].message', contains: '[deploy]'}", true),
+            ("{path: '$.commits[*].message', equals: docs}", true),
+            ("{path: '$.commits[*].message', not_equals: docs}", false),
+            (
+                "{path: '$.commits[*].message', not_contains: '[skip]'}",
+                true,
+            ),
+            ("{path: '$.nums[*]', gt: 8}", true),
+            ("{path: '$.nums[*]', gt: 9}", false),
+            ("{path: '$.nums[?@ > 4]', exists: true}", true),
+            ("{path: '$.commits[*].author', exists: true}", false),
+            ("{path: '$..message', matches: '^docs$'}", true),
+            // headers (case-insensitive names) and event fields
+            ("{header: x-github-event, equals: push}", true),
+            ("{header: X-GITHUB-EVENT, equals: push}", true),
+            ("{header: x-github-event, equals: 1}", false),
+            ("{header: x-missing, exists: false}", true),
+            ("{header: x-missing, not_equals: push}", true),
+            ("{event: source, in: [github, gitlab]}", true),
+            ("{event: type, matches: '^pull_request\\.'}", true),
+            ("{event: provider, equals: stripe}", false),
+            ("{event: received_at, gt: '2024-01-01'}", true),
+            ("{event: id, equals: ev_1}", true),
+            // combinators
+            (
+                "{all: [{path: $.n, equals: 3}, {path: $.t, equals: true}]}",
+                true,
+            ),
+            (
+                "{all: [{path: $.n, equals: 3}, {path: $.t, equals: false}]}",
+                false,
+            ),
+            (
+                "{any: [{path: $.n, equals: 4}, {path: $.t, equals: true}]}",
+                true,
+            ),
+            (
+                "{any: [{path: $.n, equals: 4}, {path: $.t, equals: false}]}",
+                false,
+            ),
+            ("{not: {path: $.n, equals: 4}}", true),
+            ("{not: {path: $.n, equals: 3}}", false),
+            ("{not: {not: {path: $.n, equals: 3}}}", true),
+            (
+                "{all: [{any: [{path: $.missing, exists: true}, {not: {path: $.ref, contains: tags}}]}]}",
+                true,
+            ),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(eval_with(yaml, &p, &h), *want, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn negative_operators_are_exact_negations() {
+        let p = payload();
+        let h = BTreeMap::new();
+        let pairs = [
+            ("equals: docs", "not_equals: docs"),
+            ("in: [docs, x]", "not_in: [docs, x]"),
+            ("contains: fix", "not_contains: fix"),
+            ("exists: true", "exists: false"),
+            ("not_empty: true", "not_empty: false"),
+        ];
+        for path in [
+            "$.missing",
+            "'$.commits[*].message'",
+            "$.ref",
+            "$.nil",
+            "$.empty_a",
+        ] {
+            for (pos, neg) in pairs {
+                let a = eval_with(&format!("{{path: {path}, {pos}}}"), &p, &h);
+                let b = eval_with(&format!("{{path: {path}, {neg}}}"), &p, &h);
+                assert_ne!(a, b, "{path} {pos} / {neg}");
+            }
+        }
+    }
+
+    #[test]
+    fn traces_record_selection_and_results() {
+        let p = payload();
+        let h = BTreeMap::new();
+        let ev = EventView {
+            id: "e",
+            source: "github",
+            provider: "github",
+            event_type: "push",
+            received_at: "",
+            headers: &h,
+            payload: &p,
+        };
+        let c = cond(
+            "{all: [{path: $.ref, equals: refs/heads/main}, {path: $.empty_a, not_empty: true}]}",
+        );
+        let t = c.evaluate(&ev, "when");
+        assert!(!t.result());
+        assert_eq!(
+            t.failure_reason(),
+            "when.all[1]: $.empty_a selected [], expected not_empty true"
+        );
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            json["conditions"][0]["selected"],
+            json!(["refs/heads/main"])
+        );
+        assert_eq!(json["conditions"][0]["operator"], "equals");
+        assert_eq!(json["conditions"][0]["result"], true);
+        assert_eq!(json["kind"], "all");
+    }
+
+    #[test]
+    fn many_selected_values_are_bounded_in_traces() {
+        let p = json!({"items": (0..1000).collect::<Vec<u32>>()});
+        let h = BTreeMap::new();
+        let ev = EventView {
+            id: "e",
+            source: "s",
+            provider: "s",
+            event_type: "t",
+            received_at: "",
+            headers: &h,
+            payload: &p,
+        };
+        let t = cond("{path: '$.items[*]', equals: 999}").evaluate(&ev, "when");
+        let ConditionTrace::Leaf(l) = &t else {
+            panic!("leaf expected")
+        };
+        assert!(l.result);
+        assert_eq!(l.selected.len(), MAX_TRACE_VALUES);
+        assert_eq!(l.selected_count, 1000);
+    }
+
+    #[test]
+    fn compile_problems_are_reported_with_pointers() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("{path: '$.[', equals: 1}", "/path", "invalid JSONPath"),
+            ("{path: 'ref', equals: 1}", "/path", "invalid JSONPath"),
+            (
+                "{path: $.a, matches: '(unclosed'}",
+                "/matches",
+                "invalid regex",
+            ),
+            ("{path: $.a}", "", "no operator"),
+            (
+                "{path: $.a, equals: 1, in: [1]}",
+                "",
+                "one operator per condition",
+            ),
+            ("{equals: 1}", "", "needs `path`"),
+            (
+                "{path: $.a, header: x, equals: 1}",
+                "",
+                "one of path, header, event",
+            ),
+            ("{all: [], path: $.a}", "", "either one combinator"),
+            ("{all: []}", "/all", "at least one"),
+            (
+                "{any: [{path: $.a, equals: 1}, {path: '$$'}]}",
+                "/any/1/path",
+                "invalid JSONPath",
+            ),
+            ("{}", "", "empty condition"),
+            (
+                "{header: 'bad name', equals: 1}",
+                "/header",
+                "invalid header name",
+            ),
+        ];
+        for (yaml, pointer, fragment) in cases {
+            let cfg: ConditionConfig = serde_yaml::from_str(yaml).unwrap();
+            let mut problems = Vec::new();
+            let c = compile(&cfg, "", &mut problems);
+            assert!(c.is_none(), "{yaml}");
+            assert!(
+                problems
+                    .iter()
+                    .any(|(p, m)| p == pointer && m.contains(fragment)),
+                "{yaml}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let mut yaml = "{path: $.a, exists: true}".to_string();
+        for _ in 0..40 {
+            yaml = format!("{{not: {yaml}}}");
+        }
+        let cfg: ConditionConfig = serde_yaml::from_str(&yaml).unwrap();
+        let mut problems = Vec::new();
+        assert!(compile(&cfg, "", &mut problems).is_none());
+        assert!(
+            problems.iter().any(|(_, m)| m.contains("deeper")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        let cases: &[(&str, Option<Instant>)] = &[
+            ("1970-01-01T00:00:00Z", Some((0, 0))),
+            ("1970-01-01T01:00:00+01:00", Some((0, 0))),
+            ("2024-02-29T00:00:00Z", Some((1_709_164_800, 0))),
+            ("2024-02-30T00:00:00Z", None),
+            (
+                "2024-05-01T10:00:00.25Z",
+                Some((1_714_557_600, 250_000_000)),
+            ),
+            ("2024-05-01", Some((1_714_521_600, 0))),
+            ("2024-05-01T10:00:00", None),
+            ("2024-13-01T00:00:00Z", None),
+            ("not a time", None),
+            ("2024-05-01T10:00:00.Z", None),
+            ("2024-05-01T10:00:00+0100", None),
+            ("", None),
+            ("é024-05-01", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_time(text), *want, "{text}");
+        }
+    }
+}
