@@ -31,9 +31,9 @@ enum Command {
         /// Events per one-transaction-per-insert run (it is much slower).
         #[arg(long, default_value_t = 2_000)]
         single_events: usize,
-        /// Concurrent writers.
-        #[arg(long, default_value_t = 64)]
-        tasks: usize,
+        /// Concurrent writers (comma-separated: each count is measured).
+        #[arg(long, value_delimiter = ',', default_value = "64,256")]
+        tasks: Vec<usize>,
         /// Runs per figure; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -130,6 +130,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Row {
     store: &'static str,
     path: &'static str,
+    writers: usize,
     rate: f64,
     runs: Vec<f64>,
 }
@@ -137,7 +138,7 @@ struct Row {
 async fn bench_store(
     events: usize,
     single_events: usize,
-    tasks: usize,
+    tasks: &[usize],
     runs: usize,
     postgres: &str,
 ) -> anyhow::Result<Vec<Row>> {
@@ -169,21 +170,24 @@ async fn bench_store(
         ("PostgreSQL", pg_url.clone()),
     ] {
         let store = Store::open(&url, dir.path(), GroupCommitSettings::default()).await?;
-        for (path, grouped, n) in [
-            ("group commit", true, events),
-            ("one transaction per insert", false, single_events),
-        ] {
-            let mut rates = Vec::new();
-            for _ in 0..runs {
-                rates.push(insert_rate(&store, n, tasks, grouped).await?);
+        for &writers in tasks {
+            for (path, grouped, n) in [
+                ("group commit", true, events),
+                ("one transaction per insert", false, single_events),
+            ] {
+                let mut rates = Vec::new();
+                for _ in 0..runs {
+                    rates.push(insert_rate(&store, n, writers, grouped).await?);
+                }
+                eprintln!("{name} / {path} / {writers} writers: {rates:?}");
+                rows.push(Row {
+                    store: name,
+                    path,
+                    writers,
+                    rate: median(rates.clone()),
+                    runs: rates,
+                });
             }
-            eprintln!("{name} / {path}: {rates:?}");
-            rows.push(Row {
-                store: name,
-                path,
-                rate: median(rates.clone()),
-                runs: rates,
-            });
         }
         let stats = store.batch_stats();
         eprintln!(
@@ -239,36 +243,32 @@ async fn main() -> anyhow::Result<()> {
             postgres,
             write,
         } => {
-            let rows = bench_store(events, single_events, tasks, runs, &postgres).await?;
+            let rows = bench_store(events, single_events, &tasks, runs, &postgres).await?;
             let mut out = format!(
-                "Measured {} on {}; {tasks} concurrent writers, 2 KiB payloads, median of {runs} runs.\n\n\
-                 | store | write path | events/s | runs |\n|---|---|---:|---|\n",
+                "Measured {} on {}; 2 KiB payloads, median of {runs} runs.\n\n\
+                 | store | write path | writers | events/s | runs |\n|---|---|---:|---:|---|\n",
                 today(),
                 machine()
             );
             for r in &rows {
                 let runs: Vec<String> = r.runs.iter().map(|x| format!("{x:.0}")).collect();
                 out.push_str(&format!(
-                    "| {} | {} | {:.0} | {} |\n",
+                    "| {} | {} | {} | {:.0} | {} |\n",
                     r.store,
                     r.path,
+                    r.writers,
                     r.rate,
                     runs.join(", ")
                 ));
             }
-            for store in ["SQLite (file, synchronous=FULL)", "PostgreSQL"] {
-                let g = rows
-                    .iter()
-                    .find(|r| r.store == store && r.path == "group commit")
-                    .map(|r| r.rate);
-                let s = rows
-                    .iter()
-                    .find(|r| r.store == store && r.path != "group commit")
-                    .map(|r| r.rate);
-                if let (Some(g), Some(s)) = (g, s) {
+            // Rows come in pairs: group commit, then one transaction per insert.
+            for pair in rows.chunks(2) {
+                if let [g, s] = pair {
                     out.push_str(&format!(
-                        "\n{store}: group commit is {:.1}x one transaction per insert.",
-                        g / s
+                        "\n{}, {} writers: group commit is {:.1}x one transaction per insert.",
+                        g.store,
+                        g.writers,
+                        g.rate / s.rate
                     ));
                 }
             }

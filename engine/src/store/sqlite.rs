@@ -16,6 +16,8 @@ use sqlx::sqlite::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers and writers share this many connections (SQLite still writes one at a time).
 const POOL_SIZE: u32 = 8;
+/// How often the WAL is copied back into the database file, off the commit path.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
@@ -36,13 +38,40 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoints run in the background task below, not inside a commit that some
+            // caller is waiting for.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        tokio::spawn(checkpoint_loop(pool.clone()));
         Ok(SqliteStore { pool })
+    }
+}
+
+/// Copies committed WAL frames into the database file every so often until the pool closes.
+/// `PASSIVE` never blocks writers or readers; the WAL restarts from its beginning once a
+/// checkpoint caught up, so it stays small.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
     }
 }
 
