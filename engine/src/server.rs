@@ -1,6 +1,7 @@
 //! Running hookwise: open the store, bind the listeners, serve until told to stop, then stop
 //! accepting, finish open requests and flush pending commits.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,16 +32,20 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
+    /// Per-source schemas and rate limiters, compiled at start-up.
+    pub ingress: Arc<HashMap<String, crate::ingress::hooks::SourceRuntime>>,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Store) -> AppState {
-        AppState {
+    pub fn new(config: Arc<Config>, store: Store) -> Result<AppState, ServeError> {
+        let ingress = Arc::new(crate::ingress::hooks::prepare(&config.sources)?);
+        Ok(AppState {
             config,
             store,
+            ingress,
             shutting_down: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -60,6 +65,8 @@ pub enum ServeError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] crate::ingress::tls::TlsError),
+    #[error("{0}")]
+    Ingress(#[from] crate::ingress::hooks::IngressSetupError),
 }
 
 /// The bound listeners, so tests can bind port 0 and learn the addresses.
@@ -108,7 +115,13 @@ pub async fn run(
         TlsMode::Plain => None,
     };
     let store = open_store(&config).await?;
-    let state = AppState::new(Arc::new(config), store.clone());
+    let state = match AppState::new(Arc::new(config), store.clone()) {
+        Ok(state) => state,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Ok(addr) = listeners.ingress.local_addr() {
         tracing::info!(%addr, %scheme, store = store.kind(), "ingress listening");

@@ -133,7 +133,7 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
                 token: None,
             },
-            store_url: Secret::new(DEFAULT_STORE.into()),
+            store_url: Secret::new(DEFAULT_STORE),
             rules: vec![dir.join(DEFAULT_RULES)],
             secrets: BTreeMap::new(),
             sources: Vec::new(),

@@ -1,37 +1,11 @@
-//! `${env:NAME}` and `${file:PATH}` references, and the `Secret` type that never prints itself.
+//! `${env:NAME}` and `${file:PATH}` references.
 
-use std::fmt;
 use std::path::Path;
 
 /// Looks up an environment variable (injected so tests need not touch the process environment).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// A value that must not appear in logs: `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The value itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::verify::Secret;
 
 /// True when `raw` is made only of references (no literal secret text).
 pub fn is_reference(raw: &str) -> bool {
@@ -136,7 +110,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let s = Secret::new("hunter2".into());
+        let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
     }
 }

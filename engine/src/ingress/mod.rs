@@ -1,11 +1,13 @@
 //! The ingress listener: the routes providers and load balancers call.
 
+pub mod hooks;
 pub mod tls;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::server::AppState;
 
@@ -14,6 +16,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // Each source has its own body cap, applied while reading (hooks::receive).
+        .route(
+            "/hooks/{source}",
+            post(hooks::receive).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }
 

@@ -220,8 +220,9 @@ impl FromStr for Provider {
     }
 }
 
-/// A shared secret exactly as the provider's dashboard shows it. Its `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret value (a signing secret exactly as the provider's dashboard shows it, a token, a
+/// URL with a password). `Debug` and `Display` print `***`, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
 impl Secret {
@@ -236,6 +237,12 @@ impl Secret {
 }
 
 impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }

@@ -1,0 +1,548 @@
+//! `POST /hooks/{source}`: DESIGN §2 steps 1-6. Receive with limits, verify the raw bytes,
+//! answer handshakes, identify, validate, store once, acknowledge. Every request, whatever
+//! happens to it, becomes a delivery attempt record.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::config::Source;
+use crate::model::{DeliveryAttemptId, EventId, EventStatus, Millis, Verdict};
+use crate::server::AppState;
+use crate::store::{NewDeliveryAttempt, NewEvent};
+use crate::verify::{self, Keys, VerifyOptions};
+
+/// Longest source id or path echoed back or recorded (they come from the client).
+const MAX_RECORDED_LEN: usize = 256;
+/// Most schema errors listed in a 422 answer.
+const MAX_SCHEMA_ERRORS: usize = 20;
+/// What redacted header values read as.
+const REDACTED: &str = "[redacted]";
+/// Headers that carry credentials, whatever the provider.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-gitlab-token",
+];
+
+/// Per-source runtime pieces compiled at start-up: payload schema, rate limiter.
+pub struct SourceRuntime {
+    schema: Option<jsonschema::Validator>,
+    limiter: Option<Mutex<TokenBucket>>,
+}
+
+/// Errors that keep the ingress from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressSetupError {
+    #[error("source {source_id}: cannot read schema {path}: {detail}")]
+    Schema {
+        source_id: String,
+        path: String,
+        detail: String,
+    },
+}
+
+/// Compiles what each configured source needs at request time.
+pub fn prepare(sources: &[Source]) -> Result<HashMap<String, SourceRuntime>, IngressSetupError> {
+    let mut out = HashMap::new();
+    for s in sources {
+        let schema = match &s.schema {
+            None => None,
+            Some(path) => {
+                let err = |detail: String| IngressSetupError::Schema {
+                    source_id: s.id.clone(),
+                    path: path.display().to_string(),
+                    detail,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                let value: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+                Some(jsonschema::validator_for(&value).map_err(|e| err(e.to_string()))?)
+            }
+        };
+        let limiter = s.rate_limit.as_ref().map(|r| {
+            Mutex::new(TokenBucket::new(
+                f64::from(r.per_second),
+                f64::from(r.burst.unwrap_or(r.per_second)),
+            ))
+        });
+        out.insert(s.id.clone(), SourceRuntime { schema, limiter });
+    }
+    Ok(out)
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> TokenBucket {
+        let burst = burst.max(1.0);
+        TokenBucket {
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how many whole seconds until one is there.
+    fn take(&mut self) -> Result<(), u64> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - self.tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// What goes back in the response body.
+enum Reply {
+    Json(Value),
+    /// A handshake answer in the form the provider expects.
+    Raw {
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+}
+
+/// The answer to one request, and how it is recorded.
+struct Outcome {
+    status: StatusCode,
+    verdict: Verdict,
+    body: Reply,
+    /// Response headers beyond content type (Retry-After).
+    retry_after: Option<u64>,
+    reason: Option<String>,
+}
+
+impl Outcome {
+    fn reject(status: StatusCode, code: &str, detail: impl Into<String>) -> Outcome {
+        let detail = detail.into();
+        Outcome {
+            status,
+            verdict: Verdict::Rejected,
+            body: Reply::Json(json!({"code": code, "detail": detail})),
+            retry_after: None,
+            reason: Some(format!("{code}: {detail}")),
+        }
+    }
+}
+
+/// The route handler: reads the body within the source's cap, then delegates.
+pub async fn receive(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Path(source_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let received_at = Millis::now();
+    let source = state.config.source(&source_id).cloned();
+    let mut recorded_body = None;
+    let mut body_size = 0i64;
+    let outcome = match &source {
+        None => Outcome::reject(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no source `{}`", clip(&source_id)),
+        ),
+        Some(source) => {
+            let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > source.max_body) {
+                too_large(source.max_body)
+            } else {
+                match axum::body::to_bytes(body, max).await {
+                    Err(_) => too_large(source.max_body),
+                    Ok(bytes) => {
+                        body_size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+                        let (outcome, keep) = handle(
+                            &state,
+                            source,
+                            remote,
+                            &method,
+                            &uri,
+                            &headers,
+                            &bytes,
+                            received_at,
+                        )
+                        .await;
+                        if keep {
+                            recorded_body = Some(bytes.to_vec());
+                        }
+                        outcome
+                    }
+                }
+            }
+        }
+    };
+
+    // Accepted, duplicate and quarantined requests were recorded with their event; the rest here.
+    if !matches!(
+        outcome.verdict,
+        Verdict::Accepted | Verdict::Duplicate | Verdict::Quarantined
+    ) {
+        let attempt = NewDeliveryAttempt {
+            id: DeliveryAttemptId::new(),
+            source: clip(&source_id).to_string(),
+            received_at,
+            remote_addr: Some(remote.to_string()),
+            method: method.to_string(),
+            path: clip_path(&uri),
+            headers: redacted_headers(&headers, source.as_ref()),
+            body: recorded_body,
+            body_size,
+            verdict: outcome.verdict,
+            status: outcome.status.as_u16(),
+            reason: outcome.reason.clone(),
+        };
+        if let Err(e) = state.store.record_attempt(attempt).await {
+            tracing::error!(error = %e, source = clip(&source_id), "cannot record a delivery attempt");
+        }
+    }
+    if outcome.verdict == Verdict::Rejected {
+        tracing::info!(
+            source = clip(&source_id),
+            status = outcome.status.as_u16(),
+            reason = outcome.reason.as_deref().unwrap_or(""),
+            "delivery rejected"
+        );
+    }
+    respond(outcome)
+}
+
+fn respond(outcome: Outcome) -> Response {
+    let mut response = match outcome.body {
+        Reply::Json(value) => (outcome.status, axum::Json(value)).into_response(),
+        Reply::Raw { content_type, body } => {
+            (outcome.status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+    };
+    if let Some(secs) = outcome.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn too_large(max: u64) -> Outcome {
+    Outcome::reject(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is larger than {max} bytes"),
+    )
+}
+
+/// Steps 2-6 for a request whose body is read. Returns the outcome and whether to keep the body
+/// with a recorded (non-event) attempt.
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    state: &AppState,
+    source: &Source,
+    remote: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    received_at: Millis,
+) -> (Outcome, bool) {
+    if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(remote.ip())) {
+        return (
+            Outcome::reject(
+                StatusCode::FORBIDDEN,
+                "address_not_allowed",
+                format!("{} may not post to this source", remote.ip()),
+            ),
+            false,
+        );
+    }
+    let runtime = state.ingress.get(&source.id);
+    if let Some(limiter) = runtime.and_then(|r| r.limiter.as_ref()) {
+        let verdict = match limiter.lock() {
+            Ok(mut bucket) => bucket.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Err(wait) = verdict {
+            let mut o = Outcome::reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} requests a second",
+                    source
+                        .rate_limit
+                        .as_ref()
+                        .map(|r| r.per_second)
+                        .unwrap_or(0)
+                ),
+            );
+            o.retry_after = Some(wait);
+            return (o, false);
+        }
+    }
+
+    // Step 2: verify the raw bytes. Nothing below runs for an unverified request.
+    let url = public_url(state, source, uri, headers);
+    let keys = Keys {
+        secrets: source.secrets.clone(),
+        public_keys: source.public_keys.clone(),
+    };
+    let opts = VerifyOptions {
+        tolerance: source.tolerance,
+        hmac: source.hmac.clone(),
+    };
+    let request = verify::Request {
+        method: method.as_str(),
+        url: &url,
+        headers,
+        body,
+    };
+    let verified = match verify::verify(source.provider, &keys, &opts, &request, SystemTime::now())
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                Outcome::reject(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
+                false,
+            );
+        }
+    };
+
+    // Step 3: parse, answer handshakes, identify.
+    if std::str::from_utf8(body).is_err() {
+        return (
+            Outcome::reject(
+                StatusCode::BAD_REQUEST,
+                "invalid_utf8",
+                "the body is not UTF-8",
+            ),
+            true,
+        );
+    }
+    let payload = verify::parse_payload(body);
+    if payload.is_null() && !body.is_empty() {
+        return (
+            Outcome::reject(
+                StatusCode::BAD_REQUEST,
+                "malformed_payload",
+                "the body is neither JSON nor form-encoded",
+            ),
+            true,
+        );
+    }
+    if let Some(reply) = verify::handshake(verified.provider(), &keys, &payload) {
+        let outcome = Outcome {
+            status: StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+            verdict: Verdict::Handshake,
+            body: Reply::Raw {
+                content_type: reply.content_type,
+                body: reply.body,
+            },
+            retry_after: None,
+            reason: Some("provider handshake answered".into()),
+        };
+        return (outcome, false);
+    }
+    let identity = verify::identify(verified.provider(), headers, &payload);
+    let delivery_id = identity
+        .delivery_id
+        .unwrap_or_else(|| format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))));
+    let event_type = identity.event_type.unwrap_or_else(|| "unknown".to_string());
+
+    // Step 4: validate. Invalid payloads are stored as quarantined, never dropped.
+    let errors: Vec<Value> = runtime
+        .and_then(|r| r.schema.as_ref())
+        .map(|schema| {
+            schema
+                .iter_errors(&payload)
+                .take(MAX_SCHEMA_ERRORS)
+                .map(|e| json!({"pointer": e.instance_path().as_str(), "message": e.masked().to_string()}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let quarantined = !errors.is_empty();
+
+    // Step 5: persist once (group commit), with the delivery attempt in the same transaction.
+    let event = NewEvent {
+        id: EventId::new(),
+        source: source.id.clone(),
+        delivery_id,
+        event_type: event_type.clone(),
+        received_at,
+        headers: redacted_headers(headers, Some(source)),
+        payload: payload.to_string(),
+        status: if quarantined {
+            EventStatus::Quarantined
+        } else {
+            EventStatus::Pending
+        },
+    };
+    let (status, verdict, reason) = if quarantined {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Verdict::Quarantined,
+            Some(format!(
+                "payload does not match the schema ({} errors)",
+                errors.len()
+            )),
+        )
+    } else {
+        (StatusCode::OK, Verdict::Accepted, None)
+    };
+    let attempt = NewDeliveryAttempt {
+        id: DeliveryAttemptId::new(),
+        source: source.id.clone(),
+        received_at,
+        remote_addr: Some(remote.to_string()),
+        method: method.to_string(),
+        path: clip_path(uri),
+        headers: json!({}),
+        body: quarantined.then(|| body.to_vec()),
+        body_size: i64::try_from(body.len()).unwrap_or(i64::MAX),
+        verdict,
+        status: status.as_u16(),
+        reason,
+    };
+    match state.store.ingest(event, attempt).await {
+        Ok(stored) => {
+            // Step 6: acknowledge.
+            let mut body = json!({"event_id": stored.event_id, "duplicate": stored.duplicate});
+            if quarantined && !stored.duplicate {
+                body["code"] = json!("invalid_payload");
+                body["errors"] = Value::Array(errors);
+                (
+                    Outcome {
+                        status,
+                        verdict,
+                        body: Reply::Json(body),
+                        retry_after: None,
+                        reason: None,
+                    },
+                    false,
+                )
+            } else {
+                let verdict = if stored.duplicate {
+                    Verdict::Duplicate
+                } else {
+                    verdict
+                };
+                let body = Reply::Json(body);
+                (
+                    Outcome {
+                        status: StatusCode::OK,
+                        verdict,
+                        body,
+                        retry_after: None,
+                        reason: None,
+                    },
+                    false,
+                )
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, source = %source.id, "cannot store an event");
+            let mut o = Outcome::reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event could not be stored; retry later",
+            );
+            o.retry_after = Some(1);
+            (o, false)
+        }
+    }
+}
+
+/// The URL the provider posted to: the configured one, else rebuilt from Host and the path.
+fn public_url(state: &AppState, source: &Source, uri: &Uri, headers: &HeaderMap) -> String {
+    if let Some(url) = &source.url {
+        return match uri.query() {
+            Some(q) if !url.contains('?') => format!("{url}?{q}"),
+            _ => url.clone(),
+        };
+    }
+    let scheme = match state.config.tls {
+        crate::config::TlsMode::Plain => headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| *p == "https" || *p == "http")
+            .unwrap_or("http"),
+        _ => "https",
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{scheme}://{host}{path}")
+}
+
+/// Header names and values as a JSON object, with credentials and secret values replaced.
+pub fn redacted_headers(headers: &HeaderMap, source: Option<&Source>) -> Value {
+    let secrets: Vec<&str> = source
+        .map(|s| {
+            s.secrets
+                .iter()
+                .map(|x| x.expose())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for (name, value) in headers {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let hidden =
+            SECRET_HEADERS.contains(&name.as_str()) || secrets.iter().any(|s| text.contains(s));
+        let text = if hidden {
+            REDACTED.to_string()
+        } else {
+            text.into_owned()
+        };
+        match out.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&text);
+            }
+            _ => {
+                out.insert(name.as_str().to_string(), Value::String(text));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(MAX_RECORDED_LEN) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn clip_path(uri: &Uri) -> String {
+    // The query string may carry tokens; the path is enough to tell the route.
+    let path = uri.path();
+    clip(path).to_string()
+}

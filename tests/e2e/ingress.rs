@@ -1,0 +1,358 @@
+//! `POST /hooks/{source}` over real HTTPS: every provider signed as the provider would sign,
+//! tampered, signed with a wrong secret, delivered twice; and the edge cases of the route.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use hookwise::model::Verdict;
+use hookwise::store::{GroupCommitSettings, Store};
+use hookwise::verify::{self, HmacScheme, Provider, VerifyOptions};
+use serde_json::{Value, json};
+
+use crate::support::wait_ready;
+
+/// RFC 8032 test 1 seed (also in verify's tests).
+const DISCORD_PRIVATE: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+/// The P-256 key of sendgrid-go's webhook test (SEC1 DER, base64).
+const SENDGRID_PRIVATE: &str = "MHcCAQEEIEQmZgBEh9DcU9zMl34czK3xov4AYvm9P3r7rNB2dNXtoAoGCCqGSM49AwEHoUQDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
+
+fn hmac_scheme() -> HmacScheme {
+    serde_json::from_value(json!({"header": "X-Signature", "algorithm": "sha256", "encoding": "hex", "prefix": "sha256="}))
+        .expect("scheme")
+}
+
+/// A provider's secret (or private key) in these tests, in the form its dashboard shows;
+/// `variant` 0 is the current one, 1 the rotated-out one, 2 one the source does not know.
+fn secret(p: Provider, variant: u8) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match p {
+        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
+            format!("whsec_{}", b64.encode([b'k' + variant; 32]))
+        }
+        Provider::Stripe => format!("whsec_test_secret_{variant}"),
+        Provider::Discord if variant == 0 => DISCORD_PRIVATE.into(),
+        Provider::Discord => hex_seed(variant),
+        Provider::Sendgrid if variant == 0 => SENDGRID_PRIVATE.into(),
+        // Any 32 bytes below the P-256 group order make a private key.
+        Provider::Sendgrid => b64.encode([variant; 32]),
+        _ => format!("secret-{variant}-for-{}", p.id()),
+    }
+}
+
+fn hex_seed(variant: u8) -> String {
+    std::iter::repeat_n(format!("{:02x}", 0x40 + variant), 32).collect()
+}
+
+/// Providers whose signature does not cover the body (documented in docs/providers.md).
+fn body_unsigned(p: Provider) -> bool {
+    matches!(p, Provider::Mailgun | Provider::Gitlab | Provider::None)
+}
+
+struct Server {
+    base: String,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), hookwise::server::ServeError>>,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        String::from("listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nsources:\n");
+    for p in Provider::ALL {
+        let id = p.id();
+        match p {
+            Provider::None => config.push_str("  - { id: none, provider: none }\n"),
+            Provider::Discord | Provider::Sendgrid => {
+                let public = verify::public_key_for(*p, &secret(*p, 0)).expect("public key");
+                config.push_str(&format!("  - {{ id: {id}, provider: {id}, public_keys: [\"{public}\"] }}\n"));
+            }
+            Provider::Hmac => config.push_str(
+                "  - { id: hmac, provider: hmac, secrets: [\"${env:OLD_HMAC}\", \"${env:HMAC}\"], \
+                 hmac: { header: X-Signature, algorithm: sha256, encoding: hex, prefix: \"sha256=\" } }\n",
+            ),
+            _ => {
+                let env = env_name(*p);
+                config.push_str(&format!("  - {{ id: {id}, provider: {id}, secrets: [\"${{env:OLD_{env}}}\", \"${{env:{env}}}\"] }}\n"))
+            }
+        }
+    }
+    config.push_str("  - { id: small, provider: none, max_body: 1KiB }\n");
+    let path = dir.path().join("hookwise.yaml");
+    std::fs::write(&path, &config).unwrap();
+    // OLD_<PROVIDER> is a rotated-out secret of the right form: every valid request below
+    // matches the second secret, which is how a rotation looks.
+    let env = |name: &str| -> Option<String> {
+        let (name, old) = match name.strip_prefix("OLD_") {
+            Some(rest) => (rest, true),
+            None => (name, false),
+        };
+        let p = Provider::ALL.iter().find(|p| env_name(**p) == name)?;
+        Some(secret(*p, u8::from(old)))
+    };
+    let config =
+        hookwise::config::load_str(&path, &config, &env).unwrap_or_else(|e| panic!("{e:#?}"));
+    let listeners = hookwise::server::Listeners::bind(&config).await.unwrap();
+    let addr = listeners.ingress.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(hookwise::server::run(config, listeners, async {
+        let _ = stopped.await;
+    }));
+    let base = format!("https://{addr}");
+    assert!(
+        wait_ready(
+            &client(),
+            &format!("{base}/readyz"),
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    Server {
+        base,
+        dir,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn env_name(p: Provider) -> String {
+    p.id().to_uppercase().replace('-', "_")
+}
+
+impl Server {
+    /// Stops the server; returns the store it wrote and the folder that holds it.
+    async fn stop(mut self) -> (Store, tempfile::TempDir) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        let store = Store::open(
+            "sqlite://hookwise.db",
+            self.dir.path(),
+            GroupCommitSettings::default(),
+        )
+        .await
+        .unwrap();
+        (store, self.dir)
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn post(url: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, Value, String) {
+    let mut req = client().post(url).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+fn opts(p: Provider) -> VerifyOptions {
+    VerifyOptions {
+        tolerance: None,
+        hmac: (p == Provider::Hmac).then(hmac_scheme),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_valid_tampered_wrong_secret_and_duplicate() {
+    let server = start().await;
+    let mut expected_events = 0;
+    let mut failures = Vec::new();
+    for p in Provider::ALL {
+        let url = format!("{}/hooks/{}", server.base, p.id());
+        let body = json!({"id": format!("evt_{}", p.id()), "type": "test.event", "event_id": format!("ev-{}", p.id()), "value": 42}).to_string();
+        let (secret, wrong) = (secret(*p, 0), secret(*p, 2));
+        let now = SystemTime::now();
+        let signed =
+            verify::sign_request(*p, &secret, &opts(*p), "POST", &url, body.as_bytes(), now)
+                .expect("sign");
+
+        let (status, answer, text) = post(&signed.url, &signed.headers, signed.body.clone()).await;
+        if status != 200 || answer["duplicate"] != json!(false) {
+            failures.push(format!("{}: valid request got {status} {text}", p.id()));
+            continue;
+        }
+        expected_events += 1;
+        let (status, again, text) = post(&signed.url, &signed.headers, signed.body.clone()).await;
+        if status != 200
+            || again["duplicate"] != json!(true)
+            || again["event_id"] != answer["event_id"]
+        {
+            failures.push(format!("{}: duplicate got {status} {text}", p.id()));
+        }
+        if !body_unsigned(*p) {
+            let mut tampered = signed.body.clone();
+            if let Some(b) = tampered.iter_mut().rev().find(|b| b.is_ascii_digit()) {
+                *b = if *b == b'9' { b'8' } else { b'9' };
+            }
+            let (status, answer, text) = post(&signed.url, &signed.headers, tampered).await;
+            if status != 401 || answer["code"] != "invalid_signature" {
+                failures.push(format!("{}: tampered body got {status} {text}", p.id()));
+            }
+        }
+        if *p != Provider::None {
+            let bad =
+                verify::sign_request(*p, &wrong, &opts(*p), "POST", &url, body.as_bytes(), now)
+                    .expect("sign");
+            let (status, _, text) = post(&bad.url, &bad.headers, bad.body).await;
+            if status != 401 {
+                failures.push(format!("{}: wrong secret got {status} {text}", p.id()));
+            }
+        }
+        // The generic scheme here signs no timestamp, so it has none to expire.
+        if let Some(tolerance) = p.default_tolerance().filter(|_| *p != Provider::Hmac) {
+            let old = now - tolerance - Duration::from_secs(60);
+            let stale =
+                verify::sign_request(*p, &secret, &opts(*p), "POST", &url, body.as_bytes(), old)
+                    .expect("sign");
+            let (status, answer, text) = post(&stale.url, &stale.headers, stale.body).await;
+            if status != 401 || !answer["detail"].as_str().unwrap_or("").contains("old") {
+                failures.push(format!("{}: expired timestamp got {status} {text}", p.id()));
+            }
+        }
+    }
+    let (store, _dir) = server.stop().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(store.count_events().await.unwrap(), expected_events);
+    let attempts = store.list_delivery_attempts(None, 1000).await.unwrap();
+    let count = |v: Verdict| attempts.iter().filter(|a| a.attempt.verdict == v).count();
+    assert_eq!(count(Verdict::Accepted) as i64, expected_events);
+    assert_eq!(count(Verdict::Duplicate) as i64, expected_events);
+    assert!(count(Verdict::Rejected) > 40, "every rejection is recorded");
+    for a in attempts
+        .iter()
+        .filter(|a| a.attempt.verdict == Verdict::Rejected)
+    {
+        assert!(
+            a.attempt
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("invalid_signature")),
+            "{a:?}"
+        );
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_answers_and_are_recorded() {
+    let server = start().await;
+    let base = server.base.clone();
+    let json_headers = vec![("content-type".to_string(), "application/json".to_string())];
+
+    let (status, answer, _) =
+        post(&format!("{base}/hooks/nope"), &json_headers, b"{}".to_vec()).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("unknown_source"))
+    );
+
+    let (status, answer, _) = post(
+        &format!("{base}/hooks/small"),
+        &json_headers,
+        vec![b'x'; 4096],
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+
+    let (status, answer, _) = post(
+        &format!("{base}/hooks/none"),
+        &json_headers,
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("malformed_payload"))
+    );
+
+    let (status, answer, _) = post(
+        &format!("{base}/hooks/none"),
+        &json_headers,
+        vec![0xff, 0xfe, b'{'],
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid_utf8"))
+    );
+
+    // Missing signature headers.
+    let (status, answer, _) = post(
+        &format!("{base}/hooks/github"),
+        &json_headers,
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("missing header"),
+        "{answer}"
+    );
+
+    // Plain HTTP on the HTTPS listener gets no service.
+    let plain = base.replace("https://", "http://");
+    assert!(reqwest::get(format!("{plain}/healthz")).await.is_err());
+
+    // A signed Slack url_verification is answered at the edge, and nothing is stored.
+    let url = format!("{base}/hooks/slack");
+    let body = json!({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "token": "x"}).to_string();
+    let signed = verify::sign_request(
+        Provider::Slack,
+        &secret(Provider::Slack, 0),
+        &opts(Provider::Slack),
+        "POST",
+        &url,
+        body.as_bytes(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let (status, _, text) = post(&signed.url, &signed.headers, signed.body).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"),
+        "{text}"
+    );
+
+    let (store, _dir) = server.stop().await;
+    assert_eq!(store.count_events().await.unwrap(), 0);
+    let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
+    assert_eq!(attempts.len(), 6, "{attempts:#?}");
+    let verdicts: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.attempt.verdict, a.attempt.status))
+        .collect();
+    assert!(verdicts.contains(&(Verdict::Handshake, 200)));
+    assert!(verdicts.contains(&(Verdict::Rejected, 404)));
+    assert!(verdicts.contains(&(Verdict::Rejected, 413)));
+    // Bodies of unparseable requests are kept so they can be looked at.
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.attempt.body.as_deref() == Some(&b"{not json"[..]))
+    );
+    store.close().await;
+}
