@@ -167,8 +167,77 @@ fn opts(p: Provider) -> VerifyOptions {
     }
 }
 
+/// What `hookwise verify` says of a request, given the keys the source is configured with:
+/// true for valid (exit 0), false for invalid (exit 1).
+fn cli_says_valid(p: Provider, url: &str, headers: &[(String, String)], body: &[u8]) -> bool {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(crate::support::hookwise_bin());
+    cmd.args(["verify", "--provider", p.id(), "--url", url]);
+    match p {
+        Provider::None => {}
+        Provider::Discord | Provider::Sendgrid => {
+            let public = verify::public_key_for(p, &secret(p, 0)).expect("public key");
+            cmd.args(["--public-key", &public]);
+        }
+        _ => {
+            cmd.args(["--secret", &secret(p, 1), "--secret", &secret(p, 0)]);
+        }
+    }
+    if p == Provider::Hmac {
+        cmd.args([
+            "--hmac-scheme",
+            "{header: X-Signature, algorithm: sha256, encoding: hex, prefix: 'sha256='}",
+        ]);
+    }
+    for (k, v) in headers {
+        cmd.args(["--header", &format!("{k}: {v}")]);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hookwise verify");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(body).expect("write body");
+    }
+    let out = child.wait_with_output().expect("hookwise verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match out.status.code() {
+        Some(0) => {
+            assert_eq!(text.trim(), "valid");
+            true
+        }
+        Some(1) => {
+            assert!(text.starts_with("invalid: "), "{text}");
+            false
+        }
+        other => panic!("hookwise verify exited {other:?}: {text}"),
+    }
+}
+
+/// Posts a request and checks that `hookwise verify` judges it as the listener did.
+async fn send(
+    p: Provider,
+    url: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    failures: &mut Vec<String>,
+) -> (u16, Value, String) {
+    let cli_valid = cli_says_valid(p, url, headers, &body);
+    let answer = post(url, headers, body).await;
+    if cli_valid != (answer.0 != 401) {
+        failures.push(format!(
+            "{}: hookwise verify says valid={cli_valid}, the listener {}",
+            p.id(),
+            answer.0
+        ));
+    }
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_provider_valid_tampered_wrong_secret_and_duplicate() {
+async fn every_provider_valid_tampered_wrong_secret_and_duplicate_and_cli_agrees() {
     let server = start().await;
     let mut expected_events = 0;
     let mut failures = Vec::new();
@@ -181,7 +250,14 @@ async fn every_provider_valid_tampered_wrong_secret_and_duplicate() {
             verify::sign_request(*p, &secret, &opts(*p), "POST", &url, body.as_bytes(), now)
                 .expect("sign");
 
-        let (status, answer, text) = post(&signed.url, &signed.headers, signed.body.clone()).await;
+        let (status, answer, text) = send(
+            *p,
+            &signed.url,
+            &signed.headers,
+            signed.body.clone(),
+            &mut failures,
+        )
+        .await;
         if status != 200 || answer["duplicate"] != json!(false) {
             failures.push(format!("{}: valid request got {status} {text}", p.id()));
             continue;
@@ -199,7 +275,8 @@ async fn every_provider_valid_tampered_wrong_secret_and_duplicate() {
             if let Some(b) = tampered.iter_mut().rev().find(|b| b.is_ascii_digit()) {
                 *b = if *b == b'9' { b'8' } else { b'9' };
             }
-            let (status, answer, text) = post(&signed.url, &signed.headers, tampered).await;
+            let (status, answer, text) =
+                send(*p, &signed.url, &signed.headers, tampered, &mut failures).await;
             if status != 401 || answer["code"] != "invalid_signature" {
                 failures.push(format!("{}: tampered body got {status} {text}", p.id()));
             }
@@ -208,7 +285,7 @@ async fn every_provider_valid_tampered_wrong_secret_and_duplicate() {
             let bad =
                 verify::sign_request(*p, &wrong, &opts(*p), "POST", &url, body.as_bytes(), now)
                     .expect("sign");
-            let (status, _, text) = post(&bad.url, &bad.headers, bad.body).await;
+            let (status, _, text) = send(*p, &bad.url, &bad.headers, bad.body, &mut failures).await;
             if status != 401 {
                 failures.push(format!("{}: wrong secret got {status} {text}", p.id()));
             }
@@ -219,7 +296,8 @@ async fn every_provider_valid_tampered_wrong_secret_and_duplicate() {
             let stale =
                 verify::sign_request(*p, &secret, &opts(*p), "POST", &url, body.as_bytes(), old)
                     .expect("sign");
-            let (status, answer, text) = post(&stale.url, &stale.headers, stale.body).await;
+            let (status, answer, text) =
+                send(*p, &stale.url, &stale.headers, stale.body, &mut failures).await;
             if status != 401 || !answer["detail"].as_str().unwrap_or("").contains("old") {
                 failures.push(format!("{}: expired timestamp got {status} {text}", p.id()));
             }

@@ -1,5 +1,7 @@
 //! The `hookwise` command line: thin wrappers over library functions.
 
+mod signing;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,6 +82,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a request's signature exactly as the listener does; the body comes on stdin.
+    ///
+    /// Prints `valid` or `invalid: <reason>`. Exits 0 when valid, 1 when invalid, 2 on usage
+    /// errors.
+    Verify(signing::VerifyArgs),
+    /// Print the headers a provider would send with the body on stdin, and a ready curl line.
+    Sign(signing::SignArgs),
     /// Print the JSON Schema of a file format (for editors and `schemas/`).
     Schema {
         #[arg(value_enum)]
@@ -105,6 +114,8 @@ pub fn run(cli: Cli) -> ExitCode {
             admin_listen,
         } => serve(config, listen, admin_listen),
         Command::Check { config } => check(config),
+        Command::Verify(args) => signing::verify_command(args),
+        Command::Sign(args) => signing::sign_command(args),
         Command::Test {
             config,
             source,
@@ -225,13 +236,7 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Exit status for usage errors, as clap uses.
-const USAGE: u8 = 2;
-
-fn usage(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(USAGE)
-}
+use signing::usage;
 
 fn dry_run(
     config: Option<PathBuf>,
