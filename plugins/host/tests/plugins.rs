@@ -1,0 +1,1072 @@
+//! Integration tests of the plugin host against real components built from
+//! `plugins/examples` (no mocks): limits, containment, HTTP grants, DB
+//! exactly-once, the compile cache and the command-module ABI.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hookwise_plugin_host::plugin_host::{
+    CallContext, CallError, CallEvent, CallReport, DbExecutor, DbTransactionOutcome, ErrorKind,
+    Grants, HostError, HostSettings, LOG_TRUNCATED_MARKER, Limits, LoadedPlugin, PluginAbi,
+    PluginHost, PluginSpec, SqliteExecutor, WasmSource,
+};
+use serde_json::{Value, json};
+
+/// Builds the example plugins once per test run; returns their target dir.
+fn plugin_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let examples = manifest.join("../examples");
+        let target = manifest.join("target/plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        for (triple, packages) in [
+            ("wasm32-wasip2", vec!["noop", "hostile"]),
+            ("wasm32-wasip1", vec!["command-echo"]),
+        ] {
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(&examples)
+                .env("CARGO_TARGET_DIR", &target)
+                .args(["build", "--release", "-j", "1", "--target", triple]);
+            for p in packages {
+                cmd.args(["-p", p]);
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(
+                status.success(),
+                "building example plugins for {triple} failed"
+            );
+        }
+        target
+    })
+}
+
+fn wasm(name: &str) -> PathBuf {
+    // Libraries (components) get `_` in their file names, binaries keep `-`.
+    let (triple, file) = if name == "command-echo" {
+        ("wasm32-wasip1", name.to_string())
+    } else {
+        ("wasm32-wasip2", name.replace('-', "_"))
+    };
+    plugin_dir()
+        .join(triple)
+        .join("release")
+        .join(format!("{file}.wasm"))
+}
+
+fn settings() -> HostSettings {
+    HostSettings {
+        max_instances: 16,
+        max_memory_bytes: 128 * 1024 * 1024,
+        ..HostSettings::default()
+    }
+}
+
+fn host() -> PluginHost {
+    PluginHost::new(settings()).expect("host")
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 32 * 1024 * 1024,
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+fn load(host: &PluginHost, name: &str, limits: Limits, grants: Grants) -> LoadedPlugin {
+    host.load(PluginSpec {
+        name: name.to_string(),
+        wasm: WasmSource::Path(wasm(name)),
+        limits,
+        grants,
+    })
+    .expect("plugin loads")
+}
+
+fn ctx(key: &str) -> CallContext {
+    CallContext {
+        rule_id: "rule-1".into(),
+        action_index: 0,
+        attempt: 1,
+        idempotency_key: key.into(),
+    }
+}
+
+fn event() -> CallEvent {
+    CallEvent {
+        id: "evt-1".into(),
+        source: "github".into(),
+        event_type: "push".into(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        headers: vec![("x-github-event".into(), "push".into())],
+        payload_json: r#"{"ref":"refs/heads/main"}"#.into(),
+    }
+}
+
+async fn call(host: &PluginHost, plugin: &LoadedPlugin, input: Value) -> CallReport {
+    call_with_key(host, plugin, input, "key-1").await
+}
+
+async fn call_with_key(
+    host: &PluginHost,
+    plugin: &LoadedPlugin,
+    input: Value,
+    key: &str,
+) -> CallReport {
+    host.call(plugin, ctx(key), event(), input.to_string())
+        .await
+}
+
+fn output(report: &CallReport) -> Value {
+    match &report.result {
+        Ok(out) => serde_json::from_str(out).expect("output is JSON"),
+        Err(e) => panic!("call failed: {e:?}; logs: {:?}", report.logs),
+    }
+}
+
+// ---------- well-behaved plugins ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noop_plugin_returns_its_output() {
+    let host = host();
+    let noop = load(&host, "noop", limits(), Grants::default());
+    assert_eq!(noop.abi(), PluginAbi::Component);
+    let report = call(&host, &noop, json!({})).await;
+    assert_eq!(report.result, Ok(r#"{"ok":true}"#.to_string()));
+    assert!(report.logs.is_empty());
+    assert!(report.memory_peak > 0);
+    assert_eq!(report.fuel_used, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_sees_context_and_event() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    let out = output(&call_with_key(&host, &plugin, json!({"mode": "ok"}), "abc").await);
+    assert_eq!(
+        out,
+        json!({"ok": true, "attempt": 1, "key": "abc", "event": "evt-1"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_is_a_fatal_plugin_error() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    let report = call(&host, &plugin, json!({"mode": "no-such-mode"})).await;
+    assert!(
+        matches!(&report.result, Err(CallError::Plugin { kind: ErrorKind::Fatal, message, .. }) if message.contains("invalid input")),
+        "{:?}",
+        report.result
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_error_carries_retry_hint() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    let report = call(&host, &plugin, json!({"mode": "retryable"})).await;
+    assert_eq!(
+        report.result,
+        Err(CallError::Plugin {
+            kind: ErrorKind::Retryable,
+            message: "try later".into(),
+            retry_after: Some(Duration::from_millis(1500)),
+        })
+    );
+}
+
+// ---------- hostile plugins ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_loop_times_out() {
+    let host = host();
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            timeout: Duration::from_millis(300),
+            ..limits()
+        },
+        Grants::default(),
+    );
+    let report = call(&host, &plugin, json!({"mode": "loop"})).await;
+    assert_eq!(report.result, Err(CallError::Timeout));
+    assert!(
+        report.duration < Duration::from_secs(3),
+        "{:?}",
+        report.duration
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_hits_the_memory_cap() {
+    let host = host();
+    let cap = 16 * 1024 * 1024;
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            memory_bytes: cap,
+            ..limits()
+        },
+        Grants::default(),
+    );
+    let report = call(&host, &plugin, json!({"mode": "memory"})).await;
+    assert_eq!(report.result, Err(CallError::MemoryExceeded));
+    assert!(
+        report.memory_peak <= cap && report.memory_peak > cap / 2,
+        "{}",
+        report.memory_peak
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_traps() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    // Rust keeps address-taken locals on a shadow stack in linear memory;
+    // overflowing it runs off the bottom of memory.
+    let shadow = call(&host, &plugin, json!({"mode": "recursion"})).await;
+    match &shadow.result {
+        Err(CallError::Trap(msg)) => assert!(msg.contains("out of bounds"), "{msg}"),
+        other => panic!("expected an out-of-bounds trap, got {other:?}"),
+    }
+    let native = call(&host, &plugin, json!({"mode": "native-recursion"})).await;
+    match &native.result {
+        Err(CallError::Trap(msg)) => assert!(msg.contains("stack"), "{msg}"),
+        other => panic!("expected a stack overflow trap, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_output_is_refused() {
+    let host = host();
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            max_output_bytes: 1024,
+            ..limits()
+        },
+        Grants::default(),
+    );
+    let small = call(&host, &plugin, json!({"mode": "big-output", "bytes": 100})).await;
+    assert!(small.result.is_ok());
+    let big = call(
+        &host,
+        &plugin,
+        json!({"mode": "big-output", "bytes": 10_000}),
+    )
+    .await;
+    assert_eq!(big.result, Err(CallError::OutputTooLarge));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_flood_is_truncated_with_a_marker() {
+    let host = host();
+    let max_log_bytes = 4096;
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            max_log_bytes,
+            max_log_lines: 100,
+            ..limits()
+        },
+        Grants::default(),
+    );
+    let report = call(
+        &host,
+        &plugin,
+        json!({"mode": "log-flood", "lines": 20_000, "line_bytes": 100}),
+    )
+    .await;
+    assert_eq!(output(&report), json!({"logged": 20_000}));
+    assert!(report.logs_truncated);
+    let kept: usize = report.logs[..report.logs.len() - 1]
+        .iter()
+        .map(|l| l.message.len())
+        .sum();
+    assert!(kept <= max_log_bytes);
+    assert!(report.logs.len() <= 101);
+    let last = report
+        .logs
+        .last()
+        .map(|l| l.message.clone())
+        .unwrap_or_default();
+    assert!(last.starts_with(LOG_TRUNCATED_MARKER), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_and_panic_are_reported_as_traps() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    let trap = call(&host, &plugin, json!({"mode": "trap"})).await;
+    assert!(
+        matches!(&trap.result, Err(CallError::Trap(m)) if m.contains("unreachable")),
+        "{:?}",
+        trap.result
+    );
+    let panic = call(&host, &plugin, json!({"mode": "panic"})).await;
+    match &panic.result {
+        Err(CallError::Trap(m)) => assert!(m.contains("panics on purpose"), "{m}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert!(
+        panic
+            .logs
+            .iter()
+            .any(|l| l.message.contains("panics on purpose"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_has_no_files_env_or_args() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    let out = output(&call(&host, &plugin, json!({"mode": "snoop"})).await);
+    assert_eq!(out["file"], json!(false), "{out}");
+    assert_eq!(out["dir"], json!(false), "{out}");
+    assert_eq!(out["env"], json!([]));
+    assert_eq!(out["home"], Value::Null);
+    assert_eq!(out["args"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_is_counted_and_enforced() {
+    let host = PluginHost::new(HostSettings {
+        consume_fuel: true,
+        ..settings()
+    })
+    .expect("host");
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            fuel: Some(5_000_000),
+            ..limits()
+        },
+        Grants::default(),
+    );
+    let ok = call(&host, &plugin, json!({"mode": "ok"})).await;
+    assert!(ok.result.is_ok());
+    assert!(
+        ok.fuel_used.is_some_and(|f| f > 0 && f < 5_000_000),
+        "{:?}",
+        ok.fuel_used
+    );
+    let looped = call(&host, &plugin, json!({"mode": "loop"})).await;
+    assert_eq!(looped.result, Err(CallError::FuelExhausted));
+}
+
+/// Hostile calls run next to well-behaved ones on a single-threaded
+/// runtime: the epoch callback yields, so the good calls finish long before
+/// the bad ones are stopped.
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_calls_do_not_disturb_a_concurrent_good_call() {
+    let host = host();
+    let slow = Limits {
+        timeout: Duration::from_secs(2),
+        memory_bytes: 16 * 1024 * 1024,
+        ..limits()
+    };
+    let hostile = load(&host, "hostile", slow, Grants::default());
+    let noop = load(&host, "noop", limits(), Grants::default());
+    let started = Instant::now();
+    let mut bad = Vec::new();
+    for mode in ["loop", "memory", "recursion", "trap", "panic"] {
+        let (host, plugin) = (host.clone(), hostile.clone());
+        bad.push(tokio::spawn(async move {
+            let r = call(&host, &plugin, json!({"mode": mode})).await;
+            (mode, r.result, started.elapsed())
+        }));
+    }
+    let mut good_done = Duration::ZERO;
+    for _ in 0..5 {
+        let r = call(&host, &noop, json!({})).await;
+        assert_eq!(r.result, Ok(r#"{"ok":true}"#.to_string()));
+        good_done = started.elapsed();
+    }
+    for task in bad {
+        let (mode, result, finished) = task.await.expect("task");
+        assert!(result.is_err(), "{mode} should fail");
+        if mode == "loop" {
+            assert_eq!(result, Err(CallError::Timeout));
+            assert!(
+                good_done < finished,
+                "good calls finished at {good_done:?}, loop at {finished:?}"
+            );
+        }
+    }
+}
+
+// ---------- HTTP ----------
+
+/// (path and query, Idempotency-Key header) of each request the server saw.
+type SeenRequests = Vec<(String, Option<String>)>;
+
+#[derive(Clone, Default)]
+struct Seen {
+    requests: Arc<Mutex<SeenRequests>>,
+}
+
+async fn test_server() -> (SocketAddr, Seen) {
+    use axum::Router;
+    use axum::extract::{OriginalUri, State};
+    use axum::http::HeaderMap;
+    use axum::routing::get;
+
+    async fn record(
+        State(seen): State<Seen>,
+        OriginalUri(uri): OriginalUri,
+        headers: HeaderMap,
+    ) -> String {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        seen.requests
+            .lock()
+            .map(|mut r| r.push((uri.to_string(), key)))
+            .ok();
+        "hello from the test server".to_string()
+    }
+    async fn big() -> String {
+        "b".repeat(100_000)
+    }
+    async fn slow() -> String {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        "too late".to_string()
+    }
+    let seen = Seen::default();
+    let app = Router::new()
+        .route("/echo", get(record))
+        .route("/big", get(big))
+        .route("/slow", get(slow))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+fn http_grants(entries: &[String]) -> Grants {
+    Grants {
+        http: entries.to_vec(),
+        db: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_a_granted_address_works_and_is_recorded() {
+    let (addr, seen) = test_server().await;
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), http_grants(&[addr.to_string()]));
+    let url = format!("http://{addr}/echo?token=secret");
+    let report = call_with_key(
+        &host,
+        &plugin,
+        json!({"mode": "http", "method": "GET", "url": url}),
+        "idem-42",
+    )
+    .await;
+    assert_eq!(
+        output(&report),
+        json!({"status": 200, "body": "hello from the test server"})
+    );
+    let requests = seen.requests.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(
+        requests,
+        vec![(
+            "/echo?token=secret".to_string(),
+            Some("idem-42".to_string())
+        )]
+    );
+    assert_eq!(report.http_calls.len(), 1);
+    let rec = &report.http_calls[0];
+    assert_eq!(rec.method, "GET");
+    assert_eq!(rec.url, format!("http://{addr}/echo"));
+    assert_eq!(rec.status, Some(200));
+    assert!(!rec.refused);
+    assert_eq!(
+        rec.response_bytes,
+        "hello from the test server".len() as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refusals_happen_before_connecting() {
+    let (addr, seen) = test_server().await;
+    let port = addr.port();
+    let host = host();
+    // (grant, url, why)
+    let cases: Vec<(Vec<String>, String, &str)> = vec![
+        (
+            vec![],
+            format!("http://127.0.0.1:{port}/echo"),
+            "loopback without grant",
+        ),
+        (
+            vec![format!("127.0.0.1:{}", port.wrapping_add(1))],
+            format!("http://127.0.0.1:{port}/echo"),
+            "other port granted",
+        ),
+        (
+            vec![format!("POST 127.0.0.1:{port}")],
+            format!("http://127.0.0.1:{port}/echo"),
+            "method not granted",
+        ),
+        (
+            vec![],
+            format!("http://[::1]:{port}/echo"),
+            "ipv6 loopback without grant",
+        ),
+        (
+            vec!["10.0.0.1".into()],
+            "http://10.0.0.1/".into(),
+            "private address granted by name only",
+        ),
+        (
+            vec![],
+            "http://10.0.0.1/".into(),
+            "private address not granted",
+        ),
+        (
+            vec!["169.254.169.254".into()],
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "metadata address",
+        ),
+        (
+            vec!["localhost".into()],
+            format!("http://localhost:{port}/echo"),
+            "name resolving to loopback",
+        ),
+        (
+            vec!["api.example.com".into()],
+            "http://other.example.org/".into(),
+            "host not granted",
+        ),
+        (
+            vec!["*.example.com".into()],
+            "http://example.com/".into(),
+            "wildcard does not cover the apex",
+        ),
+    ];
+    for (grants, url, why) in cases {
+        let plugin = load(&host, "hostile", limits(), http_grants(&grants));
+        let report = call(
+            &host,
+            &plugin,
+            json!({"mode": "http", "method": "GET", "url": url}),
+        )
+        .await;
+        match &report.result {
+            Err(CallError::Plugin {
+                kind: ErrorKind::Retryable,
+                message,
+                ..
+            }) => assert!(
+                message.contains("HttpRequestDenied")
+                    || message.contains("DestinationIpProhibited"),
+                "{why}: {message}"
+            ),
+            other => panic!("{why}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(report.http_calls.len(), 1, "{why}");
+        assert!(
+            report.http_calls[0].refused,
+            "{why}: {:?}",
+            report.http_calls[0]
+        );
+    }
+    assert!(
+        seen.requests.lock().map(|r| r.is_empty()).unwrap_or(false),
+        "nothing reached the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_response_size_is_capped() {
+    let (addr, _seen) = test_server().await;
+    let host = host();
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            max_http_response_bytes: 1000,
+            ..limits()
+        },
+        http_grants(&[addr.to_string()]),
+    );
+    let report = call(
+        &host,
+        &plugin,
+        json!({"mode": "http", "method": "GET", "url": format!("http://{addr}/big")}),
+    )
+    .await;
+    assert!(
+        matches!(&report.result, Err(CallError::Plugin { .. })),
+        "{:?}",
+        report.result
+    );
+    assert!(
+        report.http_calls[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("body size")),
+        "{:?}",
+        report.http_calls
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_request_time_is_capped() {
+    let (addr, _seen) = test_server().await;
+    let host = host();
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            http_timeout: Duration::from_millis(300),
+            ..limits()
+        },
+        http_grants(&[addr.to_string()]),
+    );
+    let started = Instant::now();
+    let report = call(
+        &host,
+        &plugin,
+        json!({"mode": "http", "method": "GET", "url": format!("http://{addr}/slow")}),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        matches!(
+            &report.result,
+            Err(CallError::Plugin {
+                kind: ErrorKind::Retryable,
+                ..
+            })
+        ),
+        "{:?}",
+        report.result
+    );
+    assert!(
+        report.http_calls[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("timeout")),
+        "{:?}",
+        report.http_calls
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_request_count_is_capped() {
+    let (addr, _seen) = test_server().await;
+    let host = host();
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            max_http_requests: 0,
+            ..limits()
+        },
+        http_grants(&[addr.to_string()]),
+    );
+    let report = call(
+        &host,
+        &plugin,
+        json!({"mode": "http", "method": "GET", "url": format!("http://{addr}/echo")}),
+    )
+    .await;
+    assert!(report.result.is_err());
+    assert!(report.http_calls[0].refused);
+}
+
+// ---------- DB ----------
+
+async fn sqlite_host(dir: &Path) -> (PluginHost, sqlx::SqlitePool) {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+    sqlx::query("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    let mut exec = SqliteExecutor::new();
+    exec.add_pool("app", pool.clone())
+        .await
+        .expect("effects table");
+    let db: Arc<dyn DbExecutor> = Arc::new(exec);
+    let host = PluginHost::new(HostSettings {
+        db: Some(db),
+        ..settings()
+    })
+    .expect("host");
+    (host, pool)
+}
+
+async fn count(pool: &sqlx::SqlitePool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+fn db_grants() -> Grants {
+    Grants {
+        http: vec![],
+        db: vec!["app".into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_writes_apply_once_per_idempotency_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, pool) = sqlite_host(dir.path()).await;
+    let plugin = load(&host, "hostile", limits(), db_grants());
+    let input = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES (?)", "params": ["first"]},
+        {"sql": "SELECT name FROM items WHERE name = ?", "params": ["first"]},
+    ]});
+    let first = call_with_key(&host, &plugin, input.clone(), "exec-1").await;
+    let out = output(&first);
+    assert_eq!(out["results"][0]["rows_affected"], json!(1));
+    assert_eq!(out["results"][1]["rows"], json!([{"name": "first"}]));
+    assert_eq!(
+        first.db_transactions[0].outcome,
+        DbTransactionOutcome::Committed
+    );
+    assert_eq!(first.db_statements.len(), 2);
+
+    let second = call_with_key(&host, &plugin, input.clone(), "exec-1").await;
+    let out = output(&second);
+    assert_eq!(out["results"][0], json!({"already_applied": true}));
+    assert_eq!(
+        second.db_transactions[0].outcome,
+        DbTransactionOutcome::AlreadyApplied
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 1);
+
+    let third = call_with_key(&host, &plugin, input, "exec-2").await;
+    assert!(third.result.is_ok());
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attempts_with_one_key_apply_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, pool) = sqlite_host(dir.path()).await;
+    let plugin = load(&host, "hostile", limits(), db_grants());
+    let input = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ('once')"},
+    ]});
+    let attempts: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, plugin, input) = (host.clone(), plugin.clone(), input.clone());
+            tokio::spawn(async move { call_with_key(&host, &plugin, input, "same-key").await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for attempt in attempts {
+        let report = attempt.await.expect("task");
+        assert!(report.result.is_ok(), "{:?}", report.result);
+        outcomes.push(report.db_transactions[0].outcome.clone());
+    }
+    let committed = outcomes
+        .iter()
+        .filter(|o| **o == DbTransactionOutcome::Committed)
+        .count();
+    assert_eq!(committed, 1, "{outcomes:?}");
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_statement_rolls_back_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, pool) = sqlite_host(dir.path()).await;
+    let plugin = load(&host, "hostile", limits(), db_grants());
+    let bad = json!({"mode": "db", "connection": "app", "ignore_errors": true, "statements": [
+        {"sql": "INSERT INTO items (name) VALUES (?)", "params": ["kept?"]},
+        {"sql": "INSERT INTO missing_table (x) VALUES (1)"},
+        {"sql": "INSERT INTO items (name) VALUES ('after')"},
+    ]});
+    let report = call_with_key(&host, &plugin, bad, "exec-9").await;
+    // The plugin swallowed the error and returned Ok; the host still refuses
+    // to count the call as a success because nothing was committed.
+    assert!(
+        matches!(&report.result, Err(CallError::Db(m)) if m.contains("missing_table")),
+        "{:?}",
+        report.result
+    );
+    assert_eq!(
+        report.db_transactions[0].outcome,
+        DbTransactionOutcome::RolledBack
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 0);
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM hookwise_effects").await,
+        0
+    );
+
+    // The key was not consumed: a corrected retry applies.
+    let good = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES (?)", "params": ["retried"]},
+    ]});
+    let retry = call_with_key(&host, &plugin, good, "exec-9").await;
+    assert!(retry.result.is_ok(), "{:?}", retry.result);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_call_rolls_back_db_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, pool) = sqlite_host(dir.path()).await;
+    let plugin = load(&host, "hostile", limits(), db_grants());
+    // The plugin returns a fatal error on the failing second statement.
+    let input = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ('x')"},
+        {"sql": "INSERT INTO items (id, name) VALUES (?, ?)", "params": ["not-an-int", null]},
+    ]});
+    let report = call(&host, &plugin, input).await;
+    assert!(
+        matches!(
+            report.result,
+            Err(CallError::Plugin {
+                kind: ErrorKind::Fatal,
+                ..
+            })
+        ),
+        "{:?}",
+        report.result
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_connection_must_be_granted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, pool) = sqlite_host(dir.path()).await;
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    let input = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ('x')"},
+    ]});
+    let report = call(&host, &plugin, input).await;
+    assert!(
+        matches!(&report.result, Err(CallError::Plugin { message, .. }) if message.contains("not granted")),
+        "{:?}",
+        report.result
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_statement_and_row_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (host, pool) = sqlite_host(dir.path()).await;
+    let plugin = load(
+        &host,
+        "hostile",
+        Limits {
+            max_db_statements: 2,
+            max_db_rows: 2,
+            ..limits()
+        },
+        db_grants(),
+    );
+    let rows = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ('a'), ('b'), ('c')"},
+        {"sql": "SELECT name FROM items ORDER BY name"},
+    ]});
+    let out = output(&call_with_key(&host, &plugin, rows, "rows").await);
+    assert_eq!(
+        out["results"][1]["rows"],
+        json!([{"name": "a"}, {"name": "b"}])
+    );
+    assert_eq!(out["results"][1]["truncated"], json!(true));
+
+    let too_many = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ('d')"},
+        {"sql": "INSERT INTO items (name) VALUES ('e')"},
+        {"sql": "INSERT INTO items (name) VALUES ('f')"},
+    ]});
+    let report = call_with_key(&host, &plugin, too_many, "many").await;
+    assert!(
+        matches!(&report.result, Err(CallError::Plugin { message, .. }) if message.contains("statement limit")),
+        "{:?}",
+        report.result
+    );
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 3);
+}
+
+// ---------- compile cache ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_load_is_a_cache_hit_even_after_restart() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let with_cache = || HostSettings {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..settings()
+    };
+    let first_host = PluginHost::new(with_cache()).expect("host");
+    let first = load(&first_host, "noop", limits(), Grants::default());
+    assert!(!first.from_cache());
+    assert_eq!(first_host.cache_stats().compiled, 1);
+    assert_eq!(first_host.cache_stats().hits, 0);
+    drop(first);
+    drop(first_host);
+
+    // A "restart": a new host over the same directory.
+    let second_host = PluginHost::new(with_cache()).expect("host");
+    let second = load(&second_host, "noop", limits(), Grants::default());
+    assert!(second.from_cache());
+    assert_eq!(second_host.cache_stats().hits, 1);
+    assert_eq!(second_host.cache_stats().compiled, 0);
+    let report = call(&second_host, &second, json!({})).await;
+    assert_eq!(report.result, Ok(r#"{"ok":true}"#.to_string()));
+
+    // Without a cache directory nothing is cached.
+    let uncached = host();
+    assert!(!load(&uncached, "noop", limits(), Grants::default()).from_cache());
+    assert!(!load(&uncached, "noop", limits(), Grants::default()).from_cache());
+    assert_eq!(uncached.cache_stats().compiled, 2);
+}
+
+// ---------- load-time validation ----------
+
+#[test]
+fn bad_specs_report_every_problem() {
+    let host = host();
+    let err = host
+        .load(PluginSpec {
+            name: "bad".into(),
+            wasm: WasmSource::Bytes(vec![]),
+            limits: Limits {
+                timeout: Duration::ZERO,
+                memory_bytes: 1 << 40,
+                ..Limits::default()
+            },
+            grants: Grants {
+                http: vec!["https://x.com/path".into(), "ok.example.com".into()],
+                db: vec![" ".into()],
+            },
+        })
+        .err();
+    match err {
+        Some(HostError::InvalidSpec { problems, .. }) => {
+            assert_eq!(problems.len(), 4, "{problems:?}")
+        }
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+    let not_wasm = host
+        .load(PluginSpec {
+            name: "junk".into(),
+            wasm: WasmSource::Bytes(b"definitely not wasm".to_vec()),
+            limits: Limits::default(),
+            grants: Grants::default(),
+        })
+        .err();
+    assert!(
+        matches!(not_wasm, Some(HostError::NotWasm { .. })),
+        "{not_wasm:?}"
+    );
+}
+
+// ---------- command-module ABI ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_module_abi() {
+    let host = host();
+    let plugin = load(
+        &host,
+        "command-echo",
+        Limits {
+            timeout: Duration::from_millis(500),
+            max_log_bytes: 2048,
+            ..limits()
+        },
+        Grants::default(),
+    );
+    assert_eq!(plugin.abi(), PluginAbi::Command);
+
+    let ok = call_with_key(&host, &plugin, json!({"mode": "ok", "n": 1}), "k-7").await;
+    assert_eq!(
+        output(&ok),
+        json!({"echo": {"mode": "ok", "n": 1}, "key": "k-7", "event": "evt-1"})
+    );
+    assert!(ok.logs.iter().any(|l| l.message == "command-echo mode=ok"));
+
+    let fatal = call(&host, &plugin, json!({"mode": "fatal"})).await;
+    assert_eq!(
+        fatal.result,
+        Err(CallError::Plugin {
+            kind: ErrorKind::Fatal,
+            message: "bad input".into(),
+            retry_after: None
+        })
+    );
+
+    let crash = call(&host, &plugin, json!({"mode": "crash"})).await;
+    assert!(
+        matches!(&crash.result, Err(CallError::Plugin { kind: ErrorKind::Retryable, message, .. }) if message.starts_with("exit status 3")),
+        "{:?}",
+        crash.result
+    );
+
+    let looped = call(&host, &plugin, json!({"mode": "loop"})).await;
+    assert_eq!(looped.result, Err(CallError::Timeout));
+
+    // 100k separate writes to stderr take longer than the 500 ms above.
+    let patient = load(
+        &host,
+        "command-echo",
+        Limits {
+            timeout: Duration::from_secs(30),
+            max_log_bytes: 2048,
+            ..limits()
+        },
+        Grants::default(),
+    );
+    let flood = call(&host, &patient, json!({"mode": "stderr-flood"})).await;
+    assert_eq!(output(&flood), json!({"flooded": true}));
+    assert!(flood.logs_truncated);
+}
+
+// ---------- cost ----------
+
+/// Per-call cost of the no-op plugin (fresh store + instance per call).
+/// Run with `cargo test --release -- --ignored --nocapture per_call_cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn per_call_cost() {
+    let host = host();
+    let noop = load(&host, "noop", limits(), Grants::default());
+    for _ in 0..50 {
+        call(&host, &noop, json!({})).await;
+    }
+    let n = 2000;
+    let started = Instant::now();
+    for _ in 0..n {
+        let r = call(&host, &noop, json!({})).await;
+        assert!(r.result.is_ok());
+    }
+    let per_call = started.elapsed() / n;
+    eprintln!("noop component: {per_call:?} per call over {n} sequential calls");
+    let cmd = load(&host, "command-echo", limits(), Grants::default());
+    let started = Instant::now();
+    for _ in 0..200 {
+        let r = call(&host, &cmd, json!({})).await;
+        assert!(r.result.is_ok());
+    }
+    eprintln!(
+        "command module: {:?} per call over 200 calls",
+        started.elapsed() / 200
+    );
+}
