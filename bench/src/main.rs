@@ -14,6 +14,10 @@ use hookwise::model::{DeliveryAttemptId, EventId, EventStatus, Millis, Verdict};
 use hookwise::store::{GroupCommitSettings, NewDeliveryAttempt, NewEvent, Store};
 use sqlx::Connection;
 
+/// The same allocator as the `hookwise` binary, so figures match what it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "hookwise benchmarks")]
 struct Args {
@@ -23,6 +27,19 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Rule matching: cost per event with 10, 1,000 and 10,000 rules over 100 sources x 100
+    /// event types.
+    Rules {
+        /// Rule counts to measure (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+        counts: Vec<usize>,
+        /// Events evaluated per rule count.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Replace the rules section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Store inserts: group commit vs one transaction per insert, SQLite and PostgreSQL.
     Store {
         /// Events per group-commit run.
@@ -232,9 +249,114 @@ fn replace_section(file: &Path, name: &str, body: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sources and event types the rule benchmark spreads its rules over.
+const BENCH_SOURCES: usize = 100;
+const BENCH_TYPES: usize = 100;
+
+/// `count` rules, rule `i` on source `s{i % 100}` and type `t{(i / 100) % 100}`, each with a
+/// condition, an `if` and a templated action, as people write them.
+fn bench_rules(count: usize) -> String {
+    let mut text = String::from("rules:\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "  - id: rule-{i}\n    source: s{}\n    events: [t{}]\n    when:\n      all:\n        - {{ path: $.ref, equals: refs/heads/main }}\n        - {{ path: \"$.commits[*].message\", contains: deploy }}\n    if: \"payload.size > {}\"\n    actions:\n      - plugin: notify\n        with: {{ text: \"{{{{ payload.pusher }}}} pushed {{{{ payload.size }}}} commits\" }}\n",
+            i % BENCH_SOURCES,
+            (i / BENCH_SOURCES) % BENCH_TYPES,
+            i % 3,
+        ));
+    }
+    text
+}
+
+fn percentile(sorted: &[u128], p: f64) -> u128 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn bench_rule_matching(counts: &[usize], events: usize) -> anyhow::Result<String> {
+    use hookwise::rules::{CompileContext, EventView, compile_files};
+    let sources: Vec<(String, String)> = (0..BENCH_SOURCES)
+        .map(|s| (format!("s{s}"), "none".to_string()))
+        .collect();
+    let plugins = vec!["notify".to_string()];
+    let secrets = std::collections::BTreeMap::new();
+    let ctx = CompileContext {
+        sources: &sources,
+        plugins: &plugins,
+        secrets: &secrets,
+    };
+    let payload = serde_json::json!({
+        "ref": "refs/heads/main", "size": 3, "pusher": "octocat",
+        "commits": [{"message": "fix"}, {"message": "deploy it"}, {"message": "docs"}],
+    });
+    let headers = std::collections::BTreeMap::new();
+    let mut out = format!(
+        "Measured {} on {}; {events} events per row, each on a (source, type) that has rules.\n\n\
+         | rules | compile | p50 per event | p99 per event | matched per event | p50 vs 10 rules |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        today(),
+        machine()
+    );
+    let mut base_p50 = None;
+    for &count in counts {
+        let files = vec![(PathBuf::from("bench.yaml"), bench_rules(count))];
+        let started = Instant::now();
+        let set = compile_files(&files, &ctx).map_err(|d| anyhow::anyhow!("{:?}", d.first()))?;
+        let compile = started.elapsed();
+        let mut samples = Vec::with_capacity(events);
+        let mut matched = 0usize;
+        for e in 0..events {
+            // An event for the (source, type) of some rule, spread over all of them.
+            let rule = (e * 7_919) % count;
+            let source = format!("s{}", rule % BENCH_SOURCES);
+            let event_type = format!("t{}", (rule / BENCH_SOURCES) % BENCH_TYPES);
+            let view = EventView {
+                id: "bench",
+                source: &source,
+                provider: "none",
+                event_type: &event_type,
+                received_at: "2026-11-27T00:00:00Z",
+                headers: &headers,
+                payload: &payload,
+            };
+            let t = Instant::now();
+            let eval = set.evaluate(&view);
+            samples.push(t.elapsed().as_nanos());
+            matched += eval.matched.len();
+        }
+        samples.sort_unstable();
+        let p50 = percentile(&samples, 0.5);
+        let p99 = percentile(&samples, 0.99);
+        let base = *base_p50.get_or_insert(p50);
+        out.push_str(&format!(
+            "| {count} | {:.0} ms | {:.1} us | {:.1} us | {:.2} | {:.2}x |\n",
+            compile.as_secs_f64() * 1e3,
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3,
+            matched as f64 / events as f64,
+            p50 as f64 / base.max(1) as f64,
+        ));
+    }
+    Ok(out)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
+        Command::Rules {
+            counts,
+            events,
+            write,
+        } => {
+            let out = bench_rule_matching(&counts, events)?;
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "rules", &out)?;
+            }
+        }
         Command::Store {
             events,
             single_events,
