@@ -83,25 +83,7 @@ impl Millis {
 
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-27T22:18:29.123Z`.
     pub fn to_rfc3339(self) -> String {
-        let days = self.0.div_euclid(86_400_000);
-        let ms_of_day = self.0.rem_euclid(86_400_000);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        let (h, min, sec, ms) = (
-            ms_of_day / 3_600_000,
-            ms_of_day / 60_000 % 60,
-            ms_of_day / 1_000 % 60,
-            ms_of_day % 1_000,
-        );
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{sec:02}.{ms:03}Z")
+        crate::rfc3339::format_millis(self.0)
     }
 
     pub fn saturating_add(self, d: std::time::Duration) -> Millis {
@@ -244,24 +226,5 @@ impl AttemptOutcome {
             "fatal" => AttemptOutcome::Fatal,
             _ => return None,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Millis;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(Millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Millis(951_782_400_000).to_rfc3339(),
-            "2000-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            Millis(1_795_386_709_123).to_rfc3339(),
-            "2026-11-22T22:31:49.123Z"
-        );
-        assert_eq!(Millis(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
     }
 }

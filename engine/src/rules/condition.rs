@@ -649,84 +649,12 @@ fn compare(actual: &Value, expected: &OrderOperand) -> Option<Ordering> {
 }
 
 /// A point in time: seconds since the Unix epoch and nanoseconds.
-type Instant = (i64, u32);
+type Instant = crate::rfc3339::Instant;
 
 /// Parses an RFC 3339 date-time (`2024-05-01T10:00:00.5+02:00`) or full-date (`2024-05-01`,
 /// taken as midnight UTC).
 pub fn parse_time(text: &str) -> Option<Instant> {
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if b.len() == 10 {
-        return Some((days * 86_400, 0));
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 20 || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: u32 = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        let end = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if end == start {
-            return None;
-        }
-        for (k, c) in b[start..end].iter().take(9).enumerate() {
-            nanos += u32::from(c - b'0') * 10u32.pow(8 - k as u32);
-        }
-        i = end;
-    }
-    let offset = match b.get(i..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (h, m) = (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let minutes = h * 60 + m;
-            if *sign == b'+' { minutes } else { -minutes }
-        }
-        _ => return None,
-    };
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second - offset * 60;
-    Some((secs, nanos))
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::rfc3339::parse(text, true)
 }
 
 #[cfg(test)]
