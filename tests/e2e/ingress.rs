@@ -78,6 +78,15 @@ async fn start() -> Server {
         }
     }
     config.push_str("  - { id: small, provider: none, max_body: 1KiB }\n");
+    config
+        .push_str("  - { id: limited, provider: none, rate_limit: { per_second: 1, burst: 2 } }\n");
+    config.push_str("  - { id: guarded, provider: none, allow_ips: [10.0.0.0/8] }\n");
+    config.push_str("  - { id: strict, provider: none, schema: strict.schema.json }\n");
+    std::fs::write(
+        dir.path().join("strict.schema.json"),
+        r#"{"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}"#,
+    )
+    .unwrap();
     let path = dir.path().join("hookwise.yaml");
     std::fs::write(&path, &config).unwrap();
     // OLD_<PROVIDER> is a rotated-out secret of the right form: every valid request below
@@ -431,6 +440,78 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
         attempts
             .iter()
             .any(|a| a.attempt.body.as_deref() == Some(&b"{not json"[..]))
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_rate_limit_and_schema_quarantine() {
+    let server = start().await;
+    let base = server.base.clone();
+    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+
+    // 127.0.0.1 is outside 10.0.0.0/8.
+    let (status, answer, _) =
+        post(&format!("{base}/hooks/guarded"), &headers, b"{}".to_vec()).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("address_not_allowed"))
+    );
+
+    // A burst of 2, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let body = format!("{{\"id\": \"r{i}\"}}").into_bytes();
+        let resp = client()
+            .post(format!("{base}/hooks/limited"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            resp.status().as_u16(),
+            resp.headers().get("retry-after").is_some(),
+        ));
+    }
+    assert_eq!(statuses, [(200, false), (200, false), (429, true)]);
+
+    // A payload that breaks the source's schema is stored as quarantined, with the pointer.
+    let (status, answer, text) = post(
+        &format!("{base}/hooks/strict"),
+        &headers,
+        br#"{"id": 7}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(answer["code"], "invalid_payload");
+    assert_eq!(answer["errors"][0]["pointer"], "/id");
+    let quarantined = answer["event_id"].as_str().unwrap().to_string();
+    let (status, _, text) = post(
+        &format!("{base}/hooks/strict"),
+        &headers,
+        br#"{"id": "ok"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    let (store, _dir) = server.stop().await;
+    let id: hookwise::model::EventId = quarantined.parse().unwrap();
+    let event = store
+        .get_event(id)
+        .await
+        .unwrap()
+        .expect("quarantined event is stored");
+    assert_eq!(
+        event.event.status,
+        hookwise::model::EventStatus::Quarantined
+    );
+    let attempts = store.delivery_attempts_for_event(id).await.unwrap();
+    assert_eq!(attempts[0].attempt.verdict, Verdict::Quarantined);
+    assert_eq!(
+        attempts[0].attempt.body.as_deref(),
+        Some(&br#"{"id": 7}"#[..]),
+        "kept for replay"
     );
     store.close().await;
 }
