@@ -34,8 +34,11 @@ const SECRET_HEADERS: &[&str] = &[
     "x-gitlab-token",
 ];
 
-/// Per-source runtime pieces compiled at start-up: payload schema, rate limiter.
+/// Per-source runtime pieces built once at start-up: keys, verify options, payload schema,
+/// rate limiter.
 pub struct SourceRuntime {
+    keys: Keys,
+    opts: VerifyOptions,
     schema: Option<jsonschema::Validator>,
     limiter: Option<Mutex<TokenBucket>>,
 }
@@ -74,7 +77,23 @@ pub fn prepare(sources: &[Source]) -> Result<HashMap<String, SourceRuntime>, Ing
                 f64::from(r.burst.unwrap_or(r.per_second)),
             ))
         });
-        out.insert(s.id.clone(), SourceRuntime { schema, limiter });
+        let keys = Keys {
+            secrets: s.secrets.clone(),
+            public_keys: s.public_keys.clone(),
+        };
+        let opts = VerifyOptions {
+            tolerance: s.tolerance,
+            hmac: s.hmac.clone(),
+        };
+        out.insert(
+            s.id.clone(),
+            SourceRuntime {
+                keys,
+                opts,
+                schema,
+                limiter,
+            },
+        );
     }
     Ok(out)
 }
@@ -157,10 +176,10 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let received_at = Millis::now();
-    let source = state.config.source(&source_id).cloned();
+    let source = state.config.source(&source_id);
     let mut recorded_body = None;
     let mut body_size = 0i64;
-    let outcome = match &source {
+    let outcome = match source {
         None => Outcome::reject(
             StatusCode::NOT_FOUND,
             "unknown_source",
@@ -212,7 +231,7 @@ pub async fn receive(
             remote_addr: Some(remote.to_string()),
             method: method.to_string(),
             path: clip_path(&uri),
-            headers: redacted_headers(&headers, source.as_ref()),
+            headers: redacted_headers(&headers, source),
             body: recorded_body,
             body_size,
             verdict: outcome.verdict,
@@ -280,8 +299,18 @@ async fn handle(
             false,
         );
     }
-    let runtime = state.ingress.get(&source.id);
-    if let Some(limiter) = runtime.and_then(|r| r.limiter.as_ref()) {
+    let Some(runtime) = state.ingress.get(&source.id) else {
+        // prepare() made one for every configured source; this is a bug, not bad input.
+        return (
+            Outcome::reject(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "source not prepared",
+            ),
+            false,
+        );
+    };
+    if let Some(limiter) = runtime.limiter.as_ref() {
         let verdict = match limiter.lock() {
             Ok(mut bucket) => bucket.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -306,22 +335,14 @@ async fn handle(
 
     // Step 2: verify the raw bytes. Nothing below runs for an unverified request.
     let url = public_url(state, source, uri, headers);
-    let keys = Keys {
-        secrets: source.secrets.clone(),
-        public_keys: source.public_keys.clone(),
-    };
-    let opts = VerifyOptions {
-        tolerance: source.tolerance,
-        hmac: source.hmac.clone(),
-    };
+    let (keys, opts) = (&runtime.keys, &runtime.opts);
     let request = verify::Request {
         method: method.as_str(),
         url: &url,
         headers,
         body,
     };
-    let verified = match verify::verify(source.provider, &keys, &opts, &request, SystemTime::now())
-    {
+    let verified = match verify::verify(source.provider, keys, opts, &request, SystemTime::now()) {
         Ok(v) => v,
         Err(e) => {
             return (
@@ -353,7 +374,7 @@ async fn handle(
             true,
         );
     }
-    if let Some(reply) = verify::handshake(verified.provider(), &keys, &payload) {
+    if let Some(reply) = verify::handshake(verified.provider(), keys, &payload) {
         let outcome = Outcome {
             status: StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
             verdict: Verdict::Handshake,
@@ -374,7 +395,8 @@ async fn handle(
 
     // Step 4: validate. Invalid payloads are stored as quarantined, never dropped.
     let errors: Vec<Value> = runtime
-        .and_then(|r| r.schema.as_ref())
+        .schema
+        .as_ref()
         .map(|schema| {
             schema
                 .iter_errors(&payload)
