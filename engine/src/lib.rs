@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod ingress;
 pub mod model;
+pub mod plugin_host;
 pub mod rfc3339;
 pub mod rules;
 pub mod server;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod ingress;
+mod plugins;
 mod rules;
 mod serve;
 mod store;

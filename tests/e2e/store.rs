@@ -9,8 +9,8 @@ use hookwise::model::{
     Verdict,
 };
 use hookwise::store::{
-    DeadLetterFilter, EventFilter, GroupCommitSettings, NewDeliveryAttempt, NewEvent, NewExecution,
-    NewExecutionAttempt, NextStep, Store, StoreError,
+    ClaimExclusions, DeadLetterFilter, EventFilter, EventPlan, GroupCommitSettings,
+    NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt, NextStep, Store, StoreError,
 };
 use serde_json::json;
 
@@ -109,6 +109,14 @@ fn execution(event: EventId, rule: &str, index: i32) -> NewExecution {
     }
 }
 
+fn plan_of(event: EventId, trace: &serde_json::Value, executions: &[NewExecution]) -> EventPlan {
+    EventPlan {
+        event,
+        match_trace: trace.clone(),
+        executions: executions.to_vec(),
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -131,6 +139,8 @@ suite!(
     claim_finish_retry_and_dead_letter,
     expired_leases_are_reclaimed,
     close_flushes_pending_writes,
+    order_keys_and_busy_lists_shape_claims,
+    replay_plans_a_new_generation_and_retires_dead_letters,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -331,7 +341,7 @@ async fn planning_is_idempotent(place: &Place) {
         execution(ev, "r1", 1),
         execution(ev, "r2", 0),
     ];
-    let created = store.plan(ev, &trace, &plan).await.unwrap();
+    let created = store.plan(&[plan_of(ev, &trace, &plan)]).await.unwrap();
     assert_eq!(created.len(), 3);
     // Planning again (say after a crash) creates nothing new, even with fresh execution ids.
     let again = [
@@ -339,7 +349,13 @@ async fn planning_is_idempotent(place: &Place) {
         execution(ev, "r1", 1),
         execution(ev, "r2", 0),
     ];
-    assert!(store.plan(ev, &trace, &again).await.unwrap().is_empty());
+    assert!(
+        store
+            .plan(&[plan_of(ev, &trace, &again)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.executions_for_event(ev).await.unwrap().len(), 3);
     let stored = store.get_event(ev).await.unwrap().unwrap();
     assert_eq!(stored.event.status, EventStatus::Planned);
@@ -350,7 +366,11 @@ async fn planning_is_idempotent(place: &Place) {
     replay.generation = 1;
     replay.idempotency_key = NewExecution::key_for(ev, "r1", 0, 1);
     assert_eq!(
-        store.plan(ev, &json!({}), &[replay]).await.unwrap().len(),
+        store
+            .plan(&[plan_of(ev, &json!({}), &[replay])])
+            .await
+            .unwrap()
+            .len(),
         1
     );
     store.close().await;
@@ -367,17 +387,23 @@ async fn claim_finish_retry_and_dead_letter(place: &Place) {
         .unwrap()
         .event_id;
     store
-        .plan(
+        .plan(&[plan_of(
             ev,
             &json!({}),
             &[execution(ev, "ok", 0), execution(ev, "flaky", 0)],
-        )
+        )])
         .await
         .unwrap();
     let lease = Duration::from_secs(30);
 
     let claimed = store
-        .claim("worker-a", 10, lease, Millis::now())
+        .claim(
+            "worker-a",
+            10,
+            lease,
+            Millis::now(),
+            &ClaimExclusions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
@@ -388,7 +414,13 @@ async fn claim_finish_retry_and_dead_letter(place: &Place) {
     );
     assert!(
         store
-            .claim("worker-b", 10, lease, Millis::now())
+            .claim(
+                "worker-b",
+                10,
+                lease,
+                Millis::now(),
+                &ClaimExclusions::default()
+            )
             .await
             .unwrap()
             .is_empty(),
@@ -430,14 +462,26 @@ async fn claim_finish_retry_and_dead_letter(place: &Place) {
         .unwrap();
     assert!(
         store
-            .claim("worker-a", 10, lease, Millis::now())
+            .claim(
+                "worker-a",
+                10,
+                lease,
+                Millis::now(),
+                &ClaimExclusions::default()
+            )
             .await
             .unwrap()
             .is_empty(),
         "not due yet"
     );
     let again = store
-        .claim("worker-a", 10, lease, Millis(later.0 + 1))
+        .claim(
+            "worker-a",
+            10,
+            lease,
+            Millis(later.0 + 1),
+            &ClaimExclusions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -513,19 +557,31 @@ async fn expired_leases_are_reclaimed(place: &Place) {
         .unwrap()
         .event_id;
     store
-        .plan(ev, &json!({}), &[execution(ev, "r", 0)])
+        .plan(&[plan_of(ev, &json!({}), &[execution(ev, "r", 0)])])
         .await
         .unwrap();
     let now = Millis::now();
     let first = store
-        .claim("crashed-worker", 1, Duration::from_secs(5), now)
+        .claim(
+            "crashed-worker",
+            1,
+            Duration::from_secs(5),
+            now,
+            &ClaimExclusions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
     // Still leased a moment later; renewable by its owner only.
     assert!(
         store
-            .claim("other", 1, Duration::from_secs(5), Millis(now.0 + 1_000))
+            .claim(
+                "other",
+                1,
+                Duration::from_secs(5),
+                Millis(now.0 + 1_000),
+                &ClaimExclusions::default()
+            )
             .await
             .unwrap()
             .is_empty()
@@ -542,7 +598,13 @@ async fn expired_leases_are_reclaimed(place: &Place) {
     ));
     // After the lease runs out, another worker takes it over and the crashed one lost it.
     let taken = store
-        .claim("other", 1, Duration::from_secs(5), Millis(now.0 + 10_001))
+        .claim(
+            "other",
+            1,
+            Duration::from_secs(5),
+            Millis(now.0 + 10_001),
+            &ClaimExclusions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -596,4 +658,228 @@ async fn close_flushes_pending_writes(place: &Place) {
     let reopened = place.open().await;
     assert_eq!(reopened.count_events().await.unwrap(), ok);
     reopened.close().await;
+}
+
+async fn ingest_one(store: &Store, delivery: &str) -> EventId {
+    store
+        .ingest(
+            event("github", delivery),
+            attempt("github", Verdict::Accepted, 202),
+        )
+        .await
+        .unwrap()
+        .event_id
+}
+
+async fn order_keys_and_busy_lists_shape_claims(place: &Place) {
+    let store = place.open().await;
+    let lease = Duration::from_secs(30);
+    let none = ClaimExclusions::default();
+    assert_eq!(store.next_due().await.unwrap(), None);
+    // Three events for one repository (same order key), one for another, one without a key.
+    let mut plans = Vec::new();
+    let mut ids = Vec::new();
+    for (i, key) in [
+        Some("repo-1"),
+        Some("repo-1"),
+        Some("repo-2"),
+        None,
+        Some("repo-1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ev = ingest_one(&store, &format!("o-{i}")).await;
+        let mut x = execution(ev, "ordered", 0);
+        x.order_key = key.map(str::to_string);
+        ids.push(x.id);
+        plans.push(plan_of(ev, &json!({}), &[x]));
+    }
+    store.plan(&plans).await.unwrap();
+    assert!(store.next_due().await.unwrap().is_some());
+
+    let first = store
+        .claim("w", 10, lease, Millis::now(), &none)
+        .await
+        .unwrap();
+    let got: HashSet<ExecutionId> = first.iter().map(|x| x.id).collect();
+    // Only the oldest of repo-1 runs; repo-2 and the unkeyed one run alongside it.
+    assert_eq!(got, HashSet::from([ids[0], ids[2], ids[3]]));
+    // Nothing more while the first of repo-1 is unfinished, even after a failed attempt.
+    assert!(
+        store
+            .claim("w", 10, lease, Millis::now(), &none)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let soon = Millis(Millis::now().0 + 50);
+    store
+        .finish(
+            ids[0],
+            "w",
+            &run_attempt(1, AttemptOutcome::Retryable, Some("503")),
+            NextStep::RetryAt(soon),
+        )
+        .await
+        .unwrap();
+    let later = Millis(soon.0 + 1);
+    let retried = store.claim("w", 10, lease, later, &none).await.unwrap();
+    assert_eq!(
+        retried.iter().map(|x| x.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    store
+        .finish(
+            ids[0],
+            "w",
+            &run_attempt(2, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await
+        .unwrap();
+    let second = store.claim("w", 10, lease, later, &none).await.unwrap();
+    assert_eq!(
+        second.iter().map(|x| x.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    // A dead execution does not block the ones after it.
+    store
+        .finish(
+            ids[1],
+            "w",
+            &run_attempt(1, AttemptOutcome::Fatal, Some("400")),
+            NextStep::Dead("fatal".into()),
+        )
+        .await
+        .unwrap();
+
+    // Busy plugins and actions are skipped.
+    let busy_plugin = ClaimExclusions {
+        plugins: vec!["notify".into()],
+        actions: Vec::new(),
+    };
+    assert!(
+        store
+            .claim("w", 10, lease, later, &busy_plugin)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let busy_action = ClaimExclusions {
+        plugins: Vec::new(),
+        actions: vec![("ordered".into(), 0)],
+    };
+    assert!(
+        store
+            .claim("w", 10, lease, later, &busy_action)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other_action = ClaimExclusions {
+        plugins: vec!["call-api".into()],
+        actions: vec![("ordered".into(), 1), ("other".into(), 0)],
+    };
+    let last = store
+        .claim("w", 10, lease, later, &other_action)
+        .await
+        .unwrap();
+    assert_eq!(last.iter().map(|x| x.id).collect::<Vec<_>>(), vec![ids[4]]);
+    store.close().await;
+}
+
+async fn replay_plans_a_new_generation_and_retires_dead_letters(place: &Place) {
+    let store = place.open().await;
+    let lease = Duration::from_secs(30);
+    let none = ClaimExclusions::default();
+    let ev = ingest_one(&store, "r-1").await;
+    let first = execution(ev, "r", 0);
+    store
+        .plan(&[plan_of(ev, &json!({}), std::slice::from_ref(&first))])
+        .await
+        .unwrap();
+    store
+        .claim("w", 1, lease, Millis::now(), &none)
+        .await
+        .unwrap();
+    store
+        .finish(
+            first.id,
+            "w",
+            &run_attempt(1, AttemptOutcome::Fatal, Some("boom")),
+            NextStep::Dead("fatal: boom".into()),
+        )
+        .await
+        .unwrap();
+    let dead_filter = DeadLetterFilter {
+        rule_id: Some("r".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_dead_letters(&dead_filter).await.unwrap().len(),
+        1
+    );
+
+    assert_eq!(store.next_generation(ev).await.unwrap(), 1);
+    let mut again = execution(ev, "r", 0);
+    again.generation = 1;
+    again.idempotency_key = NewExecution::key_for(ev, "r", 0, 1);
+    let created = store
+        .plan_replay(ev, &[again.clone()], &[first.id])
+        .await
+        .unwrap();
+    assert_eq!(created, vec![again.id]);
+    assert!(
+        store
+            .list_dead_letters(&dead_filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The dead execution stays as history; the new generation is pending.
+    let all = store.executions_for_event(ev).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|x| (x.generation, x.status))
+            .collect::<Vec<_>>(),
+        vec![(0, ExecutionStatus::Dead), (1, ExecutionStatus::Pending)]
+    );
+    assert_eq!(store.next_generation(ev).await.unwrap(), 2);
+    let missing = store.plan_replay(EventId::new(), &[], &[]).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    // Purge removes only what the filter selects.
+    let ev2 = ingest_one(&store, "r-2").await;
+    let x2 = execution(ev2, "other", 0);
+    store
+        .plan(&[plan_of(ev2, &json!({}), std::slice::from_ref(&x2))])
+        .await
+        .unwrap();
+    store
+        .claim("w", 5, lease, Millis::now(), &none)
+        .await
+        .unwrap();
+    store
+        .finish(
+            x2.id,
+            "w",
+            &run_attempt(1, AttemptOutcome::Fatal, None),
+            NextStep::Dead("fatal".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge_dead_letters(&dead_filter).await.unwrap(), 0);
+    let all_dead = DeadLetterFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.list_dead_letters(&all_dead).await.unwrap().len(), 1);
+    assert_eq!(store.purge_dead_letters(&all_dead).await.unwrap(), 1);
+    assert!(store.list_dead_letters(&all_dead).await.unwrap().is_empty());
+    store.close().await;
 }

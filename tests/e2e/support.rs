@@ -1,7 +1,9 @@
 //! Helpers shared by the end-to-end tests: fresh databases, the built binary, free ports.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -75,4 +77,48 @@ pub async fn wait_ready(client: &reqwest::Client, url: &str, limit: Duration) ->
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Builds the example plugins in `plugins/examples` once per test run (cargo, for the WASI
+/// targets, into the test target's tmp dir so later runs reuse the build); returns that dir.
+fn plugin_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        for (triple, packages) in [
+            ("wasm32-wasip2", vec!["noop", "hostile", "relay"]),
+            ("wasm32-wasip1", vec!["command-echo"]),
+        ] {
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(&examples)
+                .env("CARGO_TARGET_DIR", &target)
+                .args(["build", "--release", "--locked", "--target", triple]);
+            for p in packages {
+                cmd.args(["-p", p]);
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(
+                status.success(),
+                "building example plugins for {triple} failed"
+            );
+        }
+        target
+    })
+}
+
+/// Path of one built example plugin: `noop`, `hostile`, `relay` (components) or `command-echo`
+/// (wasip1).
+pub fn wasm(name: &str) -> PathBuf {
+    // Libraries (components) get `_` in their file names, binaries keep `-`.
+    let (triple, file) = if name == "command-echo" {
+        ("wasm32-wasip1", name.to_string())
+    } else {
+        ("wasm32-wasip2", name.replace('-', "_"))
+    };
+    plugin_dir()
+        .join(triple)
+        .join("release")
+        .join(format!("{file}.wasm"))
 }

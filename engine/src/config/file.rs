@@ -39,10 +39,23 @@ pub struct ConfigFile {
     /// Plugins that rules may name. Built-in plugins need no path.
     #[serde(default)]
     pub plugins: Vec<PluginFile>,
+    /// How stored events are matched and their actions run.
+    pub dispatch: Option<DispatchFile>,
     /// Databases that plugins may be granted (`allow.db`): `sqlite://`, `postgres://` or
     /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`.
     #[serde(default)]
     pub connections: BTreeMap<String, String>,
+}
+
+/// The workers that run actions.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchFile {
+    /// Actions that may run at once on this node. Default 16.
+    pub workers: Option<u32>,
+    /// How long a worker holds a claimed action before another node (or a restart) may take it
+    /// over; renewed while the action runs. Default `30s`.
+    pub lease: Option<HumanDuration>,
 }
 
 /// One path or several.
@@ -161,6 +174,9 @@ pub struct LimitsFile {
     pub timeout: Option<HumanDuration>,
     /// Fuel (roughly, WebAssembly instructions) per call. Default: unmetered.
     pub fuel: Option<u64>,
+    /// Calls of this plugin that may run at once on one hookwise node. Default: only the
+    /// worker pool (`dispatch.workers`) limits them.
+    pub concurrency: Option<u32>,
 }
 
 /// Capabilities of one plugin.

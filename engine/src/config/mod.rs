@@ -80,6 +80,8 @@ pub struct Plugin {
     pub memory: u64,
     pub timeout: Duration,
     pub fuel: Option<u64>,
+    /// Calls that may run at once on this node.
+    pub concurrency: Option<u32>,
     pub allow_http: Vec<String>,
     pub allow_db: Vec<String>,
 }
@@ -106,6 +108,30 @@ pub struct Config {
     pub sources: Vec<Source>,
     pub plugins: Vec<Plugin>,
     pub connections: BTreeMap<String, Secret>,
+    pub dispatch: DispatchSettings,
+}
+
+/// Most workers a node may run (each may hold a plugin instance).
+const MAX_WORKERS: u32 = 1024;
+/// Shortest lease: renewals happen at a third of it.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// How actions are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchSettings {
+    /// Actions that may run at once on this node.
+    pub workers: u32,
+    /// Lease on a claimed action, renewed while it runs.
+    pub lease: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            workers: 16,
+            lease: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Config {
@@ -139,6 +165,7 @@ impl Config {
             sources: Vec::new(),
             plugins: default_plugins(),
             connections: BTreeMap::new(),
+            dispatch: DispatchSettings::default(),
         }
     }
 
@@ -186,6 +213,7 @@ fn default_plugins() -> Vec<Plugin> {
             memory: DEFAULT_PLUGIN_MEMORY,
             timeout: DEFAULT_PLUGIN_TIMEOUT,
             fuel: None,
+            concurrency: None,
             allow_http: Vec::new(),
             allow_db: Vec::new(),
         })
@@ -443,6 +471,7 @@ impl Checker<'_> {
 
         let sources = self.sources(raw);
         let plugins = self.plugins(raw, &connections);
+        let dispatch = self.dispatch(raw);
 
         Config {
             file: Some(path.to_path_buf()),
@@ -459,7 +488,33 @@ impl Checker<'_> {
             sources,
             plugins,
             connections,
+            dispatch,
         }
+    }
+
+    fn dispatch(&mut self, raw: &ConfigFile) -> DispatchSettings {
+        let mut out = DispatchSettings::default();
+        let Some(d) = &raw.dispatch else {
+            return out;
+        };
+        if let Some(workers) = d.workers {
+            if workers == 0 || workers > MAX_WORKERS {
+                self.problem(
+                    "/dispatch/workers",
+                    format!("workers must be between 1 and {MAX_WORKERS}"),
+                );
+            } else {
+                out.workers = workers;
+            }
+        }
+        if let Some(lease) = &d.lease {
+            if lease.0 < MIN_LEASE {
+                self.problem("/dispatch/lease", "the lease must be at least 1s");
+            } else {
+                out.lease = lease.0;
+            }
+        }
+        out
     }
 
     fn sources(&mut self, raw: &ConfigFile) -> Vec<Source> {
@@ -611,6 +666,7 @@ impl Checker<'_> {
                     .map(|t| t.0)
                     .unwrap_or(DEFAULT_PLUGIN_TIMEOUT),
                 fuel: limits.fuel,
+                concurrency: limits.concurrency,
                 allow_http: allow.http.clone(),
                 allow_db: allow.db.clone(),
             };

@@ -410,34 +410,15 @@ impl RuleSet {
                 order_key: None,
                 error: None,
             };
-            let rendered =
-                self.templates
-                    .render_tree(&action.with, ctx, &format!("actions[{index}].with"));
-            let order_key = match &action.order_key {
-                Some(node) => self
-                    .templates
-                    .render_tree(node, ctx, &format!("actions[{index}].order_key"))
-                    .map(|r| Some(key_text(r.real))),
-                None => Ok(None),
-            };
-            match (rendered, order_key) {
-                (Ok(r), Ok(order_key)) => {
-                    at.input = Some(r.redacted.clone());
-                    at.order_key.clone_from(&order_key);
-                    planned.push(PlannedAction {
-                        plugin: action.plugin.clone(),
-                        index,
-                        input: r.real,
-                        input_redacted: r.redacted,
-                        retry: action.retry,
-                        timeout: action.timeout,
-                        order_key,
-                        concurrency: action.concurrency,
-                    });
+            match self.render(action, index, ctx) {
+                Ok(p) => {
+                    at.input = Some(p.input_redacted.clone());
+                    at.order_key.clone_from(&p.order_key);
+                    planned.push(p);
                 }
-                (Err(e), _) | (_, Err(e)) => {
-                    at.error = Some(e.to_string());
+                Err(e) => {
                     failure.get_or_insert_with(|| format!("template error: {e}"));
+                    at.error = Some(e);
                 }
             }
             trace.actions.push(at);
@@ -452,6 +433,62 @@ impl RuleSet {
             actions: planned,
             trace,
         });
+    }
+}
+
+impl RuleSet {
+    /// Renders one action of a rule for an event, without evaluating the rule's conditions
+    /// (they were evaluated when the event was planned). Used when the action runs, so that
+    /// rendered inputs, which may hold secrets, are never stored.
+    pub fn render_action(
+        &self,
+        rule_id: &str,
+        index: usize,
+        ev: &EventView<'_>,
+    ) -> Result<PlannedAction, String> {
+        let rule = self
+            .get(rule_id)
+            .ok_or_else(|| format!("rule `{rule_id}` is not loaded any more"))?;
+        let action = rule.actions.get(index).ok_or_else(|| {
+            format!(
+                "rule `{rule_id}` has no action {index} any more (it has {})",
+                rule.actions.len()
+            )
+        })?;
+        let ctx = RenderContext::new(ev);
+        self.render(action, index, &ctx)
+            .map_err(|e| format!("template error: {e}"))
+    }
+
+    fn render(
+        &self,
+        action: &Action,
+        index: usize,
+        ctx: &RenderContext,
+    ) -> Result<PlannedAction, String> {
+        let rendered = self
+            .templates
+            .render_tree(&action.with, ctx, &format!("actions[{index}].with"))
+            .map_err(|e| e.to_string())?;
+        let order_key = match &action.order_key {
+            Some(node) => Some(
+                self.templates
+                    .render_tree(node, ctx, &format!("actions[{index}].order_key"))
+                    .map(|r| key_text(r.real))
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        Ok(PlannedAction {
+            plugin: action.plugin.clone(),
+            index,
+            input: rendered.real,
+            input_redacted: rendered.redacted,
+            retry: action.retry,
+            timeout: action.timeout,
+            order_key,
+            concurrency: action.concurrency,
+        })
     }
 }
 

@@ -34,6 +34,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("the lease on execution {0} is no longer held by this worker")]
     LeaseLost(ExecutionId),
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 /// A write that goes through the group committer.
@@ -103,6 +105,23 @@ pub struct EventFilter {
     /// Only events that arrived before this one (for paging, newest first).
     pub before_seq: Option<i64>,
     pub limit: i64,
+}
+
+/// The match result of one event, to store with its planned executions.
+#[derive(Debug, Clone)]
+pub struct EventPlan {
+    pub event: EventId,
+    pub match_trace: serde_json::Value,
+    pub executions: Vec<NewExecution>,
+}
+
+/// What a claim must skip because this node has no capacity for it right now.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimExclusions {
+    /// Plugins at their concurrency limit.
+    pub plugins: Vec<String>,
+    /// (rule id, action index) pairs at their concurrency limit.
+    pub actions: Vec<(String, i32)>,
 }
 
 /// Filters for listing dead letters.
@@ -254,28 +273,52 @@ impl Store {
         with_backend!(self, b => b.pending_events(limit).await)
     }
 
-    /// Stores the match trace of `event` and plans its executions, in one transaction.
+    /// Stores the match trace of each event and plans its executions, all in one transaction.
     /// Idempotent: executions that already exist (same event, rule, action, generation) are
     /// left as they are. Returns the ids of the executions created by this call.
-    pub async fn plan(
-        &self,
-        event: EventId,
-        match_trace: &serde_json::Value,
-        executions: &[NewExecution],
-    ) -> Result<Vec<ExecutionId>, StoreError> {
-        with_backend!(self, b => b.plan(event, match_trace, executions).await)
+    pub async fn plan(&self, plans: &[EventPlan]) -> Result<Vec<ExecutionId>, StoreError> {
+        with_backend!(self, b => b.plan(plans).await)
     }
 
     /// Claims up to `limit` executions that are due (or whose lease expired) for `owner`, with a
-    /// lease of `lease`. Each claim counts as one more attempt.
+    /// lease of `lease`. Each claim counts as one more attempt. Executions of `busy` plugins and
+    /// actions are skipped, and an execution with an order key waits while an earlier one of
+    /// the same rule and key is unfinished.
     pub async fn claim(
         &self,
         owner: &str,
         limit: i64,
         lease: Duration,
         now: Millis,
+        busy: &ClaimExclusions,
     ) -> Result<Vec<Execution>, StoreError> {
-        with_backend!(self, b => b.claim(owner, limit, lease, now).await)
+        with_backend!(self, b => b.claim(owner, limit, lease, now, busy).await)
+    }
+
+    /// When the next execution becomes claimable (next attempt or lease end), if any.
+    pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        with_backend!(self, b => b.next_due().await)
+    }
+
+    /// Plans a replay: further executions of a planned event, retiring the dead letters of the
+    /// executions being retried, in one transaction.
+    pub async fn plan_replay(
+        &self,
+        event: EventId,
+        executions: &[NewExecution],
+        retire_dead_letters: &[ExecutionId],
+    ) -> Result<Vec<ExecutionId>, StoreError> {
+        with_backend!(self, b => b.plan_replay(event, executions, retire_dead_letters).await)
+    }
+
+    /// The run generation the next replay of `event` uses.
+    pub async fn next_generation(&self, event: EventId) -> Result<i32, StoreError> {
+        with_backend!(self, b => b.next_generation(event).await)
+    }
+
+    /// Deletes the dead letters matching `filter` (its `limit` is ignored); returns how many.
+    pub async fn purge_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StoreError> {
+        with_backend!(self, b => b.purge_dead_letters(filter).await)
     }
 
     /// Extends the lease of a running execution; fails with `LeaseLost` if `owner` lost it.

@@ -18,13 +18,66 @@ macro_rules! store_queries {
             ExecutionRow,
         };
         use crate::store::{
-            DeadLetter, DeadLetterFilter, DeliveryAttempt, EventFilter, Execution,
+            ClaimExclusions, DeadLetter, DeadLetterFilter, DeliveryAttempt, EventFilter, EventPlan, Execution,
             ExecutionAttempt, ExecutionCounts, IngestOutcome, NewDeliveryAttempt, NewExecution,
             NewExecutionAttempt, NextStep, StoreError, StoredEvent, WriteOutcome, WriteRequest,
         };
 
         /// Rows per multi-row INSERT (SQLite allows 32766 bound values; events bind 8 each).
         const ROWS_PER_INSERT: usize = 500;
+
+        /// Inserts planned executions; ones that exist already (same event, rule, action and
+        /// generation, or same key) are left alone. Returns the ids created.
+        async fn insert_executions(
+            tx: &mut sqlx::Transaction<'_, $Db>,
+            event: EventId,
+            seq: i64,
+            executions: &[NewExecution],
+            now: Millis,
+        ) -> Result<Vec<ExecutionId>, StoreError> {
+            let mut created = Vec::new();
+            for x in executions {
+                let id: Option<Uuid> = sqlx::query_scalar(
+                    "INSERT INTO executions (id, event_id, event_seq, rule_id, action_index, \
+                     generation, plugin, idempotency_key, order_key, status, attempts, \
+                     next_attempt_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $11) \
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(x.id.0)
+                .bind(event.0)
+                .bind(seq)
+                .bind(x.rule_id.as_str())
+                .bind(x.action_index)
+                .bind(x.generation)
+                .bind(x.plugin.as_str())
+                .bind(x.idempotency_key.as_str())
+                .bind(x.order_key.as_deref())
+                .bind(ExecutionStatus::Pending.as_str())
+                .bind(now.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if let Some(id) = id {
+                    created.push(ExecutionId(id));
+                }
+            }
+            Ok(created)
+        }
+
+        fn dead_letter_filter(q: &mut QueryBuilder<'_, $Db>, f: &DeadLetterFilter) {
+            if let Some(source) = &f.source {
+                q.push(" AND source = ").push_bind(source.clone());
+            }
+            if let Some(rule) = &f.rule_id {
+                q.push(" AND rule_id = ").push_bind(rule.clone());
+            }
+            if let Some(since) = f.since {
+                q.push(" AND created_at >= ").push_bind(since.0);
+            }
+            if let Some(until) = f.until {
+                q.push(" AND created_at < ").push_bind(until.0);
+            }
+        }
 
         impl $Store {
             /// Writes a batch in one transaction. Duplicated (source, delivery id) pairs, also
@@ -218,55 +271,34 @@ macro_rules! store_queries {
                 convert(rows)
             }
 
+            /// Stores match traces and plans executions for several events in one transaction.
             pub(crate) async fn plan(
                 &self,
-                event: EventId,
-                match_trace: &serde_json::Value,
-                executions: &[NewExecution],
+                plans: &[EventPlan],
             ) -> Result<Vec<ExecutionId>, StoreError> {
                 let now = Millis::now();
                 let mut tx = self.pool.begin().await?;
-                let seq: Option<i64> = sqlx::query_scalar(
-                    "UPDATE events SET status = $2, match_trace = $3, planned_at = $4 \
-                     WHERE id = $1 RETURNING seq",
-                )
-                .bind(event.0)
-                .bind(EventStatus::Planned.as_str())
-                .bind(Json(match_trace))
-                .bind(now.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(seq) = seq else {
-                    return Err(StoreError::Corrupt {
-                        table: "events",
-                        detail: format!("planning unknown event {event}"),
-                    });
-                };
                 let mut created = Vec::new();
-                for x in executions {
-                    let id: Option<Uuid> = sqlx::query_scalar(
-                        "INSERT INTO executions (id, event_id, event_seq, rule_id, action_index, \
-                         generation, plugin, idempotency_key, order_key, status, attempts, \
-                         next_attempt_at, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $11) \
-                         ON CONFLICT DO NOTHING RETURNING id",
+                for plan in plans {
+                    let seq: Option<i64> = sqlx::query_scalar(
+                        "UPDATE events SET status = $2, match_trace = $3, planned_at = $4 \
+                         WHERE id = $1 RETURNING seq",
                     )
-                    .bind(x.id.0)
-                    .bind(event.0)
-                    .bind(seq)
-                    .bind(x.rule_id.as_str())
-                    .bind(x.action_index)
-                    .bind(x.generation)
-                    .bind(x.plugin.as_str())
-                    .bind(x.idempotency_key.as_str())
-                    .bind(x.order_key.as_deref())
-                    .bind(ExecutionStatus::Pending.as_str())
+                    .bind(plan.event.0)
+                    .bind(EventStatus::Planned.as_str())
+                    .bind(Json(&plan.match_trace))
                     .bind(now.0)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    if let Some(id) = id {
-                        created.push(ExecutionId(id));
-                    }
+                    let Some(seq) = seq else {
+                        return Err(StoreError::Corrupt {
+                            table: "events",
+                            detail: format!("planning unknown event {}", plan.event),
+                        });
+                    };
+                    created.extend(
+                        insert_executions(&mut tx, plan.event, seq, &plan.executions, now).await?,
+                    );
                 }
                 tx.commit().await?;
                 Ok(created)
@@ -278,26 +310,120 @@ macro_rules! store_queries {
                 limit: i64,
                 lease: std::time::Duration,
                 now: Millis,
+                busy: &ClaimExclusions,
             ) -> Result<Vec<Execution>, StoreError> {
-                let rows: Vec<ExecutionRow> = sqlx::query_as(concat!(
-                    "UPDATE executions SET status = 'running', lease_owner = $1, lease_until = $2, \
-                     attempts = attempts + 1, updated_at = $3 \
-                     WHERE id IN (SELECT id FROM executions \
-                       WHERE (status = 'pending' AND next_attempt_at <= $3) \
-                          OR (status = 'running' AND lease_until < $3) \
-                       ORDER BY next_attempt_at, event_seq LIMIT $4 ",
-                    $claim_lock,
-                    ") RETURNING *"
-                ))
-                .bind(owner)
-                .bind(now.saturating_add(lease).0)
-                .bind(now.0)
-                .bind(limit.max(0))
-                .fetch_all(&self.pool)
-                .await?;
+                let mut q = QueryBuilder::<$Db>::new(
+                    "UPDATE executions SET status = 'running', lease_owner = ",
+                );
+                q.push_bind(owner)
+                    .push(", lease_until = ")
+                    .push_bind(now.saturating_add(lease).0)
+                    .push(", attempts = attempts + 1, updated_at = ")
+                    .push_bind(now.0)
+                    .push(
+                        " WHERE id IN (SELECT x.id FROM executions x \
+                         WHERE ((x.status = 'pending' AND x.next_attempt_at <= ",
+                    )
+                    .push_bind(now.0)
+                    .push(") OR (x.status = 'running' AND x.lease_until < ")
+                    .push_bind(now.0)
+                    // An execution with an order key waits for every earlier unfinished one of
+                    // the same rule and key (earlier event, or same event and earlier action).
+                    .push(
+                        ")) AND (x.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM executions p \
+                         WHERE p.rule_id = x.rule_id AND p.order_key = x.order_key \
+                         AND p.status IN ('pending', 'running') \
+                         AND (p.event_seq < x.event_seq OR (p.event_seq = x.event_seq \
+                         AND p.action_index < x.action_index))))",
+                    );
+                if !busy.plugins.is_empty() {
+                    q.push(" AND x.plugin NOT IN (");
+                    let mut list = q.separated(", ");
+                    for p in &busy.plugins {
+                        list.push_bind(p.as_str());
+                    }
+                    q.push(")");
+                }
+                for (rule, action) in &busy.actions {
+                    q.push(" AND NOT (x.rule_id = ")
+                        .push_bind(rule.as_str())
+                        .push(" AND x.action_index = ")
+                        .push_bind(*action)
+                        .push(")");
+                }
+                q.push(" ORDER BY x.next_attempt_at, x.event_seq LIMIT ")
+                    .push_bind(limit.max(0))
+                    .push(concat!(" ", $claim_lock, ") RETURNING *"));
+                let rows: Vec<ExecutionRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 let mut claimed: Vec<Execution> = convert(rows)?;
                 claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
                 Ok(claimed)
+            }
+
+            /// The earliest time something becomes claimable: a pending execution's next
+            /// attempt or a running one's lease end.
+            pub(crate) async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+                let at: Option<i64> = sqlx::query_scalar(
+                    "SELECT MIN(t) FROM (\
+                     SELECT MIN(next_attempt_at) AS t FROM executions WHERE status = 'pending' \
+                     UNION ALL \
+                     SELECT MIN(lease_until) AS t FROM executions WHERE status = 'running') u",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(at.map(Millis))
+            }
+
+            /// Plans further executions of an already planned event (a replay), in one
+            /// transaction that also retires the dead letters being retried.
+            pub(crate) async fn plan_replay(
+                &self,
+                event: EventId,
+                executions: &[NewExecution],
+                retire_dead_letters: &[ExecutionId],
+            ) -> Result<Vec<ExecutionId>, StoreError> {
+                let now = Millis::now();
+                let mut tx = self.pool.begin().await?;
+                let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE id = $1")
+                    .bind(event.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(seq) = seq else {
+                    return Err(StoreError::NotFound(format!("event {event}")));
+                };
+                let created = insert_executions(&mut tx, event, seq, executions, now).await?;
+                for id in retire_dead_letters {
+                    sqlx::query("DELETE FROM dead_letters WHERE execution_id = $1")
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            /// The generation a replay of `event` should use: one more than any so far.
+            pub(crate) async fn next_generation(&self, event: EventId) -> Result<i32, StoreError> {
+                let max: Option<i32> = sqlx::query_scalar(
+                    "SELECT MAX(generation) FROM executions WHERE event_id = $1",
+                )
+                .bind(event.0)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(max.map_or(0, |g| g + 1))
+            }
+
+            /// Deletes the dead letters matching `f` (the executions stay, as history).
+            pub(crate) async fn purge_dead_letters(
+                &self,
+                f: &DeadLetterFilter,
+            ) -> Result<u64, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "DELETE FROM dead_letters WHERE execution_id IN (SELECT execution_id FROM dead_letters WHERE 1 = 1",
+                );
+                dead_letter_filter(&mut q, f);
+                q.push(")");
+                Ok(q.build().execute(&self.pool).await?.rows_affected())
             }
 
             pub(crate) async fn renew_lease(
@@ -445,18 +571,7 @@ macro_rules! store_queries {
                 f: &DeadLetterFilter,
             ) -> Result<Vec<DeadLetter>, StoreError> {
                 let mut q = QueryBuilder::<$Db>::new("SELECT * FROM dead_letters WHERE 1 = 1");
-                if let Some(source) = &f.source {
-                    q.push(" AND source = ").push_bind(source.as_str());
-                }
-                if let Some(rule) = &f.rule_id {
-                    q.push(" AND rule_id = ").push_bind(rule.as_str());
-                }
-                if let Some(since) = f.since {
-                    q.push(" AND created_at >= ").push_bind(since.0);
-                }
-                if let Some(until) = f.until {
-                    q.push(" AND created_at < ").push_bind(until.0);
-                }
+                dead_letter_filter(&mut q, f);
                 q.push(" ORDER BY created_at DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<DeadLetterRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(DeadLetter::from).collect())

@@ -3,59 +3,18 @@
 //! exactly-once, the compile cache and the command-module ABI.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hookwise_plugin_host::plugin_host::{
+use hookwise::plugin_host::{
     CallContext, CallError, CallEvent, CallReport, DbExecutor, DbTransactionOutcome, ErrorKind,
     Grants, HostError, HostSettings, LOG_TRUNCATED_MARKER, Limits, LoadedPlugin, PluginAbi,
     PluginHost, PluginSpec, SqliteExecutor, WasmSource,
 };
 use serde_json::{Value, json};
 
-/// Builds the example plugins once per test run; returns their target dir.
-fn plugin_dir() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let examples = manifest.join("../examples");
-        let target = manifest.join("target/plugins");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        for (triple, packages) in [
-            ("wasm32-wasip2", vec!["noop", "hostile"]),
-            ("wasm32-wasip1", vec!["command-echo"]),
-        ] {
-            let mut cmd = Command::new(&cargo);
-            cmd.current_dir(&examples)
-                .env("CARGO_TARGET_DIR", &target)
-                .args(["build", "--release", "-j", "1", "--target", triple]);
-            for p in packages {
-                cmd.args(["-p", p]);
-            }
-            let status = cmd.status().expect("cargo runs");
-            assert!(
-                status.success(),
-                "building example plugins for {triple} failed"
-            );
-        }
-        target
-    })
-}
-
-fn wasm(name: &str) -> PathBuf {
-    // Libraries (components) get `_` in their file names, binaries keep `-`.
-    let (triple, file) = if name == "command-echo" {
-        ("wasm32-wasip1", name.to_string())
-    } else {
-        ("wasm32-wasip2", name.replace('-', "_"))
-    };
-    plugin_dir()
-        .join(triple)
-        .join("release")
-        .join(format!("{file}.wasm"))
-}
+use crate::support::wasm;
 
 fn settings() -> HostSettings {
     HostSettings {
@@ -417,15 +376,11 @@ struct Seen {
 
 async fn test_server() -> (SocketAddr, Seen) {
     use axum::Router;
-    use axum::extract::{OriginalUri, State};
-    use axum::http::HeaderMap;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Uri};
     use axum::routing::get;
 
-    async fn record(
-        State(seen): State<Seen>,
-        OriginalUri(uri): OriginalUri,
-        headers: HeaderMap,
-    ) -> String {
+    async fn record(State(seen): State<Seen>, uri: Uri, headers: HeaderMap) -> String {
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())

@@ -12,6 +12,7 @@ mod command;
 pub mod db;
 pub mod http;
 pub mod limits;
+pub mod registry;
 mod state;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub use self::db::{
 };
 pub use self::http::{HttpCallRecord, HttpGrant, is_restricted};
 pub use self::limits::{LOG_TRUNCATED_MARKER, Limits, LogLevel, LogLine, LogStream};
+pub use self::registry::Registry;
 
 use self::cache::{CompileCache, sha256_hex};
 use self::db::DbCallState;
@@ -47,9 +49,7 @@ use self::state::StoreState;
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         // Relative to CARGO_MANIFEST_DIR (the macro takes a literal only).
-        // When this folder moves to engine/src/plugin_host/, change it to
-        // "../plugins/wit".
-        path: "../wit",
+        path: "../plugins/wit",
         world: "hookwise:plugin/plugin",
         imports: {
             "hookwise:plugin/db.execute": async,
@@ -662,13 +662,6 @@ fn engine_config(settings: &HostSettings) -> Config {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.consume_fuel(settings.consume_fuel);
-    // No plugin toolchain we target emits wasm GC, typed function references
-    // or exceptions; leaving them off means no GC heaps in the pool.
-    config
-        .wasm_gc(false)
-        .wasm_function_references(false)
-        .wasm_exceptions(false)
-        .gc_support(false);
     let instances = settings.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -676,7 +669,6 @@ fn engine_config(settings: &HostSettings) -> Config {
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
         .total_tables(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_stacks(instances)
-        .total_gc_heaps(instances)
         // Reset the first pages of a reused slot with memset instead of
         // madvise: cheaper for the small memories most plugins use.
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)

@@ -1,0 +1,436 @@
+//! The asynchronous half of the pipeline (DESIGN §2 steps 7-10): stored events are matched
+//! against the rules and their executions planned (the match trace is stored with the event),
+//! then a bounded pool of workers claims executions with leases, runs each through the plugin
+//! host, records the attempt and retries, finishes or dead-letters it.
+//!
+//! Nothing here holds state that a crash could lose: an event is pending until its plan is
+//! committed, and an execution is leased until its attempt is committed; an expired lease is
+//! claimed again (by this node after a restart, or by another node sharing a PostgreSQL store).
+
+mod run;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, DispatchSettings};
+use crate::model::{ExecutionId, Millis};
+use crate::plugin_host::Registry;
+use crate::rules::{EventView, RuleSet};
+use crate::store::{ClaimExclusions, EventPlan, NewExecution, Store, StoredEvent};
+
+/// Events matched and planned per transaction.
+const PLAN_BATCH: i64 = 256;
+/// Longest sleep when nothing is due: bounds how late work planned by another process (a CLI
+/// replay, another node) is noticed.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Back-off after a store error, so a broken database does not spin a core.
+const ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// How long running actions get to finish on shutdown before they are given back.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The rules in force; swapped whole on reload.
+#[derive(Clone)]
+pub struct SharedRules(Arc<RwLock<Arc<RuleSet>>>);
+
+impl SharedRules {
+    pub fn new(rules: RuleSet) -> SharedRules {
+        SharedRules(Arc::new(RwLock::new(Arc::new(rules))))
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, rules: RuleSet) {
+        let rules = Arc::new(rules);
+        match self.0.write() {
+            Ok(mut guard) => *guard = rules,
+            Err(poisoned) => *poisoned.into_inner() = rules,
+        }
+    }
+}
+
+/// Wakes the dispatcher: the matcher when events were stored, the workers when executions
+/// were planned or finished. Cheap to clone; a wake with nobody waiting is remembered.
+#[derive(Clone, Default)]
+pub struct Wake {
+    events: Arc<Notify>,
+    work: Arc<Notify>,
+}
+
+impl Wake {
+    /// New events are stored.
+    pub fn events(&self) {
+        self.events.notify_one();
+    }
+
+    /// Executions became claimable.
+    pub fn work(&self) {
+        self.work.notify_one();
+    }
+}
+
+/// Everything the matcher and the workers share.
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) rules: SharedRules,
+    pub(crate) plugins: Registry,
+    pub(crate) config: Arc<Config>,
+    pub(crate) settings: DispatchSettings,
+    pub(crate) wake: Wake,
+    /// This process's name in leases.
+    pub(crate) owner: String,
+    /// Running executions per plugin and per (rule, action), for concurrency limits.
+    pub(crate) running: Mutex<Running>,
+}
+
+#[derive(Default)]
+pub(crate) struct Running {
+    plugins: HashMap<String, u32>,
+    actions: HashMap<(String, i32), u32>,
+}
+
+/// A running dispatcher.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    matcher: tokio::task::JoinHandle<()>,
+    workers: tokio::task::JoinHandle<()>,
+}
+
+impl Dispatcher {
+    pub fn start(
+        store: Store,
+        rules: SharedRules,
+        plugins: Registry,
+        config: Arc<Config>,
+        wake: Wake,
+    ) -> Dispatcher {
+        let owner = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        );
+        let shared = Arc::new(Shared {
+            store,
+            rules,
+            plugins,
+            settings: config.dispatch.clone(),
+            config,
+            wake,
+            owner,
+            running: Mutex::new(Running::default()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let matcher = tokio::spawn(match_loop(shared.clone(), stop_rx.clone()));
+        let workers = tokio::spawn(claim_loop(shared.clone(), stop_rx));
+        Dispatcher {
+            shared,
+            stop,
+            matcher,
+            workers,
+        }
+    }
+
+    pub fn wake(&self) -> Wake {
+        self.shared.wake.clone()
+    }
+
+    /// Stops claiming, lets running actions finish within a grace period, gives the rest back.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.matcher.await;
+        let _ = self.workers.await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hookwise".to_string())
+}
+
+/// Waits for `notify`, a stop, or `timeout`, whichever comes first.
+async fn wait(notify: &Notify, stop: &mut watch::Receiver<bool>, timeout: Duration) {
+    if *stop.borrow() {
+        return;
+    }
+    tokio::select! {
+        _ = notify.notified() => {}
+        _ = stop.changed() => {}
+        _ = tokio::time::sleep(timeout) => {}
+    }
+}
+
+// ---- matching and planning ---------------------------------------------------------------
+
+async fn match_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match plan_pending(&shared).await {
+            Ok(0) => wait(&shared.wake.events, &mut stop, IDLE_POLL).await,
+            Ok(_) => shared.wake.work(),
+            Err(e) => {
+                tracing::error!(error = %e, "matching stored events failed; retrying");
+                wait(&shared.wake.events, &mut stop, ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Matches and plans one batch of pending events; returns how many.
+async fn plan_pending(shared: &Shared) -> Result<usize, crate::store::StoreError> {
+    let events = shared.store.pending_events(PLAN_BATCH).await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let rules = shared.rules.current();
+    let plans: Vec<EventPlan> = events
+        .iter()
+        .map(|e| plan_event(&rules, &shared.config, e, 0))
+        .collect();
+    let created = shared.store.plan(&plans).await?;
+    tracing::debug!(
+        events = events.len(),
+        executions = created.len(),
+        "events planned"
+    );
+    Ok(events.len())
+}
+
+/// Owned parts of an event that the rule engine borrows.
+pub(crate) struct EventParts {
+    pub(crate) id: String,
+    pub(crate) provider: String,
+    pub(crate) received_at: String,
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    pub(crate) payload: Value,
+}
+
+impl EventParts {
+    pub(crate) fn new(config: &Config, e: &StoredEvent) -> EventParts {
+        let headers = match &e.event.headers {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+            _ => Default::default(),
+        };
+        EventParts {
+            id: e.event.id.to_string(),
+            provider: config
+                .source(&e.event.source)
+                .map(|s| s.provider.id().to_string())
+                .unwrap_or_default(),
+            received_at: e.event.received_at.to_rfc3339(),
+            headers,
+            payload: serde_json::from_str(&e.event.payload).unwrap_or(Value::Null),
+        }
+    }
+
+    pub(crate) fn view<'a>(&'a self, e: &'a StoredEvent) -> EventView<'a> {
+        EventView {
+            id: &self.id,
+            source: &e.event.source,
+            provider: &self.provider,
+            event_type: &e.event.event_type,
+            received_at: &self.received_at,
+            headers: &self.headers,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Matches one event and lists the executions of generation `generation` it needs.
+pub fn plan_event(
+    rules: &RuleSet,
+    config: &Config,
+    event: &StoredEvent,
+    generation: i32,
+) -> EventPlan {
+    let parts = EventParts::new(config, event);
+    let evaluation = rules.evaluate(&parts.view(event));
+    let id = event.event.id;
+    let mut executions = Vec::new();
+    for m in &evaluation.matched {
+        for a in &m.actions {
+            let index = i32::try_from(a.index).unwrap_or(i32::MAX);
+            executions.push(NewExecution {
+                id: ExecutionId::new(),
+                rule_id: m.rule.clone(),
+                action_index: index,
+                generation,
+                plugin: a.plugin.clone(),
+                idempotency_key: NewExecution::key_for(id, &m.rule, index, generation),
+                order_key: a.order_key.clone(),
+            });
+        }
+    }
+    EventPlan {
+        event: id,
+        match_trace: serde_json::to_value(&evaluation).unwrap_or(Value::Null),
+        executions,
+    }
+}
+
+// ---- claiming and running ----------------------------------------------------------------
+
+async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let workers = shared.settings.workers.max(1) as usize;
+    let slots = Arc::new(Semaphore::new(workers));
+    let mut running: JoinSet<()> = JoinSet::new();
+    let (hard_stop_tx, hard_stop) = watch::channel(false);
+
+    while !*stop.borrow() {
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let busy = shared.exclusions();
+        let claimed = match shared
+            .store
+            .claim(
+                &shared.owner,
+                free as i64,
+                shared.settings.lease,
+                Millis::now(),
+                &busy,
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming executions failed; retrying");
+                wait(&shared.wake.work, &mut stop, ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            let pause = match shared.store.next_due().await {
+                Ok(Some(at)) if at.0 > Millis::now().0 => {
+                    Duration::from_millis((at.0 - Millis::now().0).max(1) as u64).min(IDLE_POLL)
+                }
+                // Due now but not claimable: waiting on an order key or a concurrency limit,
+                // which a finishing execution (a wake) frees.
+                _ => IDLE_POLL,
+            };
+            wait(&shared.wake.work, &mut stop, pause).await;
+            continue;
+        }
+        for execution in claimed {
+            if !shared.take_capacity(&execution) {
+                // Claimed in the same batch as others of a limited plugin or action.
+                if let Err(e) = shared.store.release(execution.id, &shared.owner).await {
+                    tracing::warn!(execution = %execution.id, error = %e, "release failed");
+                }
+                continue;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let shared = shared.clone();
+            let hard_stop = hard_stop.clone();
+            running.spawn(async move {
+                run::run_execution(&shared, &execution, hard_stop).await;
+                shared.give_back_capacity(&execution);
+                drop(permit);
+                shared.wake.work();
+            });
+        }
+    }
+
+    // Shutdown: no more claims. Running actions get a grace period, then are stopped and
+    // given back (their attempt is not counted).
+    if !running.is_empty() {
+        tracing::info!(
+            running = running.len(),
+            "waiting for running actions to finish"
+        );
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let _ = hard_stop_tx.send(true);
+            while running.join_next().await.is_some() {}
+        }
+    }
+}
+
+impl Shared {
+    /// Plugins and actions at their concurrency limit right now.
+    fn exclusions(&self) -> ClaimExclusions {
+        let rules = self.rules.current();
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = ClaimExclusions::default();
+        for (plugin, limit) in self.plugins.limited() {
+            if running.plugins.get(plugin).copied().unwrap_or(0) >= limit {
+                out.plugins.push(plugin.to_string());
+            }
+        }
+        for ((rule, index), n) in &running.actions {
+            let limit = rules
+                .get(rule)
+                .and_then(|r| r.actions().get(*index as usize))
+                .and_then(|a| a.concurrency());
+            if limit.is_some_and(|limit| *n >= limit) {
+                out.actions.push((rule.clone(), *index));
+            }
+        }
+        out
+    }
+
+    /// Counts an execution as running, unless its plugin or action is at its limit.
+    fn take_capacity(&self, x: &crate::store::Execution) -> bool {
+        let rules = self.rules.current();
+        let action_limit = rules
+            .get(&x.rule_id)
+            .and_then(|r| r.actions().get(x.action_index as usize))
+            .and_then(|a| a.concurrency());
+        let plugin_limit = self.plugins.concurrency(&x.plugin);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (x.rule_id.clone(), x.action_index);
+        let p = running.plugins.get(&x.plugin).copied().unwrap_or(0);
+        let a = running.actions.get(&key).copied().unwrap_or(0);
+        if plugin_limit.is_some_and(|l| p >= l) || action_limit.is_some_and(|l| a >= l) {
+            return false;
+        }
+        *running.plugins.entry(x.plugin.clone()).or_default() += 1;
+        *running.actions.entry(key).or_default() += 1;
+        true
+    }
+
+    fn give_back_capacity(&self, x: &crate::store::Execution) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.plugins.get_mut(&x.plugin) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = running
+            .actions
+            .get_mut(&(x.rule_id.clone(), x.action_index))
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}

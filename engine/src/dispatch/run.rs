@@ -1,0 +1,353 @@
+//! One attempt of one execution: render the action's input, call the plugin in a fresh
+//! sandbox while renewing the lease, record the attempt and decide what comes next.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{EventParts, Shared};
+use crate::model::{AttemptOutcome, Millis};
+use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
+use crate::rules::RetryPolicy;
+use crate::store::{Execution, NewExecutionAttempt, NextStep, StoreError};
+
+/// Longest wait a plugin's `retry_after` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Everything a call needs, or why there can be no call.
+enum Prepared {
+    Call {
+        plugin: crate::plugin_host::LoadedPlugin,
+        ctx: CallContext,
+        event: CallEvent,
+        input: String,
+        retry: RetryPolicy,
+        timeout: Option<Duration>,
+    },
+    /// Nothing to run: the rule, action or plugin is gone or the input does not render.
+    Fatal(String),
+}
+
+pub(crate) async fn run_execution(
+    shared: &Shared,
+    x: &Execution,
+    mut hard_stop: watch::Receiver<bool>,
+) {
+    let started_at = Millis::now();
+    let prepared = match prepare(shared, x).await {
+        Ok(p) => p,
+        Err(e) => {
+            // The event could not be read: give the execution back for a later try.
+            tracing::error!(execution = %x.id, error = %e, "cannot load the event of an execution");
+            let _ = shared.store.release(x.id, &shared.owner).await;
+            return;
+        }
+    };
+    let (report, retry) = match prepared {
+        Prepared::Fatal(reason) => {
+            let attempt = NewExecutionAttempt {
+                attempt: x.attempts,
+                started_at,
+                finished_at: Millis::now(),
+                outcome: AttemptOutcome::Fatal,
+                error: Some(reason.clone()),
+                output: None,
+                logs: json!([]),
+                http_calls: json!([]),
+                db_statements: json!([]),
+                fuel_used: None,
+                memory_peak: None,
+            };
+            finish(shared, x, &attempt, NextStep::Dead(format!("fatal: {reason}"))).await;
+            return;
+        }
+        Prepared::Call {
+            plugin,
+            ctx,
+            event,
+            input,
+            retry,
+            timeout,
+        } => {
+            let host = shared.plugins.host();
+            let call = async {
+                let call = host.call(&plugin, ctx, event, input);
+                match timeout.filter(|t| *t < plugin.limits().timeout) {
+                    // The action's own timeout is shorter than the plugin's: dropping the call
+                    // stops the guest where it is.
+                    Some(t) => tokio::time::timeout(t, call)
+                        .await
+                        .unwrap_or_else(|_| timed_out(t)),
+                    None => call.await,
+                }
+            };
+            tokio::pin!(call);
+            let lease = shared.settings.lease;
+            let mut renew = tokio::time::interval(lease / 3);
+            renew.tick().await;
+            let report = loop {
+                tokio::select! {
+                    report = &mut call => break report,
+                    _ = renew.tick() => {
+                        let until = Millis::now().saturating_add(lease);
+                        match shared.store.renew_lease(x.id, &shared.owner, until).await {
+                            Ok(()) => {}
+                            Err(StoreError::LeaseLost(_)) => {
+                                tracing::warn!(execution = %x.id, "lease lost while running; stopping this attempt");
+                                return;
+                            }
+                            Err(e) => tracing::warn!(execution = %x.id, error = %e, "lease renewal failed"),
+                        }
+                    }
+                    _ = hard_stop.changed() => {
+                        tracing::warn!(execution = %x.id, "shutdown deadline reached; giving the action back");
+                        let _ = shared.store.release(x.id, &shared.owner).await;
+                        return;
+                    }
+                }
+            };
+            (report, retry)
+        }
+    };
+
+    let finished_at = Millis::now();
+    let (outcome, error, output) = match &report.result {
+        Ok(out) => (
+            AttemptOutcome::Succeeded,
+            None,
+            Some(serde_json::from_str(out).unwrap_or(Value::String(out.clone()))),
+        ),
+        Err(e) if e.is_retryable() => (AttemptOutcome::Retryable, Some(e.to_string()), None),
+        Err(e) => (AttemptOutcome::Fatal, Some(e.to_string()), None),
+    };
+    let attempt = NewExecutionAttempt {
+        attempt: x.attempts,
+        started_at,
+        finished_at,
+        outcome,
+        error,
+        output,
+        logs: json!({
+            "lines": report.logs,
+            "truncated": report.logs_truncated,
+        }),
+        http_calls: serde_json::to_value(&report.http_calls).unwrap_or(Value::Null),
+        db_statements: json!({
+            "statements": report.db_statements,
+            "transactions": report.db_transactions,
+        }),
+        fuel_used: report.fuel_used.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        memory_peak: Some(i64::try_from(report.memory_peak).unwrap_or(i64::MAX)),
+    };
+    let next = next_step(&report.result, x.attempts, &retry, finished_at);
+    tracing::info!(
+        event = %x.event_id,
+        execution = %x.id,
+        rule = %x.rule_id,
+        action = x.action_index,
+        plugin = %x.plugin,
+        attempt = x.attempts,
+        outcome = attempt.outcome.as_str(),
+        duration_ms = report.duration.as_millis() as u64,
+        error = attempt.error.as_deref().unwrap_or(""),
+        "action attempt finished"
+    );
+    finish(shared, x, &attempt, next).await;
+}
+
+fn timed_out(t: Duration) -> CallReport {
+    CallReport {
+        result: Err(CallError::Timeout),
+        logs: Vec::new(),
+        logs_truncated: false,
+        http_calls: Vec::new(),
+        db_statements: Vec::new(),
+        db_transactions: Vec::new(),
+        duration: t,
+        fuel_used: None,
+        memory_peak: 0,
+    }
+}
+
+async fn finish(shared: &Shared, x: &Execution, attempt: &NewExecutionAttempt, next: NextStep) {
+    match shared.store.finish(x.id, &shared.owner, attempt, next).await {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost(_)) => {
+            tracing::warn!(execution = %x.id, "lease lost before the attempt was recorded; another worker runs it again")
+        }
+        // The lease runs out and the execution is claimed again: at least once.
+        Err(e) => tracing::error!(execution = %x.id, error = %e, "recording an attempt failed"),
+    }
+}
+
+/// Where an execution goes after an attempt with `result`.
+pub(crate) fn next_step(
+    result: &Result<String, CallError>,
+    attempt: i32,
+    retry: &RetryPolicy,
+    now: Millis,
+) -> NextStep {
+    let error = match result {
+        Ok(_) => return NextStep::Succeeded,
+        Err(e) => e,
+    };
+    if !error.is_retryable() {
+        return NextStep::Dead(format!("fatal: {error}"));
+    }
+    let attempt = u32::try_from(attempt).unwrap_or(0);
+    let Some(backoff) = retry.delay_after(attempt) else {
+        return NextStep::Dead(format!(
+            "gave up after {attempt} attempt{}: {error}",
+            if attempt == 1 { "" } else { "s" }
+        ));
+    };
+    let wait = match error {
+        CallError::Plugin {
+            retry_after: Some(after),
+            ..
+        } => (*after).min(MAX_RETRY_AFTER),
+        _ => jitter(backoff),
+    };
+    NextStep::RetryAt(now.saturating_add(wait))
+}
+
+/// "Equal jitter": half the back-off, plus a random part of the other half, so that many
+/// executions failing together do not retry together.
+fn jitter(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    let random = (uuid::Uuid::now_v7().as_u128() % 1_000_000) as u32;
+    half + half.mul_f64(f64::from(random) / 1_000_000.0)
+}
+
+async fn prepare(shared: &Shared, x: &Execution) -> Result<Prepared, StoreError> {
+    let Some(event) = shared.store.get_event(x.event_id).await? else {
+        return Ok(Prepared::Fatal(format!("event {} is gone", x.event_id)));
+    };
+    let plugin = match shared.plugins.get(&x.plugin) {
+        Ok(p) => p.clone(),
+        Err(why) => return Ok(Prepared::Fatal(why)),
+    };
+    let parts = EventParts::new(&shared.config, &event);
+    let rules = shared.rules.current();
+    let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
+    let planned = match rules.render_action(&x.rule_id, index, &parts.view(&event)) {
+        Ok(p) => p,
+        Err(why) => return Ok(Prepared::Fatal(why)),
+    };
+    if planned.plugin != x.plugin {
+        return Ok(Prepared::Fatal(format!(
+            "rule `{}` action {} now uses plugin `{}`, not `{}`",
+            x.rule_id, x.action_index, planned.plugin, x.plugin
+        )));
+    }
+    let ctx = CallContext {
+        rule_id: x.rule_id.clone(),
+        action_index: u32::try_from(x.action_index).unwrap_or(0),
+        attempt: u32::try_from(x.attempts).unwrap_or(0),
+        idempotency_key: x.idempotency_key.clone(),
+    };
+    let call_event = CallEvent {
+        id: parts.id.clone(),
+        source: event.event.source.clone(),
+        event_type: event.event.event_type.clone(),
+        received_at: parts.received_at.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        payload_json: event.event.payload.clone(),
+    };
+    Ok(Prepared::Call {
+        plugin,
+        ctx,
+        event: call_event,
+        input: planned.input.to_string(),
+        retry: planned.retry,
+        timeout: planned.timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin_host::ErrorKind;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+
+    fn retryable(after: Option<Duration>) -> Result<String, CallError> {
+        Err(CallError::Plugin {
+            kind: ErrorKind::Retryable,
+            message: "503".into(),
+            retry_after: after,
+        })
+    }
+
+    #[test]
+    fn success_finishes() {
+        assert_eq!(
+            next_step(&Ok("{}".into()), 1, &policy(), Millis(0)),
+            NextStep::Succeeded
+        );
+    }
+
+    #[test]
+    fn fatal_errors_stop_at_once() {
+        let fatal = Err(CallError::Plugin {
+            kind: ErrorKind::Fatal,
+            message: "400".into(),
+            retry_after: None,
+        });
+        assert!(matches!(
+            next_step(&fatal, 1, &policy(), Millis(0)),
+            NextStep::Dead(r) if r.starts_with("fatal:")
+        ));
+        assert!(matches!(
+            next_step(&Err(CallError::Trap("unreachable".into())), 1, &policy(), Millis(0)),
+            NextStep::Dead(_)
+        ));
+    }
+
+    #[test]
+    fn retryable_errors_back_off_with_jitter_then_give_up() {
+        for _ in 0..100 {
+            let NextStep::RetryAt(at) = next_step(&retryable(None), 1, &policy(), Millis(0)) else {
+                panic!("expected a retry");
+            };
+            assert!((1_000..=2_000).contains(&at.0), "{at:?}");
+            let NextStep::RetryAt(at) = next_step(&retryable(None), 2, &policy(), Millis(0)) else {
+                panic!("expected a retry");
+            };
+            assert!((2_000..=4_000).contains(&at.0), "{at:?}");
+        }
+        assert!(matches!(
+            next_step(&retryable(None), 3, &policy(), Millis(0)),
+            NextStep::Dead(r) if r.starts_with("gave up after 3 attempts")
+        ));
+    }
+
+    #[test]
+    fn retry_after_from_the_plugin_is_honoured() {
+        let step = next_step(
+            &retryable(Some(Duration::from_secs(7))),
+            1,
+            &policy(),
+            Millis(0),
+        );
+        assert_eq!(step, NextStep::RetryAt(Millis(7_000)));
+        let huge = next_step(
+            &retryable(Some(Duration::from_secs(10 * 24 * 3600))),
+            1,
+            &policy(),
+            Millis(0),
+        );
+        assert_eq!(huge, NextStep::RetryAt(Millis(24 * 3600 * 1000)));
+    }
+}

@@ -1,0 +1,164 @@
+//! The plugins of a running hookwise: one host built from the config, and every configured
+//! plugin compiled (or loaded from the compile cache) and linked once at start-up.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::db::SqliteExecutor;
+use super::{DbExecutor, Grants, HostSettings, Limits, LoadedPlugin, PluginHost, PluginSpec};
+use crate::config::{Config, Plugin};
+
+/// Folder (beside the store, under the config's folder) of compiled plugins.
+pub const CACHE_DIR: &str = "hookwise-cache";
+
+/// One configured plugin, ready or not.
+#[derive(Clone)]
+enum Entry {
+    Ready(LoadedPlugin),
+    /// Configured but not runnable in this build; calls fail with this reason.
+    Unavailable(String),
+}
+
+/// The loaded plugins. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    host: PluginHost,
+    entries: Arc<HashMap<String, (Entry, Option<u32>)>>,
+}
+
+impl Registry {
+    /// Builds the host and loads every plugin of `config`. All problems are returned at once.
+    pub async fn from_config(config: &Config) -> Result<Registry, Vec<String>> {
+        let db = connect_databases(config).await?;
+        let settings = HostSettings {
+            cache_dir: Some(config.base_dir.join(CACHE_DIR)),
+            db,
+            ..HostSettings::default()
+        };
+        let host = PluginHost::new(settings).map_err(|e| vec![e.to_string()])?;
+        let mut entries = HashMap::new();
+        let mut problems = Vec::new();
+        for plugin in &config.plugins {
+            let entry = match &plugin.path {
+                None => Entry::Unavailable(format!(
+                    "built-in plugin `{}` is not part of this build yet",
+                    plugin.name
+                )),
+                Some(path) => {
+                    let host = host.clone();
+                    let spec = spec_for(plugin, path.clone());
+                    // Compiling is CPU-bound; keep it off the async workers.
+                    match tokio::task::spawn_blocking(move || host.load(spec)).await {
+                        Ok(Ok(loaded)) => {
+                            tracing::info!(
+                                plugin = %plugin.name,
+                                abi = ?loaded.abi(),
+                                cached = loaded.from_cache(),
+                                "plugin loaded"
+                            );
+                            Entry::Ready(loaded)
+                        }
+                        Ok(Err(e)) => {
+                            problems.push(e.to_string());
+                            continue;
+                        }
+                        Err(e) => {
+                            problems.push(format!("loading plugin `{}`: {e}", plugin.name));
+                            continue;
+                        }
+                    }
+                }
+            };
+            entries.insert(plugin.name.clone(), (entry, plugin.concurrency));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Registry {
+            host,
+            entries: Arc::new(entries),
+        })
+    }
+
+    pub fn host(&self) -> &PluginHost {
+        &self.host
+    }
+
+    /// The loaded plugin called `name`, or why it cannot run.
+    pub fn get(&self, name: &str) -> Result<&LoadedPlugin, String> {
+        match self.entries.get(name) {
+            Some((Entry::Ready(p), _)) => Ok(p),
+            Some((Entry::Unavailable(why), _)) => Err(why.clone()),
+            None => Err(format!("plugin `{name}` is not configured")),
+        }
+    }
+
+    /// Calls of `name` that may run at once on this node (None: only the worker pool limits).
+    pub fn concurrency(&self, name: &str) -> Option<u32> {
+        self.entries.get(name).and_then(|(_, c)| *c)
+    }
+
+    /// Names of plugins with a concurrency limit.
+    pub fn limited(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.entries
+            .iter()
+            .filter_map(|(name, (_, c))| c.map(|c| (name.as_str(), c)))
+    }
+}
+
+/// The host-side spec of a configured plugin.
+pub fn spec_for(plugin: &Plugin, path: PathBuf) -> PluginSpec {
+    PluginSpec {
+        name: plugin.name.clone(),
+        wasm: super::WasmSource::Path(path),
+        limits: Limits {
+            memory_bytes: plugin.memory,
+            timeout: plugin.timeout,
+            fuel: plugin.fuel,
+            ..Limits::default()
+        },
+        grants: Grants {
+            http: plugin.allow_http.clone(),
+            db: plugin.allow_db.clone(),
+        },
+    }
+}
+
+/// Opens the `connections` that some plugin is granted.
+async fn connect_databases(config: &Config) -> Result<Option<Arc<dyn DbExecutor>>, Vec<String>> {
+    let granted: std::collections::BTreeSet<&str> = config
+        .plugins
+        .iter()
+        .flat_map(|p| p.allow_db.iter().map(String::as_str))
+        .collect();
+    if granted.is_empty() {
+        return Ok(None);
+    }
+    let mut executor = SqliteExecutor::new();
+    let mut problems = Vec::new();
+    for name in granted {
+        let Some(url) = config.connections.get(name) else {
+            problems.push(format!("connection `{name}` is not configured"));
+            continue;
+        };
+        let url = url.expose();
+        let result = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = config.base_dir.join(path.split('?').next().unwrap_or(path));
+            executor
+                .connect(name, &format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            Err("only sqlite:// connections are supported so far".to_string())
+        };
+        if let Err(e) = result {
+            problems.push(format!("connection `{name}`: {e}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Some(Arc::new(executor)))
+    } else {
+        Err(problems)
+    }
+}
