@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, TlsMode};
+use crate::dispatch::{Dispatcher, SharedRules, Wake};
+use crate::plugin_host::Registry;
+use crate::rules::RuleSet;
 use crate::store::{GroupCommitSettings, Store, StoreError};
 
 /// How long a client may take to finish the TLS handshake.
@@ -34,6 +37,8 @@ pub struct AppState {
     pub store: Store,
     /// Per-source schemas and rate limiters, compiled at start-up.
     pub ingress: Arc<HashMap<String, crate::ingress::hooks::SourceRuntime>>,
+    /// Tells the dispatcher that events were stored.
+    pub wake: Wake,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -44,6 +49,7 @@ impl AppState {
             config,
             store,
             ingress,
+            wake: Wake::default(),
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -67,6 +73,39 @@ pub enum ServeError {
     Tls(#[from] crate::ingress::tls::TlsError),
     #[error("{0}")]
     Ingress(#[from] crate::ingress::hooks::IngressSetupError),
+    #[error("{} problem{} in the rules:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, join_lines(.0))]
+    Rules(Vec<crate::yamldoc::Diagnostic>),
+    #[error("{} problem{} with plugins:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, join_lines(.0))]
+    Plugins(Vec<String>),
+}
+
+fn join_lines<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| format!("  {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The rules to start with. Problems stop a configured server from starting; the embedded
+/// default (no config file, so no sources for rules to name) starts without rules instead,
+/// with a warning, so that `hookwise serve` works in any folder.
+pub fn initial_rules(config: &Config) -> Result<RuleSet, ServeError> {
+    match crate::rules::load_for(config) {
+        Ok(rules) => Ok(rules),
+        Err(problems) if config.file.is_none() => {
+            tracing::warn!(
+                problems = problems.len(),
+                "rules not loaded: the embedded default configures no sources; write a \
+                 hookwise.yaml and run `hookwise check`"
+            );
+            for p in &problems {
+                tracing::debug!(problem = %p, "rule problem");
+            }
+            Ok(RuleSet::empty())
+        }
+        Err(problems) => Err(ServeError::Rules(problems)),
+    }
 }
 
 /// The bound listeners, so tests can bind port 0 and learn the addresses.
@@ -114,6 +153,10 @@ pub async fn run(
         }
         TlsMode::Plain => None,
     };
+    let rules = initial_rules(&config)?;
+    let plugins = Registry::from_config(&config)
+        .await
+        .map_err(ServeError::Plugins)?;
     let store = open_store(&config).await?;
     let state = match AppState::new(Arc::new(config), store.clone()) {
         Ok(state) => state,
@@ -122,6 +165,14 @@ pub async fn run(
             return Err(e);
         }
     };
+    tracing::info!(rules = rules.len(), "rules loaded");
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        SharedRules::new(rules),
+        plugins,
+        state.config.clone(),
+        state.wake.clone(),
+    );
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Ok(addr) = listeners.ingress.local_addr() {
         tracing::info!(%addr, %scheme, store = store.kind(), "ingress listening");
@@ -150,6 +201,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = ingress.await;
     let _ = admin.await;
+    dispatcher.shutdown().await;
     store.close().await;
     tracing::info!("stopped; every acknowledged event is committed");
     Ok(())

@@ -1,5 +1,6 @@
 //! The `hookwise` command line: thin wrappers over library functions.
 
+mod ops;
 mod signing;
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 
 use crate::config::Config;
-use crate::rules::{CompileContext, EventView};
+use crate::rules::{EventView, RuleInputs, rule_paths};
 use crate::verify::Provider;
 
 /// hookwise: verify, store and act on webhooks.
@@ -89,6 +90,17 @@ pub enum Command {
     Verify(signing::VerifyArgs),
     /// Print the headers a provider would send with the body on stdin, and a ready curl line.
     Sign(signing::SignArgs),
+    /// List stored events, newest first.
+    Events(ops::EventsArgs),
+    /// The whole story of one event: delivery attempts, rule matches, executions and every
+    /// attempt with its logs, HTTP calls and DB statements.
+    Logs(ops::LogsArgs),
+    /// Run an event's actions again (a new run generation with new idempotency keys, so their
+    /// effects happen again), or one finished execution.
+    Replay(ops::ReplayArgs),
+    /// Executions that failed for good: list, retry or purge them.
+    #[command(subcommand)]
+    DeadLetters(ops::DeadLetterCommand),
     /// Print the JSON Schema of a file format (for editors and `schemas/`).
     Schema {
         #[arg(value_enum)]
@@ -116,6 +128,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => check(config),
         Command::Verify(args) => signing::verify_command(args),
         Command::Sign(args) => signing::sign_command(args),
+        Command::Events(args) => ops::events(args),
+        Command::Logs(args) => ops::logs(args),
+        Command::Replay(args) => ops::replay(args),
+        Command::DeadLetters(command) => ops::dead_letters(command),
         Command::Test {
             config,
             source,
@@ -161,51 +177,6 @@ fn print_problems(problems: &[crate::yamldoc::Diagnostic]) {
         problems.len(),
         if problems.len() == 1 { "" } else { "s" }
     );
-}
-
-/// What rules may refer to: the configured sources (plus `extra`), plugins and secrets.
-struct RuleInputs {
-    sources: Vec<(String, String)>,
-    plugins: Vec<String>,
-    secrets: BTreeMap<String, String>,
-}
-
-impl RuleInputs {
-    fn new(config: &Config, extra: Option<(String, String)>) -> RuleInputs {
-        let mut sources: Vec<(String, String)> = config
-            .sources
-            .iter()
-            .map(|s| (s.id.clone(), s.provider.id().to_string()))
-            .collect();
-        sources.extend(extra);
-        RuleInputs {
-            sources,
-            plugins: config.plugins.iter().map(|p| p.name.clone()).collect(),
-            secrets: config
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                .collect(),
-        }
-    }
-
-    fn context(&self) -> CompileContext<'_> {
-        CompileContext {
-            sources: &self.sources,
-            plugins: &self.plugins,
-            secrets: &self.secrets,
-        }
-    }
-}
-
-/// Rule paths that exist (the default `rules/` folder is optional).
-fn rule_paths(config: &Config) -> Vec<PathBuf> {
-    config
-        .rules
-        .iter()
-        .filter(|p| p.exists())
-        .cloned()
-        .collect()
 }
 
 fn check(config: Option<PathBuf>) -> ExitCode {

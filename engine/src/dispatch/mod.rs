@@ -7,6 +7,7 @@
 //! committed, and an execution is leased until its attempt is committed; an expired lease is
 //! claimed again (by this node after a restart, or by another node sharing a PostgreSQL store).
 
+pub mod ops;
 mod run;
 
 use std::collections::HashMap;

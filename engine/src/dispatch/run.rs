@@ -15,16 +15,19 @@ use crate::store::{Execution, NewExecutionAttempt, NextStep, StoreError};
 /// Longest wait a plugin's `retry_after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Everything a call needs, or why there can be no call.
+/// Everything a call needs.
+struct PreparedCall {
+    plugin: crate::plugin_host::LoadedPlugin,
+    ctx: CallContext,
+    event: CallEvent,
+    input: String,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+/// A call, or why there can be no call.
 enum Prepared {
-    Call {
-        plugin: crate::plugin_host::LoadedPlugin,
-        ctx: CallContext,
-        event: CallEvent,
-        input: String,
-        retry: RetryPolicy,
-        timeout: Option<Duration>,
-    },
+    Call(Box<PreparedCall>),
     /// Nothing to run: the rule, action or plugin is gone or the input does not render.
     Fatal(String),
 }
@@ -59,17 +62,24 @@ pub(crate) async fn run_execution(
                 fuel_used: None,
                 memory_peak: None,
             };
-            finish(shared, x, &attempt, NextStep::Dead(format!("fatal: {reason}"))).await;
+            finish(
+                shared,
+                x,
+                &attempt,
+                NextStep::Dead(format!("fatal: {reason}")),
+            )
+            .await;
             return;
         }
-        Prepared::Call {
-            plugin,
-            ctx,
-            event,
-            input,
-            retry,
-            timeout,
-        } => {
+        Prepared::Call(call) => {
+            let PreparedCall {
+                plugin,
+                ctx,
+                event,
+                input,
+                retry,
+                timeout,
+            } = *call;
             let host = shared.plugins.host();
             let call = async {
                 let call = host.call(&plugin, ctx, event, input);
@@ -137,7 +147,9 @@ pub(crate) async fn run_execution(
             "statements": report.db_statements,
             "transactions": report.db_transactions,
         }),
-        fuel_used: report.fuel_used.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        fuel_used: report
+            .fuel_used
+            .map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
         memory_peak: Some(i64::try_from(report.memory_peak).unwrap_or(i64::MAX)),
     };
     let next = next_step(&report.result, x.attempts, &retry, finished_at);
@@ -171,7 +183,11 @@ fn timed_out(t: Duration) -> CallReport {
 }
 
 async fn finish(shared: &Shared, x: &Execution, attempt: &NewExecutionAttempt, next: NextStep) {
-    match shared.store.finish(x.id, &shared.owner, attempt, next).await {
+    match shared
+        .store
+        .finish(x.id, &shared.owner, attempt, next)
+        .await
+    {
         Ok(()) => {}
         Err(StoreError::LeaseLost(_)) => {
             tracing::warn!(execution = %x.id, "lease lost before the attempt was recorded; another worker runs it again")
@@ -259,14 +275,14 @@ async fn prepare(shared: &Shared, x: &Execution) -> Result<Prepared, StoreError>
             .collect(),
         payload_json: event.event.payload.clone(),
     };
-    Ok(Prepared::Call {
+    Ok(Prepared::Call(Box::new(PreparedCall {
         plugin,
         ctx,
         event: call_event,
         input: planned.input.to_string(),
         retry: planned.retry,
         timeout: planned.timeout,
-    })
+    })))
 }
 
 #[cfg(test)]
@@ -310,7 +326,12 @@ mod tests {
             NextStep::Dead(r) if r.starts_with("fatal:")
         ));
         assert!(matches!(
-            next_step(&Err(CallError::Trap("unreachable".into())), 1, &policy(), Millis(0)),
+            next_step(
+                &Err(CallError::Trap("unreachable".into())),
+                1,
+                &policy(),
+                Millis(0)
+            ),
             NextStep::Dead(_)
         ));
     }

@@ -450,6 +450,9 @@ async fn handle(
     };
     match state.store.ingest(event, attempt).await {
         Ok(stored) => {
+            if !stored.duplicate && !quarantined {
+                state.wake.events();
+            }
             // Step 6: acknowledge.
             let mut body = json!({"event_id": stored.event_id, "duplicate": stored.duplicate});
             if quarantined && !stored.duplicate {

@@ -41,6 +41,60 @@ pub struct CompileContext<'a> {
     pub secrets: &'a BTreeMap<String, String>,
 }
 
+/// What rules may refer to: the configured sources (plus an extra one for dry runs), plugins
+/// and secrets, owned.
+pub struct RuleInputs {
+    sources: Vec<(String, String)>,
+    plugins: Vec<String>,
+    secrets: BTreeMap<String, String>,
+}
+
+impl RuleInputs {
+    pub fn new(config: &crate::config::Config, extra: Option<(String, String)>) -> RuleInputs {
+        let mut sources: Vec<(String, String)> = config
+            .sources
+            .iter()
+            .map(|s| (s.id.clone(), s.provider.id().to_string()))
+            .collect();
+        sources.extend(extra);
+        RuleInputs {
+            sources,
+            plugins: config.plugins.iter().map(|p| p.name.clone()).collect(),
+            secrets: config
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn context(&self) -> CompileContext<'_> {
+        CompileContext {
+            sources: &self.sources,
+            plugins: &self.plugins,
+            secrets: &self.secrets,
+        }
+    }
+}
+
+/// Rule paths of `config` that exist (the default `rules/` folder is optional).
+pub fn rule_paths(config: &crate::config::Config) -> Vec<PathBuf> {
+    config
+        .rules
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect()
+}
+
+/// Loads and compiles the rules `config` names, against its sources, plugins and secrets.
+pub fn load_for(
+    config: &crate::config::Config,
+) -> Result<RuleSet, Vec<crate::yamldoc::Diagnostic>> {
+    let inputs = RuleInputs::new(config, None);
+    load_paths(&rule_paths(config), &inputs.context())
+}
+
 /// One event, as the rule engine sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct EventView<'a> {
@@ -259,6 +313,15 @@ pub struct Evaluation {
 }
 
 impl RuleSet {
+    /// A rule set with no rules.
+    pub fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            index: Index::default(),
+            templates: Templates::new(&BTreeMap::new()),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }

@@ -1,0 +1,366 @@
+//! Commands over the store of a config: `events`, `logs`, `replay`, `dead-letters`. They open
+//! the store directly, so they work while a server runs on it (SQLite in WAL mode, or a shared
+//! PostgreSQL); a running server picks up replayed work within a second.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::dispatch::ops;
+use crate::model::{EventId, EventStatus, ExecutionId, Millis};
+use crate::store::{DeadLetterFilter, EventFilter, Store};
+
+use super::signing::usage;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Config file. Default: ./hookwise.yaml when present, else the embedded default.
+    #[arg(long, short, env = "HOOKWISE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub common: StoreArgs,
+    /// Only events of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events with this status: pending, planned or quarantined.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only events received since: an RFC 3339 time, or an age such as `1h` or `30m`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub common: StoreArgs,
+    /// The event id (as answered by the ingress: `event_id`).
+    pub event_id: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["event_id", "execution"])))]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: StoreArgs,
+    /// Replay this event: match it against the current rules and run the actions again.
+    pub event_id: Option<String>,
+    /// With an event: only this rule's actions.
+    #[arg(long, requires = "event_id")]
+    pub rule: Option<String>,
+    /// Replay one finished execution instead (same rule and action).
+    #[arg(long, conflicts_with = "event_id")]
+    pub execution: Option<String>,
+    /// Show what would be planned; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List dead letters, newest first.
+    List(DeadLetterArgs),
+    /// Replay the selected dead letters (a new run generation each) and take them off the list.
+    Retry {
+        #[command(flatten)]
+        args: DeadLetterArgs,
+        /// Show what would be retried; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete the selected dead letters (their executions stay in the history).
+    Purge(DeadLetterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterArgs {
+    #[command(flatten)]
+    pub common: StoreArgs,
+    /// Only dead letters of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only dead letters of this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only ones created since: an RFC 3339 time, or an age such as `1h`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only ones created before: an RFC 3339 time, or an age such as `10m`.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many (list and retry).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+}
+
+/// Runs `f` with the store of the config named in `args`, on a small runtime.
+fn with_store<F, Fut>(args: &StoreArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Config, Store) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let config = match Config::discover(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(problems) => {
+            super::print_problems(&problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let store = match crate::server::open_store(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot open the store: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let code = f(config, store.clone()).await;
+        store.close().await;
+        code
+    })
+}
+
+/// `--since`/`--until`: RFC 3339, or an age before now.
+fn parse_time(text: &str) -> Result<Millis, String> {
+    if let Some(ms) = crate::rfc3339::parse_millis(text) {
+        return Ok(Millis(ms));
+    }
+    let age = crate::rules::parse_duration(text).map_err(|_| {
+        format!("`{text}` is neither an RFC 3339 time nor an age such as 1h or 30m")
+    })?;
+    let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    Ok(Millis(Millis::now().0.saturating_sub(age)))
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
+}
+
+fn failed(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+pub fn events(args: EventsArgs) -> ExitCode {
+    let status = match args.status.as_deref().map(|s| (s, EventStatus::parse(s))) {
+        None => None,
+        Some((_, Some(s))) => Some(s),
+        Some((s, None)) => {
+            return usage(format_args!(
+                "unknown status `{s}`: use pending, planned or quarantined"
+            ));
+        }
+    };
+    let since = match args.since.as_deref().map(parse_time).transpose() {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    let filter = EventFilter {
+        source: args.source.clone(),
+        status,
+        since,
+        before_seq: None,
+        limit: args.limit.clamp(1, 10_000),
+    };
+    let json = args.common.json;
+    with_store(&args.common, |_, store| async move {
+        let events = match store.list_events(&filter).await {
+            Ok(e) => e,
+            Err(e) => return failed(e),
+        };
+        if json {
+            print_json(&events);
+            return ExitCode::SUCCESS;
+        }
+        for e in &events {
+            println!(
+                "{}  {}  {:<12} {:<28} {}",
+                e.event.id,
+                e.event.received_at.to_rfc3339(),
+                e.event.source,
+                e.event.event_type,
+                e.event.status.as_str()
+            );
+        }
+        if events.is_empty() {
+            println!("no events");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn logs(args: LogsArgs) -> ExitCode {
+    let id: EventId = match args.event_id.parse() {
+        Ok(id) => id,
+        Err(_) => return usage(format_args!("`{}` is not an event id", args.event_id)),
+    };
+    let json = args.common.json;
+    with_store(&args.common, |_, store| async move {
+        match ops::story(&store, id).await {
+            Ok(Some(story)) if json => {
+                print_json(&story);
+                ExitCode::SUCCESS
+            }
+            Ok(Some(story)) => {
+                print!("{}", ops::render_story(&story));
+                ExitCode::SUCCESS
+            }
+            Ok(None) => failed(format_args!("no event {id}")),
+            Err(e) => failed(e),
+        }
+    })
+}
+
+pub fn replay(args: ReplayArgs) -> ExitCode {
+    let json = args.common.json;
+    let dry_run = args.dry_run;
+    if let Some(execution) = &args.execution {
+        let id: ExecutionId = match execution.parse() {
+            Ok(id) => id,
+            Err(_) => return usage(format_args!("`{execution}` is not an execution id")),
+        };
+        return with_store(&args.common, |_, store| async move {
+            match ops::replay_execution(&store, id, dry_run).await {
+                Ok(r) => report_replays(&[r], dry_run, json),
+                Err(e) => failed(e),
+            }
+        });
+    }
+    let Some(event) = &args.event_id else {
+        return usage("name an event id or --execution ID");
+    };
+    let id: EventId = match event.parse() {
+        Ok(id) => id,
+        Err(_) => return usage(format_args!("`{event}` is not an event id")),
+    };
+    let rule = args.rule.clone();
+    with_store(&args.common, |config, store| async move {
+        let rules = match crate::rules::load_for(&config) {
+            Ok(r) => r,
+            Err(problems) => {
+                super::print_problems(&problems);
+                return ExitCode::FAILURE;
+            }
+        };
+        match ops::replay_event(&store, &config, &rules, id, rule.as_deref(), dry_run).await {
+            Ok(r) => report_replays(&r, dry_run, json),
+            Err(e) => failed(e),
+        }
+    })
+}
+
+fn report_replays(replays: &[ops::Replayed], dry_run: bool, json: bool) -> ExitCode {
+    if json {
+        print_json(&serde_json::json!({"dry_run": dry_run, "planned": replays}));
+        return ExitCode::SUCCESS;
+    }
+    let verb = if dry_run { "would plan" } else { "planned" };
+    for r in replays {
+        println!(
+            "{verb} {} action {} ({}) for event {}, generation {}, key {}",
+            r.rule_id, r.action_index, r.plugin, r.event_id, r.generation, r.idempotency_key
+        );
+    }
+    if replays.is_empty() {
+        println!("nothing to replay: no rule matches");
+    } else if !dry_run {
+        println!(
+            "{} execution{} planned; a running server runs them (their effects happen again)",
+            replays.len(),
+            if replays.len() == 1 { "" } else { "s" }
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn dead_letter_filter(args: &DeadLetterArgs) -> Result<DeadLetterFilter, String> {
+    Ok(DeadLetterFilter {
+        source: args.source.clone(),
+        rule_id: args.rule.clone(),
+        since: args.since.as_deref().map(parse_time).transpose()?,
+        until: args.until.as_deref().map(parse_time).transpose()?,
+        limit: args.limit.clamp(1, 100_000),
+    })
+}
+
+pub fn dead_letters(command: DeadLetterCommand) -> ExitCode {
+    let (args, action) = match &command {
+        DeadLetterCommand::List(a) => (a, "list"),
+        DeadLetterCommand::Retry { args, .. } => (args, "retry"),
+        DeadLetterCommand::Purge(a) => (a, "purge"),
+    };
+    let filter = match dead_letter_filter(args) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    let json = args.common.json;
+    let dry_run = matches!(command, DeadLetterCommand::Retry { dry_run: true, .. });
+    with_store(&args.common, |_, store| async move {
+        match action {
+            "list" => match ops::dead_letters(&store, &filter).await {
+                Ok(list) if json => {
+                    print_json(&list);
+                    ExitCode::SUCCESS
+                }
+                Ok(list) => {
+                    for d in &list {
+                        println!(
+                            "{}  {}  {:<12} {:<24} execution {}  event {}",
+                            d.created_at.to_rfc3339(),
+                            d.reason,
+                            d.source,
+                            d.rule_id,
+                            d.execution_id,
+                            d.event_id
+                        );
+                    }
+                    if list.is_empty() {
+                        println!("no dead letters");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            },
+            "retry" => match ops::retry_dead_letters(&store, &filter, dry_run).await {
+                Ok(r) => report_replays(&r, dry_run, json),
+                Err(e) => failed(e),
+            },
+            _ => match store.purge_dead_letters(&filter).await {
+                Ok(n) => {
+                    if json {
+                        print_json(&serde_json::json!({"purged": n}));
+                    } else {
+                        println!("purged {n} dead letter{}", if n == 1 { "" } else { "s" });
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            },
+        }
+    })
+}
