@@ -2,6 +2,7 @@
 //! binary), on random ports, with temp dirs and fresh PostgreSQL databases.
 
 mod cli;
+mod crash;
 mod dispatch;
 mod ingress;
 mod plugins;

@@ -1,0 +1,265 @@
+//! Crash safety: `hookwise serve` as a child process, 2,000 signed events from 32 clients, a
+//! `kill -9` part way through, a restart, and then the books must balance: every acknowledged
+//! event stored, every stored event written exactly once by its action (through the DB
+//! capability), no execution lost or left leased. Run on SQLite and on PostgreSQL.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use hookwise::model::{EventId, ExecutionStatus};
+use hookwise::store::{EventFilter, GroupCommitSettings, Store};
+use hookwise::verify::{Provider, VerifyOptions};
+use sqlx::Row;
+
+use crate::dispatch::SECRET;
+use crate::support::{TempPostgres, free_port, hookwise_bin, wait_ready, wasm};
+
+const EVENTS: usize = 2_000;
+const CLIENTS: usize = 32;
+/// Acknowledged events before the kill.
+const KILL_AFTER: usize = 700;
+
+fn config(store_url: &str, port: u16, admin: u16) -> String {
+    format!(
+        "listen: 127.0.0.1:{port}\n\
+         insecure_http: true\n\
+         admin: {{ listen: 127.0.0.1:{admin} }}\n\
+         store: \"{store_url}\"\n\
+         rules: rules.yaml\n\
+         dispatch: {{ workers: 16, lease: 3s }}\n\
+         sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
+         connections:\n  sink: sqlite://sink.db\n\
+         plugins:\n  - name: hostile\n    path: {}\n    allow: {{ db: [sink] }}\n",
+        wasm("hostile").display()
+    )
+}
+
+const RULES: &str = r#"rules:
+  - id: record
+    source: gh
+    events: [push]
+    actions:
+      - plugin: hostile
+        with:
+          mode: db
+          connection: sink
+          statements:
+            - sql: "INSERT INTO seen (event_id, n) VALUES (?, ?)"
+              params: ["{{ event.id }}", "{{ payload.n }}"]
+        retry: { attempts: 10, backoff: 100ms, max_backoff: 1s }
+"#;
+
+fn spawn(dir: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(hookwise_bin())
+        .args(["serve", "--config", "hookwise.yaml", "--log", "warn"])
+        .current_dir(dir)
+        .env("GH_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hookwise")
+}
+
+/// Sends event `n` until it is acknowledged (as a provider redelivers); returns its id, or
+/// None when `deadline` passes.
+async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    deadline: Instant,
+) -> Option<EventId> {
+    let body = serde_json::to_vec(&serde_json::json!({"n": n, "ref": "refs/heads/main"})).unwrap();
+    while Instant::now() < deadline {
+        let signed = hookwise::verify::sign_event(
+            Provider::Github,
+            SECRET,
+            &VerifyOptions::default(),
+            "POST",
+            url,
+            &body,
+            SystemTime::now(),
+            Some("push"),
+        )
+        .unwrap();
+        let mut req = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-github-delivery", format!("crash-{n}"))
+            .body(body.clone());
+        for (k, v) in &signed.headers {
+            if !k.eq_ignore_ascii_case("x-github-delivery") {
+                req = req.header(k, v);
+            }
+        }
+        if let Ok(resp) = req.send().await
+            && resp.status() == 200
+            && let Ok(answer) = resp.json::<serde_json::Value>().await
+            && let Some(id) = answer["event_id"].as_str()
+        {
+            return id.parse().ok();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn crash_and_recover(store_url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("hookwise.yaml"),
+        config(store_url, port, admin),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    // The sink: no unique key, so only the effects table can keep a row from being written twice.
+    let sink_url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
+    let sink = sqlx::SqlitePool::connect(&sink_url).await.unwrap();
+    sqlx::query("CREATE TABLE seen (event_id TEXT NOT NULL, n INTEGER NOT NULL)")
+        .execute(&sink)
+        .await
+        .unwrap();
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/readyz");
+    let mut child = spawn(dir.path());
+    assert!(wait_ready(&client, &health, Duration::from_secs(60)).await);
+
+    let url = format!("http://127.0.0.1:{port}/hooks/gh");
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(std::sync::Mutex::new(HashMap::<usize, EventId>::new()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, url, next, acked) = (client.clone(), url.clone(), next.clone(), acked.clone());
+        clients.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= EVENTS {
+                    return;
+                }
+                let id = deliver(&client, &url, n, deadline)
+                    .await
+                    .expect("delivered before the deadline");
+                acked.lock().unwrap().insert(n, id);
+            }
+        }));
+    }
+    // Kill -9 part way through, while requests and actions are in flight.
+    while acked.lock().unwrap().len() < KILL_AFTER {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let acked_at_kill: HashMap<usize, EventId> = acked.lock().unwrap().clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut child = spawn(dir.path());
+    assert!(wait_ready(&client, &health, Duration::from_secs(60)).await);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), EVENTS);
+
+    // Wait until idle: every event planned, every execution finished.
+    let store = Store::open(store_url, dir.path(), GroupCommitSettings::default())
+        .await
+        .unwrap();
+    let idle_by = Instant::now() + Duration::from_secs(180);
+    loop {
+        let counts = store.execution_counts().await.unwrap();
+        let pending_events = store.pending_events(1).await.unwrap().len();
+        if pending_events == 0
+            && counts.pending == 0
+            && counts.running == 0
+            && counts.succeeded + counts.dead >= EVENTS as i64
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < idle_by,
+            "not idle: {counts:?}, {pending_events} pending events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every event acknowledged before the kill (and after) is stored, once per delivery id.
+    let stored = store
+        .list_events(&EventFilter {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stored_ids: HashSet<EventId> = stored.iter().map(|e| e.event.id).collect();
+    assert_eq!(stored.len(), EVENTS, "one stored event per delivery");
+    for (n, id) in &acked_at_kill {
+        assert!(
+            stored_ids.contains(id),
+            "event {n} ({id}) was acknowledged before the kill but is not stored"
+        );
+    }
+    for id in acked.values() {
+        assert!(stored_ids.contains(id));
+    }
+    // Every stored event produced exactly one row.
+    let rows = sqlx::query("SELECT event_id, COUNT(*) AS c FROM seen GROUP BY event_id")
+        .fetch_all(&sink)
+        .await
+        .unwrap();
+    let mut written = HashSet::new();
+    for row in &rows {
+        let id: String = row.get("event_id");
+        let c: i64 = row.get("c");
+        assert_eq!(c, 1, "event {id} was written {c} times");
+        written.insert(id.parse::<EventId>().unwrap());
+    }
+    assert_eq!(written, stored_ids, "rows and stored events differ");
+    // No execution lost or left leased.
+    let counts = store.execution_counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.succeeded,
+            counts.dead,
+            counts.pending,
+            counts.running
+        ),
+        (EVENTS as i64, 0, 0, 0)
+    );
+    for e in stored.iter().take(50) {
+        let xs = store.executions_for_event(e.event.id).await.unwrap();
+        assert_eq!(xs.len(), 1);
+        assert_eq!(xs[0].status, ExecutionStatus::Succeeded);
+        assert!(xs[0].lease_owner.is_none());
+    }
+    store.close().await;
+    sink.close().await;
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_nothing_on_sqlite() {
+    crash_and_recover("sqlite://hookwise.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_nothing_on_postgres() {
+    let pg = TempPostgres::create()
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    crash_and_recover(&pg.url).await;
+    pg.drop_db().await.unwrap();
+}
