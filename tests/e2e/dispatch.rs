@@ -13,7 +13,7 @@ use hookwise::store::{DeadLetterFilter, GroupCommitSettings, Store};
 use hookwise::verify::{Provider, VerifyOptions};
 use serde_json::{Value, json};
 
-use crate::support::{hookwise_bin, wait_ready, wasm};
+use crate::support::{TempPostgres, hookwise_bin, wait_ready, wasm};
 
 pub const SECRET: &str = "dispatch-test-secret";
 
@@ -132,11 +132,15 @@ pub struct Running {
 /// Config of a test server: plain HTTP on a random port, SQLite in `dir`, source `gh`
 /// (GitHub), the `relay` example plugin granted `receiver`, and `rules`.
 pub fn config_text(receiver: &Receiver, plugin_extra: &str) -> String {
+    config_with_store(receiver, plugin_extra, "sqlite://hookwise.db")
+}
+
+pub fn config_with_store(receiver: &Receiver, plugin_extra: &str, store: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\n\
          insecure_http: true\n\
          admin: {{ listen: 127.0.0.1:0 }}\n\
-         store: sqlite://hookwise.db\n\
+         store: \"{store}\"\n\
          rules: rules.yaml\n\
          dispatch: {{ workers: 8, lease: 5s }}\n\
          sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
@@ -575,4 +579,43 @@ async fn concurrency_limits_bound_running_actions() {
         store.close().await;
         server.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_one_postgres_store_run_each_action_once() {
+    let pg = TempPostgres::create()
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(20));
+    let config = config_with_store(&receiver, "", &pg.url);
+    let rules = forward_rule(&receiver, FAST_RETRY);
+    let (a, b) = (start(&config, &rules).await, start(&config, &rules).await);
+    let client = reqwest::Client::new();
+    let mut events = Vec::new();
+    for n in 0..40 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        events.push(send(&client, &node.base, &json!({"n": n})).await);
+    }
+    let store = Store::open(&pg.url, a.dir.path(), GroupCommitSettings::default())
+        .await
+        .unwrap();
+    for ev in &events {
+        wait_done(&store, *ev, 1, Duration::from_secs(60)).await;
+    }
+    let mut ns: Vec<i64> = receiver
+        .seen()
+        .iter()
+        .map(|s| s.body["n"].as_i64().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(
+        ns,
+        (0..40).collect::<Vec<_>>(),
+        "each action ran exactly once"
+    );
+    store.close().await;
+    a.stop().await;
+    b.stop().await;
+    pg.drop_db().await.unwrap();
 }

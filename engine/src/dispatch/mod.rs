@@ -105,6 +105,7 @@ pub struct Dispatcher {
     stop: watch::Sender<bool>,
     matcher: tokio::task::JoinHandle<()>,
     workers: tokio::task::JoinHandle<()>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl Dispatcher {
@@ -134,11 +135,25 @@ impl Dispatcher {
         let (stop, stop_rx) = watch::channel(false);
         let matcher = tokio::spawn(match_loop(shared.clone(), stop_rx.clone()));
         let workers = tokio::spawn(claim_loop(shared.clone(), stop_rx));
+        // Other nodes sharing a PostgreSQL store announce new work with NOTIFY.
+        let listener = {
+            let store = shared.store.clone();
+            let wake = shared.wake.clone();
+            tokio::spawn(async move {
+                store
+                    .listen_for_work(|| {
+                        wake.events();
+                        wake.work();
+                    })
+                    .await;
+            })
+        };
         Dispatcher {
             shared,
             stop,
             matcher,
             workers,
+            listener,
         }
     }
 
@@ -149,6 +164,7 @@ impl Dispatcher {
     /// Stops claiming, lets running actions finish within a grace period, gives the rest back.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.listener.abort();
         let _ = self.matcher.await;
         let _ = self.workers.await;
     }

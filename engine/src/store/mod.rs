@@ -374,6 +374,40 @@ impl Store {
         with_backend!(self, b => b.execution_counts().await)
     }
 
+    /// Waits for work notifications from other nodes sharing the database, calling `wake` for
+    /// each; returns only when the store closes. Does nothing on SQLite (one node per file).
+    /// Connection losses are retried: notifications are a latency optimisation, never needed
+    /// for correctness (workers also poll).
+    pub async fn listen_for_work(&self, wake: impl Fn()) {
+        let Backend::Postgres(pg) = &self.backend else {
+            return;
+        };
+        loop {
+            match pg.listen().await {
+                Ok(mut listener) => loop {
+                    match listener.recv().await {
+                        Ok(_) => wake(),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "work notifications interrupted");
+                            break;
+                        }
+                    }
+                },
+                Err(StoreError::Database(sqlx::Error::PoolClosed)) => return,
+                Err(e) => tracing::debug!(error = %e, "cannot listen for work notifications"),
+            }
+            if self.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether `close` has run.
+    pub fn is_closed(&self) -> bool {
+        with_backend!(self, b => b.is_closed())
+    }
+
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_backend!(self, b => b.ping().await)

@@ -29,5 +29,18 @@ impl PgStore {
 super::queries::store_queries!(
     PgStore,
     sqlx::Postgres,
-    claim_lock = "FOR UPDATE SKIP LOCKED"
+    claim_lock = "FOR UPDATE SKIP LOCKED",
+    notify = "SELECT pg_notify('hookwise_work', '')"
 );
+
+/// The channel work notifications go out on.
+pub(crate) const WORK_CHANNEL: &str = "hookwise_work";
+
+impl PgStore {
+    /// Listens for work notifications from every node sharing the database.
+    pub(crate) async fn listen(&self) -> Result<sqlx::postgres::PgListener, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        Ok(listener)
+    }
+}

@@ -5,7 +5,7 @@
 //! macro expands into an `impl` block on each backend's store type.
 
 macro_rules! store_queries {
-    ($Store:ident, $Db:ty, claim_lock = $claim_lock:literal) => {
+    ($Store:ident, $Db:ty, claim_lock = $claim_lock:literal, notify = $notify:literal) => {
         use std::collections::HashMap;
 
         use sqlx::types::Json;
@@ -62,6 +62,15 @@ macro_rules! store_queries {
                 }
             }
             Ok(created)
+        }
+
+        /// Tells other hookwise nodes sharing this database that there may be work (on
+        /// PostgreSQL, `NOTIFY` delivered at commit; nothing on SQLite, which has one node).
+        async fn notify_workers(tx: &mut sqlx::Transaction<'_, $Db>) -> Result<(), StoreError> {
+            if !$notify.is_empty() {
+                sqlx::query($notify).execute(&mut **tx).await?;
+            }
+            Ok(())
         }
 
         fn dead_letter_filter(q: &mut QueryBuilder<'_, $Db>, f: &DeadLetterFilter) {
@@ -182,6 +191,7 @@ macro_rules! store_queries {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
+                notify_workers(&mut tx).await?;
                 tx.commit().await?;
                 Ok(outcomes)
             }
@@ -300,6 +310,7 @@ macro_rules! store_queries {
                         insert_executions(&mut tx, plan.event, seq, &plan.executions, now).await?,
                     );
                 }
+                notify_workers(&mut tx).await?;
                 tx.commit().await?;
                 Ok(created)
             }
@@ -398,6 +409,7 @@ macro_rules! store_queries {
                         .execute(&mut *tx)
                         .await?;
                 }
+                notify_workers(&mut tx).await?;
                 tx.commit().await?;
                 Ok(created)
             }
@@ -513,6 +525,7 @@ macro_rules! store_queries {
                     .execute(&mut *tx)
                     .await?;
                 }
+                notify_workers(&mut tx).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -599,6 +612,10 @@ macro_rules! store_queries {
                     }
                 }
                 Ok(counts)
+            }
+
+            pub(crate) fn is_closed(&self) -> bool {
+                self.pool.is_closed()
             }
 
             pub(crate) async fn ping(&self) -> Result<(), StoreError> {

@@ -75,4 +75,4 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-super::queries::store_queries!(SqliteStore, sqlx::Sqlite, claim_lock = "");
+super::queries::store_queries!(SqliteStore, sqlx::Sqlite, claim_lock = "", notify = "");
