@@ -1,5 +1,6 @@
 //! The `hookwise` command line: thin wrappers over library functions.
 
+mod plugins;
 mod signing;
 
 use std::path::PathBuf;
@@ -89,6 +90,11 @@ pub enum Command {
     Verify(signing::VerifyArgs),
     /// Print the headers a provider would send with the body on stdin, and a ready curl line.
     Sign(signing::SignArgs),
+    /// List the configured plugins, or inspect a wasm file against the plugin contract.
+    Plugins {
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
+    },
     /// Print the JSON Schema of a file format (for editors and `schemas/`).
     Schema {
         #[arg(value_enum)]
@@ -116,6 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => check(config),
         Command::Verify(args) => signing::verify_command(args),
         Command::Sign(args) => signing::sign_command(args),
+        Command::Plugins { command } => plugins::run(command),
         Command::Test {
             config,
             source,

@@ -11,6 +11,7 @@ mod cache;
 mod command;
 pub mod db;
 pub mod http;
+mod inspect;
 pub mod limits;
 pub mod registry;
 pub mod sql;
@@ -37,6 +38,7 @@ pub use self::db::{
     DbTransactionOutcome, DbTransactionRecord,
 };
 pub use self::http::{HttpCallRecord, HttpGrant, is_restricted};
+pub use self::inspect::{Capability, Inspection, Item as InspectedItem};
 pub use self::limits::{LOG_TRUNCATED_MARKER, Limits, LogLevel, LogLine, LogStream};
 pub use self::registry::Registry;
 pub use self::sql::{Dialect, SqlExecutor, SqlPool};
