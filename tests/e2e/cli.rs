@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::support::hookwise_bin;
 
-fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(hookwise_bin())
         .args(args)
         .current_dir(dir)
@@ -55,6 +55,8 @@ fn usage_errors_exit_2_and_help_works_everywhere() {
         vec!["--help"],
         vec!["serve", "--help"],
         vec!["check", "--help"],
+        vec!["plugins", "list", "--help"],
+        vec!["plugins", "inspect", "--help"],
     ] {
         let (code, out, _) = run(dir.path(), &cmd);
         assert_eq!(code, 0, "{cmd:?}");

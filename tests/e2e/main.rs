@@ -6,6 +6,7 @@ mod crash;
 mod dispatch;
 mod ingress;
 mod plugins;
+mod plugins_cli;
 mod rules;
 mod serve;
 mod store;

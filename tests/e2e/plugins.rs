@@ -3,18 +3,17 @@
 //! exactly-once, the compile cache and the command-module ABI.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookwise::plugin_host::{
     CallContext, CallError, CallEvent, CallReport, DbExecutor, DbTransactionOutcome, ErrorKind,
     Grants, HostError, HostSettings, LOG_TRUNCATED_MARKER, Limits, LoadedPlugin, PluginAbi,
-    PluginHost, PluginSpec, SqliteExecutor, WasmSource,
+    PluginHost, PluginSpec, SqlExecutor, SqlPool, WasmSource,
 };
 use serde_json::{Value, json};
 
-use crate::support::wasm;
+use crate::support::{TempMysql, TempPostgres, wasm};
 
 fn settings() -> HostSettings {
     HostSettings {
@@ -648,31 +647,146 @@ async fn http_request_count_is_capped() {
 
 // ---------- DB ----------
 
-async fn sqlite_host(dir: &Path) -> (PluginHost, sqlx::SqlitePool) {
-    let url = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
-    sqlx::query("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .expect("create");
-    let mut exec = SqliteExecutor::new();
-    exec.add_pool("app", pool.clone())
-        .await
-        .expect("effects table");
-    let db: Arc<dyn DbExecutor> = Arc::new(exec);
-    let host = PluginHost::new(HostSettings {
-        db: Some(db),
-        ..settings()
-    })
-    .expect("host");
-    (host, pool)
+/// The databases the `db` capability is tested against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
 }
 
-async fn count(pool: &sqlx::SqlitePool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(pool)
-        .await
+/// A fresh database that is dropped in [`DbFixture::close`].
+enum TempDb {
+    Sqlite(tempfile::TempDir),
+    Postgres(TempPostgres),
+    MySql(TempMysql),
+}
+
+/// A host whose connection `app` is a fresh database of one backend, holding
+/// `items (id, name TEXT NOT NULL, qty BIGINT NULL)`.
+struct DbFixture {
+    backend: Backend,
+    host: PluginHost,
+    /// An independent handle for checking what was committed.
+    pool: SqlPool,
+    db: TempDb,
+}
+
+impl DbFixture {
+    async fn new(backend: Backend) -> DbFixture {
+        let (db, url, items) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+                let items =
+                    "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER)";
+                (TempDb::Sqlite(dir), url, items)
+            }
+            Backend::Postgres => {
+                let pg = TempPostgres::create()
+                    .await
+                    .expect("PostgreSQL on 127.0.0.1:5432");
+                let url = pg.url.clone();
+                let items =
+                    "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, qty BIGINT)";
+                (TempDb::Postgres(pg), url, items)
+            }
+            Backend::MySql => {
+                let my = TempMysql::create()
+                    .await
+                    .expect("MariaDB/MySQL on 127.0.0.1:3306");
+                // Exercise the `mariadb://` spelling too.
+                let url = my.url.replacen("mysql://", "mariadb://", 1);
+                let items = "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+                             name TEXT NOT NULL, qty BIGINT) ENGINE=InnoDB";
+                (TempDb::MySql(my), url, items)
+            }
+        };
+        let pool: SqlPool = match backend {
+            Backend::Sqlite => sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("sqlite")
+                .into(),
+            Backend::Postgres => sqlx::PgPool::connect(&url).await.expect("postgres").into(),
+            Backend::MySql => sqlx::MySqlPool::connect(&url.replacen("mariadb://", "mysql://", 1))
+                .await
+                .expect("mysql")
+                .into(),
+        };
+        match &pool {
+            SqlPool::Sqlite(p) => sqlx::query(items).execute(p).await.map(|_| ()),
+            SqlPool::Postgres(p) => sqlx::query(items).execute(p).await.map(|_| ()),
+            SqlPool::MySql(p) => sqlx::query(items).execute(p).await.map(|_| ()),
+        }
+        .expect("create items");
+        let mut exec = SqlExecutor::new();
+        exec.connect("app", &url).await.expect("connect app");
+        let executor: Arc<dyn DbExecutor> = Arc::new(exec);
+        let host = PluginHost::new(HostSettings {
+            db: Some(executor),
+            ..settings()
+        })
+        .expect("host");
+        DbFixture {
+            backend,
+            host,
+            pool,
+            db,
+        }
+    }
+
+    /// `sql` written with `?` placeholders, in the fixture's dialect.
+    fn sql(&self, sql: &str) -> String {
+        if self.backend != Backend::Postgres {
+            return sql.to_string();
+        }
+        let mut out = String::new();
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match &self.pool {
+            SqlPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            SqlPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            SqlPool::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        }
         .expect("count")
+    }
+
+    async fn names(&self) -> Vec<String> {
+        let sql = "SELECT name FROM items ORDER BY id";
+        match &self.pool {
+            SqlPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            SqlPool::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            SqlPool::MySql(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+        }
+        .expect("names")
+    }
+
+    /// Closes every handle and drops the database.
+    async fn close(self) {
+        let DbFixture { host, pool, db, .. } = self;
+        drop(host);
+        match pool {
+            SqlPool::Sqlite(p) => p.close().await,
+            SqlPool::Postgres(p) => p.close().await,
+            SqlPool::MySql(p) => p.close().await,
+        }
+        match db {
+            TempDb::Sqlite(_dir) => {}
+            TempDb::Postgres(pg) => pg.drop_db().await.expect("drop database"),
+            TempDb::MySql(my) => my.drop_db().await.expect("drop database"),
+        }
+    }
 }
 
 fn db_grants() -> Grants {
@@ -682,50 +796,98 @@ fn db_grants() -> Grants {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn db_writes_apply_once_per_idempotency_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (host, pool) = sqlite_host(dir.path()).await;
-    let plugin = load(&host, "hostile", limits(), db_grants());
+/// One `#[tokio::test]` per backend for each scenario below.
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod every_backend {
+            $(
+                mod $scenario {
+                    use super::super::{$scenario, Backend};
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn sqlite() {
+                        $scenario(Backend::Sqlite).await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn postgres() {
+                        $scenario(Backend::Postgres).await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn mysql() {
+                        $scenario(Backend::MySql).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    db_writes_apply_once_per_idempotency_key,
+    concurrent_attempts_with_one_key_apply_once,
+    failing_statement_rolls_back_everything,
+    failed_call_rolls_back_db_writes,
+    injection_looking_values_are_bound_verbatim,
+    db_statement_and_row_limits,
+);
+
+async fn db_writes_apply_once_per_idempotency_key(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
     let input = json!({"mode": "db", "connection": "app", "statements": [
-        {"sql": "INSERT INTO items (name) VALUES (?)", "params": ["first"]},
-        {"sql": "SELECT name FROM items WHERE name = ?", "params": ["first"]},
+        {"sql": fx.sql("INSERT INTO items (name, qty) VALUES (?, ?)"), "params": ["first", null]},
+        {"sql": fx.sql("SELECT name, qty FROM items WHERE name = ?"), "params": ["first"]},
     ]});
-    let first = call_with_key(&host, &plugin, input.clone(), "exec-1").await;
+    let first = call_with_key(&fx.host, &plugin, input.clone(), "exec-1").await;
     let out = output(&first);
     assert_eq!(out["results"][0]["rows_affected"], json!(1));
-    assert_eq!(out["results"][1]["rows"], json!([{"name": "first"}]));
+    assert_eq!(
+        out["results"][1]["rows"],
+        json!([{"name": "first", "qty": null}])
+    );
     assert_eq!(
         first.db_transactions[0].outcome,
         DbTransactionOutcome::Committed
     );
     assert_eq!(first.db_statements.len(), 2);
 
-    let second = call_with_key(&host, &plugin, input.clone(), "exec-1").await;
+    let second = call_with_key(&fx.host, &plugin, input.clone(), "exec-1").await;
     let out = output(&second);
     assert_eq!(out["results"][0], json!({"already_applied": true}));
     assert_eq!(
         second.db_transactions[0].outcome,
         DbTransactionOutcome::AlreadyApplied
     );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 1);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 1);
 
-    let third = call_with_key(&host, &plugin, input, "exec-2").await;
-    assert!(third.result.is_ok());
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 2);
+    // Keys are compared exactly (MySQL's default collation would fold case).
+    for key in ["exec-2", "EXEC-1", "exec-1 "] {
+        let other = call_with_key(&fx.host, &plugin, input.clone(), key).await;
+        assert!(other.result.is_ok(), "{key}: {:?}", other.result);
+    }
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 4);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM hookwise_effects").await, 4);
+    fx.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_attempts_with_one_key_apply_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (host, pool) = sqlite_host(dir.path()).await;
-    let plugin = load(&host, "hostile", limits(), db_grants());
-    let input = json!({"mode": "db", "connection": "app", "statements": [
-        {"sql": "INSERT INTO items (name) VALUES ('once')"},
-    ]});
+async fn concurrent_attempts_with_one_key_apply_once(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
+    let mut statements = vec![json!({"sql": "INSERT INTO items (name) VALUES ('once')"})];
+    // Hold the transaction open a little so that the attempts overlap.
+    match backend {
+        Backend::Postgres => {
+            statements.push(json!({"sql": "SELECT 1 AS slept FROM pg_sleep(0.2)"}))
+        }
+        Backend::MySql => statements.push(json!({"sql": "SELECT SLEEP(0.2) AS slept"})),
+        Backend::Sqlite => {}
+    }
+    let input = json!({"mode": "db", "connection": "app", "statements": statements});
     let attempts: Vec<_> = (0..4)
         .map(|_| {
-            let (host, plugin, input) = (host.clone(), plugin.clone(), input.clone());
+            let (host, plugin, input) = (fx.host.clone(), plugin.clone(), input.clone());
             tokio::spawn(async move { call_with_key(&host, &plugin, input, "same-key").await })
         })
         .collect();
@@ -740,20 +902,19 @@ async fn concurrent_attempts_with_one_key_apply_once() {
         .filter(|o| **o == DbTransactionOutcome::Committed)
         .count();
     assert_eq!(committed, 1, "{outcomes:?}");
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 1);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 1);
+    fx.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_statement_rolls_back_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (host, pool) = sqlite_host(dir.path()).await;
-    let plugin = load(&host, "hostile", limits(), db_grants());
+async fn failing_statement_rolls_back_everything(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
     let bad = json!({"mode": "db", "connection": "app", "ignore_errors": true, "statements": [
-        {"sql": "INSERT INTO items (name) VALUES (?)", "params": ["kept?"]},
+        {"sql": fx.sql("INSERT INTO items (name) VALUES (?)"), "params": ["kept?"]},
         {"sql": "INSERT INTO missing_table (x) VALUES (1)"},
         {"sql": "INSERT INTO items (name) VALUES ('after')"},
     ]});
-    let report = call_with_key(&host, &plugin, bad, "exec-9").await;
+    let report = call_with_key(&fx.host, &plugin, bad, "exec-9").await;
     // The plugin swallowed the error and returned Ok; the host still refuses
     // to count the call as a success because nothing was committed.
     assert!(
@@ -765,32 +926,28 @@ async fn failing_statement_rolls_back_everything() {
         report.db_transactions[0].outcome,
         DbTransactionOutcome::RolledBack
     );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 0);
-    assert_eq!(
-        count(&pool, "SELECT COUNT(*) FROM hookwise_effects").await,
-        0
-    );
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 0);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM hookwise_effects").await, 0);
 
     // The key was not consumed: a corrected retry applies.
     let good = json!({"mode": "db", "connection": "app", "statements": [
-        {"sql": "INSERT INTO items (name) VALUES (?)", "params": ["retried"]},
+        {"sql": fx.sql("INSERT INTO items (name) VALUES (?)"), "params": ["retried"]},
     ]});
-    let retry = call_with_key(&host, &plugin, good, "exec-9").await;
+    let retry = call_with_key(&fx.host, &plugin, good, "exec-9").await;
     assert!(retry.result.is_ok(), "{:?}", retry.result);
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 1);
+    assert_eq!(fx.names().await, vec!["retried".to_string()]);
+    fx.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_call_rolls_back_db_writes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (host, pool) = sqlite_host(dir.path()).await;
-    let plugin = load(&host, "hostile", limits(), db_grants());
-    // The plugin returns a fatal error on the failing second statement.
+async fn failed_call_rolls_back_db_writes(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
+    // The second statement fails (NOT NULL); the plugin returns a fatal error.
     let input = json!({"mode": "db", "connection": "app", "statements": [
         {"sql": "INSERT INTO items (name) VALUES ('x')"},
-        {"sql": "INSERT INTO items (id, name) VALUES (?, ?)", "params": ["not-an-int", null]},
+        {"sql": fx.sql("INSERT INTO items (name) VALUES (?)"), "params": [null]},
     ]});
-    let report = call(&host, &plugin, input).await;
+    let report = call(&fx.host, &plugin, input).await;
     assert!(
         matches!(
             report.result,
@@ -802,32 +959,40 @@ async fn failed_call_rolls_back_db_writes() {
         "{:?}",
         report.result
     );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 0);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 0);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM hookwise_effects").await, 0);
+    fx.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn db_connection_must_be_granted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (host, pool) = sqlite_host(dir.path()).await;
-    let plugin = load(&host, "hostile", limits(), Grants::default());
-    let input = json!({"mode": "db", "connection": "app", "statements": [
-        {"sql": "INSERT INTO items (name) VALUES ('x')"},
-    ]});
-    let report = call(&host, &plugin, input).await;
-    assert!(
-        matches!(&report.result, Err(CallError::Plugin { message, .. }) if message.contains("not granted")),
-        "{:?}",
-        report.result
-    );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 0);
+async fn injection_looking_values_are_bound_verbatim(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
+    let hostile = [
+        "x'); DROP TABLE items; --",
+        "' OR '1'='1",
+        "Robert\"); DELETE FROM hookwise_effects; --",
+        "$1 ? \\' \\\\",
+    ];
+    let mut statements: Vec<Value> = hostile
+        .iter()
+        .map(|v| json!({"sql": fx.sql("INSERT INTO items (name) VALUES (?)"), "params": [v]}))
+        .collect();
+    statements.push(json!({
+        "sql": fx.sql("SELECT COUNT(*) AS n FROM items WHERE name = ?"),
+        "params": ["' OR '1'='1"],
+    }));
+    let input = json!({"mode": "db", "connection": "app", "statements": statements});
+    let out = output(&call_with_key(&fx.host, &plugin, input, "inject").await);
+    assert_eq!(out["results"][4]["rows"], json!([{"n": 1}]));
+    assert_eq!(fx.names().await, hostile.map(String::from).to_vec());
+    assert_eq!(fx.count("SELECT COUNT(*) FROM hookwise_effects").await, 1);
+    fx.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn db_statement_and_row_limits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (host, pool) = sqlite_host(dir.path()).await;
+async fn db_statement_and_row_limits(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
     let plugin = load(
-        &host,
+        &fx.host,
         "hostile",
         Limits {
             max_db_statements: 2,
@@ -840,7 +1005,8 @@ async fn db_statement_and_row_limits() {
         {"sql": "INSERT INTO items (name) VALUES ('a'), ('b'), ('c')"},
         {"sql": "SELECT name FROM items ORDER BY name"},
     ]});
-    let out = output(&call_with_key(&host, &plugin, rows, "rows").await);
+    let out = output(&call_with_key(&fx.host, &plugin, rows, "rows").await);
+    assert_eq!(out["results"][0]["rows_affected"], json!(3));
     assert_eq!(
         out["results"][1]["rows"],
         json!([{"name": "a"}, {"name": "b"}])
@@ -852,13 +1018,105 @@ async fn db_statement_and_row_limits() {
         {"sql": "INSERT INTO items (name) VALUES ('e')"},
         {"sql": "INSERT INTO items (name) VALUES ('f')"},
     ]});
-    let report = call_with_key(&host, &plugin, too_many, "many").await;
+    let report = call_with_key(&fx.host, &plugin, too_many, "many").await;
     assert!(
         matches!(&report.result, Err(CallError::Plugin { message, .. }) if message.contains("statement limit")),
         "{:?}",
         report.result
     );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM items").await, 3);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 3);
+    fx.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_connection_must_be_granted() {
+    let fx = DbFixture::new(Backend::Sqlite).await;
+    let plugin = load(&fx.host, "hostile", limits(), Grants::default());
+    let input = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ('x')"},
+    ]});
+    let report = call(&fx.host, &plugin, input).await;
+    assert!(
+        matches!(&report.result, Err(CallError::Plugin { message, .. }) if message.contains("not granted")),
+        "{:?}",
+        report.result
+    );
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 0);
+    fx.close().await;
+}
+
+/// Runs one SELECT through the plugin and returns its only row.
+async fn select_row(fx: &DbFixture, sql: &str) -> Value {
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
+    let input = json!({"mode": "db", "connection": "app", "statements": [{"sql": sql}]});
+    let out =
+        output(&call_with_key(&fx.host, &plugin, input, &format!("select-{}", sql.len())).await);
+    out["results"][0]["rows"][0].clone()
+}
+
+/// Runs one statement that must fail, and returns its error.
+async fn statement_error(fx: &DbFixture, sql: &str) -> String {
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
+    let input = json!({"mode": "db", "connection": "app", "ignore_errors": true, "statements": [{"sql": sql}]});
+    let report = call_with_key(&fx.host, &plugin, input, "failing").await;
+    match report.result {
+        Err(CallError::Db(message)) => message,
+        other => panic!("expected a DB error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_column_types_as_json() {
+    let fx = DbFixture::new(Backend::Postgres).await;
+    let row = select_row(
+        &fx,
+        "SELECT 1::int2 AS i2, 2::int4 AS i4, 3::int8 AS i8, 1.5::float4 AS f4, 2.25::float8 AS f8, \
+         12.50::numeric(10,2) AS num, -0.001::numeric AS small, true AS b, 'hi'::text AS t, \
+         'v'::varchar AS vc, 'c'::char(2) AS ch, '\\x0102ff'::bytea AS bytes, NULL::int4 AS nul, \
+         '{\"a\":[1]}'::jsonb AS j, '2024-02-29 13:14:15.5+00'::timestamptz AS ts, \
+         '2024-02-29 13:14:15'::timestamp AS ts_local, '2024-02-29'::date AS d, \
+         '13:14:15.000123'::time AS tm, '0e5c2f04-5f0b-4c6e-9c1a-2b7e7f3a1b2c'::uuid AS u",
+    )
+    .await;
+    assert_eq!(
+        row,
+        json!({
+            "i2": 1, "i4": 2, "i8": 3, "f4": 1.5, "f8": 2.25,
+            "num": "12.50", "small": "-0.001", "b": true, "t": "hi", "vc": "v", "ch": "c ",
+            "bytes": "0102ff", "nul": null, "j": {"a": [1]},
+            "ts": "2024-02-29T13:14:15.5Z", "ts_local": "2024-02-29T13:14:15",
+            "d": "2024-02-29", "tm": "13:14:15.000123",
+            "u": "0e5c2f04-5f0b-4c6e-9c1a-2b7e7f3a1b2c",
+        })
+    );
+    let error = statement_error(&fx, "SELECT '1 day'::interval AS iv").await;
+    assert!(
+        error.contains("\"iv\"") && error.contains("INTERVAL"),
+        "{error}"
+    );
+    fx.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_column_types_as_json() {
+    let fx = DbFixture::new(Backend::MySql).await;
+    let row = select_row(
+        &fx,
+        "SELECT CAST(-3 AS SIGNED) AS i, CAST(7 AS UNSIGNED) AS u, 2.25e0 AS f, \
+         CAST(12.50 AS DECIMAL(10,2)) AS num, 'hi' AS t, X'0102ff' AS bytes, NULL AS nul, \
+         CAST('2024-02-29 13:14:15.5' AS DATETIME(1)) AS dt, DATE '2024-02-29' AS d, \
+         CAST('13:14:15' AS TIME) AS tm, CAST('-26:03:04' AS TIME) AS neg",
+    )
+    .await;
+    assert_eq!(
+        row,
+        json!({
+            "i": -3, "u": 7, "f": 2.25, "num": "12.50", "t": "hi", "bytes": "0102ff",
+            "nul": null, "dt": "2024-02-29T13:14:15.5", "d": "2024-02-29",
+            "tm": "13:14:15", "neg": "-26:03:04",
+        })
+    );
+    fx.close().await;
 }
 
 // ---------- compile cache ----------

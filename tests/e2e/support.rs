@@ -1,4 +1,5 @@
-//! Helpers shared by the end-to-end tests: fresh databases, the built binary, free ports.
+//! Helpers shared by the end-to-end tests: fresh PostgreSQL and MySQL databases, the built binary,
+//! free ports.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,43 @@ impl TempPostgres {
         ))
         .execute(&mut conn)
         .await?;
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+/// The MySQL/MariaDB server the tests use (root, no password); override with HOOKWISE_TEST_MYSQL.
+pub fn mysql_admin_url() -> String {
+    std::env::var("HOOKWISE_TEST_MYSQL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_string())
+}
+
+/// A uniquely named MySQL/MariaDB database, dropped by [`TempMysql::drop_db`].
+pub struct TempMysql {
+    pub name: String,
+    pub url: String,
+}
+
+impl TempMysql {
+    pub async fn create() -> anyhow::Result<TempMysql> {
+        let admin = mysql_admin_url();
+        let name = format!("hookwise_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::MySqlConnection::connect(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(TempMysql {
+            url: format!("{}/{name}", admin.trim_end_matches('/')),
+            name,
+        })
+    }
+
+    pub async fn drop_db(self) -> anyhow::Result<()> {
+        let mut conn = sqlx::MySqlConnection::connect(&mysql_admin_url()).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {}", self.name))
+            .execute(&mut conn)
+            .await?;
         conn.close().await?;
         Ok(())
     }

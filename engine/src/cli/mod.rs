@@ -1,6 +1,7 @@
 //! The `hookwise` command line: thin wrappers over library functions.
 
 mod ops;
+mod plugins;
 mod signing;
 
 use std::path::PathBuf;
@@ -101,6 +102,11 @@ pub enum Command {
     /// Executions that failed for good: list, retry or purge them.
     #[command(subcommand)]
     DeadLetters(ops::DeadLetterCommand),
+    /// List the configured plugins, or inspect a wasm file against the plugin contract.
+    Plugins {
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
+    },
     /// Print the JSON Schema of a file format (for editors and `schemas/`).
     Schema {
         #[arg(value_enum)]
@@ -132,6 +138,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Logs(args) => ops::logs(args),
         Command::Replay(args) => ops::replay(args),
         Command::DeadLetters(command) => ops::dead_letters(command),
+        Command::Plugins { command } => plugins::run(command),
         Command::Test {
             config,
             source,

@@ -1,6 +1,7 @@
-//! The `db` capability: the `DbExecutor` trait the host calls, its SQLite
-//! implementation, and the per-call state that makes one call's statements
-//! commit together, at most once per idempotency key.
+//! The `db` capability: the `DbExecutor` trait the host calls (implemented
+//! for SQLite, PostgreSQL and MySQL/MariaDB by [`super::sql::SqlExecutor`]),
+//! and the per-call state that makes one call's statements commit together,
+//! at most once per idempotency key.
 //!
 //! Every granted connection used by a call gets one transaction, opened by
 //! the first statement. Opening it inserts the call's idempotency key into
@@ -10,32 +11,21 @@
 //! plugins see rows and counts), and the transaction commits only when the
 //! call succeeds. A failing statement rolls everything back at once.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{SqliteArguments, SqlitePool, SqlitePoolOptions};
-use sqlx::{Column, Executor, Row, Sqlite, Statement, ValueRef};
 
 use super::limits::truncate_string;
 
 /// A boxed future, so that the traits below stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// DDL of the table that records applied idempotency keys (SQLite dialect;
-/// the PostgreSQL/MySQL executors use the same columns).
-pub const EFFECTS_TABLE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS hookwise_effects (
-    idempotency_key TEXT PRIMARY KEY NOT NULL,
-    applied_at TEXT NOT NULL
-)";
-
 /// Time one statement (or commit) may take.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest SQL text kept in a statement record.
 const MAX_RECORDED_SQL: usize = 1024;
 
@@ -44,10 +34,19 @@ const MAX_RECORDED_SQL: usize = 1024;
 pub enum DbError {
     #[error("connection {0:?} is not configured")]
     UnknownConnection(String),
+    #[error(
+        "unsupported database URL scheme {0:?} (use sqlite:, postgres://, postgresql://, mysql:// or mariadb://)"
+    )]
+    UnsupportedUrl(String),
     #[error("{0}")]
     Database(#[from] sqlx::Error),
     #[error("statement timed out")]
     Timeout,
+    /// A result column whose value has no JSON mapping.
+    #[error("column {column:?}: {message}")]
+    Column { column: String, message: String },
+    #[error("idempotency key is longer than {max_bytes} bytes")]
+    KeyTooLong { max_bytes: usize },
 }
 
 /// Result of opening a call's transaction on one connection.
@@ -92,152 +91,6 @@ pub trait DbTransaction: Send {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), DbError>>;
 
     fn rollback(self: Box<Self>) -> BoxFuture<'static, Result<(), DbError>>;
-}
-
-/// `DbExecutor` over named SQLite pools.
-#[derive(Debug, Clone, Default)]
-pub struct SqliteExecutor {
-    pools: HashMap<String, SqlitePool>,
-}
-
-impl SqliteExecutor {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Connects `name` to `url` (e.g. `sqlite://file.db?mode=rwc`) and creates
-    /// `hookwise_effects` there.
-    pub async fn connect(&mut self, name: &str, url: &str) -> Result<(), DbError> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect(url)
-            .await?;
-        self.add_pool(name, pool).await
-    }
-
-    /// Registers an existing pool under `name` and creates `hookwise_effects`.
-    pub async fn add_pool(&mut self, name: &str, pool: SqlitePool) -> Result<(), DbError> {
-        pool.execute(EFFECTS_TABLE_SQLITE).await?;
-        self.pools.insert(name.to_string(), pool);
-        Ok(())
-    }
-}
-
-impl DbExecutor for SqliteExecutor {
-    fn begin<'a>(
-        &'a self,
-        connection: &'a str,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<DbBegin, DbError>> {
-        Box::pin(async move {
-            let pool = self
-                .pools
-                .get(connection)
-                .ok_or_else(|| DbError::UnknownConnection(connection.to_string()))?;
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO hookwise_effects (idempotency_key, applied_at) \
-                 VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(idempotency_key)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 0 {
-                tx.rollback().await?;
-                return Ok(DbBegin::AlreadyApplied);
-            }
-            Ok(DbBegin::Open(Box::new(SqliteTransaction { tx })))
-        })
-    }
-}
-
-struct SqliteTransaction {
-    tx: sqlx::Transaction<'static, Sqlite>,
-}
-
-fn bind_params<'q>(
-    sql: &'q str,
-    params: &'q [Value],
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>> {
-    let mut query = sqlx::query(sql);
-    for param in params {
-        query = match param {
-            Value::Null => query.bind(None::<String>),
-            Value::Bool(b) => query.bind(*b),
-            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => query.bind(i),
-                (None, Some(f)) => query.bind(f),
-                (None, None) => query.bind(n.to_string()),
-            },
-            Value::String(s) => query.bind(s.as_str()),
-            // Arrays and objects are stored as JSON text.
-            other => query.bind(other.to_string()),
-        };
-    }
-    query
-}
-
-fn sqlite_row_to_json(row: &sqlx::sqlite::SqliteRow) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (i, column) in row.columns().iter().enumerate() {
-        let is_null = row.try_get_raw(i).map(|raw| raw.is_null()).unwrap_or(true);
-        let value = if is_null {
-            Value::Null
-        } else if let Ok(v) = row.try_get::<i64, _>(i) {
-            Value::from(v)
-        } else if let Ok(v) = row.try_get::<f64, _>(i) {
-            Value::from(v)
-        } else if let Ok(v) = row.try_get::<String, _>(i) {
-            Value::from(v)
-        } else if let Ok(v) = row.try_get::<Vec<u8>, _>(i) {
-            Value::from(hex::encode(v))
-        } else {
-            Value::Null
-        };
-        out.insert(column.name().to_string(), value);
-    }
-    out
-}
-
-impl DbTransaction for SqliteTransaction {
-    fn execute<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-        max_rows: usize,
-    ) -> BoxFuture<'a, Result<DbOutput, DbError>> {
-        Box::pin(async move {
-            // Statements without result columns report a row count instead.
-            let prepared = (&mut *self.tx).prepare(sql).await?;
-            if prepared.columns().is_empty() {
-                let done = bind_params(sql, params).execute(&mut *self.tx).await?;
-                return Ok(DbOutput {
-                    rows: Vec::new(),
-                    rows_affected: done.rows_affected(),
-                    truncated: false,
-                });
-            }
-            let mut output = DbOutput::default();
-            let mut rows = bind_params(sql, params).fetch(&mut *self.tx);
-            while let Some(row) = rows.try_next().await? {
-                if output.rows.len() >= max_rows {
-                    output.truncated = true;
-                    break;
-                }
-                output.rows.push(sqlite_row_to_json(&row));
-            }
-            Ok(output)
-        })
-    }
-
-    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), DbError>> {
-        Box::pin(async move { Ok(self.tx.commit().await?) })
-    }
-
-    fn rollback(self: Box<Self>) -> BoxFuture<'static, Result<(), DbError>> {
-        Box::pin(async move { Ok(self.tx.rollback().await?) })
-    }
 }
 
 /// What happened to one statement.

@@ -11,8 +11,10 @@ mod cache;
 mod command;
 pub mod db;
 pub mod http;
+mod inspect;
 pub mod limits;
 pub mod registry;
+pub mod sql;
 mod state;
 
 use std::path::PathBuf;
@@ -33,11 +35,13 @@ use wasmtime_wasi_http::WasiHttpCtx;
 pub use self::cache::CacheStats;
 pub use self::db::{
     DbBegin, DbError, DbExecutor, DbOutput, DbStatementOutcome, DbStatementRecord, DbTransaction,
-    DbTransactionOutcome, DbTransactionRecord, SqliteExecutor,
+    DbTransactionOutcome, DbTransactionRecord,
 };
 pub use self::http::{HttpCallRecord, HttpGrant, is_restricted};
+pub use self::inspect::{Capability, Inspection, Item as InspectedItem};
 pub use self::limits::{LOG_TRUNCATED_MARKER, Limits, LogLevel, LogLine, LogStream};
 pub use self::registry::Registry;
+pub use self::sql::{Dialect, SqlExecutor, SqlPool};
 
 use self::cache::{CompileCache, sha256_hex};
 use self::db::DbCallState;

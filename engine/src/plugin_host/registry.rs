@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::db::SqliteExecutor;
+use super::sql::{Dialect, SqlExecutor};
 use super::{DbExecutor, Grants, HostSettings, Limits, LoadedPlugin, PluginHost, PluginSpec};
 use crate::config::{Config, Plugin};
 
@@ -135,7 +135,7 @@ async fn connect_databases(config: &Config) -> Result<Option<Arc<dyn DbExecutor>
     if granted.is_empty() {
         return Ok(None);
     }
-    let mut executor = SqliteExecutor::new();
+    let mut executor = SqlExecutor::new();
     let mut problems = Vec::new();
     for name in granted {
         let Some(url) = config.connections.get(name) else {
@@ -143,15 +143,18 @@ async fn connect_databases(config: &Config) -> Result<Option<Arc<dyn DbExecutor>
             continue;
         };
         let url = url.expose();
-        let result = if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = config.base_dir.join(path.split('?').next().unwrap_or(path));
-            executor
-                .connect(name, &format!("sqlite://{}?mode=rwc", path.display()))
-                .await
-                .map_err(|e| e.to_string())
-        } else {
-            Err("only sqlite:// connections are supported so far".to_string())
-        };
+        let result = match (Dialect::of_url(url), url.strip_prefix("sqlite://")) {
+            (Ok(Dialect::Sqlite), Some(path)) => {
+                // Relative to the config file's folder, created when missing.
+                let path = config.base_dir.join(path.split('?').next().unwrap_or(path));
+                executor
+                    .connect(name, &format!("sqlite://{}?mode=rwc", path.display()))
+                    .await
+            }
+            (Ok(_), _) => executor.connect(name, url).await,
+            (Err(e), _) => Err(e),
+        }
+        .map_err(|e| e.to_string());
         if let Err(e) = result {
             problems.push(format!("connection `{name}`: {e}"));
         }
