@@ -50,10 +50,12 @@ pub fn run(command: PluginsCommand) -> ExitCode {
     }
 }
 
-/// A host for one-off loading: no compile cache, one instance slot.
+/// A host for one-off loading: no compile cache, one instance slot, fuel counted (so plugins
+/// with a fuel budget load as they do in a server).
 fn cli_host() -> Result<PluginHost, ExitCode> {
     PluginHost::new(HostSettings {
         max_instances: 1,
+        consume_fuel: true,
         ..HostSettings::default()
     })
     .map_err(|e| {

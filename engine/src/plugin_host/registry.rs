@@ -34,6 +34,8 @@ impl Registry {
         let settings = HostSettings {
             cache_dir: Some(config.base_dir.join(CACHE_DIR)),
             db,
+            // Counting fuel costs a little on every call; only when some plugin has a budget.
+            consume_fuel: config.plugins.iter().any(|p| p.fuel.is_some()),
             ..HostSettings::default()
         };
         let host = PluginHost::new(settings).map_err(|e| vec![e.to_string()])?;
