@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, TlsMode};
-use crate::dispatch::{Dispatcher, SharedRules, Wake};
+use crate::dispatch::{Dispatcher, Wake};
 use crate::plugin_host::Registry;
-use crate::rules::RuleSet;
+use crate::rules::{LiveRules, RuleSet};
 use crate::store::{GroupCommitSettings, Store, StoreError};
 
 /// How long a client may take to finish the TLS handshake.
@@ -166,9 +166,10 @@ pub async fn run(
         }
     };
     tracing::info!(rules = rules.len(), "rules loaded");
+    let rules = LiveRules::new(rules);
     let dispatcher = Dispatcher::start(
         store.clone(),
-        SharedRules::new(rules),
+        rules.clone(),
         plugins,
         state.config.clone(),
         state.wake.clone(),
@@ -192,8 +193,9 @@ pub async fn run(
         listeners.admin,
         crate::admin::app(state.clone()),
         None,
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let reloader = tokio::spawn(rules.watch(state.config.clone(), stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing open requests");
@@ -201,6 +203,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = ingress.await;
     let _ = admin.await;
+    let _ = reloader.await;
     dispatcher.shutdown().await;
     store.close().await;
     tracing::info!("stopped; every acknowledged event is committed");

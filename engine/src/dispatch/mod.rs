@@ -11,7 +11,7 @@ pub mod ops;
 mod run;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, DispatchSettings};
 use crate::model::{ExecutionId, Millis};
 use crate::plugin_host::Registry;
-use crate::rules::{EventView, RuleSet};
+use crate::rules::{EventView, LiveRules, RuleSet};
 use crate::store::{ClaimExclusions, EventPlan, NewExecution, Store, StoredEvent};
 
 /// Events matched and planned per transaction.
@@ -33,31 +33,6 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// How long running actions get to finish on shutdown before they are given back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// The rules in force; swapped whole on reload.
-#[derive(Clone)]
-pub struct SharedRules(Arc<RwLock<Arc<RuleSet>>>);
-
-impl SharedRules {
-    pub fn new(rules: RuleSet) -> SharedRules {
-        SharedRules(Arc::new(RwLock::new(Arc::new(rules))))
-    }
-
-    pub fn current(&self) -> Arc<RuleSet> {
-        match self.0.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub fn replace(&self, rules: RuleSet) {
-        let rules = Arc::new(rules);
-        match self.0.write() {
-            Ok(mut guard) => *guard = rules,
-            Err(poisoned) => *poisoned.into_inner() = rules,
-        }
-    }
-}
 
 /// Wakes the dispatcher: the matcher when events were stored, the workers when executions
 /// were planned or finished. Cheap to clone; a wake with nobody waiting is remembered.
@@ -82,7 +57,7 @@ impl Wake {
 /// Everything the matcher and the workers share.
 pub(crate) struct Shared {
     pub(crate) store: Store,
-    pub(crate) rules: SharedRules,
+    pub(crate) rules: LiveRules,
     pub(crate) plugins: Registry,
     pub(crate) config: Arc<Config>,
     pub(crate) settings: DispatchSettings,
@@ -111,7 +86,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn start(
         store: Store,
-        rules: SharedRules,
+        rules: LiveRules,
         plugins: Registry,
         config: Arc<Config>,
         wake: Wake,

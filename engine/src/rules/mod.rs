@@ -8,6 +8,7 @@ mod compile;
 pub mod condition;
 pub mod config;
 pub mod index;
+mod live;
 pub mod template;
 pub mod trace;
 
@@ -22,6 +23,7 @@ pub use compile::{
     DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, compile_files, load_paths,
 };
 pub use config::{RuleConfig, RuleFile, format_duration, parse_duration, rule_file_schema};
+pub use live::{LiveRules, ReloadError, ReloadStatus};
 pub use trace::{
     ActionTrace, ConditionTrace, IfTrace, LeafTrace, RuleTrace, dry_run_json, render_text,
 };
