@@ -1,8 +1,13 @@
 //! hookwise benchmarks. Each subcommand prints a Markdown table and, with `--write FILE`,
 //! replaces its section of that file (BENCHMARKS.md) between markers.
 //!
+//! `drain`: a whole server: sustained ingest and drain rates with the no-op plugin, and
+//! ack / ack-to-done latency at a fixed offered load.
+//!
 //! `store`: event inserts per second through the group-commit path versus one transaction per
 //! insert, on a SQLite file and on PostgreSQL, with 2 KiB payloads from many concurrent tasks.
+
+mod drain;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +42,31 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         events: usize,
         /// Replace the rules section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// A whole server with the no-op plugin: sustained ingest vs drain, and latencies at a
+    /// fixed offered load.
+    Drain {
+        /// Concurrent client connections for the sustained run.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds of sustained load per run.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Sustained runs (fresh server each); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Offered events per second for the latency run.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 10)]
+        paced_seconds: u64,
+        /// dispatch.workers of the server.
+        #[arg(long, default_value_t = 16)]
+        workers: u32,
+        /// Replace the drain section of this file (e.g. BENCHMARKS.md).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -357,6 +387,21 @@ async fn main() -> anyhow::Result<()> {
                 replace_section(&file, "rules", &out)?;
             }
         }
+        Command::Drain {
+            connections,
+            seconds,
+            runs,
+            rate,
+            paced_seconds,
+            workers,
+            write,
+        } => {
+            let out = bench_drain(connections, seconds, runs, rate, paced_seconds, workers).await?;
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "drain", &out)?;
+            }
+        }
         Command::Store {
             events,
             single_events,
@@ -402,6 +447,76 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn bench_drain(
+    connections: usize,
+    seconds: u64,
+    runs: usize,
+    rate: u64,
+    paced_seconds: u64,
+    workers: u32,
+) -> anyhow::Result<String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo.join("target"))
+        .join("bench-plugins");
+    let noop = drain::build_noop(&repo, &target)?;
+    let mut results = Vec::new();
+    for run in 0..runs.max(1) {
+        let server = drain::start(&noop, workers).await?;
+        let r = drain::sustained(&server, connections, seconds).await?;
+        eprintln!(
+            "run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of load {}",
+            run + 1,
+            r.ingest_per_s,
+            r.drain_per_s,
+            r.backlog_at_end
+        );
+        results.push(r);
+        server.stop().await?;
+    }
+    let server = drain::start(&noop, workers).await?;
+    let p = drain::paced(&server, rate, paced_seconds).await?;
+    server.stop().await?;
+
+    let ingest = median(results.iter().map(|r| r.ingest_per_s).collect());
+    let drained = median(results.iter().map(|r| r.drain_per_s).collect());
+    let runs_text: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "{:.0} / {:.0} / {}",
+                r.ingest_per_s, r.drain_per_s, r.backlog_at_end
+            )
+        })
+        .collect();
+    Ok(format!(
+        "Measured {} on {}; SQLite store (synchronous=FULL), {workers} workers, the no-op Rust \
+         plugin (fresh instance per call), signed 2 KiB GitHub pushes over plain HTTP on \
+         loopback from this process.\n\n\
+         | figure | value |\n|---|---:|\n\
+         | sustained ingest, {connections} connections, {seconds} s (median of {runs}) | {ingest:.0} events/s |\n\
+         | drain (actions completed per second over the same runs, until the backlog is empty) | {drained:.0} actions/s |\n\
+         | drain / ingest | {:.2} |\n\
+         | at {} events/s offered for {paced_seconds} s: ack p50 / p99 | {:.1} / {:.1} ms |\n\
+         | at {} events/s: ack to action done p50 / p99 | {} / {} ms |\n\n\
+         The latency run sent {} events ({} acknowledged). Runs (ingest/s / drain/s / backlog \
+         when the load stopped): {}.\n",
+        today(),
+        machine(),
+        drained / ingest,
+        p.offered_per_s,
+        p.ack_p50_ms,
+        p.ack_p99_ms,
+        p.offered_per_s,
+        p.done_p50_ms,
+        p.done_p99_ms,
+        rate * paced_seconds,
+        p.sent,
+        runs_text.join("; "),
+    ))
 }
 
 /// Today's date (UTC) as YYYY-MM-DD.
