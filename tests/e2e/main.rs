@@ -4,6 +4,7 @@
 mod cli;
 mod ingress;
 mod plugins;
+mod plugins_lang;
 mod rules;
 mod serve;
 mod store;
