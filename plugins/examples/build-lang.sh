@@ -60,10 +60,9 @@ install_js_tools() {
 
 build_js() {
   echo "build-lang: componentize-js js/plugin.js -> $out/js.wasm" >&2
-  # Wizer (inside componentize-js) keeps a wasmtime cache under
-  # $HOME/.cache whatever XDG_CACHE_HOME says: keep it in OUT_DIR.
-  mkdir -p "$tools/home"
-  HOME="$tools/home" node "$tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
+  # Its wizer keeps a compile cache (~20 MB) in the user's ~/.cache/wasmtime;
+  # neither HOME nor XDG_CACHE_HOME moves it.
+  node "$tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
     "$here/js/plugin.js" --wit "$wit" --world-name plugin -o "$out/js.wasm.tmp"
   mv "$out/js.wasm.tmp" "$out/js.wasm"
 }

@@ -40,8 +40,9 @@ export async function handle(ctx, event, input) {
     response = await fetch(url);
     body = await response.text();
   } catch (e) {
-    // Refused by the host (not granted), unreachable, timed out, ...:
-    // worth another try later, perhaps after the grant was fixed.
+    // Refused by the host (not granted), unreachable, timed out, ...: fetch
+    // only says "NetworkError"; the host's HTTP record of the call says why.
+    // Worth another try later, perhaps after the grant was fixed.
     throw new PluginError('retryable', `fetch ${url} failed: ${e}`, 1000n);
   }
   return { output: JSON.stringify({ status: response.status, body }) };
