@@ -154,17 +154,26 @@ pub fn request(
         .body()
         .map_err(|()| invalid("request body already taken".to_string()))?;
     let future = outgoing_handler::handle(request, None).map_err(classify)?;
+    // A body that cannot be written usually means the host refused or failed the request;
+    // the response future then says why, so it is consulted before the write error.
+    let mut write_error = None;
     if let Some(bytes) = body {
         let stream = outgoing_body
             .write()
             .map_err(|()| invalid("request body stream already taken".to_string()))?;
         for chunk in bytes.chunks(WRITE_CHUNK) {
-            stream.blocking_write_and_flush(chunk).map_err(|e| {
-                Error::new(ErrorKind::Network, format!("writing request body: {e:?}"))
-            })?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                write_error = Some(Error::new(
+                    ErrorKind::Network,
+                    format!("writing request body: {e:?}"),
+                ));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(outgoing_body, None).map_err(classify)?;
+    if let Err(code) = OutgoingBody::finish(outgoing_body, None) {
+        write_error.get_or_insert_with(|| classify(code));
+    }
 
     let response = loop {
         match future.get() {
@@ -176,6 +185,9 @@ pub fn request(
             None => wait(&future.subscribe(), deadline)?,
         }
     };
+    if let Some(error) = write_error {
+        return Err(error);
+    }
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response
@@ -219,7 +231,10 @@ fn wait(ready: &Pollable, deadline: Option<u64>) -> Result<(), Error> {
     if fired.contains(&0) {
         Ok(())
     } else {
-        Err(Error::new(ErrorKind::Timeout, "timed out waiting for the response"))
+        Err(Error::new(
+            ErrorKind::Timeout,
+            "timed out waiting for the response",
+        ))
     }
 }
 
@@ -264,12 +279,21 @@ fn parse_http_date(value: &str) -> Option<u64> {
     let year: u64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || s > 60
+    if parts.next()? != "GMT"
+        || !(1..=31).contains(&day)
+        || year < 1970
+        || h > 23
+        || m > 59
+        || s > 60
     {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm), years from March.
-    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let doy = (153 * mo + 2) / 5 + day - 1;
@@ -284,9 +308,15 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(parse_http_date("Tue, 29 Feb 2028 12:00:00 GMT"), Some(1_835_438_400));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2028 12:00:00 GMT"),
+            Some(1_835_438_400)
+        );
         assert_eq!(parse_http_date("yesterday"), None);
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
     }

@@ -109,7 +109,8 @@ impl Plugin for CallApi {
     type Output = Value;
 
     fn handle(_ctx: &Context, _event: &Event, input: Input) -> Result<Value, PluginError> {
-        let request = Request::build(input).map_err(|e| PluginError::fatal(format!("call-api: {e}")))?;
+        let request =
+            Request::build(input).map_err(|e| PluginError::fatal(format!("call-api: {e}")))?;
         request.run()
     }
 }
@@ -531,7 +532,10 @@ mod tests {
 
     #[test]
     fn timeouts() {
-        assert_eq!(parse_timeout(&json!("500ms")), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_timeout(&json!("500ms")),
+            Ok(Duration::from_millis(500))
+        );
         assert_eq!(parse_timeout(&json!("2s")), Ok(Duration::from_secs(2)));
         assert_eq!(parse_timeout(&json!(3)), Ok(Duration::from_secs(3)));
         assert!(parse_timeout(&json!("10h")).is_err());

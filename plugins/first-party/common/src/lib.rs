@@ -211,7 +211,10 @@ mod tests {
     fn query_strings() {
         let q = vec![("a b".to_string(), "x&y".to_string())];
         assert_eq!(with_query("http://h/p", &q), "http://h/p?a%20b=x%26y");
-        assert_eq!(with_query("http://h/p?z=1", &q), "http://h/p?z=1&a%20b=x%26y");
+        assert_eq!(
+            with_query("http://h/p?z=1", &q),
+            "http://h/p?z=1&a%20b=x%26y"
+        );
         assert_eq!(with_query("http://h/p#f", &q), "http://h/p?a%20b=x%26y#f");
     }
 

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hookwise_first_party::{
-    HmacAlgorithm, base64 as b64, check_header_name, check_header_value, check_url,
-    percent_encode, status_error, transport_error, with_query,
+    HmacAlgorithm, base64 as b64, check_header_name, check_header_value, check_url, percent_encode,
+    status_error, transport_error, with_query,
 };
 use hookwise_plugin_sdk::serde_json::{self, Map, Value, json};
 use hookwise_plugin_sdk::{Context, Event, Plugin, PluginError, export_plugin, http, log};
@@ -172,7 +172,9 @@ impl SlackMessage {
     fn check(&self) -> Result<(), PluginError> {
         let text = self.text.as_deref().unwrap_or("");
         if text.trim().is_empty() && self.blocks.is_none() && self.attachments.is_none() {
-            return Err(bad("a Slack message needs `text`, `blocks` or `attachments`"));
+            return Err(bad(
+                "a Slack message needs `text`, `blocks` or `attachments`",
+            ));
         }
         if text.chars().count() > SLACK_MAX_TEXT {
             return Err(bad(format!(
@@ -186,8 +188,13 @@ impl SlackMessage {
                     blocks.len()
                 )));
             }
-            if let Some(i) = blocks.iter().position(|b| !b.get("type").is_some_and(Value::is_string)) {
-                return Err(bad(format!("`blocks[{i}]` is not a Block Kit block (no `type`)")));
+            if let Some(i) = blocks
+                .iter()
+                .position(|b| !b.get("type").is_some_and(Value::is_string))
+            {
+                return Err(bad(format!(
+                    "`blocks[{i}]` is not a Block Kit block (no `type`)"
+                )));
             }
         }
         Ok(())
@@ -432,7 +439,9 @@ fn teams(input: TeamsInput) -> Result<Value, PluginError> {
         }
         (Some(card), false) => {
             if card.get("type").and_then(Value::as_str) != Some("AdaptiveCard") {
-                return Err(bad("`card` must be an Adaptive Card (`\"type\": \"AdaptiveCard\"`)"));
+                return Err(bad(
+                    "`card` must be an Adaptive Card (`\"type\": \"AdaptiveCard\"`)",
+                ));
             }
             card
         }
@@ -586,7 +595,9 @@ fn standard_webhooks_key(secret: &str) -> Result<Vec<u8>, PluginError> {
         .decode(encoded)
         .map_err(|e| bad(format!("`signing_secret` is not valid base64: {e}")))?;
     if key.len() < 24 {
-        return Err(bad("`signing_secret` is too short (at least 24 bytes of key)"));
+        return Err(bad(
+            "`signing_secret` is too short (at least 24 bytes of key)",
+        ));
     }
     Ok(key)
 }
@@ -673,7 +684,9 @@ impl Address {
     fn parse(field: &str, text: &str) -> Result<Address, PluginError> {
         let text = text.trim();
         if text.chars().any(char::is_control) {
-            return Err(bad(format!("`{field}`: addresses may not contain line breaks")));
+            return Err(bad(format!(
+                "`{field}`: addresses may not contain line breaks"
+            )));
         }
         let (name, email) = match (text.rfind('<'), text.ends_with('>')) {
             (Some(open), true) => {
@@ -780,7 +793,11 @@ fn email(input: EmailInput) -> Result<Value, PluginError> {
         return Err(bad("`message_stream` is only used with `email: postmark`"));
     }
     let base = |default: &str| -> Result<String, PluginError> {
-        let base = input.api_url.as_deref().unwrap_or(default).trim_end_matches('/');
+        let base = input
+            .api_url
+            .as_deref()
+            .unwrap_or(default)
+            .trim_end_matches('/');
         check_url("api_url", base).map_err(bad)?;
         Ok(base.to_string())
     };
@@ -807,7 +824,8 @@ fn email(input: EmailInput) -> Result<Value, PluginError> {
 
 /// SendGrid v3 `POST /v3/mail/send`; answers 202 with no body.
 fn sendgrid(base: &str, key: &str, mail: &Mail) -> Result<Value, PluginError> {
-    let mut personalization = json!({ "to": mail.to.iter().map(Address::sendgrid).collect::<Vec<_>>() });
+    let mut personalization =
+        json!({ "to": mail.to.iter().map(Address::sendgrid).collect::<Vec<_>>() });
     if !mail.cc.is_empty() {
         personalization["cc"] = mail.cc.iter().map(Address::sendgrid).collect();
     }
@@ -839,7 +857,9 @@ fn sendgrid(base: &str, key: &str, mail: &Mail) -> Result<Value, PluginError> {
         &body,
     )?;
     let id = response.header("x-message-id").map(str::to_string);
-    Ok(json!({ "target": "email", "provider": "sendgrid", "status": response.status, "message_id": id }))
+    Ok(
+        json!({ "target": "email", "provider": "sendgrid", "status": response.status, "message_id": id }),
+    )
 }
 
 /// Postmark `POST /email`; answers 200 with `ErrorCode: 0` and a `MessageID`.
@@ -849,7 +869,12 @@ fn postmark(
     mail: &Mail,
     stream: Option<&str>,
 ) -> Result<Value, PluginError> {
-    let join = |list: &[Address]| list.iter().map(Address::display).collect::<Vec<_>>().join(", ");
+    let join = |list: &[Address]| {
+        list.iter()
+            .map(Address::display)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut body = Map::new();
     body.insert("From".into(), Value::String(mail.from.display()));
     body.insert("To".into(), Value::String(join(&mail.to)));

@@ -84,8 +84,7 @@ impl Plugin for WriteDb {
     type Output = Value;
 
     fn handle(_ctx: &Context, _event: &Event, input: Input) -> Result<Value, PluginError> {
-        let statement =
-            build(&input).map_err(|e| PluginError::fatal(format!("write-db: {e}")))?;
+        let statement = build(&input).map_err(|e| PluginError::fatal(format!("write-db: {e}")))?;
         let result = db::execute(&input.connection, &statement.sql, &statement.params)
             .map_err(|e| classify_db_error(&input, e))?;
         if db::already_applied(&result) {
@@ -192,7 +191,9 @@ pub fn build(input: &Input) -> Result<Statement, String> {
     for name in input.columns.keys() {
         check_identifier("column", name)?;
         if !seen.insert(name.to_ascii_lowercase()) {
-            return Err(format!("column {name:?} is given twice (names ignore case)"));
+            return Err(format!(
+                "column {name:?} is given twice (names ignore case)"
+            ));
         }
     }
     let mut keys = BTreeSet::new();
@@ -299,7 +300,11 @@ pub fn build(input: &Input) -> Result<Statement, String> {
                     return Err(format!("key column {key:?} is null"));
                 }
                 params.push(param(value));
-                conditions.push(format!("{} = {}", quote(d, key), placeholder(d, params.len())));
+                conditions.push(format!(
+                    "{} = {}",
+                    quote(d, key),
+                    placeholder(d, params.len())
+                ));
             }
             let sql = format!(
                 "UPDATE {table} SET {} WHERE {}",
@@ -405,7 +410,10 @@ mod tests {
     fn insert_per_dialect() {
         let base = json!({"connection": "c", "table": "orders", "columns": {"id": 1, "name": "x"}});
         let s = sql(base.clone()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.sql, r#"INSERT INTO "orders" ("id", "name") VALUES (?, ?)"#);
+        assert_eq!(
+            s.sql,
+            r#"INSERT INTO "orders" ("id", "name") VALUES (?, ?)"#
+        );
         assert_eq!(s.params, vec![json!(1), json!("x")]);
         let mut pg = base.clone();
         pg["dialect"] = json!("postgres");
