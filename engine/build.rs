@@ -13,6 +13,22 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 /// File names cargo gives the three components (library crates: `-` becomes `_`).
 const COMPONENTS: [&str; 3] = ["notify.wasm", "call_api.wasm", "write_db.wasm"];
+/// What the components are built from, relative to `plugins/`.
+const WATCHED: [&str; 13] = [
+    "first-party/Cargo.toml",
+    "first-party/Cargo.lock",
+    "first-party/common/Cargo.toml",
+    "first-party/common/src",
+    "first-party/notify/Cargo.toml",
+    "first-party/notify/src",
+    "first-party/call-api/Cargo.toml",
+    "first-party/call-api/src",
+    "first-party/write-db/Cargo.toml",
+    "first-party/write-db/src",
+    "sdk/Cargo.toml",
+    "sdk/src",
+    "wit",
+];
 /// Variables of the outer build that must not leak into the plugin build: flags meant for
 /// the host target, a forced target, and the clippy wrapper (`cargo clippy` lints the
 /// plugins in their own workspace).
@@ -29,8 +45,9 @@ const SCRUBBED_ENV: [&str; 7] = [
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let plugins = manifest_dir.join("../plugins");
-    for dir in ["first-party", "sdk", "wit"] {
-        println!("cargo:rerun-if-changed={}", plugins.join(dir).display());
+    // Sources only: a `target/` left in plugins/ by a manual build must not rerun this.
+    for path in WATCHED {
+        println!("cargo:rerun-if-changed={}", plugins.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=HOOKWISE_PREBUILT_PLUGINS");
     let out = PathBuf::from(env("OUT_DIR")).join("first-party");
@@ -43,9 +60,13 @@ fn main() {
     check_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut command = Command::new(&cargo);
-    command
-        .current_dir(plugins.join("first-party"))
-        .args(["build", "--release", "--locked", "--target", TARGET]);
+    command.current_dir(plugins.join("first-party")).args([
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        TARGET,
+    ]);
     for name in SCRUBBED_ENV {
         command.env_remove(name);
     }
