@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod dispatch;
+mod first_party;
 mod ingress;
 mod plugins;
 mod plugins_cli;

@@ -21,6 +21,10 @@ const SECRETS: &[&str] = &[
     "CRM_API_TOKEN",
     "PRIVACY_API_TOKEN",
     "INCIDENT_API_TOKEN",
+    "TEAMS_OPS_URL",
+    "POSTMARK_TOKEN",
+    "FULFILMENT_SIGNING_KEY",
+    "AUDIT_WEBHOOK_SECRET",
 ];
 
 fn repo() -> PathBuf {

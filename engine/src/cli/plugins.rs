@@ -12,7 +12,7 @@ use super::{print_problems, usage};
 use crate::config::{Config, Plugin};
 use crate::plugin_host::registry::spec_for;
 use crate::plugin_host::{
-    Capability, HostSettings, InspectedItem, Inspection, PluginAbi, PluginHost,
+    Capability, HostSettings, InspectedItem, Inspection, PluginAbi, PluginHost, WasmSource,
 };
 
 #[derive(Debug, Subcommand)]
@@ -122,11 +122,17 @@ fn listed(host: &PluginHost, plugin: &Plugin) -> Listed {
         },
         error: None,
     };
-    let Some(path) = &plugin.path else {
-        out.error = Some("built-in plugin without wasm in this build".to_string());
-        return out;
+    let wasm = match &plugin.path {
+        Some(path) => WasmSource::Path(path.clone()),
+        None => match crate::plugin_host::builtin::component(&plugin.name) {
+            Some(bytes) => WasmSource::Bytes(bytes.to_vec()),
+            None => {
+                out.error = Some("built-in plugin without wasm in this build".to_string());
+                return out;
+            }
+        },
     };
-    match host.load(spec_for(plugin, path.clone())) {
+    match host.load(spec_for(plugin, wasm)) {
         Ok(loaded) => {
             out.status = Status::Ok;
             out.abi = Some(loaded.abi());

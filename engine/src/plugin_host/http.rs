@@ -514,9 +514,15 @@ impl CallHttpState {
             .boxed_unsync()
         });
         let io: IoFuture = Box::new(async move {
-            // Keeps the connection task alive until wasmtime drops this future.
-            let _conn = conn;
-            Ok(())
+            // wasmtime runs this future as the response's worker task and aborts it when the
+            // guest drops the response. Until then it drives the connection, so that bodies
+            // larger than what arrived with the headers can be read to the end.
+            let mut conn = conn;
+            match (&mut conn.0).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(HttpError::Hyper(e)),
+                Err(_) => Ok(()),
+            }
         });
         Ok((response, io))
     }

@@ -7,6 +7,7 @@
 //! (the main one), and WASI preview 1 command modules that read
 //! `{"ctx","event","input"}` on stdin and write their output JSON on stdout.
 
+pub mod builtin;
 mod cache;
 mod command;
 pub mod db;

@@ -1,34 +1,30 @@
 //! The plugins of a running hookwise: one host built from the config, and every configured
-//! plugin compiled (or loaded from the compile cache) and linked once at start-up.
+//! plugin (the built-in ones from the components embedded in the binary) compiled, or
+//! loaded from the compile cache, and linked once at start-up.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::builtin;
 use super::sql::{Dialect, SqlExecutor};
-use super::{DbExecutor, Grants, HostSettings, Limits, LoadedPlugin, PluginHost, PluginSpec};
+use super::{
+    DbExecutor, Grants, HostSettings, Limits, LoadedPlugin, PluginHost, PluginSpec, WasmSource,
+};
 use crate::config::{Config, Plugin};
 
 /// Folder (beside the store, under the config's folder) of compiled plugins.
 pub const CACHE_DIR: &str = "hookwise-cache";
 
-/// One configured plugin, ready or not.
-#[derive(Clone)]
-enum Entry {
-    Ready(LoadedPlugin),
-    /// Configured but not runnable in this build; calls fail with this reason.
-    Unavailable(String),
-}
-
 /// The loaded plugins. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
     host: PluginHost,
-    entries: Arc<HashMap<String, (Entry, Option<u32>)>>,
+    entries: Arc<HashMap<String, (LoadedPlugin, Option<u32>)>>,
 }
 
 impl Registry {
-    /// Builds the host and loads every plugin of `config`. All problems are returned at once.
+    /// Builds the host and loads every plugin of `config`: files from their `path`, built-in
+    /// plugins from the components embedded in this binary. All problems are returned at once.
     pub async fn from_config(config: &Config) -> Result<Registry, Vec<String>> {
         let db = connect_databases(config).await?;
         let settings = HostSettings {
@@ -42,37 +38,36 @@ impl Registry {
         let mut entries = HashMap::new();
         let mut problems = Vec::new();
         for plugin in &config.plugins {
-            let entry = match &plugin.path {
-                None => Entry::Unavailable(format!(
-                    "built-in plugin `{}` is not part of this build yet",
-                    plugin.name
-                )),
-                Some(path) => {
-                    let host = host.clone();
-                    let spec = spec_for(plugin, path.clone());
-                    // Compiling is CPU-bound; keep it off the async workers.
-                    match tokio::task::spawn_blocking(move || host.load(spec)).await {
-                        Ok(Ok(loaded)) => {
-                            tracing::info!(
-                                plugin = %plugin.name,
-                                abi = ?loaded.abi(),
-                                cached = loaded.from_cache(),
-                                "plugin loaded"
-                            );
-                            Entry::Ready(loaded)
-                        }
-                        Ok(Err(e)) => {
-                            problems.push(e.to_string());
-                            continue;
-                        }
-                        Err(e) => {
-                            problems.push(format!("loading plugin `{}`: {e}", plugin.name));
-                            continue;
-                        }
+            let wasm = match &plugin.path {
+                Some(path) => WasmSource::Path(path.clone()),
+                None => match builtin::component(&plugin.name) {
+                    Some(bytes) => WasmSource::Bytes(bytes.to_vec()),
+                    None => {
+                        problems.push(format!(
+                            "plugin `{}` has no path and is not built in",
+                            plugin.name
+                        ));
+                        continue;
                     }
-                }
+                },
             };
-            entries.insert(plugin.name.clone(), (entry, plugin.concurrency));
+            let host = host.clone();
+            let spec = spec_for(plugin, wasm);
+            // Compiling is CPU-bound; keep it off the async workers.
+            match tokio::task::spawn_blocking(move || host.load(spec)).await {
+                Ok(Ok(loaded)) => {
+                    tracing::info!(
+                        plugin = %plugin.name,
+                        builtin = plugin.path.is_none(),
+                        abi = ?loaded.abi(),
+                        cached = loaded.from_cache(),
+                        "plugin loaded"
+                    );
+                    entries.insert(plugin.name.clone(), (loaded, plugin.concurrency));
+                }
+                Ok(Err(e)) => problems.push(e.to_string()),
+                Err(e) => problems.push(format!("loading plugin `{}`: {e}", plugin.name)),
+            }
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -90,8 +85,7 @@ impl Registry {
     /// The loaded plugin called `name`, or why it cannot run.
     pub fn get(&self, name: &str) -> Result<&LoadedPlugin, String> {
         match self.entries.get(name) {
-            Some((Entry::Ready(p), _)) => Ok(p),
-            Some((Entry::Unavailable(why), _)) => Err(why.clone()),
+            Some((p, _)) => Ok(p),
             None => Err(format!("plugin `{name}` is not configured")),
         }
     }
@@ -109,11 +103,12 @@ impl Registry {
     }
 }
 
-/// The host-side spec of a configured plugin.
-pub fn spec_for(plugin: &Plugin, path: PathBuf) -> PluginSpec {
+/// The host-side spec of a configured plugin whose component is `wasm`. Built-in plugins
+/// get exactly the limits and grants the config gives them (nothing by default).
+pub fn spec_for(plugin: &Plugin, wasm: WasmSource) -> PluginSpec {
     PluginSpec {
         name: plugin.name.clone(),
-        wasm: super::WasmSource::Path(path),
+        wasm,
         limits: Limits {
             memory_bytes: plugin.memory,
             timeout: plugin.timeout,

@@ -1,0 +1,1490 @@
+//! The built-in plugins (`notify`, `call-api`, `write-db`), as embedded in the binary, called
+//! through the plugin host against real local HTTP receivers and real SQLite databases: the
+//! exact request each service expects, signatures hookwise's own `verify` accepts, retry
+//! classification (500, 429 + Retry-After, timeout, 400), input validation, SQL injection
+//! attempts and exactly-once writes; then one event end to end through a running server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hookwise::model::ExecutionStatus;
+use hookwise::plugin_host::{
+    CallContext, CallError, CallEvent, CallReport, ErrorKind, Grants, HostSettings, Limits,
+    LoadedPlugin, PluginHost, PluginSpec, SqlExecutor, WasmSource, builtin,
+};
+use hookwise::verify::{Keys, Provider, Request, VerifyOptions};
+use serde_json::{Value, json};
+
+// ---- a receiver that records every request exactly -------------------------------------
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+struct Captured {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Captured {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// What the receiver answers next.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Duration,
+}
+
+impl Answer {
+    fn new(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn json(status: u16, body: Value) -> Answer {
+        Answer::new(status, &body.to_string()).header("content-type", "application/json")
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Answer {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Default)]
+struct CaptureState {
+    answers: VecDeque<Answer>,
+    seen: Vec<Captured>,
+}
+
+/// A local HTTP server standing in for Slack, Discord, Teams, a mail API or any API.
+#[derive(Clone)]
+struct Capture {
+    addr: SocketAddr,
+    state: Arc<Mutex<CaptureState>>,
+}
+
+impl Capture {
+    async fn start() -> Capture {
+        use axum::extract::State;
+        use axum::response::IntoResponse;
+
+        async fn any(
+            State(state): State<Arc<Mutex<CaptureState>>>,
+            method: http::Method,
+            uri: http::Uri,
+            headers: http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            let answer = {
+                let mut s = state.lock().unwrap();
+                s.seen.push(Captured {
+                    method: method.to_string(),
+                    path: uri.path().to_string(),
+                    query: uri.query().map(str::to_string),
+                    headers,
+                    body: body.to_vec(),
+                });
+                s.answers
+                    .pop_front()
+                    .unwrap_or_else(|| Answer::new(200, "ok"))
+            };
+            tokio::time::sleep(answer.delay).await;
+            let mut response = (
+                http::StatusCode::from_u16(answer.status).unwrap(),
+                answer.body,
+            )
+                .into_response();
+            for (name, value) in answer.headers {
+                response
+                    .headers_mut()
+                    .insert(name, http::HeaderValue::from_str(&value).unwrap());
+            }
+            response
+        }
+
+        let state = Arc::new(Mutex::new(CaptureState::default()));
+        let app = axum::Router::new().fallback(any).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Capture { addr, state }
+    }
+
+    fn answer(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.state.lock().unwrap().answers.extend(answers);
+    }
+
+    fn seen(&self) -> Vec<Captured> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// The only request received.
+    fn one(&self) -> Captured {
+        let seen = self.seen();
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        seen[0].clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+// ---- calling the embedded plugins ------------------------------------------------------
+
+const KEY: &str = "exec-key-1";
+
+/// A host whose compile cache is shared by all tests (the embedded bytes never change
+/// within one build, so each component compiles once per run).
+fn host() -> PluginHost {
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("first-party-cache");
+    PluginHost::new(HostSettings {
+        cache_dir: Some(cache),
+        max_instances: 16,
+        ..HostSettings::default()
+    })
+    .expect("host")
+}
+
+fn limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(10),
+        http_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+fn load(host: &PluginHost, name: &str, grants: Grants, limits: Limits) -> LoadedPlugin {
+    let bytes = builtin::component(name).unwrap_or_else(|| panic!("{name} is not built in"));
+    host.load(PluginSpec {
+        name: name.to_string(),
+        wasm: WasmSource::Bytes(bytes.to_vec()),
+        limits,
+        grants,
+    })
+    .unwrap_or_else(|e| panic!("{name} loads: {e}"))
+}
+
+fn http_grant(capture: &Capture) -> Grants {
+    Grants {
+        http: vec![capture.addr.to_string()],
+        db: Vec::new(),
+    }
+}
+
+fn event() -> CallEvent {
+    CallEvent {
+        id: "evt-1".into(),
+        source: "github".into(),
+        event_type: "push".into(),
+        received_at: "2026-01-02T03:04:05Z".into(),
+        headers: vec![("x-github-event".into(), "push".into())],
+        payload_json: r#"{"ref":"refs/heads/main","pusher":{"name":"alice"}}"#.into(),
+    }
+}
+
+async fn call_with(
+    host: &PluginHost,
+    plugin: &LoadedPlugin,
+    input: Value,
+    key: &str,
+) -> CallReport {
+    let ctx = CallContext {
+        rule_id: "rule-1".into(),
+        action_index: 0,
+        attempt: 1,
+        idempotency_key: key.into(),
+    };
+    host.call(plugin, ctx, event(), input.to_string()).await
+}
+
+async fn call(host: &PluginHost, plugin: &LoadedPlugin, input: Value) -> CallReport {
+    call_with(host, plugin, input, KEY).await
+}
+
+fn output(report: &CallReport) -> Value {
+    match &report.result {
+        Ok(out) => serde_json::from_str(out).expect("output is JSON"),
+        Err(e) => panic!("call failed: {e:?}; logs: {:#?}", report.logs),
+    }
+}
+
+/// The plugin's error: (kind, message, retry-after).
+fn failure(report: &CallReport) -> (ErrorKind, String, Option<Duration>) {
+    match &report.result {
+        Err(CallError::Plugin {
+            kind,
+            message,
+            retry_after,
+        }) => (*kind, message.clone(), *retry_after),
+        other => panic!(
+            "expected a plugin error, got {other:?}; logs: {:#?}",
+            report.logs
+        ),
+    }
+}
+
+fn fatal(report: &CallReport, needle: &str) {
+    let (kind, message, _) = failure(report);
+    assert_eq!(kind, ErrorKind::Fatal, "{message}");
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+}
+
+fn retryable(report: &CallReport, needle: &str, after: Option<Duration>) {
+    let (kind, message, retry_after) = failure(report);
+    assert_eq!(kind, ErrorKind::Retryable, "{message}");
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    assert_eq!(retry_after, after, "{message}");
+}
+
+/// Every built-in plugin has a component, and it links against this host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_components_are_embedded_and_load() {
+    let host = host();
+    for name in hookwise::config::BUILTIN_PLUGINS {
+        let plugin = load(&host, name, Grants::default(), limits());
+        assert_eq!(plugin.abi(), hookwise::plugin_host::PluginAbi::Component);
+    }
+}
+
+// ---- notify ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_slack_incoming_webhook_request() {
+    let slack = Capture::start().await;
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&slack), limits());
+    let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*alice* pushed"}}]);
+    let report = call(
+        &host,
+        &notify,
+        json!({
+            "slack_webhook": slack.url("/services/T000/B000/XXXX"),
+            "text": "alice pushed 2 commits",
+            "blocks": blocks,
+            "unfurl_links": false,
+        }),
+    )
+    .await;
+    assert_eq!(
+        output(&report),
+        json!({"target": "slack_webhook", "status": 200})
+    );
+    let req = slack.one();
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/services/T000/B000/XXXX");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("idempotency-key"), Some(KEY));
+    assert_eq!(
+        req.json(),
+        json!({"text": "alice pushed 2 commits", "blocks": blocks, "unfurl_links": false})
+    );
+    // The webhook URL is a secret: logs show the host only.
+    let logs = format!("{:?}", report.logs);
+    assert!(!logs.contains("XXXX"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_slack_chat_post_message() {
+    let slack = Capture::start().await;
+    slack.answer([
+        Answer::json(
+            200,
+            json!({"ok": true, "channel": "C024BE91L", "ts": "1700000000.000100"}),
+        ),
+        Answer::json(200, json!({"ok": false, "error": "channel_not_found"})),
+        Answer::json(429, json!({"ok": false, "error": "ratelimited"})).header("retry-after", "30"),
+    ]);
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&slack), limits());
+    let input = json!({
+        "slack_token": "xoxb-test-token",
+        "slack_api_url": slack.url("/api"),
+        "channel": "C024BE91L",
+        "text": "fallback text",
+        "blocks": [{"type": "divider"}],
+        "thread_ts": "1699999999.000200",
+    });
+    let report = call(&host, &notify, input.clone()).await;
+    assert_eq!(
+        output(&report),
+        json!({"target": "slack_token", "channel": "C024BE91L", "ts": "1700000000.000100"})
+    );
+    let req = slack.one();
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/api/chat.postMessage");
+    assert_eq!(req.header("authorization"), Some("Bearer xoxb-test-token"));
+    assert_eq!(
+        req.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(
+        req.json(),
+        json!({
+            "channel": "C024BE91L",
+            "text": "fallback text",
+            "blocks": [{"type": "divider"}],
+            "thread_ts": "1699999999.000200",
+        })
+    );
+    // `"ok": false` with HTTP 200 is still a failure, and a fatal one for a missing channel.
+    fatal(
+        &call(&host, &notify, input.clone()).await,
+        "channel_not_found",
+    );
+    retryable(
+        &call(&host, &notify, input).await,
+        "429",
+        Some(Duration::from_secs(30)),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_discord_webhook_request() {
+    let discord = Capture::start().await;
+    discord.answer([Answer::json(200, json!({"id": "1180000000000000000"}))]);
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&discord), limits());
+    let embeds = json!([{"title": "PR #7", "description": "Ready", "color": 5814783}]);
+    let report = call(
+        &host,
+        &notify,
+        json!({
+            "discord_webhook": discord.url("/api/webhooks/123/tok-en"),
+            "content": "Review wanted @everyone",
+            "embeds": embeds,
+            "username": "hookwise",
+        }),
+    )
+    .await;
+    assert_eq!(
+        output(&report),
+        json!({"target": "discord_webhook", "status": 200, "message_id": "1180000000000000000"})
+    );
+    let req = discord.one();
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/api/webhooks/123/tok-en");
+    assert_eq!(req.query.as_deref(), Some("wait=true"));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    // Text from events pings nobody unless the rule says so.
+    assert_eq!(
+        req.json(),
+        json!({
+            "content": "Review wanted @everyone",
+            "embeds": embeds,
+            "username": "hookwise",
+            "allowed_mentions": {"parse": []},
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_teams_workflow_adaptive_card() {
+    let teams = Capture::start().await;
+    teams.answer([Answer::new(202, ""), Answer::new(202, "")]);
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&teams), limits());
+    let url = teams.url("/workflows/abc/triggers/manual/paths/invoke");
+    let report = call(
+        &host,
+        &notify,
+        json!({
+            "teams_webhook": url,
+            "title": "Deploy finished",
+            "text": "web 1.2.3 is live",
+            "facts": {"service": "web", "version": "1.2.3"},
+            "link": {"url": "https://example.com/deploys/9", "title": "Details"},
+        }),
+    )
+    .await;
+    assert_eq!(
+        output(&report),
+        json!({"target": "teams_webhook", "status": 202})
+    );
+    let req = teams.one();
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/workflows/abc/triggers/manual/paths/invoke");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(
+        req.json(),
+        json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {"type": "TextBlock", "text": "Deploy finished", "size": "Medium", "weight": "Bolder", "wrap": true},
+                        {"type": "TextBlock", "text": "web 1.2.3 is live", "wrap": true},
+                        {"type": "FactSet", "facts": [
+                            {"title": "service", "value": "web"},
+                            {"title": "version", "value": "1.2.3"},
+                        ]},
+                    ],
+                    "actions": [{"type": "Action.OpenUrl", "title": "Details", "url": "https://example.com/deploys/9"}],
+                },
+            }],
+        })
+    );
+    // A full card is passed through untouched.
+    let card = json!({"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "hi"}]});
+    output(&call(&host, &notify, json!({"teams_webhook": url, "card": card})).await);
+    assert_eq!(teams.seen()[1].json()["attachments"][0]["content"], card);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_signed_webhook_passes_hookwise_verify() {
+    let receiver = Capture::start().await;
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&receiver), limits());
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let report = call(
+        &host,
+        &notify,
+        json!({
+            "webhook": receiver.url("/inbox"),
+            "signing_secret": secret,
+            "headers": {"X-Team": "platform"},
+        }),
+    )
+    .await;
+    assert_eq!(
+        output(&report),
+        json!({"target": "webhook", "status": 200, "signed": true})
+    );
+    let req = receiver.one();
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/inbox");
+    assert_eq!(req.header("x-team"), Some("platform"));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(
+        req.header("webhook-id"),
+        Some(format!("msg_{KEY}").as_str())
+    );
+    // The default body follows the Standard Webhooks payload structure.
+    assert_eq!(
+        req.json(),
+        json!({
+            "type": "push",
+            "timestamp": "2026-01-02T03:04:05Z",
+            "data": {"ref": "refs/heads/main", "pusher": {"name": "alice"}},
+        })
+    );
+    let verified = hookwise::verify::verify(
+        Provider::StandardWebhooks,
+        &Keys::secrets([secret]),
+        &VerifyOptions::default(),
+        &Request {
+            method: "POST",
+            url: &receiver.url("/inbox"),
+            headers: &req.headers,
+            body: &req.body,
+        },
+        SystemTime::now(),
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+    // A different secret does not verify.
+    let other = hookwise::verify::verify(
+        Provider::StandardWebhooks,
+        &Keys::secrets(["whsec_QWxhZGRpbjpvcGVuIHNlc2FtZSBzZXNhbWU="]),
+        &VerifyOptions::default(),
+        &Request {
+            method: "POST",
+            url: &receiver.url("/inbox"),
+            headers: &req.headers,
+            body: &req.body,
+        },
+        SystemTime::now(),
+    );
+    assert!(other.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_email_apis_get_their_documented_requests() {
+    let api = Capture::start().await;
+    api.answer([
+        Answer::new(202, "").header("x-message-id", "sg-1"),
+        Answer::json(
+            200,
+            json!({"ErrorCode": 0, "Message": "OK", "MessageID": "pm-1"}),
+        ),
+        Answer::json(200, json!({"id": "rs-1"})),
+        Answer::json(
+            200,
+            json!({"id": "<mg-1@example.org>", "message": "Queued. Thank you."}),
+        ),
+    ]);
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&api), limits());
+    let mail = |provider: &str| {
+        json!({
+            "email": provider,
+            "api_key": "key-123",
+            "api_url": api.url(""),
+            "from": "Hookwise Alerts <alerts@example.org>",
+            "to": ["oncall@example.org", "Bob <bob@example.org>"],
+            "cc": "lead@example.org",
+            "reply_to": "support@example.org",
+            "subject": "Deploy failed",
+            "text": "web 1.2.3 failed",
+            "html": "<p>web 1.2.3 failed</p>",
+        })
+    };
+
+    let mut mailgun = mail("mailgun");
+    mailgun["domain"] = json!("mg.example.org");
+    let outs: Vec<Value> = {
+        let mut outs = Vec::new();
+        for input in [mail("sendgrid"), mail("postmark"), mail("resend"), mailgun] {
+            outs.push(output(&call(&host, &notify, input).await));
+        }
+        outs
+    };
+    let ids: Vec<&Value> = outs.iter().map(|o| &o["message_id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &json!("sg-1"),
+            &json!("pm-1"),
+            &json!("rs-1"),
+            &json!("<mg-1@example.org>")
+        ]
+    );
+    let seen = api.seen();
+    assert_eq!(seen.len(), 4);
+
+    let sendgrid = &seen[0];
+    assert_eq!(
+        (sendgrid.method.as_str(), sendgrid.path.as_str()),
+        ("POST", "/v3/mail/send")
+    );
+    assert_eq!(sendgrid.header("authorization"), Some("Bearer key-123"));
+    assert_eq!(sendgrid.header("content-type"), Some("application/json"));
+    assert_eq!(
+        sendgrid.json(),
+        json!({
+            "personalizations": [{
+                "to": [{"email": "oncall@example.org"}, {"email": "bob@example.org", "name": "Bob"}],
+                "cc": [{"email": "lead@example.org"}],
+            }],
+            "from": {"email": "alerts@example.org", "name": "Hookwise Alerts"},
+            "reply_to": {"email": "support@example.org"},
+            "subject": "Deploy failed",
+            "content": [
+                {"type": "text/plain", "value": "web 1.2.3 failed"},
+                {"type": "text/html", "value": "<p>web 1.2.3 failed</p>"},
+            ],
+        })
+    );
+
+    let postmark = &seen[1];
+    assert_eq!(
+        (postmark.method.as_str(), postmark.path.as_str()),
+        ("POST", "/email")
+    );
+    assert_eq!(postmark.header("x-postmark-server-token"), Some("key-123"));
+    assert_eq!(postmark.header("accept"), Some("application/json"));
+    assert_eq!(postmark.header("content-type"), Some("application/json"));
+    assert_eq!(
+        postmark.json(),
+        json!({
+            "From": "Hookwise Alerts <alerts@example.org>",
+            "To": "oncall@example.org, Bob <bob@example.org>",
+            "Cc": "lead@example.org",
+            "Subject": "Deploy failed",
+            "TextBody": "web 1.2.3 failed",
+            "HtmlBody": "<p>web 1.2.3 failed</p>",
+            "ReplyTo": "support@example.org",
+            "MessageStream": "outbound",
+        })
+    );
+
+    let resend = &seen[2];
+    assert_eq!(
+        (resend.method.as_str(), resend.path.as_str()),
+        ("POST", "/emails")
+    );
+    assert_eq!(resend.header("authorization"), Some("Bearer key-123"));
+    assert_eq!(
+        resend.json(),
+        json!({
+            "from": "Hookwise Alerts <alerts@example.org>",
+            "to": ["oncall@example.org", "Bob <bob@example.org>"],
+            "cc": ["lead@example.org"],
+            "reply_to": "support@example.org",
+            "subject": "Deploy failed",
+            "text": "web 1.2.3 failed",
+            "html": "<p>web 1.2.3 failed</p>",
+        })
+    );
+
+    let mailgun = &seen[3];
+    assert_eq!(
+        (mailgun.method.as_str(), mailgun.path.as_str()),
+        ("POST", "/v3/mg.example.org/messages")
+    );
+    assert_eq!(
+        mailgun.header("authorization"),
+        Some("Basic YXBpOmtleS0xMjM=") // base64("api:key-123")
+    );
+    assert_eq!(
+        mailgun.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let form: Vec<(String, String)> = form_urlencoded::parse(&mailgun.body)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("from", "Hookwise Alerts <alerts@example.org>"),
+            ("to", "oncall@example.org"),
+            ("to", "Bob <bob@example.org>"),
+            ("cc", "lead@example.org"),
+            ("subject", "Deploy failed"),
+            ("text", "web 1.2.3 failed"),
+            ("html", "<p>web 1.2.3 failed</p>"),
+            ("h:Reply-To", "support@example.org"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_classifies_failures() {
+    let receiver = Capture::start().await;
+    receiver.answer([
+        Answer::new(500, "boom"),
+        Answer::new(429, "slow down").header("retry-after", "7"),
+        Answer::new(400, "invalid_payload"),
+        Answer::new(200, "ok").after(Duration::from_secs(3)),
+    ]);
+    let host = host();
+    let notify = load(
+        &host,
+        "notify",
+        http_grant(&receiver),
+        Limits {
+            http_timeout: Duration::from_millis(500),
+            ..limits()
+        },
+    );
+    let input = json!({"slack_webhook": receiver.url("/hook"), "text": "hi"});
+    retryable(&call(&host, &notify, input.clone()).await, "500", None);
+    retryable(
+        &call(&host, &notify, input.clone()).await,
+        "429",
+        Some(Duration::from_secs(7)),
+    );
+    fatal(
+        &call(&host, &notify, input.clone()).await,
+        "invalid_payload",
+    );
+    retryable(&call(&host, &notify, input).await, "timed out", None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_refuses_bad_input_without_sending() {
+    let receiver = Capture::start().await;
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&receiver), limits());
+    let url = receiver.url("/x");
+    let cases = [
+        (json!({"text": "no destination"}), "no destination"),
+        (
+            json!({"slack_webhook": url, "discord_webhook": url, "text": "x"}),
+            "one destination",
+        ),
+        (
+            json!({"slack_webhook": url, "txt": "typo"}),
+            "unknown field",
+        ),
+        (json!({"slack_webhook": url}), "needs `text`"),
+        (json!({"slack_webhook": "ftp://x/y", "text": "x"}), "http"),
+        (
+            json!({"discord_webhook": url, "content": "x".repeat(2001)}),
+            "2000",
+        ),
+        (
+            json!({"teams_webhook": url, "card": {"type": "MessageCard"}}),
+            "Adaptive Card",
+        ),
+        (
+            json!({"webhook": url, "signing_secret": "not-a-whsec"}),
+            "whsec_",
+        ),
+        (
+            json!({"webhook": url, "headers": {"X-Evil": "a\r\nInjected: yes"}}),
+            "control character",
+        ),
+        (
+            json!({"email": "sendgrid", "api_key": "k", "from": "a@example.org", "to": "not-an-address", "subject": "s", "text": "t"}),
+            "not an e-mail address",
+        ),
+        (
+            json!({"email": "mailgun", "api_key": "k", "from": "a@example.org", "to": "b@example.org", "subject": "s", "text": "t"}),
+            "needs `domain`",
+        ),
+        (
+            json!({"email": "pigeon", "api_key": "k", "from": "a@example.org", "to": "b@example.org", "subject": "s", "text": "t"}),
+            "unknown variant",
+        ),
+        (
+            json!({"email": "resend", "api_key": "k", "from": "a@example.org", "to": "b@example.org", "subject": "s\r\nBcc: x@example.org", "text": "t"}),
+            "line breaks",
+        ),
+    ];
+    for (input, needle) in cases {
+        fatal(&call(&host, &notify, input).await, needle);
+    }
+    assert!(receiver.seen().is_empty(), "{:#?}", receiver.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_notify_without_an_http_grant_is_refused_fatally() {
+    let receiver = Capture::start().await;
+    let host = host();
+    let notify = load(&host, "notify", Grants::default(), limits());
+    let report = call(
+        &host,
+        &notify,
+        json!({"slack_webhook": receiver.url("/hook"), "text": "hi"}),
+    )
+    .await;
+    fatal(&report, "allow.http");
+    assert!(report.http_calls[0].refused);
+    assert!(receiver.seen().is_empty());
+}
+
+// ---- call-api --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_sends_the_exact_request_and_selects_fields() {
+    let api = Capture::start().await;
+    api.answer([Answer::json(
+        201,
+        json!({"data": {"id": "dep-42", "state": "queued"}, "links": [{"href": "/d/42"}]}),
+    )]);
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    let report = call(
+        &host,
+        &call_api,
+        json!({
+            "method": "put",
+            "url": api.url("/v1/deployments?dry=false"),
+            "query": {"service": "web app", "tag": ["a", "b"]},
+            "headers": {"X-Request-Source": "hookwise"},
+            "body": {"version": "1.2.3", "services": ["web"]},
+            "auth": {"bearer": "tok-123"},
+            "expect": [200, 201],
+            "timeout": "5s",
+            "select": {"id": "/data/id", "link": "/links/0/href", "missing": "/nope"},
+        }),
+    )
+    .await;
+    assert_eq!(
+        output(&report),
+        json!({"status": 201, "selected": {"id": "dep-42", "link": "/d/42", "missing": null}})
+    );
+    let req = api.one();
+    assert_eq!(req.method, "PUT");
+    assert_eq!(req.path, "/v1/deployments");
+    assert_eq!(
+        req.query.as_deref(),
+        Some("dry=false&service=web%20app&tag=a&tag=b")
+    );
+    assert_eq!(req.header("authorization"), Some("Bearer tok-123"));
+    assert_eq!(req.header("x-request-source"), Some("hookwise"));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("idempotency-key"), Some(KEY));
+    assert_eq!(req.json(), json!({"version": "1.2.3", "services": ["web"]}));
+    // The response is in the execution log.
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("-> 201") && l.message.contains("dep-42")),
+        "{:#?}",
+        report.logs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_form_raw_and_basic_auth() {
+    let api = Capture::start().await;
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    output(
+        &call(
+            &host,
+            &call_api,
+            json!({
+                "url": api.url("/form"),
+                "body": {"name": "Zoë & co", "n": 3, "tags": ["x", "y"]},
+                "body_format": "form",
+                "auth": {"basic": {"username": "user", "password": "p:ss"}},
+            }),
+        )
+        .await,
+    );
+    output(
+        &call(
+            &host,
+            &call_api,
+            json!({
+                "method": "PATCH",
+                "url": api.url("/raw"),
+                "headers": {"Content-Type": "text/csv"},
+                "body": "a,b\n1,2\n",
+                "body_format": "raw",
+            }),
+        )
+        .await,
+    );
+    output(&call(&host, &call_api, json!({"url": api.url("/get")})).await);
+    let seen = api.seen();
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(
+        seen[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    // Fields go out in name order (the rendered input is a JSON object).
+    assert_eq!(seen[0].text(), "n=3&name=Zo%C3%AB+%26+co&tags=x&tags=y");
+    assert_eq!(seen[0].header("authorization"), Some("Basic dXNlcjpwOnNz"));
+    assert_eq!(seen[1].method, "PATCH");
+    assert_eq!(seen[1].header("content-type"), Some("text/csv"));
+    assert_eq!(seen[1].text(), "a,b\n1,2\n");
+    assert_eq!(seen[2].method, "GET");
+    assert!(seen[2].body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_hmac_signature_passes_hookwise_verify() {
+    let api = Capture::start().await;
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    let scheme = json!({
+        "header": "X-Signature",
+        "algorithm": "sha512",
+        "encoding": "base64",
+        "prefix": "v1=",
+        "timestamp_header": "X-Timestamp",
+        "signed_content": "{timestamp}.{method}.{body}",
+    });
+    let mut auth = scheme.clone();
+    auth["secret"] = json!("s3cret-shared");
+    output(
+        &call(
+            &host,
+            &call_api,
+            json!({"url": api.url("/signed"), "body": {"a": 1}, "auth": {"hmac": auth}}),
+        )
+        .await,
+    );
+    let req = api.one();
+    assert!(
+        req.header("x-signature")
+            .is_some_and(|s| s.starts_with("v1="))
+    );
+    let opts = VerifyOptions {
+        tolerance: None,
+        hmac: Some(serde_json::from_value(scheme).unwrap()),
+    };
+    let check = |secret: &str| {
+        hookwise::verify::verify(
+            Provider::Hmac,
+            &Keys::secrets([secret]),
+            &opts,
+            &Request {
+                method: "POST",
+                url: &api.url("/signed"),
+                headers: &req.headers,
+                body: &req.body,
+            },
+            SystemTime::now(),
+        )
+    };
+    assert!(
+        check("s3cret-shared").is_ok(),
+        "{:?}",
+        check("s3cret-shared")
+    );
+    assert!(check("other").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_classifies_failures() {
+    let api = Capture::start().await;
+    api.answer([
+        Answer::new(503, "maintenance"),
+        Answer::new(429, "slow down").header("retry-after", "12"),
+        Answer::new(400, "bad field"),
+        Answer::new(200, "late").after(Duration::from_secs(3)),
+        Answer::new(404, "gone already"),
+        Answer::new(302, "").header("location", "/elsewhere"),
+    ]);
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    let input = json!({"method": "DELETE", "url": api.url("/thing/1")});
+    retryable(&call(&host, &call_api, input.clone()).await, "503", None);
+    retryable(
+        &call(&host, &call_api, input.clone()).await,
+        "429",
+        Some(Duration::from_secs(12)),
+    );
+    fatal(&call(&host, &call_api, input.clone()).await, "bad field");
+    let mut timed = input.clone();
+    timed["timeout"] = json!("300ms");
+    retryable(&call(&host, &call_api, timed).await, "timed out", None);
+    // 404 is fine when the rule says so (deleting something already gone).
+    let mut tolerant = input.clone();
+    tolerant["expect"] = json!(["2xx", 404]);
+    assert_eq!(
+        output(&call(&host, &call_api, tolerant).await),
+        json!({"status": 404})
+    );
+    fatal(&call(&host, &call_api, input).await, "302");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_logs_a_truncated_response() {
+    let api = Capture::start().await;
+    api.answer([Answer::new(200, &"x".repeat(20_000))]);
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    let report = call(&host, &call_api, json!({"url": api.url("/big")})).await;
+    output(&report);
+    let line = report
+        .logs
+        .iter()
+        .find(|l| l.message.contains("-> 200"))
+        .expect("response logged");
+    assert!(line.message.len() < 2300, "{}", line.message.len());
+    assert!(line.message.contains("truncated"), "{}", line.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_refuses_bad_input_without_sending() {
+    let api = Capture::start().await;
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    let url = api.url("/x");
+    let cases = [
+        (json!({"url": "not a url"}), "url"),
+        (json!({"url": url, "verb": "GET"}), "unknown field"),
+        (json!({"url": url, "method": "GE T"}), "not an HTTP method"),
+        (
+            json!({"url": url, "body": [1], "body_format": "form"}),
+            "object",
+        ),
+        (
+            json!({"url": url, "body": {"a": 1}, "body_format": "raw"}),
+            "string",
+        ),
+        (
+            json!({"url": url, "auth": {"bearer": "t"}, "headers": {"Authorization": "x"}}),
+            "not both",
+        ),
+        (json!({"url": url, "expect": ["9xx"]}), "expect"),
+        (json!({"url": url, "timeout": "forever"}), "timeout"),
+        (
+            json!({"url": url, "select": {"id": "data.id"}}),
+            "JSON Pointer",
+        ),
+        (
+            json!({"url": url, "headers": {"X-A": "1\n2"}}),
+            "control character",
+        ),
+        (
+            json!({"url": url, "auth": {"hmac": {"secret": "s", "header": "X-Sig", "signed_content": "{timestamp}"}}}),
+            "timestamp_header",
+        ),
+    ];
+    for (input, needle) in cases {
+        fatal(&call(&host, &call_api, input).await, needle);
+    }
+    assert!(api.seen().is_empty());
+}
+
+// ---- write-db --------------------------------------------------------------------------
+
+/// A SQLite database in a temp dir, granted to `write-db` as connection `main`.
+struct Db {
+    _dir: tempfile::TempDir,
+    pool: sqlx::SqlitePool,
+    host: PluginHost,
+    plugin: LoadedPlugin,
+}
+
+impl Db {
+    async fn start(schema: &str) -> Db {
+        Db::start_with(schema, limits()).await
+    }
+
+    async fn start_with(schema: &str, limits: Limits) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+        let mut executor = SqlExecutor::new();
+        executor.add_pool("main", pool.clone()).await.unwrap();
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("first-party-cache");
+        let host = PluginHost::new(HostSettings {
+            cache_dir: Some(cache),
+            max_instances: 16,
+            db: Some(Arc::new(executor)),
+            ..HostSettings::default()
+        })
+        .unwrap();
+        let grants = Grants {
+            http: Vec::new(),
+            db: vec!["main".to_string()],
+        };
+        let plugin = load(&host, "write-db", grants, limits);
+        Db {
+            _dir: dir,
+            pool,
+            host,
+            plugin,
+        }
+    }
+
+    async fn write(&self, input: Value, key: &str) -> CallReport {
+        call_with(&self.host, &self.plugin, input, key).await
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Value> {
+        use sqlx::Row;
+        sqlx::query(sql)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(&r.get::<String, _>(0)).unwrap())
+            .collect()
+    }
+}
+
+const ORDERS: &str = "CREATE TABLE orders (
+    order_id TEXT PRIMARY KEY NOT NULL,
+    total TEXT,
+    status TEXT NOT NULL,
+    \"order\" TEXT
+)";
+
+/// Rows of `orders` as JSON objects, by order_id.
+const ALL_ORDERS: &str = "SELECT json_object('order_id', order_id, 'total', total, 'status', status, 'order', \"order\") FROM orders ORDER BY order_id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_write_db_insert_twice_with_one_key_writes_one_row() {
+    let db = Db::start(ORDERS).await;
+    let input = json!({
+        "connection": "main",
+        "table": "orders",
+        "columns": {"order_id": "1001", "total": "25.00", "status": "paid", "order": "first"},
+    });
+    let first = output(&db.write(input.clone(), "exec-a").await);
+    assert_eq!(
+        first,
+        json!({"mode": "insert", "table": "orders", "rows_affected": 1, "already_applied": false})
+    );
+    // The same execution again (a retry after a lost answer, or a replay): nothing new.
+    let again = output(&db.write(input.clone(), "exec-a").await);
+    assert_eq!(
+        again,
+        json!({"mode": "insert", "table": "orders", "already_applied": true})
+    );
+    assert_eq!(
+        db.rows(ALL_ORDERS).await,
+        vec![json!({"order_id": "1001", "total": "25.00", "status": "paid", "order": "first"})]
+    );
+    // A different execution inserting the same key hits the primary key: fatal, rolled back.
+    fatal(&db.write(input, "exec-b").await, "UNIQUE");
+    assert_eq!(db.rows(ALL_ORDERS).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_write_db_upsert_and_update() {
+    let db = Db::start(ORDERS).await;
+    let upsert = |status: &str, total: &str| {
+        json!({
+            "connection": "main",
+            "table": "orders",
+            "mode": "upsert",
+            "key": ["order_id"],
+            "columns": {"order_id": "7", "total": total, "status": status},
+        })
+    };
+    output(&db.write(upsert("pending", "10"), "e1").await);
+    output(&db.write(upsert("paid", "12"), "e2").await);
+    assert_eq!(
+        db.rows(ALL_ORDERS).await,
+        vec![json!({"order_id": "7", "total": "12", "status": "paid", "order": null})]
+    );
+    let update = |id: &str, if_missing: &str| {
+        json!({
+            "connection": "main",
+            "table": "orders",
+            "mode": "update",
+            "key": ["order_id"],
+            "columns": {"order_id": id, "status": "refunded"},
+            "if_missing": if_missing,
+        })
+    };
+    assert_eq!(
+        output(&db.write(update("7", "error"), "e3").await)["rows_affected"],
+        1
+    );
+    assert_eq!(db.rows(ALL_ORDERS).await[0]["status"], "refunded");
+    fatal(&db.write(update("8", "error"), "e4").await, "no row");
+    retryable(&db.write(update("8", "retry"), "e5").await, "no row", None);
+    assert_eq!(
+        output(&db.write(update("8", "ignore"), "e6").await)["rows_affected"],
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_write_db_sql_injection_is_refused_or_bound() {
+    let db = Db::start(ORDERS).await;
+    // Hostile identifiers never reach the database.
+    for (table, columns, needle) in [
+        (
+            "orders; DROP TABLE orders",
+            json!({"order_id": "1", "status": "x"}),
+            "plain identifier",
+        ),
+        (
+            "orders\" --",
+            json!({"order_id": "1", "status": "x"}),
+            "plain identifier",
+        ),
+        (
+            "hookwise_effects",
+            json!({"idempotency_key": "k", "applied_at": "x"}),
+            "belong to hookwise",
+        ),
+        (
+            "orders",
+            json!({"order_id": "1", "status\") VALUES ('a','b'); DROP TABLE orders; --": "x"}),
+            "plain identifier",
+        ),
+        (
+            "orders",
+            json!({"order_id": "1", "status": "x", "`x`": "y"}),
+            "plain identifier",
+        ),
+    ] {
+        let report = db
+            .write(
+                json!({"connection": "main", "table": table, "columns": columns}),
+                "inj",
+            )
+            .await;
+        fatal(&report, needle);
+        assert!(
+            report.db_statements.is_empty(),
+            "{:?}",
+            report.db_statements
+        );
+    }
+    // Hostile values are bound as parameters and stored as text.
+    let evil = "'); DROP TABLE orders; --";
+    output(
+        &db.write(
+            json!({"connection": "main", "table": "orders",
+                   "columns": {"order_id": evil, "status": "1' OR '1'='1", "total": null}}),
+            "values",
+        )
+        .await,
+    );
+    let rows = db.rows(ALL_ORDERS).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["order_id"], evil);
+    assert_eq!(rows[0]["status"], "1' OR '1'='1");
+    assert_eq!(rows[0]["total"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_write_db_classifies_failures() {
+    let db = Db::start_with(
+        ORDERS,
+        Limits {
+            timeout: Duration::from_secs(20),
+            ..limits()
+        },
+    )
+    .await;
+    // Constraint violations repeat identically: fatal.
+    fatal(
+        &db.write(
+            json!({"connection": "main", "table": "orders", "columns": {"order_id": "1", "status": null}}),
+            "nn",
+        )
+        .await,
+        "NOT NULL",
+    );
+    // Unknown tables too.
+    fatal(
+        &db.write(
+            json!({"connection": "main", "table": "nope", "columns": {"a": 1}}),
+            "nt",
+        )
+        .await,
+        "no such table",
+    );
+    // A connection that is not granted is a configuration problem: fatal, with the fix.
+    fatal(
+        &db.write(
+            json!({"connection": "other", "table": "orders", "columns": {"order_id": "1", "status": "x"}}),
+            "ng",
+        )
+        .await,
+        "allow",
+    );
+    // A database held locked by someone else is transient: retryable.
+    let mut locker = db.pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let report = db
+        .write(
+            json!({"connection": "main", "table": "orders", "columns": {"order_id": "2", "status": "x"}}),
+            "locked",
+        )
+        .await;
+    sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+    let (kind, message, _) = failure(&report);
+    assert_eq!(kind, ErrorKind::Retryable, "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_write_db_refuses_bad_input() {
+    let db = Db::start(ORDERS).await;
+    let cases = [
+        (
+            json!({"table": "orders", "columns": {"a": 1}}),
+            "connection",
+        ),
+        (
+            json!({"connection": "main", "table": "orders", "columns": {}}),
+            "empty",
+        ),
+        (
+            json!({"connection": "main", "table": "orders", "mode": "merge", "columns": {"a": 1}}),
+            "unknown variant",
+        ),
+        (
+            json!({"connection": "main", "table": "orders", "mode": "upsert", "columns": {"a": 1}}),
+            "needs `key`",
+        ),
+        (
+            json!({"connection": "main", "table": "orders", "mode": "upsert", "key": ["b"], "columns": {"a": 1}}),
+            "not in `columns`",
+        ),
+        (
+            json!({"connection": "main", "table": "orders", "dialect": "oracle", "columns": {"a": 1}}),
+            "unknown variant",
+        ),
+    ];
+    for (input, needle) in cases {
+        fatal(&db.write(input, "bad").await, needle);
+    }
+}
+
+// ---- end to end through a running server -----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_party_plugins_run_from_a_served_rule() {
+    use crate::dispatch::{send, start, wait_done};
+
+    let receiver = Capture::start().await;
+    let config = format!(
+        "listen: 127.0.0.1:0\n\
+         insecure_http: true\n\
+         admin: {{ listen: 127.0.0.1:0 }}\n\
+         store: sqlite://hookwise.db\n\
+         rules: rules.yaml\n\
+         sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
+         plugins:\n  \
+           - {{ name: notify, allow: {{ http: [\"{addr}\"] }} }}\n  \
+           - {{ name: write-db, allow: {{ db: [app] }} }}\n\
+         connections:\n  app: sqlite://app.db\n",
+        addr = receiver.addr
+    );
+    let rules = format!(
+        "rules:\n  - id: push-to-hooks\n    source: gh\n    events: [push]\n    actions:\n\
+         \x20     - plugin: write-db\n        with:\n          connection: app\n          table: pushes\n\
+         \x20         mode: upsert\n          key: [after]\n          columns:\n\
+         \x20           after: \"{{{{ payload.after }}}}\"\n            pusher: \"{{{{ payload.pusher.name }}}}\"\n\
+         \x20     - plugin: notify\n        with:\n          webhook: \"{url}\"\n\
+         \x20         signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         \x20         body: {{ text: \"{{{{ payload.pusher.name }}}} pushed {{{{ payload.after }}}}\" }}\n",
+        url = receiver.url("/pushes")
+    );
+    let server = start(&config, &rules).await;
+    let app_db = server.dir.path().join("app.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", app_db.display()))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE IF NOT EXISTS pushes (after TEXT PRIMARY KEY, pusher TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let event = send(
+        &client,
+        &server.base,
+        &json!({"ref": "refs/heads/main", "after": "abc123", "pusher": {"name": "alice"}}),
+    )
+    .await;
+    let store = server.store().await;
+    wait_done(&store, event, 2, Duration::from_secs(60)).await;
+    let executions = store.executions_for_event(event).await.unwrap();
+    assert!(
+        executions
+            .iter()
+            .all(|x| x.status == ExecutionStatus::Succeeded),
+        "{executions:#?}"
+    );
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT after, pusher FROM pushes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![("abc123".to_string(), "alice".to_string())]);
+    let req = receiver.one();
+    assert_eq!(req.path, "/pushes");
+    assert_eq!(req.json(), json!({"text": "alice pushed abc123"}));
+    let verified = hookwise::verify::verify(
+        Provider::StandardWebhooks,
+        &Keys::secrets(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
+        &VerifyOptions::default(),
+        &Request {
+            method: "POST",
+            url: &receiver.url("/pushes"),
+            headers: &req.headers,
+            body: &req.body,
+        },
+        SystemTime::now(),
+    );
+    assert!(verified.is_ok(), "{verified:?}");
+    pool.close().await;
+    server.stop().await;
+}
+
+// ---- input schemas ---------------------------------------------------------------------
+
+fn schema(plugin: &str) -> jsonschema::Validator {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/plugins")
+        .join(format!("{plugin}.schema.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&value).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Every rendered input of a built-in plugin in tests/rules/cases fits that plugin's schema,
+/// and the schemas refuse what the plugins refuse.
+#[test]
+fn first_party_schemas_accept_the_example_rules_inputs() {
+    let validators: Vec<(&str, jsonschema::Validator)> = hookwise::config::BUILTIN_PLUGINS
+        .iter()
+        .map(|name| (*name, schema(name)))
+        .collect();
+    let cases = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/rules/cases");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&cases).unwrap() {
+        let path = entry.unwrap().path();
+        let case: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let matched = case["expect"]["matched"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for rule in matched {
+            for action in rule["actions"].as_array().cloned().unwrap_or_default() {
+                let plugin = action["plugin"].as_str().unwrap_or("");
+                if let Some((_, validator)) = validators.iter().find(|(n, _)| *n == plugin) {
+                    let errors: Vec<String> = validator
+                        .iter_errors(&action["input"])
+                        .map(|e| format!("{} at {}", e, e.instance_path()))
+                        .collect();
+                    assert!(errors.is_empty(), "{path:?} {plugin}: {errors:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} inputs checked");
+
+    let refused = [
+        ("notify", json!({"text": "no destination"})),
+        ("notify", json!({"slack_webhook": "https://h/x"})),
+        (
+            "notify",
+            json!({"discord_webhook": "https://h/x", "content": "x", "extra": 1}),
+        ),
+        ("call-api", json!({"method": "GET"})),
+        ("call-api", json!({"url": "https://h/x", "expect": ["9xx"]})),
+        (
+            "write-db",
+            json!({"connection": "c", "table": "t; drop", "columns": {"a": 1}}),
+        ),
+        (
+            "write-db",
+            json!({"connection": "c", "table": "t", "mode": "upsert", "columns": {"a": 1}}),
+        ),
+        (
+            "write-db",
+            json!({"connection": "c", "table": "t", "columns": {"a b": 1}}),
+        ),
+    ];
+    for (plugin, input) in refused {
+        let validator = &validators.iter().find(|(n, _)| *n == plugin).unwrap().1;
+        assert!(
+            !validator.is_valid(&input),
+            "{plugin} schema accepts {input}"
+        );
+    }
+}
