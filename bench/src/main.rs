@@ -8,6 +8,7 @@
 //! insert, on a SQLite file and on PostgreSQL, with 2 KiB payloads from many concurrent tasks.
 
 mod drain;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,6 +68,19 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         workers: u32,
         /// Replace the drain section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Plugin calls with a fresh sandbox per call, and start-up with a cold vs warm compile
+    /// cache: the no-op Rust plugin, and the JavaScript and Python examples.
+    Plugins {
+        /// Calls measured per plugin (the interpreted ones get a tenth).
+        #[arg(long, default_value_t = 5000)]
+        calls: usize,
+        /// Skip the JavaScript and Python plugins (they need node/npm and python3).
+        #[arg(long)]
+        rust_only: bool,
+        /// Replace the plugins section of this file (e.g. BENCHMARKS.md).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -402,6 +416,17 @@ async fn main() -> anyhow::Result<()> {
                 replace_section(&file, "drain", &out)?;
             }
         }
+        Command::Plugins {
+            calls,
+            rust_only,
+            write,
+        } => {
+            let out = bench_plugins(calls, rust_only).await?;
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "plugins", &out)?;
+            }
+        }
         Command::Store {
             events,
             single_events,
@@ -517,6 +542,67 @@ async fn bench_drain(
         p.sent,
         runs_text.join("; "),
     ))
+}
+
+async fn bench_plugins(calls: usize, rust_only: bool) -> anyhow::Result<String> {
+    use hookwise::plugin_host::Grants;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo.join("target"));
+    let noop = drain::build_noop(&repo, &target.join("bench-plugins"))?;
+    let mut rows =
+        vec![plugins::measure("Rust (no-op, SDK)", &noop, "{}", &Grants::default(), calls).await?];
+    if !rust_only {
+        let (js, python) = plugins::build_lang(&repo, &target.join("bench-lang"))?;
+        let addr = plugins::local_server().await?;
+        let grants = Grants {
+            http: vec![addr.to_string()],
+            db: Vec::new(),
+        };
+        let input = format!("{{\"url\": \"http://{addr}/\"}}");
+        rows.push(
+            plugins::measure(
+                "JavaScript (componentize-js, one fetch)",
+                &js,
+                &input,
+                &grants,
+                calls / 10,
+            )
+            .await?,
+        );
+        rows.push(
+            plugins::measure(
+                "Python (componentize-py, echo + log)",
+                &python,
+                "{}",
+                &Grants::default(),
+                calls / 10,
+            )
+            .await?,
+        );
+    }
+    let mut out = format!(
+        "Measured {} on {}; release build, pooling allocator, a fresh Store and instance per \
+         call, sequential calls after a warm-up of a tenth as many.\n\n\
+         | plugin | .wasm | compile, cold cache | load, warm cache | call p50 | call p99 | calls |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        today(),
+        machine()
+    );
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {:.1} MB | {:.0} ms | {:.1} ms | {:.0} us | {:.0} us | {} |\n",
+            r.plugin,
+            r.size_bytes as f64 / 1e6,
+            r.cold_compile.as_secs_f64() * 1e3,
+            r.warm_load.as_secs_f64() * 1e3,
+            r.p50.as_secs_f64() * 1e6,
+            r.p99.as_secs_f64() * 1e6,
+            r.calls
+        ));
+    }
+    Ok(out)
 }
 
 /// Today's date (UTC) as YYYY-MM-DD.
