@@ -1,5 +1,6 @@
 //! The built-in plugins (`notify`, `call-api`, `write-db`), as embedded in the binary, called
-//! through the plugin host against real local HTTP receivers and real SQLite databases: the
+//! through the plugin host against real local HTTP receivers and real SQLite, PostgreSQL and
+//! MySQL/MariaDB databases (`write-db`, one test per backend): the
 //! exact request each service expects, signatures hookwise's own `verify` accepts, retry
 //! classification (500, 429 + Retry-After, timeout, 400), input validation, SQL injection
 //! attempts and exactly-once writes; then one event end to end through a running server.
@@ -13,10 +14,13 @@ use std::time::{Duration, SystemTime};
 use hookwise::model::ExecutionStatus;
 use hookwise::plugin_host::{
     CallContext, CallError, CallEvent, CallReport, ErrorKind, Grants, HostSettings, Limits,
-    LoadedPlugin, PluginHost, PluginSpec, SqlExecutor, WasmSource, builtin,
+    LoadedPlugin, PluginHost, PluginSpec, SqlExecutor, SqlPool, WasmSource, builtin,
 };
 use hookwise::verify::{Keys, Provider, Request, VerifyOptions};
 use serde_json::{Value, json};
+
+use crate::plugins::Backend;
+use crate::support::{TempMysql, TempPostgres};
 
 // ---- a receiver that records every request exactly -------------------------------------
 
@@ -1045,30 +1049,67 @@ async fn first_party_call_api_refuses_bad_input_without_sending() {
 
 // ---- write-db --------------------------------------------------------------------------
 
-/// A SQLite database in a temp dir, granted to `write-db` as connection `main`.
+/// A fresh database that [`Db::close`] drops.
+enum TempDb {
+    Sqlite(tempfile::TempDir),
+    Postgres(TempPostgres),
+    MySql(TempMysql),
+}
+
+/// A fresh database of one backend, granted to `write-db` as connection `main`, with an
+/// independent pool for checking what was committed.
 struct Db {
-    _dir: tempfile::TempDir,
-    pool: sqlx::SqlitePool,
+    backend: Backend,
+    temp: TempDb,
+    pool: SqlPool,
     host: PluginHost,
     plugin: LoadedPlugin,
 }
 
 impl Db {
-    async fn start(schema: &str) -> Db {
-        Db::start_with(schema, limits()).await
+    async fn start(backend: Backend) -> Db {
+        Db::start_with(backend, limits()).await
     }
 
-    async fn start_with(schema: &str, limits: Limits) -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+    async fn start_with(backend: Backend, limits: Limits) -> Db {
+        let (temp, url) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
+                (TempDb::Sqlite(dir), url)
+            }
+            Backend::Postgres => {
+                let pg = TempPostgres::create()
+                    .await
+                    .expect("PostgreSQL on 127.0.0.1:5432");
+                let url = pg.url.clone();
+                (TempDb::Postgres(pg), url)
+            }
+            Backend::MySql => {
+                let my = TempMysql::create()
+                    .await
+                    .expect("MariaDB/MySQL on 127.0.0.1:3306");
+                let url = my.url.clone();
+                (TempDb::MySql(my), url)
+            }
+        };
+        let pool: SqlPool = match backend {
+            Backend::Sqlite => sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect(&url)
+                .await
+                .unwrap()
+                .into(),
+            Backend::Postgres => sqlx::PgPool::connect(&url).await.unwrap().into(),
+            Backend::MySql => sqlx::MySqlPool::connect(&url).await.unwrap().into(),
+        };
         let mut executor = SqlExecutor::new();
-        executor.add_pool("main", pool.clone()).await.unwrap();
+        match &pool {
+            // SQLite: share the pool, so that a test can hold the database locked.
+            SqlPool::Sqlite(p) => executor.add_pool("main", p.clone()).await.unwrap(),
+            // The others through the same `connect` a config's `connections` use.
+            _ => executor.connect("main", &url).await.unwrap(),
+        }
         let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("first-party-cache");
         let host = PluginHost::new(HostSettings {
             cache_dir: Some(cache),
@@ -1082,43 +1123,151 @@ impl Db {
             db: vec!["main".to_string()],
         };
         let plugin = load(&host, "write-db", grants, limits);
-        Db {
-            _dir: dir,
+        let db = Db {
+            backend,
+            temp,
             pool,
             host,
             plugin,
+        };
+        db.exec(match backend {
+            Backend::Sqlite | Backend::Postgres => ORDERS,
+            Backend::MySql => ORDERS_MYSQL,
+        })
+        .await;
+        db
+    }
+
+    /// The rule's `dialect` for this backend.
+    fn dialect(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mariadb",
         }
     }
 
-    async fn write(&self, input: Value, key: &str) -> CallReport {
+    /// Calls `write-db` with `input`, which gets this backend's `dialect` unless it has one.
+    async fn write(&self, mut input: Value, key: &str) -> CallReport {
+        if input.get("dialect").is_none() {
+            input["dialect"] = json!(self.dialect());
+        }
         call_with(&self.host, &self.plugin, input, key).await
     }
 
-    async fn rows(&self, sql: &str) -> Vec<Value> {
-        use sqlx::Row;
-        sqlx::query(sql)
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::from_str(&r.get::<String, _>(0)).unwrap())
+    async fn exec(&self, sql: &str) {
+        match &self.pool {
+            SqlPool::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+            SqlPool::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+            SqlPool::MySql(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match &self.pool {
+            SqlPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            SqlPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            SqlPool::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Rows of `orders` as JSON objects, by order_id.
+    async fn orders(&self) -> Vec<Value> {
+        type Row = (String, Option<String>, String, Option<String>);
+        let rows: Vec<Row> = match &self.pool {
+            SqlPool::Sqlite(p) => sqlx::query_as(ALL_ORDERS).fetch_all(p).await,
+            SqlPool::Postgres(p) => sqlx::query_as(ALL_ORDERS).fetch_all(p).await,
+            SqlPool::MySql(p) => {
+                sqlx::query_as(&ALL_ORDERS.replace('"', "`"))
+                    .fetch_all(p)
+                    .await
+            }
+        }
+        .unwrap();
+        rows.into_iter()
+            .map(|(order_id, total, status, order)| {
+                json!({"order_id": order_id, "total": total, "status": status, "order": order})
+            })
             .collect()
+    }
+
+    /// Closes every handle and drops the database.
+    async fn close(self) {
+        let Db {
+            temp, pool, host, ..
+        } = self;
+        drop(host);
+        match pool {
+            SqlPool::Sqlite(p) => p.close().await,
+            SqlPool::Postgres(p) => p.close().await,
+            SqlPool::MySql(p) => p.close().await,
+        }
+        match temp {
+            TempDb::Sqlite(_dir) => {}
+            TempDb::Postgres(pg) => pg.drop_db().await.expect("drop database"),
+            TempDb::MySql(my) => my.drop_db().await.expect("drop database"),
+        }
     }
 }
 
+/// `order` is a reserved word: the plugin must quote it.
 const ORDERS: &str = "CREATE TABLE orders (
     order_id TEXT PRIMARY KEY NOT NULL,
     total TEXT,
     status TEXT NOT NULL,
     \"order\" TEXT
 )";
+const ORDERS_MYSQL: &str = "CREATE TABLE orders (
+    order_id VARCHAR(64) PRIMARY KEY NOT NULL,
+    total TEXT,
+    status TEXT NOT NULL,
+    `order` TEXT
+) ENGINE=InnoDB";
 
-/// Rows of `orders` as JSON objects, by order_id.
-const ALL_ORDERS: &str = "SELECT json_object('order_id', order_id, 'total', total, 'status', status, 'order', \"order\") FROM orders ORDER BY order_id";
+const ALL_ORDERS: &str = "SELECT order_id, total, status, \"order\" FROM orders ORDER BY order_id";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_party_write_db_insert_twice_with_one_key_writes_one_row() {
-    let db = Db::start(ORDERS).await;
+/// One `#[tokio::test]` per backend for each write-db scenario, named
+/// `first_party::write_db::<scenario>::{sqlite,postgres,mysql}`.
+macro_rules! write_db_on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod write_db {
+            $(
+                mod $scenario {
+                    use super::super::{$scenario, Backend};
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn sqlite() {
+                        $scenario(Backend::Sqlite).await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn postgres() {
+                        $scenario(Backend::Postgres).await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn mysql() {
+                        $scenario(Backend::MySql).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+write_db_on_every_backend!(
+    insert_twice_with_one_key_writes_one_row,
+    upsert_and_update,
+    sql_injection_is_refused_or_bound,
+    strings_and_numbers_fit_typed_columns,
+    classifies_failures,
+    refuses_bad_input,
+);
+
+async fn insert_twice_with_one_key_writes_one_row(backend: Backend) {
+    let db = Db::start(backend).await;
     let input = json!({
         "connection": "main",
         "table": "orders",
@@ -1136,17 +1285,24 @@ async fn first_party_write_db_insert_twice_with_one_key_writes_one_row() {
         json!({"mode": "insert", "table": "orders", "already_applied": true})
     );
     assert_eq!(
-        db.rows(ALL_ORDERS).await,
+        db.orders().await,
         vec![json!({"order_id": "1001", "total": "25.00", "status": "paid", "order": "first"})]
     );
+    assert_eq!(db.count("SELECT COUNT(*) FROM hookwise_effects").await, 1);
     // A different execution inserting the same key hits the primary key: fatal, rolled back.
-    fatal(&db.write(input, "exec-b").await, "UNIQUE");
-    assert_eq!(db.rows(ALL_ORDERS).await.len(), 1);
+    let duplicate = match backend {
+        Backend::Sqlite => "UNIQUE",
+        Backend::Postgres => "duplicate key",
+        Backend::MySql => "Duplicate entry",
+    };
+    fatal(&db.write(input, "exec-b").await, duplicate);
+    assert_eq!(db.orders().await.len(), 1);
+    assert_eq!(db.count("SELECT COUNT(*) FROM hookwise_effects").await, 1);
+    db.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_party_write_db_upsert_and_update() {
-    let db = Db::start(ORDERS).await;
+async fn upsert_and_update(backend: Backend) {
+    let db = Db::start(backend).await;
     let upsert = |status: &str, total: &str| {
         json!({
             "connection": "main",
@@ -1156,69 +1312,133 @@ async fn first_party_write_db_upsert_and_update() {
             "columns": {"order_id": "7", "total": total, "status": status},
         })
     };
-    output(&db.write(upsert("pending", "10"), "e1").await);
-    output(&db.write(upsert("paid", "12"), "e2").await);
+    let inserted = output(&db.write(upsert("pending", "10"), "e1").await);
+    assert_eq!(inserted["rows_affected"], 1);
+    let updated = output(&db.write(upsert("paid", "12"), "e2").await);
+    // MySQL counts an upsert that changed an existing row as 2 (documented).
+    let expected = if backend == Backend::MySql { 2 } else { 1 };
+    assert_eq!(updated["rows_affected"], expected);
     assert_eq!(
-        db.rows(ALL_ORDERS).await,
+        db.orders().await,
         vec![json!({"order_id": "7", "total": "12", "status": "paid", "order": null})]
     );
-    let update = |id: &str, if_missing: &str| {
+    // The same upsert execution again writes nothing, even after the row changed.
+    db.write(
+        json!({"connection": "main", "table": "orders", "mode": "update", "key": ["order_id"],
+               "columns": {"order_id": "7", "total": "13"}}),
+        "e2b",
+    )
+    .await;
+    let replay = output(&db.write(upsert("paid", "12"), "e2").await);
+    assert_eq!(replay["already_applied"], true);
+    assert_eq!(db.orders().await[0]["total"], "13");
+
+    let update = |id: &str, status: &str, if_missing: &str| {
         json!({
             "connection": "main",
             "table": "orders",
             "mode": "update",
             "key": ["order_id"],
-            "columns": {"order_id": id, "status": "refunded"},
+            "columns": {"order_id": id, "status": status},
             "if_missing": if_missing,
         })
     };
     assert_eq!(
-        output(&db.write(update("7", "error"), "e3").await)["rows_affected"],
+        output(&db.write(update("7", "refunded", "error"), "e3").await)["rows_affected"],
         1
     );
-    assert_eq!(db.rows(ALL_ORDERS).await[0]["status"], "refunded");
-    fatal(&db.write(update("8", "error"), "e4").await, "no row");
-    retryable(&db.write(update("8", "retry"), "e5").await, "no row", None);
+    assert_eq!(db.orders().await[0]["status"], "refunded");
+    // Setting the value the row already has still matches the row (MySQL included).
     assert_eq!(
-        output(&db.write(update("8", "ignore"), "e6").await)["rows_affected"],
+        output(&db.write(update("7", "refunded", "error"), "e3b").await)["rows_affected"],
+        1
+    );
+    // Twice with one key: applied once.
+    let again = output(&db.write(update("7", "disputed", "error"), "e3").await);
+    assert_eq!(again["already_applied"], true);
+    assert_eq!(db.orders().await[0]["status"], "refunded");
+    fatal(&db.write(update("8", "x", "error"), "e4").await, "no row");
+    retryable(
+        &db.write(update("8", "x", "retry"), "e5").await,
+        "no row",
+        None,
+    );
+    assert_eq!(
+        output(&db.write(update("8", "x", "ignore"), "e6").await)["rows_affected"],
         0
     );
+    assert_eq!(db.orders().await.len(), 1);
+    db.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_party_write_db_sql_injection_is_refused_or_bound() {
-    let db = Db::start(ORDERS).await;
+async fn sql_injection_is_refused_or_bound(backend: Backend) {
+    let db = Db::start(backend).await;
     // Hostile identifiers never reach the database.
-    for (table, columns, needle) in [
+    for (table, columns, key, needle) in [
         (
             "orders; DROP TABLE orders",
             json!({"order_id": "1", "status": "x"}),
+            json!([]),
             "plain identifier",
         ),
         (
             "orders\" --",
             json!({"order_id": "1", "status": "x"}),
+            json!([]),
+            "plain identifier",
+        ),
+        (
+            "orders` --",
+            json!({"order_id": "1", "status": "x"}),
+            json!([]),
             "plain identifier",
         ),
         (
             "hookwise_effects",
             json!({"idempotency_key": "k", "applied_at": "x"}),
+            json!([]),
+            "belong to hookwise",
+        ),
+        (
+            "public.hookwise_effects",
+            json!({"idempotency_key": "k"}),
+            json!([]),
             "belong to hookwise",
         ),
         (
             "orders",
             json!({"order_id": "1", "status\") VALUES ('a','b'); DROP TABLE orders; --": "x"}),
+            json!([]),
             "plain identifier",
         ),
         (
             "orders",
             json!({"order_id": "1", "status": "x", "`x`": "y"}),
+            json!([]),
+            "plain identifier",
+        ),
+        (
+            "orders",
+            json!({"order_id": "1", "status": "x", "a/*": "y"}),
+            json!([]),
+            "plain identifier",
+        ),
+        (
+            "orders",
+            json!({"order_id": "1", "status": "x", "order_id) = 1 OR (1": "y"}),
+            json!(["order_id) = 1 OR (1"]),
             "plain identifier",
         ),
     ] {
+        let mode = if key.as_array().is_some_and(|k| k.is_empty()) {
+            "insert"
+        } else {
+            "upsert"
+        };
         let report = db
             .write(
-                json!({"connection": "main", "table": table, "columns": columns}),
+                json!({"connection": "main", "table": table, "mode": mode, "key": key,
+                       "columns": columns}),
                 "inj",
             )
             .await;
@@ -1229,27 +1449,122 @@ async fn first_party_write_db_sql_injection_is_refused_or_bound() {
             report.db_statements
         );
     }
-    // Hostile values are bound as parameters and stored as text.
+    // Hostile values are bound as parameters and stored as text, in every mode.
     let evil = "'); DROP TABLE orders; --";
+    let quotes = "1' OR '1'='1";
+    let pg_json = "\"}', NULL); DROP TABLE orders; --";
+    let backslashes = "\\'; DROP TABLE orders; -- $1 ? `x` \"y\"";
     output(
         &db.write(
             json!({"connection": "main", "table": "orders",
-                   "columns": {"order_id": evil, "status": "1' OR '1'='1", "total": null}}),
+                   "columns": {"order_id": evil, "status": quotes, "total": null, "order": pg_json}}),
             "values",
         )
         .await,
     );
-    let rows = db.rows(ALL_ORDERS).await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["order_id"], evil);
-    assert_eq!(rows[0]["status"], "1' OR '1'='1");
-    assert_eq!(rows[0]["total"], Value::Null);
+    output(
+        &db.write(
+            json!({"connection": "main", "table": "orders", "mode": "upsert", "key": ["order_id"],
+                   "columns": {"order_id": quotes, "status": backslashes, "order": evil}}),
+            "values-upsert",
+        )
+        .await,
+    );
+    // An update whose key value would match every row if it were spliced in.
+    let report = db
+        .write(
+            json!({"connection": "main", "table": "orders", "mode": "update", "key": ["order_id"],
+                   "columns": {"order_id": "x' OR '1'='1", "status": "hacked"},
+                   "if_missing": "ignore"}),
+            "values-update",
+        )
+        .await;
+    assert_eq!(output(&report)["rows_affected"], 0);
+    assert_eq!(
+        db.orders().await,
+        vec![
+            json!({"order_id": evil, "total": null, "status": quotes, "order": pg_json}),
+            json!({"order_id": quotes, "total": null, "status": backslashes, "order": evil}),
+        ]
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM hookwise_effects").await, 3);
+    db.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_party_write_db_classifies_failures() {
+/// Rule templates render strings and numbers whatever the column types are: `"649.90"` for a
+/// decimal column, a numeric id for a text column, a string key for a bigint column. They fit
+/// on every backend (PostgreSQL does not convert typed parameters by itself).
+async fn strings_and_numbers_fit_typed_columns(backend: Backend) {
+    let db = Db::start(backend).await;
+    db.exec(match backend {
+        Backend::Sqlite => {
+            "CREATE TABLE payments (id INTEGER PRIMARY KEY, order_ref TEXT, amount NUMERIC, \
+             paid_at TEXT, paid BOOLEAN, meta TEXT, note TEXT DEFAULT 'none')"
+        }
+        Backend::Postgres => {
+            "CREATE TABLE payments (id BIGINT PRIMARY KEY, order_ref TEXT, amount NUMERIC(10,2), \
+             paid_at TIMESTAMPTZ, paid BOOLEAN, meta JSONB, note TEXT DEFAULT 'none')"
+        }
+        Backend::MySql => {
+            "CREATE TABLE payments (id BIGINT PRIMARY KEY, order_ref VARCHAR(64), \
+             amount DECIMAL(10,2), paid_at DATETIME, paid BOOLEAN, meta JSON, \
+             note VARCHAR(16) DEFAULT 'none') ENGINE=InnoDB"
+        }
+    })
+    .await;
+    let row = json!({
+        "id": 820982911946154508_u64,
+        "order_ref": 1001,
+        "amount": "649.90",
+        "paid_at": "2024-05-01 11:58:00",
+        "paid": true,
+        "meta": {"gateway": "shopify_payments", "tags": ["a", "b"]},
+    });
+    let insert = json!({"connection": "main", "table": "payments", "columns": row});
+    assert_eq!(output(&db.write(insert, "t1").await)["rows_affected"], 1);
+    let matching = "SELECT COUNT(*) FROM payments WHERE id = 820982911946154508 \
+                    AND order_ref = '1001' AND paid AND paid_at IS NOT NULL \
+                    AND meta IS NOT NULL AND note = 'none' AND amount = ";
+    assert_eq!(db.count(&format!("{matching}649.90")).await, 1);
+    // Update by a key given as a string, with a number for the decimal.
+    let update = json!({"connection": "main", "table": "payments", "mode": "update",
+                        "key": ["id"],
+                        "columns": {"id": "820982911946154508", "amount": 700, "paid": false}});
+    assert_eq!(output(&db.write(update, "t2").await)["rows_affected"], 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM payments WHERE amount = 700 AND NOT paid")
+            .await,
+        1
+    );
+    // Upsert with a float and a null.
+    let upsert = json!({"connection": "main", "table": "payments", "mode": "upsert",
+                        "key": ["id"],
+                        "columns": {"id": 820982911946154508_u64, "amount": 12.5, "paid_at": null,
+                                    "paid": true}});
+    output(&db.write(upsert, "t3").await);
+    assert_eq!(
+        db.count(&format!(
+            "{}12.5",
+            matching.replace("paid_at IS NOT NULL", "paid_at IS NULL")
+        ))
+        .await,
+        1
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM payments").await, 1);
+    // A value the column cannot hold is a fatal error, rolled back.
+    let bad = json!({"connection": "main", "table": "payments",
+                     "columns": {"id": 2, "amount": "lots"}});
+    if backend != Backend::Sqlite {
+        // SQLite stores whatever it is given.
+        fatal(&db.write(bad, "t4").await, "lots");
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments").await, 1);
+    }
+    db.close().await;
+}
+
+async fn classifies_failures(backend: Backend) {
     let db = Db::start_with(
-        ORDERS,
+        backend,
         Limits {
             timeout: Duration::from_secs(20),
             ..limits()
@@ -1257,22 +1572,32 @@ async fn first_party_write_db_classifies_failures() {
     )
     .await;
     // Constraint violations repeat identically: fatal.
+    let not_null = match backend {
+        Backend::Sqlite => "NOT NULL",
+        Backend::Postgres => "not-null",
+        Backend::MySql => "cannot be null",
+    };
     fatal(
         &db.write(
             json!({"connection": "main", "table": "orders", "columns": {"order_id": "1", "status": null}}),
             "nn",
         )
         .await,
-        "NOT NULL",
+        not_null,
     );
     // Unknown tables too.
+    let no_table = match backend {
+        Backend::Sqlite => "no such table",
+        Backend::Postgres => "does not exist",
+        Backend::MySql => "doesn't exist",
+    };
     fatal(
         &db.write(
             json!({"connection": "main", "table": "nope", "columns": {"a": 1}}),
             "nt",
         )
         .await,
-        "no such table",
+        no_table,
     );
     // A connection that is not granted is a configuration problem: fatal, with the fix.
     fatal(
@@ -1283,26 +1608,66 @@ async fn first_party_write_db_classifies_failures() {
         .await,
         "allow",
     );
-    // A database held locked by someone else is transient: retryable.
-    let mut locker = db.pool.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *locker)
-        .await
-        .unwrap();
-    let report = db
-        .write(
-            json!({"connection": "main", "table": "orders", "columns": {"order_id": "2", "status": "x"}}),
-            "locked",
-        )
-        .await;
-    sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+    // A wrong dialect fails loudly, with a hint when it is the default.
+    let wrong = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres | Backend::MySql => Some("sqlite"),
+    };
+    if let Some(dialect) = wrong {
+        let report = db
+            .write(
+                json!({"connection": "main", "dialect": dialect, "table": "orders",
+                       "columns": {"order_id": "1", "status": "x", "order": "y"}}),
+                "wd",
+            )
+            .await;
+        let (kind, message, _) = failure(&report);
+        assert_eq!(kind, ErrorKind::Fatal, "{message}");
+        assert_eq!(db.orders().await.len(), 0);
+    }
+    assert_eq!(db.count("SELECT COUNT(*) FROM hookwise_effects").await, 0);
+    // A database (SQLite) or key (the others) held locked by someone else is transient:
+    // retryable, after the host's statement timeout at the latest.
+    let held = "INSERT INTO orders (order_id, status) VALUES ('2', 'held')";
+    let attempt = json!({"connection": "main", "table": "orders",
+                         "columns": {"order_id": "2", "status": "x"}});
+    let report = match &db.pool {
+        SqlPool::Sqlite(p) => {
+            let mut locker = p.acquire().await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut *locker)
+                .await
+                .unwrap();
+            let report = db.write(attempt, "locked").await;
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *locker)
+                .await
+                .unwrap();
+            report
+        }
+        SqlPool::Postgres(p) => {
+            let mut locker = p.begin().await.unwrap();
+            sqlx::raw_sql(held).execute(&mut *locker).await.unwrap();
+            let report = db.write(attempt, "locked").await;
+            locker.rollback().await.unwrap();
+            report
+        }
+        SqlPool::MySql(p) => {
+            let mut locker = p.begin().await.unwrap();
+            sqlx::raw_sql(held).execute(&mut *locker).await.unwrap();
+            let report = db.write(attempt, "locked").await;
+            locker.rollback().await.unwrap();
+            report
+        }
+    };
     let (kind, message, _) = failure(&report);
     assert_eq!(kind, ErrorKind::Retryable, "{message}");
+    assert_eq!(db.orders().await.len(), 0);
+    db.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_party_write_db_refuses_bad_input() {
-    let db = Db::start(ORDERS).await;
+async fn refuses_bad_input(backend: Backend) {
+    let db = Db::start(backend).await;
     let cases = [
         (
             json!({"table": "orders", "columns": {"a": 1}}),
@@ -1325,13 +1690,20 @@ async fn first_party_write_db_refuses_bad_input() {
             "not in `columns`",
         ),
         (
+            json!({"connection": "main", "table": "orders", "mode": "update", "key": ["a"], "columns": {"a": null, "b": 1}}),
+            "is null",
+        ),
+        (
             json!({"connection": "main", "table": "orders", "dialect": "oracle", "columns": {"a": 1}}),
             "unknown variant",
         ),
     ];
     for (input, needle) in cases {
-        fatal(&db.write(input, "bad").await, needle);
+        let report = db.write(input, "bad").await;
+        fatal(&report, needle);
+        assert!(report.db_statements.is_empty());
     }
+    db.close().await;
 }
 
 // ---- end to end through a running server -----------------------------------------------

@@ -652,7 +652,7 @@ async fn http_request_count_is_capped() {
 
 /// The databases the `db` capability is tested against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
     MySql,

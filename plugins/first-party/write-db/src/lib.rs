@@ -209,102 +209,93 @@ pub fn build(input: &Input) -> Result<Statement, String> {
     let d = input.dialect;
     let names: Vec<&String> = input.columns.keys().collect();
     let quoted: Vec<String> = names.iter().map(|n| quote(d, n)).collect();
+    if input.mode == Mode::Insert && !input.key.is_empty() {
+        return Err("`key` is only used with `mode: upsert` or `mode: update`".into());
+    }
+    if input.mode == Mode::Upsert && input.key.is_empty() {
+        return Err("`mode: upsert` needs `key` (the columns of a unique index)".into());
+    }
+    if input.mode == Mode::Update {
+        if input.key.is_empty() {
+            return Err("`mode: update` needs `key` (the columns that find the row)".into());
+        }
+        if names.iter().all(|n| keys.contains(n.as_str())) {
+            return Err("`mode: update` needs at least one column besides the key".into());
+        }
+        for key in &input.key {
+            if input.columns[key.as_str()].is_null() {
+                return Err(format!("key column {key:?} is null"));
+            }
+        }
+    }
+    // Columns besides the key: what an upsert or update sets.
+    let others: Vec<&String> = names
+        .iter()
+        .copied()
+        .filter(|n| !keys.contains(n.as_str()))
+        .collect();
+    if d == Dialect::Postgres {
+        return Ok(build_postgres(input, &table, &quoted, &others));
+    }
     match input.mode {
         Mode::Insert => {
-            if !input.key.is_empty() {
-                return Err("`key` is only used with `mode: upsert` or `mode: update`".into());
-            }
             let params: Vec<Value> = input.columns.values().map(param).collect();
             let sql = format!(
                 "INSERT INTO {table} ({}) VALUES ({})",
                 quoted.join(", "),
-                placeholders(d, 1, params.len())
+                placeholders(params.len())
             );
             Ok(Statement { sql, params })
         }
         Mode::Upsert => {
-            if input.key.is_empty() {
-                return Err("`mode: upsert` needs `key` (the columns of a unique index)".into());
-            }
             let params: Vec<Value> = input.columns.values().map(param).collect();
-            let others: Vec<&String> = names
-                .iter()
-                .copied()
-                .filter(|n| !keys.contains(n.as_str()))
-                .collect();
             let mut sql = format!(
                 "INSERT INTO {table} ({}) VALUES ({})",
                 quoted.join(", "),
-                placeholders(d, 1, params.len())
+                placeholders(params.len())
             );
-            match d {
-                Dialect::Sqlite | Dialect::Postgres => {
-                    let target: Vec<String> = input.key.iter().map(|k| quote(d, k)).collect();
-                    sql.push_str(&format!(" ON CONFLICT ({}) DO ", target.join(", ")));
-                    if others.is_empty() {
-                        sql.push_str("NOTHING");
-                    } else {
-                        let sets: Vec<String> = others
-                            .iter()
-                            .map(|c| format!("{0} = excluded.{0}", quote(d, c)))
-                            .collect();
-                        sql.push_str(&format!("UPDATE SET {}", sets.join(", ")));
-                    }
+            if d == Dialect::Sqlite {
+                let target: Vec<String> = input.key.iter().map(|k| quote(d, k)).collect();
+                sql.push_str(&format!(" ON CONFLICT ({}) DO ", target.join(", ")));
+                if others.is_empty() {
+                    sql.push_str("NOTHING");
+                } else {
+                    let sets: Vec<String> = others
+                        .iter()
+                        .map(|c| format!("{0} = excluded.{0}", quote(d, c)))
+                        .collect();
+                    sql.push_str(&format!("UPDATE SET {}", sets.join(", ")));
                 }
-                Dialect::Mysql => {
-                    // MySQL picks the conflicting unique index itself; `VALUES(col)` works
-                    // in MySQL 5.7/8 and MariaDB alike.
-                    let sets: Vec<String> = if others.is_empty() {
-                        input
-                            .key
-                            .iter()
-                            .map(|k| format!("{0} = {0}", quote(d, k)))
-                            .collect()
-                    } else {
-                        others
-                            .iter()
-                            .map(|c| format!("{0} = VALUES({0})", quote(d, c)))
-                            .collect()
-                    };
-                    sql.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")));
-                }
+            } else {
+                // MySQL picks the conflicting unique index itself; `VALUES(col)` works
+                // in MySQL 5.7/8 and MariaDB alike.
+                let sets: Vec<String> = if others.is_empty() {
+                    input
+                        .key
+                        .iter()
+                        .map(|k| format!("{0} = {0}", quote(d, k)))
+                        .collect()
+                } else {
+                    others
+                        .iter()
+                        .map(|c| format!("{0} = VALUES({0})", quote(d, c)))
+                        .collect()
+                };
+                sql.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")));
             }
             Ok(Statement { sql, params })
         }
         Mode::Update => {
-            if input.key.is_empty() {
-                return Err("`mode: update` needs `key` (the columns that find the row)".into());
-            }
-            let sets: Vec<&String> = names
-                .iter()
-                .copied()
-                .filter(|n| !keys.contains(n.as_str()))
-                .collect();
-            if sets.is_empty() {
-                return Err("`mode: update` needs at least one column besides the key".into());
-            }
             let mut params = Vec::new();
             let mut assignments = Vec::new();
-            for column in &sets {
+            for column in &others {
                 params.push(param(&input.columns[column.as_str()]));
-                assignments.push(format!(
-                    "{} = {}",
-                    quote(d, column),
-                    placeholder(d, params.len())
-                ));
+                assignments.push(format!("{} = ?", quote(d, column)));
             }
             let mut conditions = Vec::new();
             for key in &input.key {
-                let value = &input.columns[key.as_str()];
-                if value.is_null() {
-                    return Err(format!("key column {key:?} is null"));
-                }
-                params.push(param(value));
-                conditions.push(format!(
-                    "{} = {}",
-                    quote(d, key),
-                    placeholder(d, params.len())
-                ));
+                params.push(param(&input.columns[key.as_str()]));
+                conditions.push(format!("{} = ?", quote(d, key)));
             }
             let sql = format!(
                 "UPDATE {table} SET {} WHERE {}",
@@ -314,6 +305,60 @@ pub fn build(input: &Input) -> Result<Statement, String> {
             Ok(Statement { sql, params })
         }
     }
+}
+
+/// PostgreSQL types every parameter, and the host types them after their JSON values
+/// (`text`, `bigint`, `double precision`, `boolean`): a text parameter does not fit a
+/// `numeric`, `timestamptz` or `jsonb` column, nor compare with a `bigint` key. So the row
+/// goes in as one JSON parameter that `json_populate_record` turns into the table's own row
+/// type, converting each value with its column type's input function (`"649.90"` fits a
+/// `numeric`, `"2024-05-01T11:58:00-04:00"` a `timestamptz`, `820982911946154508` a `text`).
+/// Only the named columns are written, so the others keep their defaults.
+fn build_postgres(input: &Input, table: &str, quoted: &[String], others: &[&String]) -> Statement {
+    let d = Dialect::Postgres;
+    let row = format!("json_populate_record(NULL::{table}, $1::json)");
+    let params = vec![Value::String(
+        Value::Object(input.columns.clone()).to_string(),
+    )];
+    let sql = match input.mode {
+        Mode::Insert | Mode::Upsert => {
+            let columns = quoted.join(", ");
+            let mut sql = format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {row}");
+            if input.mode == Mode::Upsert {
+                let target: Vec<String> = input.key.iter().map(|k| quote(d, k)).collect();
+                sql.push_str(&format!(" ON CONFLICT ({}) DO ", target.join(", ")));
+                if others.is_empty() {
+                    sql.push_str("NOTHING");
+                } else {
+                    let sets: Vec<String> = others
+                        .iter()
+                        .map(|c| format!("{0} = excluded.{0}", quote(d, c)))
+                        .collect();
+                    sql.push_str(&format!("UPDATE SET {}", sets.join(", ")));
+                }
+            }
+            sql
+        }
+        Mode::Update => {
+            // Aliases, so that `schema.table` and a table named like a column both work;
+            // `hookwise_*` names cannot be user tables.
+            let sets: Vec<String> = others
+                .iter()
+                .map(|c| format!("{0} = hookwise_row.{0}", quote(d, c)))
+                .collect();
+            let conditions: Vec<String> = input
+                .key
+                .iter()
+                .map(|k| format!("hookwise_target.{0} = hookwise_row.{0}", quote(d, k)))
+                .collect();
+            format!(
+                "UPDATE {table} AS hookwise_target SET {} FROM {row} AS hookwise_row WHERE {}",
+                sets.join(", "),
+                conditions.join(" AND ")
+            )
+        }
+    };
+    Statement { sql, params }
 }
 
 /// Arrays and objects go in as JSON text (the host does the same for any it is given).
@@ -378,19 +423,9 @@ fn quote(d: Dialect, name: &str) -> String {
     }
 }
 
-/// The `n`th placeholder (1-based).
-fn placeholder(d: Dialect, n: usize) -> String {
-    match d {
-        Dialect::Postgres => format!("${n}"),
-        Dialect::Sqlite | Dialect::Mysql => "?".to_string(),
-    }
-}
-
-fn placeholders(d: Dialect, first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| placeholder(d, n))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `count` `?` placeholders (SQLite and MySQL; PostgreSQL binds one JSON row).
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
 }
 
 #[cfg(test)]
@@ -417,10 +452,12 @@ mod tests {
         assert_eq!(s.params, vec![json!(1), json!("x")]);
         let mut pg = base.clone();
         pg["dialect"] = json!("postgres");
+        let s = sql(pg).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            sql(pg).map(|s| s.sql),
-            Ok(r#"INSERT INTO "orders" ("id", "name") VALUES ($1, $2)"#.to_string())
+            s.sql,
+            r#"INSERT INTO "orders" ("id", "name") SELECT "id", "name" FROM json_populate_record(NULL::"orders", $1::json)"#
         );
+        assert_eq!(s.params, vec![json!(r#"{"id":1,"name":"x"}"#)]);
         let mut my = base;
         my["dialect"] = json!("mariadb");
         assert_eq!(
@@ -435,7 +472,13 @@ mod tests {
                         "columns": {"id": 1, "v": "a"}, "dialect": "postgres"});
         assert_eq!(
             sql(up).map(|s| s.sql),
-            Ok(r#"INSERT INTO "s"."t" ("id", "v") VALUES ($1, $2) ON CONFLICT ("id") DO UPDATE SET "v" = excluded."v""#.to_string())
+            Ok(r#"INSERT INTO "s"."t" ("id", "v") SELECT "id", "v" FROM json_populate_record(NULL::"s"."t", $1::json) ON CONFLICT ("id") DO UPDATE SET "v" = excluded."v""#.to_string())
+        );
+        let lite = json!({"connection": "c", "table": "t", "mode": "upsert", "key": ["id"],
+                          "columns": {"id": 1, "v": "a"}});
+        assert_eq!(
+            sql(lite).map(|s| s.sql),
+            Ok(r#"INSERT INTO "t" ("id", "v") VALUES (?, ?) ON CONFLICT ("id") DO UPDATE SET "v" = excluded."v""#.to_string())
         );
         let my = json!({"connection": "c", "table": "t", "mode": "upsert", "key": ["id"],
                         "columns": {"id": 1, "v": "a"}, "dialect": "mysql"});
@@ -446,8 +489,16 @@ mod tests {
         let upd = json!({"connection": "c", "table": "t", "mode": "update", "key": ["id"],
                          "columns": {"id": 7, "v": "a"}, "dialect": "postgres"});
         let s = sql(upd).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.sql, r#"UPDATE "t" SET "v" = $1 WHERE "id" = $2"#);
-        assert_eq!(s.params, vec![json!("a"), json!(7)]);
+        assert_eq!(
+            s.sql,
+            r#"UPDATE "t" AS hookwise_target SET "v" = hookwise_row."v" FROM json_populate_record(NULL::"t", $1::json) AS hookwise_row WHERE hookwise_target."id" = hookwise_row."id""#
+        );
+        assert_eq!(s.params, vec![json!(r#"{"id":7,"v":"a"}"#)]);
+        let upd = json!({"connection": "c", "table": "t", "mode": "update", "key": ["id"],
+                         "columns": {"id": 7, "v": {"a": [1]}}, "dialect": "mysql"});
+        let s = sql(upd).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.sql, "UPDATE `t` SET `v` = ? WHERE `id` = ?");
+        assert_eq!(s.params, vec![json!(r#"{"a":[1]}"#), json!(7)]);
     }
 
     #[test]
