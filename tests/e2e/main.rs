@@ -9,6 +9,7 @@ mod ingress;
 mod plugins;
 mod plugins_cli;
 mod plugins_lang;
+mod quickstart;
 mod reload;
 mod rules;
 mod serve;
