@@ -46,8 +46,11 @@ async fn broken_rules_keep_the_old_ones_and_fixed_rules_take_over() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = config_text(&receiver, "")
-        .replacen("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"), 1);
+    let config = config_text(&receiver, "").replacen(
+        "listen: 127.0.0.1:0",
+        &format!("listen: 127.0.0.1:{port}"),
+        1,
+    );
     std::fs::write(dir.path().join("hookwise.yaml"), config).unwrap();
     let rules_file = dir.path().join("rules.yaml");
     std::fs::write(&rules_file, rule_to(&receiver, "/old")).unwrap();
