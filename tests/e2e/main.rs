@@ -8,6 +8,7 @@ mod dispatch;
 mod ingress;
 mod plugins;
 mod plugins_cli;
+mod plugins_lang;
 mod reload;
 mod rules;
 mod serve;

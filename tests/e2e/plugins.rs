@@ -366,14 +366,17 @@ async fn hostile_calls_do_not_disturb_a_concurrent_good_call() {
 // ---------- HTTP ----------
 
 /// (path and query, Idempotency-Key header) of each request the server saw.
-type SeenRequests = Vec<(String, Option<String>)>;
+pub(crate) type SeenRequests = Vec<(String, Option<String>)>;
 
+/// What the test server saw (shared with `plugins_lang`).
 #[derive(Clone, Default)]
-struct Seen {
-    requests: Arc<Mutex<SeenRequests>>,
+pub(crate) struct Seen {
+    pub(crate) requests: Arc<Mutex<SeenRequests>>,
 }
 
-async fn test_server() -> (SocketAddr, Seen) {
+/// A capturing HTTP server on 127.0.0.1: `/echo` records the request and
+/// answers a fixed text, `/big` answers 100 kB, `/slow` answers after 5 s.
+pub(crate) async fn test_server() -> (SocketAddr, Seen) {
     use axum::Router;
     use axum::extract::State;
     use axum::http::{HeaderMap, Uri};

@@ -48,13 +48,45 @@ pub enum WriteRequest {
     },
     /// Record a delivery attempt that produced no event (rejected, handshake).
     Attempt(NewDeliveryAttempt),
+    /// Record an execution attempt and move the execution on (see [`Store::finish`]).
+    Finish(Box<FinishRequest>),
+    /// Lease due executions (see [`Store::claim`]).
+    Claim(Box<ClaimRequest>),
+    /// Store match traces and plan executions (see [`Store::plan`]).
+    Plan(Vec<EventPlan>),
+}
+
+/// The parts of [`Store::claim`].
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub owner: String,
+    pub limit: i64,
+    pub lease: Duration,
+    pub now: Millis,
+    pub busy: ClaimExclusions,
+}
+
+/// The parts of [`Store::finish`].
+#[derive(Debug, Clone)]
+pub struct FinishRequest {
+    pub id: ExecutionId,
+    pub owner: String,
+    pub attempt: NewExecutionAttempt,
+    pub next: NextStep,
 }
 
 /// What a write came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
     Ingested(IngestOutcome),
     Recorded,
+    Finished,
+    /// A finish whose lease was no longer held: nothing was written.
+    LeaseLost,
+    /// The executions a claim leased, oldest first.
+    Claimed(Vec<Execution>),
+    /// The executions a plan created.
+    Planned(Vec<ExecutionId>),
 }
 
 /// The answer to an ingest: the event's id (the earlier one for a duplicate).
@@ -226,9 +258,9 @@ impl Store {
             .await?
         {
             WriteOutcome::Ingested(outcome) => Ok(outcome),
-            WriteOutcome::Recorded => Err(StoreError::Corrupt {
+            other => Err(StoreError::Corrupt {
                 table: "events",
-                detail: "ingest answered as a plain record".into(),
+                detail: format!("ingest answered as {other:?}"),
             }),
         }
     }
@@ -364,7 +396,18 @@ impl Store {
     /// Idempotent: executions that already exist (same event, rule, action, generation) are
     /// left as they are. Returns the ids of the executions created by this call.
     pub async fn plan(&self, plans: &[EventPlan]) -> Result<Vec<ExecutionId>, StoreError> {
-        with_backend!(self, b => b.plan(plans).await)
+        // Through the one writer: on SQLite a second writer would wait on the lock.
+        match self
+            .committer
+            .submit(WriteRequest::Plan(plans.to_vec()))
+            .await?
+        {
+            WriteOutcome::Planned(created) => Ok(created),
+            other => Err(StoreError::Corrupt {
+                table: "executions",
+                detail: format!("plan answered as {other:?}"),
+            }),
+        }
     }
 
     /// Claims up to `limit` executions that are due (or whose lease expired) for `owner`, with a
@@ -379,7 +422,21 @@ impl Store {
         now: Millis,
         busy: &ClaimExclusions,
     ) -> Result<Vec<Execution>, StoreError> {
-        with_backend!(self, b => b.claim(owner, limit, lease, now, busy).await)
+        // Group-committed like ingests and finishes: a claim costs no fsync of its own.
+        let request = WriteRequest::Claim(Box::new(ClaimRequest {
+            owner: owner.to_string(),
+            limit,
+            lease,
+            now,
+            busy: busy.clone(),
+        }));
+        match self.committer.submit(request).await? {
+            WriteOutcome::Claimed(claimed) => Ok(claimed),
+            other => Err(StoreError::Corrupt {
+                table: "executions",
+                detail: format!("claim answered as {other:?}"),
+            }),
+        }
     }
 
     /// When the next execution becomes claimable (next attempt or lease end), if any.
@@ -418,7 +475,8 @@ impl Store {
         with_backend!(self, b => b.renew_lease(id, owner, until).await)
     }
 
-    /// Records an attempt and moves the execution on, in one transaction guarded by the lease.
+    /// Records an attempt and moves the execution on, guarded by the lease. Group-committed:
+    /// finishes from many workers (and ingests) share one transaction and one fsync.
     pub async fn finish(
         &self,
         id: ExecutionId,
@@ -426,7 +484,20 @@ impl Store {
         attempt: &NewExecutionAttempt,
         next: NextStep,
     ) -> Result<(), StoreError> {
-        with_backend!(self, b => b.finish(id, owner, attempt, next).await)
+        let request = WriteRequest::Finish(Box::new(FinishRequest {
+            id,
+            owner: owner.to_string(),
+            attempt: attempt.clone(),
+            next,
+        }));
+        match self.committer.submit(request).await? {
+            WriteOutcome::Finished => Ok(()),
+            WriteOutcome::LeaseLost => Err(StoreError::LeaseLost(id)),
+            other => Err(StoreError::Corrupt {
+                table: "executions",
+                detail: format!("finish answered as {other:?}"),
+            }),
+        }
     }
 
     /// Gives an execution back unclaimed (for graceful shutdown); the attempt is not counted.
@@ -456,7 +527,13 @@ impl Store {
         with_backend!(self, b => b.list_dead_letters(filter).await)
     }
 
-    /// Counts executions by status (for readiness, metrics and tests).
+    /// Work not done yet: (events waiting to be matched, executions pending or running). Cheap
+    /// at any size (partial indexes), for metrics and for waiting until idle.
+    pub async fn backlog(&self) -> Result<(i64, i64), StoreError> {
+        with_backend!(self, b => b.backlog().await)
+    }
+
+    /// Counts executions by status (for readiness, metrics and tests). Scans the table.
     pub async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
         with_backend!(self, b => b.execution_counts().await)
     }

@@ -75,6 +75,171 @@ macro_rules! store_queries {
             Ok(())
         }
 
+        /// Records an attempt and moves the execution on, if `owner` still holds its lease;
+        /// returns whether it did.
+        async fn finish_in(
+            tx: &mut sqlx::Transaction<'_, $Db>,
+            id: ExecutionId,
+            owner: &str,
+            a: &NewExecutionAttempt,
+            next: &NextStep,
+        ) -> Result<bool, StoreError> {
+            let now = Millis::now();
+            let (status, next_at, dead_reason) = match next {
+                NextStep::Succeeded => (ExecutionStatus::Succeeded, now, None),
+                NextStep::RetryAt(at) => (ExecutionStatus::Pending, *at, None),
+                NextStep::Dead(reason) => (ExecutionStatus::Dead, now, Some(reason.as_str())),
+            };
+            let done = sqlx::query(
+                "UPDATE executions SET status = $3, next_attempt_at = $4, lease_owner = NULL, \
+                 lease_until = NULL, last_error = $5, updated_at = $6 \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            )
+            .bind(id.0)
+            .bind(owner)
+            .bind(status.as_str())
+            .bind(next_at.0)
+            .bind(a.error.as_deref())
+            .bind(now.0)
+            .execute(&mut **tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO execution_attempts (id, execution_id, attempt, started_at, \
+                 finished_at, outcome, error, output, logs, http_calls, db_statements, \
+                 fuel_used, memory_peak) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (execution_id, attempt) DO NOTHING",
+            )
+            .bind(Uuid::now_v7())
+            .bind(id.0)
+            .bind(a.attempt)
+            .bind(a.started_at.0)
+            .bind(a.finished_at.0)
+            .bind(a.outcome.as_str())
+            .bind(a.error.as_deref())
+            .bind(a.output.as_ref().map(Json))
+            .bind(Json(&a.logs))
+            .bind(Json(&a.http_calls))
+            .bind(Json(&a.db_statements))
+            .bind(a.fuel_used)
+            .bind(a.memory_peak)
+            .execute(&mut **tx)
+            .await?;
+            if let Some(reason) = dead_reason {
+                sqlx::query(
+                    "INSERT INTO dead_letters (execution_id, event_id, source, rule_id, reason, created_at) \
+                     SELECT x.id, x.event_id, e.source, x.rule_id, $2, $3 \
+                     FROM executions x JOIN events e ON e.id = x.event_id WHERE x.id = $1 \
+                     ON CONFLICT (execution_id) DO UPDATE SET reason = excluded.reason, \
+                     created_at = excluded.created_at",
+                )
+                .bind(id.0)
+                .bind(reason)
+                .bind(now.0)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(true)
+        }
+
+        /// Claims due executions (see [`Store::claim`]) inside `tx`.
+        async fn claim_in(
+            tx: &mut sqlx::Transaction<'_, $Db>,
+            owner: &str,
+            limit: i64,
+            lease: std::time::Duration,
+            now: Millis,
+            busy: &ClaimExclusions,
+        ) -> Result<Vec<Execution>, StoreError> {
+            // Expired leases first: their holder crashed or stalled, so the execution is due
+            // again (the lost attempt stays counted). Both statements use partial indexes, so
+            // a claim costs the same whatever the backlog.
+            sqlx::query(
+                "UPDATE executions SET status = 'pending', lease_owner = NULL, lease_until = NULL \
+                 WHERE status = 'running' AND lease_until < $1",
+            )
+            .bind(now.0)
+            .execute(&mut **tx)
+            .await?;
+            let mut q = QueryBuilder::<$Db>::new(
+                "UPDATE executions SET status = 'running', lease_owner = ",
+            );
+            q.push_bind(owner)
+                .push(", lease_until = ")
+                .push_bind(now.saturating_add(lease).0)
+                .push(", attempts = attempts + 1, updated_at = ")
+                .push_bind(now.0)
+                .push(
+                    " WHERE id IN (SELECT x.id FROM executions x \
+                     WHERE x.status = 'pending' AND x.next_attempt_at <= ",
+                )
+                .push_bind(now.0)
+                // An execution with an order key waits for every earlier unfinished one of
+                // the same rule and key (earlier event, or same event and earlier action).
+                .push(
+                    " AND (x.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM executions p \
+                     WHERE p.rule_id = x.rule_id AND p.order_key = x.order_key \
+                     AND p.status IN ('pending', 'running') \
+                     AND (p.event_seq < x.event_seq OR (p.event_seq = x.event_seq \
+                     AND p.action_index < x.action_index))))",
+                );
+            if !busy.plugins.is_empty() {
+                q.push(" AND x.plugin NOT IN (");
+                let mut list = q.separated(", ");
+                for p in &busy.plugins {
+                    list.push_bind(p.as_str());
+                }
+                q.push(")");
+            }
+            for (rule, action) in &busy.actions {
+                q.push(" AND NOT (x.rule_id = ")
+                    .push_bind(rule.as_str())
+                    .push(" AND x.action_index = ")
+                    .push_bind(*action)
+                    .push(")");
+            }
+            q.push(" ORDER BY x.next_attempt_at, x.event_seq LIMIT ")
+                .push_bind(limit.max(0))
+                .push(concat!(" ", $claim_lock, ") RETURNING *"));
+            let rows: Vec<ExecutionRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+            let mut claimed: Vec<Execution> = convert(rows)?;
+            claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
+            Ok(claimed)
+        }
+
+
+        /// Stores match traces and plans executions (see [`Store::plan`]) inside `tx`.
+        async fn plan_in(
+            tx: &mut sqlx::Transaction<'_, $Db>,
+            plans: &[EventPlan],
+        ) -> Result<Vec<ExecutionId>, StoreError> {
+            let now = Millis::now();
+            let mut created = Vec::new();
+            for plan in plans {
+                let seq: Option<i64> = sqlx::query_scalar(
+                    "UPDATE events SET status = $2, match_trace = $3, planned_at = $4 \
+                     WHERE id = $1 RETURNING seq",
+                )
+                .bind(plan.event.0)
+                .bind(EventStatus::Planned.as_str())
+                .bind(Json(&plan.match_trace))
+                .bind(now.0)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(seq) = seq else {
+                    return Err(StoreError::Corrupt {
+                        table: "events",
+                        detail: format!("planning unknown event {}", plan.event),
+                    });
+                };
+                created.extend(insert_executions(tx, plan.event, seq, &plan.executions, now).await?);
+            }
+            Ok(created)
+        }
+
         fn dead_letter_filter(q: &mut QueryBuilder<'_, $Db>, f: &DeadLetterFilter) {
             if let Some(source) = &f.source {
                 q.push(" AND source = ").push_bind(source.clone());
@@ -117,7 +282,10 @@ macro_rules! store_queries {
                     .iter()
                     .filter_map(|r| match r {
                         WriteRequest::Ingest { event, .. } => Some(event),
-                        WriteRequest::Attempt(_) => None,
+                        WriteRequest::Attempt(_)
+                        | WriteRequest::Finish(_)
+                        | WriteRequest::Claim(_)
+                        | WriteRequest::Plan(_) => None,
                     })
                     .collect();
                 let mut inserted: std::collections::HashSet<Uuid> = Default::default();
@@ -181,6 +349,22 @@ macro_rules! store_queries {
                         WriteRequest::Attempt(attempt) => {
                             attempts.push((attempt, attempt.verdict, None));
                             outcomes.push(WriteOutcome::Recorded);
+                        }
+                        WriteRequest::Finish(f) => {
+                            let held = finish_in(&mut tx, f.id, &f.owner, &f.attempt, &f.next).await?;
+                            outcomes.push(if held {
+                                WriteOutcome::Finished
+                            } else {
+                                WriteOutcome::LeaseLost
+                            });
+                        }
+                        WriteRequest::Plan(plans) => {
+                            outcomes.push(WriteOutcome::Planned(plan_in(&mut tx, plans).await?));
+                        }
+                        WriteRequest::Claim(c) => {
+                            let claimed =
+                                claim_in(&mut tx, &c.owner, c.limit, c.lease, c.now, &c.busy).await?;
+                            outcomes.push(WriteOutcome::Claimed(claimed));
                         }
                     }
                 }
@@ -409,95 +593,6 @@ macro_rules! store_queries {
             }
 
             /// Stores match traces and plans executions for several events in one transaction.
-            pub(crate) async fn plan(
-                &self,
-                plans: &[EventPlan],
-            ) -> Result<Vec<ExecutionId>, StoreError> {
-                let now = Millis::now();
-                let mut tx = self.pool.begin().await?;
-                let mut created = Vec::new();
-                for plan in plans {
-                    let seq: Option<i64> = sqlx::query_scalar(
-                        "UPDATE events SET status = $2, match_trace = $3, planned_at = $4 \
-                         WHERE id = $1 RETURNING seq",
-                    )
-                    .bind(plan.event.0)
-                    .bind(EventStatus::Planned.as_str())
-                    .bind(Json(&plan.match_trace))
-                    .bind(now.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some(seq) = seq else {
-                        return Err(StoreError::Corrupt {
-                            table: "events",
-                            detail: format!("planning unknown event {}", plan.event),
-                        });
-                    };
-                    created.extend(
-                        insert_executions(&mut tx, plan.event, seq, &plan.executions, now).await?,
-                    );
-                }
-                notify_workers(&mut tx).await?;
-                tx.commit().await?;
-                Ok(created)
-            }
-
-            pub(crate) async fn claim(
-                &self,
-                owner: &str,
-                limit: i64,
-                lease: std::time::Duration,
-                now: Millis,
-                busy: &ClaimExclusions,
-            ) -> Result<Vec<Execution>, StoreError> {
-                let mut q = QueryBuilder::<$Db>::new(
-                    "UPDATE executions SET status = 'running', lease_owner = ",
-                );
-                q.push_bind(owner)
-                    .push(", lease_until = ")
-                    .push_bind(now.saturating_add(lease).0)
-                    .push(", attempts = attempts + 1, updated_at = ")
-                    .push_bind(now.0)
-                    .push(
-                        " WHERE id IN (SELECT x.id FROM executions x \
-                         WHERE ((x.status = 'pending' AND x.next_attempt_at <= ",
-                    )
-                    .push_bind(now.0)
-                    .push(") OR (x.status = 'running' AND x.lease_until < ")
-                    .push_bind(now.0)
-                    // An execution with an order key waits for every earlier unfinished one of
-                    // the same rule and key (earlier event, or same event and earlier action).
-                    .push(
-                        ")) AND (x.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM executions p \
-                         WHERE p.rule_id = x.rule_id AND p.order_key = x.order_key \
-                         AND p.status IN ('pending', 'running') \
-                         AND (p.event_seq < x.event_seq OR (p.event_seq = x.event_seq \
-                         AND p.action_index < x.action_index))))",
-                    );
-                if !busy.plugins.is_empty() {
-                    q.push(" AND x.plugin NOT IN (");
-                    let mut list = q.separated(", ");
-                    for p in &busy.plugins {
-                        list.push_bind(p.as_str());
-                    }
-                    q.push(")");
-                }
-                for (rule, action) in &busy.actions {
-                    q.push(" AND NOT (x.rule_id = ")
-                        .push_bind(rule.as_str())
-                        .push(" AND x.action_index = ")
-                        .push_bind(*action)
-                        .push(")");
-                }
-                q.push(" ORDER BY x.next_attempt_at, x.event_seq LIMIT ")
-                    .push_bind(limit.max(0))
-                    .push(concat!(" ", $claim_lock, ") RETURNING *"));
-                let rows: Vec<ExecutionRow> = q.build_query_as().fetch_all(&self.pool).await?;
-                let mut claimed: Vec<Execution> = convert(rows)?;
-                claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
-                Ok(claimed)
-            }
-
             /// The earliest time something becomes claimable: a pending execution's next
             /// attempt or a running one's lease end.
             pub(crate) async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
@@ -586,77 +681,6 @@ macro_rules! store_queries {
                 Ok(())
             }
 
-            pub(crate) async fn finish(
-                &self,
-                id: ExecutionId,
-                owner: &str,
-                a: &NewExecutionAttempt,
-                next: NextStep,
-            ) -> Result<(), StoreError> {
-                let now = Millis::now();
-                let (status, next_at, dead_reason) = match &next {
-                    NextStep::Succeeded => (ExecutionStatus::Succeeded, now, None),
-                    NextStep::RetryAt(at) => (ExecutionStatus::Pending, *at, None),
-                    NextStep::Dead(reason) => (ExecutionStatus::Dead, now, Some(reason.as_str())),
-                };
-                let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE executions SET status = $3, next_attempt_at = $4, lease_owner = NULL, \
-                     lease_until = NULL, last_error = $5, updated_at = $6 \
-                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-                )
-                .bind(id.0)
-                .bind(owner)
-                .bind(status.as_str())
-                .bind(next_at.0)
-                .bind(a.error.as_deref())
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::LeaseLost(id));
-                }
-                sqlx::query(
-                    "INSERT INTO execution_attempts (id, execution_id, attempt, started_at, \
-                     finished_at, outcome, error, output, logs, http_calls, db_statements, \
-                     fuel_used, memory_peak) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (execution_id, attempt) DO NOTHING",
-                )
-                .bind(Uuid::now_v7())
-                .bind(id.0)
-                .bind(a.attempt)
-                .bind(a.started_at.0)
-                .bind(a.finished_at.0)
-                .bind(a.outcome.as_str())
-                .bind(a.error.as_deref())
-                .bind(a.output.as_ref().map(Json))
-                .bind(Json(&a.logs))
-                .bind(Json(&a.http_calls))
-                .bind(Json(&a.db_statements))
-                .bind(a.fuel_used)
-                .bind(a.memory_peak)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(reason) = dead_reason {
-                    sqlx::query(
-                        "INSERT INTO dead_letters (execution_id, event_id, source, rule_id, reason, created_at) \
-                         SELECT x.id, x.event_id, e.source, x.rule_id, $2, $3 \
-                         FROM executions x JOIN events e ON e.id = x.event_id WHERE x.id = $1 \
-                         ON CONFLICT (execution_id) DO UPDATE SET reason = excluded.reason, \
-                         created_at = excluded.created_at",
-                    )
-                    .bind(id.0)
-                    .bind(reason)
-                    .bind(now.0)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                notify_workers(&mut tx).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
             pub(crate) async fn release(&self, id: ExecutionId, owner: &str) -> Result<(), StoreError> {
                 sqlx::query(
                     "UPDATE executions SET status = 'pending', lease_owner = NULL, lease_until = NULL, \
@@ -715,6 +739,22 @@ macro_rules! store_queries {
                 q.push(" ORDER BY created_at DESC, execution_id DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<DeadLetterRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(DeadLetter::from).collect())
+            }
+
+            pub(crate) async fn backlog(&self) -> Result<(i64, i64), StoreError> {
+                let events: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE status = 'pending'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let pending: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'pending'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let running: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'running'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok((events, pending + running))
             }
 
             pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
