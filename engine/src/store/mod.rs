@@ -530,7 +530,11 @@ impl Store {
     /// Work not done yet: (events waiting to be matched, executions pending or running). Cheap
     /// at any size (partial indexes), for metrics and for waiting until idle.
     pub async fn backlog(&self) -> Result<(i64, i64), StoreError> {
-        with_backend!(self, b => b.backlog().await)
+        let q = self.queue_depth().await?;
+        Ok((
+            q.pending_events,
+            q.pending_executions + q.running_executions,
+        ))
     }
 
     /// Counts executions by status (for readiness, metrics and tests). Scans the table.

@@ -741,22 +741,6 @@ macro_rules! store_queries {
                 Ok(rows.into_iter().map(DeadLetter::from).collect())
             }
 
-            pub(crate) async fn backlog(&self) -> Result<(i64, i64), StoreError> {
-                let events: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE status = 'pending'")
-                        .fetch_one(&self.pool)
-                        .await?;
-                let pending: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'pending'")
-                        .fetch_one(&self.pool)
-                        .await?;
-                let running: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'running'")
-                        .fetch_one(&self.pool)
-                        .await?;
-                Ok((events, pending + running))
-            }
-
             pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
                 let rows = sqlx::query("SELECT status, COUNT(*) FROM executions GROUP BY status")
                     .fetch_all(&self.pool)
