@@ -39,6 +39,8 @@ pub struct AppState {
     pub ingress: Arc<HashMap<String, crate::ingress::hooks::SourceRuntime>>,
     /// Tells the dispatcher that events were stored.
     pub wake: Wake,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -50,6 +52,7 @@ impl AppState {
             store,
             ingress,
             wake: Wake::default(),
+            metrics: Arc::default(),
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -77,6 +80,8 @@ pub enum ServeError {
     Rules(Vec<crate::yamldoc::Diagnostic>),
     #[error("{} problem{} with plugins:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, join_lines(.0))]
     Plugins(Vec<String>),
+    #[error("admin token: {0}")]
+    AdminToken(#[from] crate::admin::TokenError),
 }
 
 fn join_lines<T: std::fmt::Display>(items: &[T]) -> String {
@@ -167,12 +172,21 @@ pub async fn run(
     };
     tracing::info!(rules = rules.len(), "rules loaded");
     let rules = LiveRules::new(rules);
+    let admin_state =
+        match crate::admin::AdminState::new(state.clone(), rules.clone(), plugins.clone()) {
+            Ok(admin) => admin,
+            Err(e) => {
+                store.close().await;
+                return Err(e.into());
+            }
+        };
     let dispatcher = Dispatcher::start(
         store.clone(),
         rules.clone(),
         plugins,
         state.config.clone(),
         state.wake.clone(),
+        state.metrics.clone(),
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Ok(addr) = listeners.ingress.local_addr() {
@@ -191,8 +205,13 @@ pub async fn run(
     ));
     let admin = tokio::spawn(serve(
         listeners.admin,
-        crate::admin::app(state.clone()),
+        crate::admin::app(admin_state),
         None,
+        stop_rx.clone(),
+    ));
+    let pruner = tokio::spawn(crate::retention::run(
+        store.clone(),
+        state.config.retention,
         stop_rx.clone(),
     ));
     let reloader = tokio::spawn(rules.watch(state.config.clone(), stop_rx));
@@ -204,6 +223,7 @@ pub async fn run(
     let _ = ingress.await;
     let _ = admin.await;
     let _ = reloader.await;
+    let _ = pruner.await;
     dispatcher.shutdown().await;
     store.close().await;
     tracing::info!("stopped; every acknowledged event is committed");

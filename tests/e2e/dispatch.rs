@@ -123,6 +123,8 @@ impl Receiver {
 
 pub struct Running {
     pub base: String,
+    /// The admin listener, `http://127.0.0.1:PORT`.
+    pub admin: String,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -160,6 +162,7 @@ pub async fn start(config: &str, rules: &str) -> Running {
         hookwise::config::load_str(&config_path, config, &env).unwrap_or_else(|e| panic!("{e:#?}"));
     let listeners = hookwise::server::Listeners::bind(&config).await.unwrap();
     let addr = listeners.ingress.local_addr().unwrap();
+    let admin = format!("http://{}", listeners.admin.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(hookwise::server::run(config, listeners, async {
         let _ = stopped.await;
@@ -176,6 +179,7 @@ pub async fn start(config: &str, rules: &str) -> Running {
     );
     Running {
         base,
+        admin,
         dir,
         config_path,
         stop: Some(stop),

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary that starts the real engine (in process or as the `hookwise`
 //! binary), on random ports, with temp dirs and fresh PostgreSQL databases.
 
+mod admin;
 mod cli;
 mod crash;
 mod dispatch;

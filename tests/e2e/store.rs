@@ -9,8 +9,9 @@ use hookwise::model::{
     Verdict,
 };
 use hookwise::store::{
-    ClaimExclusions, DeadLetterFilter, EventFilter, EventPlan, GroupCommitSettings,
-    NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt, NextStep, Store, StoreError,
+    ClaimExclusions, Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, EventPlan,
+    ExecutionFilter, GroupCommitSettings, NewDeliveryAttempt, NewEvent, NewExecution,
+    NewExecutionAttempt, NextStep, QueueDepth, Store, StoreError,
 };
 use serde_json::json;
 
@@ -141,6 +142,8 @@ suite!(
     close_flushes_pending_writes,
     order_keys_and_busy_lists_shape_claims,
     replay_plans_a_new_generation_and_retires_dead_letters,
+    listings_filter_and_page,
+    retention_prunes_only_old_rows_while_ingest_continues,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -881,5 +884,409 @@ async fn replay_plans_a_new_generation_and_retires_dead_letters(place: &Place) {
     assert_eq!(store.list_dead_letters(&all_dead).await.unwrap().len(), 1);
     assert_eq!(store.purge_dead_letters(&all_dead).await.unwrap(), 1);
     assert!(store.list_dead_letters(&all_dead).await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// Pages through a listing with `next` (given the cursor of the previous page's last row)
+/// until a short page; returns every row.
+async fn all_pages<T, F, Fut>(limit: usize, key: impl Fn(&T) -> Cursor, next: F) -> Vec<T>
+where
+    F: Fn(Option<Cursor>) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = next(cursor).await;
+        assert!(page.len() <= limit);
+        let full = page.len() == limit;
+        cursor = page.last().map(&key);
+        out.extend(page);
+        if !full {
+            return out;
+        }
+    }
+}
+
+async fn listings_filter_and_page(place: &Place) {
+    let store = place.open().await;
+    let none = ClaimExclusions::default();
+    let mut events = Vec::new();
+    for i in 0..4 {
+        events.push(ingest_one(&store, &format!("l-{i}")).await);
+    }
+    let stripe = store
+        .ingest(
+            event("stripe", "l-s"),
+            attempt("stripe", Verdict::Accepted, 200),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    events.push(stripe);
+    store
+        .record_attempt(attempt("github", Verdict::Rejected, 401))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.queue_depth().await.unwrap(),
+        QueueDepth {
+            pending_events: 5,
+            pending_executions: 0,
+            running_executions: 0
+        }
+    );
+
+    // Delivery attempts: filters, and pages of 2 that add up to all 6, newest first.
+    let by = |f: DeliveryAttemptFilter| {
+        let store = store.clone();
+        async move { store.list_delivery_attempts_filtered(&f).await.unwrap() }
+    };
+    let github = by(DeliveryAttemptFilter {
+        source: Some("github".into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(github.len(), 5);
+    let rejected = by(DeliveryAttemptFilter {
+        verdict: Some(Verdict::Rejected),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].event_id, None);
+    let one = by(DeliveryAttemptFilter {
+        event_id: Some(stripe),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].attempt.source, "stripe");
+    let future = by(DeliveryAttemptFilter {
+        since: Some(Millis(Millis::now().0 + 60_000)),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert!(future.is_empty());
+    let everything = by(DeliveryAttemptFilter {
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    let paged = all_pages(
+        2,
+        |a: &hookwise::store::DeliveryAttempt| Cursor {
+            at: a.attempt.received_at,
+            id: a.attempt.id.0,
+        },
+        |before| {
+            by(DeliveryAttemptFilter {
+                before,
+                limit: 2,
+                ..Default::default()
+            })
+        },
+    )
+    .await;
+    assert_eq!(paged, everything);
+    assert_eq!(paged.len(), 6);
+    assert!(
+        paged
+            .windows(2)
+            .all(|w| (w[0].attempt.received_at, w[0].attempt.id)
+                >= (w[1].attempt.received_at, w[1].attempt.id))
+    );
+
+    // Executions: two per event (same planning time, so the id breaks ties in paging).
+    let mut plans = Vec::new();
+    for ev in &events {
+        let a = execution(*ev, "r0", 0);
+        let mut b = execution(*ev, "r1", 0);
+        b.plugin = "call-api".into();
+        plans.push(plan_of(*ev, &json!({}), &[a, b]));
+    }
+    store.plan(&plans).await.unwrap();
+    let xs = |f: ExecutionFilter| {
+        let store = store.clone();
+        async move { store.list_executions(&f).await.unwrap() }
+    };
+    let call_api = xs(ExecutionFilter {
+        plugin: Some("call-api".into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(call_api.len(), 5);
+    assert!(call_api.iter().all(|x| x.rule_id == "r1"));
+    let of_one = xs(ExecutionFilter {
+        rule_id: Some("r0".into()),
+        event_id: Some(events[2]),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_one.len(), 1);
+    assert_eq!(of_one[0].event_id, events[2]);
+    let all = xs(ExecutionFilter {
+        status: Some(ExecutionStatus::Pending),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(all.len(), 10);
+    let paged = all_pages(
+        3,
+        |x: &hookwise::store::Execution| Cursor {
+            at: x.created_at,
+            id: x.id.0,
+        },
+        |before| {
+            xs(ExecutionFilter {
+                before,
+                limit: 3,
+                ..Default::default()
+            })
+        },
+    )
+    .await;
+    assert_eq!(paged, all);
+
+    // Queue depth follows claims; dead letters page the same way.
+    let claimed = store
+        .claim("w", 2, Duration::from_secs(30), Millis::now(), &none)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.queue_depth().await.unwrap(),
+        QueueDepth {
+            pending_events: 0,
+            pending_executions: 8,
+            running_executions: 2
+        }
+    );
+    for x in &claimed {
+        store
+            .finish(
+                x.id,
+                "w",
+                &run_attempt(1, AttemptOutcome::Fatal, Some("no")),
+                NextStep::Dead("fatal: no".into()),
+            )
+            .await
+            .unwrap();
+    }
+    let dead = |before| {
+        let store = store.clone();
+        async move {
+            store
+                .list_dead_letters(&DeadLetterFilter {
+                    before,
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let pages = all_pages(
+        1,
+        |d: &hookwise::store::DeadLetter| Cursor {
+            at: d.created_at,
+            id: d.execution_id.0,
+        },
+        dead,
+    )
+    .await;
+    assert_eq!(pages.len(), 2);
+    assert_ne!(pages[0].execution_id, pages[1].execution_id);
+    store.close().await;
+}
+
+async fn retention_prunes_only_old_rows_while_ingest_continues(place: &Place) {
+    const DAY: i64 = 86_400_000;
+    /// More than two pruning batches.
+    const OLD: usize = 1_100;
+    const NEW: usize = 300;
+    let store = place.open().await;
+    let none = ClaimExclusions::default();
+    let old_at = Millis(Millis::now().0 - 40 * DAY);
+    let aged = |delivery: String, at: Millis| {
+        let mut e = event("github", &delivery);
+        e.received_at = at;
+        let mut a = attempt("github", Verdict::Accepted, 200);
+        a.received_at = at;
+        (e, a)
+    };
+
+    // Old history: OLD planned events (concurrently, so in group-committed batches), one
+    // never matched, and an old rejected request.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..OLD {
+        let store = store.clone();
+        let (e, a) = aged(format!("old-{i}"), Millis(old_at.0 + i as i64));
+        tasks.spawn(async move { store.ingest(e, a).await.unwrap().event_id });
+    }
+    let mut old = Vec::new();
+    while let Some(id) = tasks.join_next().await {
+        old.push(id.unwrap());
+    }
+    let (e, a) = aged("old-unmatched".into(), old_at);
+    let unmatched = store.ingest(e, a).await.unwrap().event_id;
+    let mut rejected = attempt("github", Verdict::Rejected, 401);
+    rejected.received_at = old_at;
+    store.record_attempt(rejected).await.unwrap();
+    // The first three old events have an execution each: one succeeds, one dies, one is
+    // still pending (so its event is kept).
+    let mut plans = Vec::new();
+    let mut xs = Vec::new();
+    for (i, ev) in old.iter().enumerate() {
+        let executions = if i < 3 {
+            let x = execution(*ev, "r", 0);
+            xs.push(x.clone());
+            vec![x]
+        } else {
+            vec![]
+        };
+        plans.push(plan_of(*ev, &json!({}), &executions));
+    }
+    store.plan(&plans).await.unwrap();
+    let mut claimed = Vec::new();
+    while claimed.len() < 2 {
+        claimed.extend(
+            store
+                .claim("w", 1, Duration::from_secs(30), Millis::now(), &none)
+                .await
+                .unwrap(),
+        );
+    }
+    let (done, dead) = (&claimed[0], &claimed[1]);
+    store
+        .finish(
+            done.id,
+            "w",
+            &run_attempt(1, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await
+        .unwrap();
+    store
+        .finish(
+            dead.id,
+            "w",
+            &run_attempt(1, AttemptOutcome::Fatal, Some("no")),
+            NextStep::Dead("fatal: no".into()),
+        )
+        .await
+        .unwrap();
+    let still_pending = xs
+        .iter()
+        .find(|x| x.id != done.id && x.id != dead.id)
+        .unwrap()
+        .clone();
+    let kept_old = store
+        .get_execution(still_pending.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .event_id;
+    // Young history: ten days old, inside the limit.
+    let (e, a) = aged("young".into(), Millis(Millis::now().0 - 10 * DAY));
+    let young = store.ingest(e, a).await.unwrap().event_id;
+
+    // Prune while new events keep arriving.
+    let ingest = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..NEW {
+                ids.push(ingest_one(&store, &format!("new-{i}")).await);
+            }
+            ids
+        })
+    };
+    let settings = hookwise::config::RetentionSettings {
+        events: Some(Duration::from_secs(30 * 24 * 3600)),
+        delivery_attempts: Some(Duration::from_secs(30 * 24 * 3600)),
+    };
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let pruned = hookwise::retention::prune(
+        &store,
+        &settings,
+        Millis::now(),
+        Duration::from_millis(5),
+        &stop,
+    )
+    .await
+    .unwrap();
+    let new = ingest.await.unwrap();
+
+    // Every old planned event went, except the one with a pending execution; with them their
+    // executions, attempts and dead letters. Every old delivery attempt went.
+    assert_eq!(pruned.events, (OLD - 1) as u64);
+    assert_eq!(pruned.delivery_attempts, (OLD + 2) as u64);
+    for ev in &old {
+        let kept = store.get_event(*ev).await.unwrap().is_some();
+        assert_eq!(kept, *ev == kept_old, "event {ev}");
+    }
+    for x in [done, dead] {
+        assert!(store.get_execution(x.id).await.unwrap().is_none());
+        assert!(store.attempts_for_execution(x.id).await.unwrap().is_empty());
+    }
+    assert!(
+        store
+            .list_dead_letters(&DeadLetterFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.executions_for_event(kept_old).await.unwrap().len(),
+        1,
+        "the pending execution and its event stay"
+    );
+    assert!(store.get_event(unmatched).await.unwrap().is_some());
+    assert!(store.get_event(young).await.unwrap().is_some());
+    // Everything that arrived during pruning is there, with its delivery attempt.
+    for ev in &new {
+        assert!(
+            store.get_event(*ev).await.unwrap().is_some(),
+            "new event {ev}"
+        );
+        assert_eq!(
+            store.delivery_attempts_for_event(*ev).await.unwrap().len(),
+            1
+        );
+    }
+    assert_eq!(store.count_events().await.unwrap(), (NEW + 3) as i64);
+    let attempts = store
+        .list_delivery_attempts_filtered(&DeliveryAttemptFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), NEW + 1, "the new ones and the young one");
+
+    // A second pass finds nothing more; `0s` (None) keeps everything.
+    let again = hookwise::retention::prune(&store, &settings, Millis::now(), Duration::ZERO, &stop)
+        .await
+        .unwrap();
+    assert_eq!(again, hookwise::retention::Pruned::default());
+    let forever = hookwise::config::RetentionSettings {
+        events: None,
+        delivery_attempts: None,
+    };
+    let far_future = Millis(Millis::now().0 + 1000 * DAY);
+    let nothing = hookwise::retention::prune(&store, &forever, far_future, Duration::ZERO, &stop)
+        .await
+        .unwrap();
+    assert_eq!(nothing, hookwise::retention::Pruned::default());
     store.close().await;
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::dispatch::ops;
-use crate::model::{EventId, EventStatus, ExecutionId, Millis};
+use crate::model::{EventId, EventStatus, ExecutionId};
 use crate::store::{DeadLetterFilter, EventFilter, Store};
 
 use super::signing::usage;
@@ -142,17 +142,7 @@ where
     })
 }
 
-/// `--since`/`--until`: RFC 3339, or an age before now.
-fn parse_time(text: &str) -> Result<Millis, String> {
-    if let Some(ms) = crate::rfc3339::parse_millis(text) {
-        return Ok(Millis(ms));
-    }
-    let age = crate::rules::parse_duration(text).map_err(|_| {
-        format!("`{text}` is neither an RFC 3339 time nor an age such as 1h or 30m")
-    })?;
-    let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-    Ok(Millis(Millis::now().0.saturating_sub(age)))
-}
+use ops::parse_time;
 
 fn print_json(value: &impl serde::Serialize) {
     println!(
@@ -304,6 +294,7 @@ fn dead_letter_filter(args: &DeadLetterArgs) -> Result<DeadLetterFilter, String>
         rule_id: args.rule.clone(),
         since: args.since.as_deref().map(parse_time).transpose()?,
         until: args.until.as_deref().map(parse_time).transpose()?,
+        before: None,
         limit: args.limit.clamp(1, 100_000),
     })
 }

@@ -41,6 +41,9 @@ pub struct ConfigFile {
     pub plugins: Vec<PluginFile>,
     /// How stored events are matched and their actions run.
     pub dispatch: Option<DispatchFile>,
+    /// How long history is kept. Older events (with their executions, attempts and dead
+    /// letters) and delivery attempts are pruned in the background. Default 30 days each.
+    pub retention: Option<RetentionFile>,
     /// Databases that plugins may be granted (`allow.db`): `sqlite://`, `postgres://` or
     /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`.
     #[serde(default)]
@@ -56,6 +59,19 @@ pub struct DispatchFile {
     /// How long a worker holds a claimed action before another node (or a restart) may take it
     /// over; renewed while the action runs. Default `30s`.
     pub lease: Option<HumanDuration>,
+}
+
+/// How long stored history is kept.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Age after which an event is deleted with its executions, execution attempts and dead
+    /// letters (events still waiting to be matched or with actions still pending or running
+    /// are kept). Default `30d`; `0s` keeps events forever.
+    pub events: Option<HumanDuration>,
+    /// Age after which a delivery attempt (one HTTP request to an ingress route, accepted or
+    /// not) is deleted. Default `30d`; `0s` keeps them forever.
+    pub delivery_attempts: Option<HumanDuration>,
 }
 
 /// One path or several.

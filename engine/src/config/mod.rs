@@ -109,6 +109,29 @@ pub struct Config {
     pub plugins: Vec<Plugin>,
     pub connections: BTreeMap<String, Secret>,
     pub dispatch: DispatchSettings,
+    pub retention: RetentionSettings,
+}
+
+/// How long history is kept; None keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub events: Option<Duration>,
+    pub delivery_attempts: Option<Duration>,
+}
+
+/// History kept by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Shortest retention (other than `0s`, forever): shorter would prune events whose
+/// retries are still being decided.
+const MIN_RETENTION: Duration = Duration::from_secs(60);
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            events: Some(DEFAULT_RETENTION),
+            delivery_attempts: Some(DEFAULT_RETENTION),
+        }
+    }
 }
 
 /// Most workers a node may run (each may hold a plugin instance).
@@ -166,6 +189,7 @@ impl Config {
             plugins: default_plugins(),
             connections: BTreeMap::new(),
             dispatch: DispatchSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 
@@ -472,6 +496,7 @@ impl Checker<'_> {
         let sources = self.sources(raw);
         let plugins = self.plugins(raw, &connections);
         let dispatch = self.dispatch(raw);
+        let retention = self.retention(raw);
 
         Config {
             file: Some(path.to_path_buf()),
@@ -489,7 +514,34 @@ impl Checker<'_> {
             plugins,
             connections,
             dispatch,
+            retention,
         }
+    }
+
+    fn retention(&mut self, raw: &ConfigFile) -> RetentionSettings {
+        let mut out = RetentionSettings::default();
+        let Some(r) = &raw.retention else {
+            return out;
+        };
+        for (field, value, slot) in [
+            ("events", r.events, &mut out.events),
+            (
+                "delivery_attempts",
+                r.delivery_attempts,
+                &mut out.delivery_attempts,
+            ),
+        ] {
+            match value {
+                None => {}
+                Some(d) if d.0.is_zero() => *slot = None,
+                Some(d) if d.0 < MIN_RETENTION => self.problem(
+                    &format!("/retention/{field}"),
+                    "retention must be at least 1m (or 0s to keep forever)",
+                ),
+                Some(d) => *slot = Some(d.0),
+            }
+        }
+        out
     }
 
     fn dispatch(&mut self, raw: &ConfigFile) -> DispatchSettings {

@@ -225,3 +225,25 @@ fn cidrs() {
         assert!(bad.parse::<Cidr>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn retention_defaults_forever_and_limits() {
+    let c = load("{}").unwrap();
+    assert_eq!(c.retention, RetentionSettings::default());
+    assert_eq!(c.retention.events, Some(DEFAULT_RETENTION));
+    let c = load("retention: { events: 7d, delivery_attempts: 0s }").unwrap();
+    assert_eq!(c.retention.events, Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(c.retention.delivery_attempts, None, "0s keeps them forever");
+    assert_eq!(
+        problems("retention: { events: 10s, attempts: 1d }").len(),
+        1,
+        "unknown key first"
+    );
+    let got = problems("retention:\n  events: 10s\n  delivery_attempts: 59s\n");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("2:") && got[0].contains("at least 1m"),
+        "{got:?}"
+    );
+    assert!(got[1].starts_with("3:"), "{got:?}");
+}

@@ -62,6 +62,7 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) settings: DispatchSettings,
     pub(crate) wake: Wake,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// This process's name in leases.
     pub(crate) owner: String,
     /// Running executions per plugin and per (rule, action), for concurrency limits.
@@ -90,6 +91,7 @@ impl Dispatcher {
         plugins: Registry,
         config: Arc<Config>,
         wake: Wake,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Dispatcher {
         let owner = format!(
             "{}:{}:{}",
@@ -104,6 +106,7 @@ impl Dispatcher {
             settings: config.dispatch.clone(),
             config,
             wake,
+            metrics,
             owner,
             running: Mutex::new(Running::default()),
         });

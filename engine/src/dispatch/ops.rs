@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::model::{EventId, ExecutionId, ExecutionStatus};
+use crate::model::{EventId, ExecutionId, ExecutionStatus, Millis};
 use crate::rules::RuleSet;
 use crate::store::{
     DeadLetter, DeadLetterFilter, DeliveryAttempt, Execution, ExecutionAttempt, NewExecution,
@@ -50,6 +50,18 @@ pub async fn story(store: &Store, event: EventId) -> Result<Option<Story>, Store
         delivery_attempts,
         executions,
     }))
+}
+
+/// A `since`/`until` bound: an RFC 3339 time, or an age before now such as `1h` or `30m`.
+pub fn parse_time(text: &str) -> Result<Millis, String> {
+    if let Some(ms) = crate::rfc3339::parse_millis(text) {
+        return Ok(Millis(ms));
+    }
+    let age = crate::rules::parse_duration(text).map_err(|_| {
+        format!("`{text}` is neither an RFC 3339 time nor an age such as 1h or 30m")
+    })?;
+    let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    Ok(Millis(Millis::now().0.saturating_sub(age)))
 }
 
 /// An execution a replay plans (or would plan, in a dry run).

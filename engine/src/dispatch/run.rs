@@ -23,6 +23,8 @@ struct PreparedCall {
     input: String,
     retry: RetryPolicy,
     timeout: Option<Duration>,
+    /// When the event arrived, for the ack-to-done latency.
+    received_at: Millis,
 }
 
 /// A call, or why there can be no call.
@@ -42,12 +44,12 @@ pub(crate) async fn run_execution(
         Ok(p) => p,
         Err(e) => {
             // The event could not be read: give the execution back for a later try.
-            tracing::error!(execution = %x.id, error = %e, "cannot load the event of an execution");
+            tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "cannot load the event of an execution");
             let _ = shared.store.release(x.id, &shared.owner).await;
             return;
         }
     };
-    let (report, retry) = match prepared {
+    let (report, retry, received_at) = match prepared {
         Prepared::Fatal(reason) => {
             let attempt = NewExecutionAttempt {
                 attempt: x.attempts,
@@ -67,6 +69,7 @@ pub(crate) async fn run_execution(
                 x,
                 &attempt,
                 NextStep::Dead(format!("fatal: {reason}")),
+                None,
             )
             .await;
             return;
@@ -79,6 +82,7 @@ pub(crate) async fn run_execution(
                 input,
                 retry,
                 timeout,
+                received_at,
             } = *call;
             let host = shared.plugins.host();
             let call = async {
@@ -104,7 +108,7 @@ pub(crate) async fn run_execution(
                         match shared.store.renew_lease(x.id, &shared.owner, until).await {
                             Ok(()) => {}
                             Err(StoreError::LeaseLost(_)) => {
-                                tracing::warn!(execution = %x.id, "lease lost while running; stopping this attempt");
+                                tracing::warn!(event = %x.event_id, execution = %x.id, "lease lost while running; stopping this attempt");
                                 return;
                             }
                             Err(e) => tracing::warn!(execution = %x.id, error = %e, "lease renewal failed"),
@@ -117,7 +121,8 @@ pub(crate) async fn run_execution(
                     }
                 }
             };
-            (report, retry)
+            shared.metrics.plugin_call(&x.plugin, report.duration);
+            (report, retry, received_at)
         }
     };
 
@@ -165,7 +170,7 @@ pub(crate) async fn run_execution(
         error = attempt.error.as_deref().unwrap_or(""),
         "action attempt finished"
     );
-    finish(shared, x, &attempt, next).await;
+    finish(shared, x, &attempt, next, Some(received_at)).await;
 }
 
 fn timed_out(t: Duration) -> CallReport {
@@ -182,18 +187,38 @@ fn timed_out(t: Duration) -> CallReport {
     }
 }
 
-async fn finish(shared: &Shared, x: &Execution, attempt: &NewExecutionAttempt, next: NextStep) {
+/// Records the attempt; `received_at` is the event's arrival, for the ack-to-done latency.
+async fn finish(
+    shared: &Shared,
+    x: &Execution,
+    attempt: &NewExecutionAttempt,
+    next: NextStep,
+    received_at: Option<Millis>,
+) {
+    let dead = matches!(next, NextStep::Dead(_));
+    let succeeded = next == NextStep::Succeeded;
     match shared
         .store
         .finish(x.id, &shared.owner, attempt, next)
         .await
     {
-        Ok(()) => {}
+        Ok(()) => {
+            shared
+                .metrics
+                .attempt_recorded(&x.plugin, attempt.outcome, dead);
+            // Replays (later generations) would measure how old the event is, not latency.
+            if let Some(at) = received_at.filter(|_| succeeded && x.generation == 0) {
+                let ms = u64::try_from(Millis::now().0.saturating_sub(at.0)).unwrap_or(0);
+                shared.metrics.done(Duration::from_millis(ms));
+            }
+        }
         Err(StoreError::LeaseLost(_)) => {
-            tracing::warn!(execution = %x.id, "lease lost before the attempt was recorded; another worker runs it again")
+            tracing::warn!(event = %x.event_id, execution = %x.id, "lease lost before the attempt was recorded; another worker runs it again")
         }
         // The lease runs out and the execution is claimed again: at least once.
-        Err(e) => tracing::error!(execution = %x.id, error = %e, "recording an attempt failed"),
+        Err(e) => {
+            tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "recording an attempt failed")
+        }
     }
 }
 
@@ -282,6 +307,7 @@ async fn prepare(shared: &Shared, x: &Execution) -> Result<Prepared, StoreError>
         input: planned.input.to_string(),
         retry: planned.retry,
         timeout: planned.timeout,
+        received_at: event.event.received_at,
     })))
 }
 

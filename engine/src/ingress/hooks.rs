@@ -175,6 +175,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let received_at = Millis::now();
     let source = state.config.source(&source_id);
     let mut recorded_body = None;
@@ -250,6 +251,11 @@ pub async fn receive(
             "delivery rejected"
         );
     }
+    state.metrics.delivery(
+        source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str()),
+        outcome.verdict,
+        started.elapsed(),
+    );
     respond(outcome)
 }
 
@@ -453,6 +459,14 @@ async fn handle(
             if !stored.duplicate && !quarantined {
                 state.wake.events();
             }
+            tracing::debug!(
+                event = %stored.event_id,
+                source = %source.id,
+                event_type = %event_type,
+                duplicate = stored.duplicate,
+                quarantined,
+                "event stored"
+            );
             // Step 6: acknowledge.
             let mut body = json!({"event_id": stored.event_id, "duplicate": stored.duplicate});
             if quarantined && !stored.duplicate {

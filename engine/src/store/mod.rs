@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use group::GroupCommitSettings;
+pub use group::{BatchStats, GroupCommitSettings};
 pub use records::*;
 
 use crate::model::{EventId, ExecutionId, Millis};
@@ -163,7 +163,55 @@ pub struct DeadLetterFilter {
     pub rule_id: Option<String>,
     pub since: Option<Millis>,
     pub until: Option<Millis>,
+    /// Only dead letters after this one in the listing (for paging, newest first).
+    pub before: Option<Cursor>,
     pub limit: i64,
+}
+
+/// A place in a listing ordered newest first: the time and id of the last row seen. Rows
+/// strictly after it (older, or as old with a smaller id) come next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: Millis,
+    pub id: uuid::Uuid,
+}
+
+/// Filters for listing delivery attempts.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryAttemptFilter {
+    pub source: Option<String>,
+    pub verdict: Option<crate::model::Verdict>,
+    pub event_id: Option<EventId>,
+    /// Received at or after.
+    pub since: Option<Millis>,
+    /// Received before.
+    pub until: Option<Millis>,
+    pub before: Option<Cursor>,
+    pub limit: i64,
+}
+
+/// Filters for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub status: Option<crate::model::ExecutionStatus>,
+    pub rule_id: Option<String>,
+    pub plugin: Option<String>,
+    pub event_id: Option<EventId>,
+    /// Planned at or after.
+    pub since: Option<Millis>,
+    pub before: Option<Cursor>,
+    pub limit: i64,
+}
+
+/// Work waiting, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// Events stored but not yet matched.
+    pub pending_events: i64,
+    /// Executions waiting to run (first time or for a retry).
+    pub pending_executions: i64,
+    /// Executions claimed by a worker right now.
+    pub running_executions: i64,
 }
 
 impl Store {
@@ -291,6 +339,45 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeliveryAttempt>, StoreError> {
         with_backend!(self, b => b.list_delivery_attempts(source, limit).await)
+    }
+
+    /// Delivery attempts matching `filter`, newest first.
+    pub async fn list_delivery_attempts_filtered(
+        &self,
+        filter: &DeliveryAttemptFilter,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        with_backend!(self, b => b.list_delivery_attempts_filtered(filter).await)
+    }
+
+    /// Executions matching `filter`, newest (by planning time) first.
+    pub async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>, StoreError> {
+        with_backend!(self, b => b.list_executions(filter).await)
+    }
+
+    /// Pending events and pending and running executions, counted now.
+    pub async fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
+        with_backend!(self, b => b.queue_depth().await)
+    }
+
+    /// Deletes up to `batch` events received before `cutoff`, oldest first, in one short
+    /// transaction; their executions, execution attempts and dead letters go with them. Events
+    /// still waiting to be matched, or with an execution pending or running, are kept.
+    /// Returns how many events were deleted (less than `batch` means nothing older is left).
+    pub async fn prune_events(&self, cutoff: Millis, batch: i64) -> Result<u64, StoreError> {
+        with_backend!(self, b => b.prune_events(cutoff, batch).await)
+    }
+
+    /// Deletes up to `batch` delivery attempts received before `cutoff`, oldest first, in one
+    /// short transaction. Returns how many.
+    pub async fn prune_delivery_attempts(
+        &self,
+        cutoff: Millis,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        with_backend!(self, b => b.prune_delivery_attempts(cutoff, batch).await)
     }
 
     pub async fn delivery_attempts_for_event(
@@ -443,7 +530,11 @@ impl Store {
     /// Work not done yet: (events waiting to be matched, executions pending or running). Cheap
     /// at any size (partial indexes), for metrics and for waiting until idle.
     pub async fn backlog(&self) -> Result<(i64, i64), StoreError> {
-        with_backend!(self, b => b.backlog().await)
+        let q = self.queue_depth().await?;
+        Ok((
+            q.pending_events,
+            q.pending_executions + q.running_executions,
+        ))
     }
 
     /// Counts executions by status (for readiness, metrics and tests). Scans the table.

@@ -18,9 +18,11 @@ macro_rules! store_queries {
             ExecutionRow,
         };
         use crate::store::{
-            ClaimExclusions, DeadLetter, DeadLetterFilter, DeliveryAttempt, EventFilter, EventPlan, Execution,
-            ExecutionAttempt, ExecutionCounts, IngestOutcome, NewDeliveryAttempt, NewExecution,
-            NewExecutionAttempt, NextStep, StoreError, StoredEvent, WriteOutcome, WriteRequest,
+            ClaimExclusions, Cursor, DeadLetter, DeadLetterFilter, DeliveryAttempt,
+            DeliveryAttemptFilter, EventFilter, EventPlan, Execution, ExecutionAttempt,
+            ExecutionCounts, ExecutionFilter, IngestOutcome, NewDeliveryAttempt, NewExecution,
+            NewExecutionAttempt, NextStep, QueueDepth, StoreError, StoredEvent, WriteOutcome,
+            WriteRequest,
         };
 
         /// Rows per multi-row INSERT (SQLite allows 32766 bound values; events bind 8 each).
@@ -251,6 +253,20 @@ macro_rules! store_queries {
             if let Some(until) = f.until {
                 q.push(" AND created_at < ").push_bind(until.0);
             }
+            if let Some(before) = f.before {
+                keyset(q, "created_at", "execution_id", before);
+            }
+        }
+
+        /// Rows after `c` in a listing ordered by (`time`, `id`) descending.
+        fn keyset(q: &mut QueryBuilder<'_, $Db>, time: &str, id: &str, c: Cursor) {
+            q.push(format!(" AND ({time} < "))
+                .push_bind(c.at.0)
+                .push(format!(" OR ({time} = "))
+                .push_bind(c.at.0)
+                .push(format!(" AND {id} < "))
+                .push_bind(c.id)
+                .push("))");
         }
 
         impl $Store {
@@ -442,6 +458,117 @@ macro_rules! store_queries {
                 convert(rows)
             }
 
+            pub(crate) async fn list_delivery_attempts_filtered(
+                &self,
+                f: &DeliveryAttemptFilter,
+            ) -> Result<Vec<DeliveryAttempt>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new("SELECT * FROM delivery_attempts WHERE 1 = 1");
+                if let Some(source) = &f.source {
+                    q.push(" AND source = ").push_bind(source.as_str());
+                }
+                if let Some(verdict) = f.verdict {
+                    q.push(" AND verdict = ").push_bind(verdict.as_str());
+                }
+                if let Some(event) = f.event_id {
+                    q.push(" AND event_id = ").push_bind(event.0);
+                }
+                if let Some(since) = f.since {
+                    q.push(" AND received_at >= ").push_bind(since.0);
+                }
+                if let Some(until) = f.until {
+                    q.push(" AND received_at < ").push_bind(until.0);
+                }
+                if let Some(before) = f.before {
+                    keyset(&mut q, "received_at", "id", before);
+                }
+                q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(f.limit.max(0));
+                let rows: Vec<DeliveryAttemptRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                convert(rows)
+            }
+
+            pub(crate) async fn list_executions(
+                &self,
+                f: &ExecutionFilter,
+            ) -> Result<Vec<Execution>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new("SELECT * FROM executions WHERE 1 = 1");
+                if let Some(status) = f.status {
+                    q.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(rule) = &f.rule_id {
+                    q.push(" AND rule_id = ").push_bind(rule.as_str());
+                }
+                if let Some(plugin) = &f.plugin {
+                    q.push(" AND plugin = ").push_bind(plugin.as_str());
+                }
+                if let Some(event) = f.event_id {
+                    q.push(" AND event_id = ").push_bind(event.0);
+                }
+                if let Some(since) = f.since {
+                    q.push(" AND created_at >= ").push_bind(since.0);
+                }
+                if let Some(before) = f.before {
+                    keyset(&mut q, "created_at", "id", before);
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(f.limit.max(0));
+                let rows: Vec<ExecutionRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                convert(rows)
+            }
+
+            pub(crate) async fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
+                // Each count matches a partial index (events_pending, executions_due,
+                // executions_leased), so a scrape does not scan the tables.
+                let pending_events: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE status = 'pending'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let pending_executions: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'pending'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                let running_executions: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'running'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(QueueDepth {
+                    pending_events,
+                    pending_executions,
+                    running_executions,
+                })
+            }
+
+            pub(crate) async fn prune_events(&self, cutoff: Millis, batch: i64) -> Result<u64, StoreError> {
+                // Executions, their attempts and dead letters follow by ON DELETE CASCADE
+                // (SQLite connections enable foreign keys).
+                let done = sqlx::query(
+                    "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e \
+                     WHERE e.received_at < $1 AND e.status <> 'pending' \
+                     AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.event_id = e.id \
+                     AND x.status IN ('pending', 'running')) \
+                     ORDER BY e.seq LIMIT $2)",
+                )
+                .bind(cutoff.0)
+                .bind(batch.max(0))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            pub(crate) async fn prune_delivery_attempts(
+                &self,
+                cutoff: Millis,
+                batch: i64,
+            ) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM delivery_attempts WHERE id IN (SELECT id FROM delivery_attempts \
+                     WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+                )
+                .bind(cutoff.0)
+                .bind(batch.max(0))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             pub(crate) async fn delivery_attempts_for_event(
                 &self,
                 event: EventId,
@@ -609,25 +736,9 @@ macro_rules! store_queries {
             ) -> Result<Vec<DeadLetter>, StoreError> {
                 let mut q = QueryBuilder::<$Db>::new("SELECT * FROM dead_letters WHERE 1 = 1");
                 dead_letter_filter(&mut q, f);
-                q.push(" ORDER BY created_at DESC LIMIT ").push_bind(f.limit.max(0));
+                q.push(" ORDER BY created_at DESC, execution_id DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<DeadLetterRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(DeadLetter::from).collect())
-            }
-
-            pub(crate) async fn backlog(&self) -> Result<(i64, i64), StoreError> {
-                let events: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE status = 'pending'")
-                        .fetch_one(&self.pool)
-                        .await?;
-                let pending: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'pending'")
-                        .fetch_one(&self.pool)
-                        .await?;
-                let running: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM executions WHERE status = 'running'")
-                        .fetch_one(&self.pool)
-                        .await?;
-                Ok((events, pending + running))
             }
 
             pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
