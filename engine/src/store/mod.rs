@@ -20,6 +20,31 @@ pub use records::*;
 use crate::model::{EventId, ExecutionId, Millis};
 
 /// Errors from the store. The text is for operators' logs, never for HTTP clients.
+
+/// Row counts of the multi-row INSERTs a batch is split into. A few fixed sizes keep the number
+/// of distinct statements small, so each one is prepared once and then found in the
+/// connection's statement cache; one statement per batch size would be re-prepared (a
+/// 128-row VALUES list is thousands of placeholders to parse) on most batches.
+const STATEMENT_ROWS: [usize; 5] = [128, 32, 8, 2, 1];
+
+/// Splits `rows` into slices whose lengths are all in [`STATEMENT_ROWS`], largest first.
+pub(crate) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = STATEMENT_ROWS
+            .iter()
+            .copied()
+            .find(|n| *n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://...")]
@@ -579,5 +604,23 @@ impl Store {
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_backend!(self, b => b.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn statement_chunks_use_few_sizes_and_cover_every_row() {
+        for len in 0..600usize {
+            let rows: Vec<usize> = (0..len).collect();
+            let chunks: Vec<&[usize]> = super::statement_chunks(&rows).collect();
+            let joined: Vec<usize> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(joined, rows);
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| super::STATEMENT_ROWS.contains(&c.len()))
+            );
+        }
     }
 }

@@ -25,8 +25,6 @@ macro_rules! store_queries {
             WriteRequest,
         };
 
-        /// Rows per multi-row INSERT (SQLite allows 32766 bound values; events bind 8 each).
-        const ROWS_PER_INSERT: usize = 500;
 
         /// Inserts planned executions; ones that exist already (same event, rule, action and
         /// generation, or same key) are left alone. Returns the ids created.
@@ -289,7 +287,7 @@ macro_rules! store_queries {
                     })
                     .collect();
                 let mut inserted: std::collections::HashSet<Uuid> = Default::default();
-                for chunk in ingests.chunks(ROWS_PER_INSERT) {
+                for chunk in crate::store::statement_chunks(&ingests) {
                     let mut q = QueryBuilder::<$Db>::new(
                         "INSERT INTO events (id, source, delivery_id, event_type, received_at, \
                          headers, payload, status) ",
@@ -369,7 +367,7 @@ macro_rules! store_queries {
                     }
                 }
 
-                for chunk in attempts.chunks(ROWS_PER_INSERT) {
+                for chunk in crate::store::statement_chunks(&attempts) {
                     let mut q = QueryBuilder::<$Db>::new(
                         "INSERT INTO delivery_attempts (id, source, received_at, remote_addr, \
                          method, path, headers, body, body_size, verdict, status, reason, event_id) ",
