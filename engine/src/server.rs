@@ -23,10 +23,6 @@ use crate::plugin_host::Registry;
 use crate::rules::{LiveRules, RuleSet};
 use crate::store::{GroupCommitSettings, Store, StoreError};
 
-/// How long a client may take to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -201,12 +197,14 @@ pub async fn run(
         listeners.ingress,
         crate::ingress::app(state.clone()),
         tls,
+        Timeouts::from(&state.config.ingress),
         stop_rx.clone(),
     ));
     let admin = tokio::spawn(serve(
         listeners.admin,
         crate::admin::app(admin_state),
         None,
+        Timeouts::default(),
         stop_rx.clone(),
     ));
     let pruner = tokio::spawn(crate::retention::run(
@@ -230,19 +228,51 @@ pub async fn run(
     Ok(())
 }
 
+/// How long a connection may take over each step before it is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub tls_handshake: Duration,
+    pub header_read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::from(&crate::config::IngressSettings::default())
+    }
+}
+
+impl From<&crate::config::IngressSettings> for Timeouts {
+    fn from(s: &crate::config::IngressSettings) -> Self {
+        Timeouts {
+            tls_handshake: s.tls_handshake_timeout,
+            header_read: s.header_read_timeout,
+        }
+    }
+}
+
+/// Marks a request that arrived as plain HTTP on a listener that speaks HTTPS. It is answered
+/// (with a reason and, on `/hooks/`, a delivery attempt record) rather than dropped, so the
+/// sender learns what is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainOnTls;
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// Accepts connections on `listener` until `stop` turns true, then waits (bounded) for open
 /// connections to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.header_read)
         .timer(hyper_util::rt::TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
@@ -264,35 +294,66 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-                app,
-                move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(remote));
-                    req
-                },
-            ));
+            let service = |plain_on_tls: bool| {
+                TowerToHyperService::new(tower::ServiceExt::map_request(
+                    app,
+                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ConnectInfo(remote));
+                        if plain_on_tls {
+                            req.extensions_mut().insert(PlainOnTls);
+                        }
+                        req
+                    },
+                ))
+            };
             let result = match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                    // Peek at the first byte: plain HTTP gets an answer that says why it is
+                    // refused, instead of a failed handshake the sender cannot read.
+                    let mut first = [0u8; 1];
+                    let peeked =
+                        tokio::time::timeout(timeouts.tls_handshake, stream.peek(&mut first)).await;
+                    match peeked {
+                        Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
+                            let conn = builder.serve_connection_with_upgrades(
+                                TokioIo::new(stream),
+                                service(true),
+                            );
                             watcher.watch(conn.into_owned()).await
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                            return;
+                        Ok(Ok(1)) => {
+                            let handshake = tokio::time::timeout(
+                                timeouts.tls_handshake,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(tls_stream)) => {
+                                    let conn = builder.serve_connection_with_upgrades(
+                                        TokioIo::new(tls_stream),
+                                        service(false),
+                                    );
+                                    watcher.watch(conn.into_owned()).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%remote, "TLS handshake timed out");
+                                    return;
+                                }
+                            }
                         }
+                        Ok(_) => return,
                         Err(_) => {
-                            tracing::debug!(%remote, "TLS handshake timed out");
+                            tracing::debug!(%remote, "client sent nothing in time");
                             return;
                         }
                     }
                 }
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(false));
                     watcher.watch(conn.into_owned()).await
                 }
             };

@@ -400,9 +400,25 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
         "{answer}"
     );
 
-    // Plain HTTP on the HTTPS listener gets no service.
+    // Plain HTTP on the HTTPS listener gets no service, but an answer that says why; on
+    // /hooks/ it is recorded like any other refused delivery.
     let plain = base.replace("https://", "http://");
-    assert!(reqwest::get(format!("{plain}/healthz")).await.is_err());
+    let (status, answer, _) = post(&format!("{plain}/healthz"), &[], Vec::new()).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("https_required"))
+    );
+    let (status, answer, _) = post(
+        &format!("{plain}/hooks/github"),
+        &json_headers,
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("https_required")),
+        "{answer}"
+    );
 
     // A signed Slack url_verification is answered at the edge, and nothing is stored.
     let url = format!("{base}/hooks/slack");
@@ -427,12 +443,20 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
     let (store, _dir) = server.stop().await;
     assert_eq!(store.count_events().await.unwrap(), 0);
     let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
-    assert_eq!(attempts.len(), 6, "{attempts:#?}");
+    assert_eq!(attempts.len(), 7, "{attempts:#?}");
     let verdicts: Vec<_> = attempts
         .iter()
         .map(|a| (a.attempt.verdict, a.attempt.status))
         .collect();
     assert!(verdicts.contains(&(Verdict::Handshake, 200)));
+    assert!(attempts.iter().any(|a| {
+        a.attempt.status == 400
+            && a.attempt
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("https_required")
+    }));
     assert!(verdicts.contains(&(Verdict::Rejected, 404)));
     assert!(verdicts.contains(&(Verdict::Rejected, 413)));
     // Bodies of unparseable requests are kept so they can be looked at.

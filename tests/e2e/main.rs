@@ -16,3 +16,4 @@ mod rules;
 mod serve;
 mod store;
 mod support;
+mod transport;

@@ -22,6 +22,15 @@ pub struct ConfigFile {
     /// Serve plain HTTP instead of HTTPS on the ingress listener. Only for a listener behind a
     /// TLS-terminating proxy on the same host, or for local tests.
     pub insecure_http: Option<bool>,
+    /// Proxies (address ranges) in front of hookwise that terminate TLS. A request from one of
+    /// them is trusted for `X-Forwarded-For` (the client address that `allow_ips` and logs see)
+    /// and `X-Forwarded-Proto`. Without `tls` and `insecure_http`, naming trusted proxies makes
+    /// the listener speak plain HTTP and serve only requests that such a proxy forwarded from
+    /// HTTPS (`X-Forwarded-Proto: https`); everything else is refused.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Limits against slow clients on the ingress listener.
+    pub timeouts: Option<TimeoutsFile>,
     /// The admin listener (events, executions, replay, metrics).
     pub admin: Option<AdminFile>,
     /// Where events are stored: `sqlite://PATH` (default `sqlite://hookwise.db`) or
@@ -48,6 +57,19 @@ pub struct ConfigFile {
     /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`.
     #[serde(default)]
     pub connections: BTreeMap<String, String>,
+}
+
+/// How long the ingress listener waits for a slow client before giving up on it.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// The TLS handshake. Default `10s`.
+    pub tls_handshake: Option<HumanDuration>,
+    /// The request line and headers, from the first byte. Default `10s`.
+    pub header_read: Option<HumanDuration>,
+    /// The whole body, once the headers are read: a request still sending after this gets 408
+    /// and is recorded. Default `30s`.
+    pub body_read: Option<HumanDuration>,
 }
 
 /// The workers that run actions.

@@ -44,7 +44,8 @@ pub enum TlsMode {
     Files { cert: PathBuf, key: PathBuf },
     /// A self-signed certificate for localhost, made on first run and kept in `dir`.
     SelfSigned { dir: PathBuf },
-    /// Plain HTTP, by the operator's explicit choice.
+    /// Plain HTTP: by the operator's explicit choice (`insecure_http`), or behind trusted
+    /// proxies, which alone may then use it ([`IngressSettings::proxy_only`]).
     Plain,
 }
 
@@ -110,6 +111,38 @@ pub struct Config {
     pub connections: BTreeMap<String, Secret>,
     pub dispatch: DispatchSettings,
     pub retention: RetentionSettings,
+    pub ingress: IngressSettings,
+}
+
+/// How the ingress listener treats its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// Proxies trusted for `X-Forwarded-For` and `X-Forwarded-Proto`.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Plain HTTP that only trusted proxies forwarding HTTPS may use (see [`TlsMode::Plain`]).
+    pub proxy_only: bool,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings {
+            trusted_proxies: Vec::new(),
+            proxy_only: false,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl IngressSettings {
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
 }
 
 /// How long history is kept; None keeps it forever.
@@ -190,6 +223,7 @@ impl Config {
             connections: BTreeMap::new(),
             dispatch: DispatchSettings::default(),
             retention: RetentionSettings::default(),
+            ingress: IngressSettings::default(),
         }
     }
 
@@ -415,10 +449,12 @@ impl Checker<'_> {
                 key: self.existing_file("/tls/key", &t.key, "key file"),
             },
             (None, true) => TlsMode::Plain,
+            (None, false) if !raw.trusted_proxies.is_empty() => TlsMode::Plain,
             (None, false) => TlsMode::SelfSigned {
                 dir: self.base.to_path_buf(),
             },
         };
+        let ingress = self.ingress(raw, tls == TlsMode::Plain && !insecure);
 
         let store_url = self.interpolate("/store", raw.store.as_deref().unwrap_or(DEFAULT_STORE));
         let u = store_url.expose();
@@ -515,7 +551,45 @@ impl Checker<'_> {
             connections,
             dispatch,
             retention,
+            ingress,
         }
+    }
+
+    fn ingress(&mut self, raw: &ConfigFile, proxy_only: bool) -> IngressSettings {
+        let mut out = IngressSettings {
+            proxy_only,
+            ..IngressSettings::default()
+        };
+        for (i, c) in raw.trusted_proxies.iter().enumerate() {
+            match c.parse::<Cidr>() {
+                Ok(cidr) => out.trusted_proxies.push(cidr),
+                Err(e) => self.problem(&format!("/trusted_proxies/{i}"), e),
+            }
+        }
+        let Some(t) = &raw.timeouts else {
+            return out;
+        };
+        for (name, value, slot) in [
+            (
+                "tls_handshake",
+                &t.tls_handshake,
+                &mut out.tls_handshake_timeout,
+            ),
+            ("header_read", &t.header_read, &mut out.header_read_timeout),
+            ("body_read", &t.body_read, &mut out.body_read_timeout),
+        ] {
+            if let Some(v) = value {
+                if v.0.is_zero() {
+                    self.problem(
+                        &format!("/timeouts/{name}"),
+                        "a timeout must be more than 0s",
+                    );
+                } else {
+                    *slot = v.0;
+                }
+            }
+        }
+        out
     }
 
     fn retention(&mut self, raw: &ConfigFile) -> RetentionSettings {
@@ -588,12 +662,30 @@ impl Checker<'_> {
             }
             // The schema admits only known ids; `None` stands in if that ever changes.
             let provider = Provider::from_id(&s.provider).unwrap_or(Provider::None);
+            // Secrets that resolved without a problem have their format checked below.
+            let mut resolved = Vec::new();
             let secrets: Vec<Secret> = s
                 .secrets
                 .iter()
                 .enumerate()
-                .map(|(j, v)| self.secret(&format!("/sources/{i}/secrets/{j}"), v))
+                .map(|(j, v)| {
+                    let before = self.problems.len();
+                    let secret = self.secret(&format!("/sources/{i}/secrets/{j}"), v);
+                    resolved.push(self.problems.len() == before);
+                    secret
+                })
                 .collect();
+            let keys = crate::verify::Keys {
+                secrets: secrets.clone(),
+                public_keys: s.public_keys.clone(),
+            };
+            for (public, j, message) in crate::verify::check_keys(provider, &keys) {
+                if public {
+                    self.problem(&format!("/sources/{i}/public_keys/{j}"), message);
+                } else if resolved[j] {
+                    self.problem(&format!("/sources/{i}/secrets/{j}"), message);
+                }
+            }
             // Standard Webhooks verifies v1 with a secret or v1a with a public key.
             let either = provider == Provider::StandardWebhooks;
             if provider.uses_public_key() && s.public_keys.is_empty() {

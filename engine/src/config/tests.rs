@@ -5,6 +5,9 @@ fn env(name: &str) -> Option<String> {
         "GITHUB_SECRET" => Some("gh-secret".into()),
         "ADMIN_TOKEN" => Some("admin-token".into()),
         "SLACK_URL" => Some("https://hooks.slack.example/x".into()),
+        "SVIX_GOOD" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        "SVIX_BAD" => Some("whsec_not base64!".into()),
+        "EMPTY" => Some(String::new()),
         _ => None,
     }
 }
@@ -194,6 +197,84 @@ fn provider_rules() {
     assert!(got[0].contains("public_keys"));
     assert!(got[1].contains("at least one secret"));
     assert!(got[2].contains("`hmac` section"));
+}
+
+#[test]
+fn key_formats_are_checked_when_the_config_loads() {
+    let text = r#"insecure_http: true
+sources:
+  - { id: ok, provider: svix, secrets: ["${env:SVIX_GOOD}"] }
+  - id: svix
+    provider: svix
+    secrets: ["${env:SVIX_GOOD}", "${env:SVIX_BAD}"]
+  - id: discord
+    provider: discord
+    public_keys: ["not-hex"]
+  - id: sendgrid
+    provider: sendgrid
+    public_keys: ["bm90IGEga2V5"]
+  - id: gh
+    provider: github
+    secrets: ["${env:EMPTY}"]
+    public_keys: ["abc"]
+  - id: sw
+    provider: standard-webhooks
+    public_keys: ["whpk_c2hvcnQ="]
+"#;
+    let got = problems(text);
+    assert_eq!(got.len(), 6, "{got:#?}");
+    assert!(
+        got[0].starts_with("6:35 ") && got[0].contains("whsec_ + base64"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("9:19 ") && got[1].contains("64 hex"),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].starts_with("12:19 ") && got[2].contains("P-256"),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].starts_with("15:15 ") && got[3].contains("empty"),
+        "{got:#?}"
+    );
+    assert!(
+        got[4].starts_with("16:19 ") && got[4].contains("not public keys"),
+        "{got:#?}"
+    );
+    assert!(
+        got[5].starts_with("19:19 ") && got[5].contains("32 bytes"),
+        "{got:#?}"
+    );
+    // An unset variable is reported once, as unset, not again as a bad key.
+    let got = problems(
+        "insecure_http: true\nsources:\n  - { id: s, provider: svix, secrets: [\"${env:UNSET}\"] }\n",
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
+}
+
+#[test]
+fn trusted_proxies_and_timeouts() {
+    let c = load(
+        "trusted_proxies: [10.0.0.0/8, \"::1\"]\ntimeouts: { header_read: 2s, body_read: 5s }\n",
+    )
+    .unwrap();
+    // Trusted proxies without `tls` or `insecure_http`: plain HTTP, for those proxies only.
+    assert_eq!(c.tls, TlsMode::Plain);
+    assert!(c.ingress.proxy_only);
+    assert!(c.ingress.is_trusted_proxy("10.2.3.4".parse().unwrap()));
+    assert!(!c.ingress.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+    assert_eq!(c.ingress.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(c.ingress.body_read_timeout, Duration::from_secs(5));
+    assert_eq!(c.ingress.tls_handshake_timeout, Duration::from_secs(10));
+    // With insecure_http, everyone may use plain HTTP; the proxies are trusted for the headers.
+    let c = load("insecure_http: true\ntrusted_proxies: [10.0.0.0/8]\n").unwrap();
+    assert!(!c.ingress.proxy_only);
+    let got = problems("trusted_proxies: [nope]\ntimeouts: { body_read: 0s }\n");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].starts_with("1:19 "), "{got:#?}");
+    assert!(got[1].contains("more than 0s"), "{got:#?}");
 }
 
 #[test]

@@ -3,20 +3,20 @@
 //! happens to it, becomes a delivery attempt record.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::config::Source;
+use crate::config::{IngressSettings, Source};
 use crate::model::{DeliveryAttemptId, EventId, EventStatus, Millis, Verdict};
-use crate::server::AppState;
+use crate::server::{AppState, PlainOnTls};
 use crate::store::{NewDeliveryAttempt, NewEvent};
 use crate::verify::{self, Keys, VerifyOptions};
 
@@ -169,6 +169,7 @@ impl Outcome {
 pub async fn receive(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    plain_on_tls: Option<Extension<PlainOnTls>>,
     Path(source_id): Path<String>,
     method: Method,
     uri: Uri,
@@ -180,13 +181,18 @@ pub async fn receive(
     let source = state.config.source(&source_id);
     let mut recorded_body = None;
     let mut body_size = 0i64;
-    let outcome = match source {
-        None => Outcome::reject(
+    let client = client_address(&state.config.ingress, remote, &headers);
+    let outcome = match (
+        transport_refusal(&state, plain_on_tls.is_some(), remote, &headers),
+        source,
+    ) {
+        (Some(refused), _) => refused,
+        (None, None) => Outcome::reject(
             StatusCode::NOT_FOUND,
             "unknown_source",
             format!("no source `{}`", clip(&source_id)),
         ),
-        Some(source) => {
+        (None, Some(source)) => {
             let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
             let declared = headers
                 .get(header::CONTENT_LENGTH)
@@ -195,14 +201,20 @@ pub async fn receive(
             if declared.is_some_and(|n| n > source.max_body) {
                 too_large(source.max_body)
             } else {
-                match axum::body::to_bytes(body, max).await {
-                    Err(_) => too_large(source.max_body),
-                    Ok(bytes) => {
+                let limit = state.config.ingress.body_read_timeout;
+                match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+                    Err(_) => Outcome::reject(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        format!("the body was not received within {}s", limit.as_secs_f64()),
+                    ),
+                    Ok(Err(_)) => too_large(source.max_body),
+                    Ok(Ok(bytes)) => {
                         body_size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
                         let (outcome, keep) = handle(
                             &state,
                             source,
-                            remote,
+                            client,
                             &method,
                             &uri,
                             &headers,
@@ -229,7 +241,7 @@ pub async fn receive(
             id: DeliveryAttemptId::new(),
             source: clip(&source_id).to_string(),
             received_at,
-            remote_addr: Some(remote.to_string()),
+            remote_addr: Some(client.describe()),
             method: method.to_string(),
             path: clip_path(&uri),
             headers: redacted_headers(&headers, source),
@@ -288,19 +300,19 @@ fn too_large(max: u64) -> Outcome {
 async fn handle(
     state: &AppState,
     source: &Source,
-    remote: SocketAddr,
+    client: Client,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
     received_at: Millis,
 ) -> (Outcome, bool) {
-    if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(remote.ip())) {
+    if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(client.ip)) {
         return (
             Outcome::reject(
                 StatusCode::FORBIDDEN,
                 "address_not_allowed",
-                format!("{} may not post to this source", remote.ip()),
+                format!("{} may not post to this source", client.ip),
             ),
             false,
         );
@@ -444,7 +456,7 @@ async fn handle(
         id: DeliveryAttemptId::new(),
         source: source.id.clone(),
         received_at,
-        remote_addr: Some(remote.to_string()),
+        remote_addr: Some(client.describe()),
         method: method.to_string(),
         path: clip_path(uri),
         headers: json!({}),
@@ -512,6 +524,130 @@ async fn handle(
             (o, false)
         }
     }
+}
+
+/// Who sent a request: the peer, or the client a trusted proxy forwarded it for.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    /// The address `allow_ips` is checked against.
+    pub ip: IpAddr,
+    /// The connection's peer, when it is a trusted proxy.
+    pub via: Option<SocketAddr>,
+    peer: SocketAddr,
+}
+
+impl Client {
+    /// How the delivery attempt records the sender.
+    fn describe(&self) -> String {
+        match self.via {
+            Some(proxy) => format!("{} via {proxy}", self.ip),
+            None => self.peer.to_string(),
+        }
+    }
+}
+
+/// The client address: the peer's, unless the peer is a trusted proxy; then the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (entries further left were
+/// written by the client and can be forged).
+pub fn client_address(ingress: &IngressSettings, peer: SocketAddr, headers: &HeaderMap) -> Client {
+    let direct = Client {
+        ip: peer.ip(),
+        via: None,
+        peer,
+    };
+    if !ingress.is_trusted_proxy(peer.ip()) {
+        return direct;
+    }
+    let mut forwarded: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return direct;
+        };
+        for entry in text.split(',') {
+            match parse_forwarded_ip(entry.trim()) {
+                Some(ip) => forwarded.push(ip),
+                // One unreadable entry makes the chain untrustworthy: use the proxy itself.
+                None => return direct,
+            }
+        }
+    }
+    let ip = forwarded
+        .iter()
+        .rev()
+        .find(|ip| !ingress.is_trusted_proxy(**ip))
+        .or(forwarded.first())
+        .copied();
+    match ip {
+        Some(ip) => Client {
+            ip,
+            via: Some(peer),
+            peer,
+        },
+        None => direct,
+    }
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5678`, `[::1]:80`).
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse().ok())
+}
+
+/// Why the way a request arrived refuses it, if it does: plain HTTP on the HTTPS listener, or,
+/// when plain HTTP is kept for trusted proxies, a request that is not from one forwarding HTTPS.
+fn transport_refusal(
+    state: &AppState,
+    plain_on_tls: bool,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<Outcome> {
+    if plain_on_tls {
+        return Some(Outcome::reject(
+            StatusCode::BAD_REQUEST,
+            "https_required",
+            "this listener speaks HTTPS only; send the request with https://",
+        ));
+    }
+    let ingress = &state.config.ingress;
+    if !ingress.proxy_only {
+        return None;
+    }
+    if !ingress.is_trusted_proxy(peer.ip()) {
+        return Some(Outcome::reject(
+            StatusCode::FORBIDDEN,
+            "https_required",
+            format!(
+                "plain HTTP is served only to trusted proxies, and {} is not one",
+                peer.ip()
+            ),
+        ));
+    }
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if proto.as_deref() != Some("https") {
+        return Some(Outcome::reject(
+            StatusCode::FORBIDDEN,
+            "https_required",
+            "the trusted proxy did not forward this request from HTTPS (X-Forwarded-Proto: https)",
+        ));
+    }
+    None
 }
 
 /// The URL the provider posted to: the configured one, else rebuilt from Host and the path.

@@ -21,7 +21,33 @@ pub fn app(state: AppState) -> Router {
             "/hooks/{source}",
             post(hooks::receive).layer(DefaultBodyLimit::disable()),
         )
+        .layer(axum::middleware::from_fn(refuse_plain_on_tls))
         .with_state(state)
+}
+
+/// Plain HTTP on the HTTPS listener: `/hooks/` answers it itself (and records the attempt);
+/// every other route answers here that HTTPS is required.
+async fn refuse_plain_on_tls(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request
+        .extensions()
+        .get::<crate::server::PlainOnTls>()
+        .is_some()
+        && !request.uri().path().starts_with("/hooks/")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "code": "https_required",
+                "detail": "this listener speaks HTTPS only; send the request with https://",
+            })),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Liveness: the process answers.

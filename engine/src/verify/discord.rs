@@ -10,6 +10,14 @@ use super::{Ctx, Matched, SignCtx, SignError, SignedRequest, VerifyError};
 const SIGNATURE: &str = "X-Signature-Ed25519";
 const TIMESTAMP: &str = "X-Signature-Timestamp";
 
+/// Config-time check of a public key.
+pub(super) fn check_public_key(text: &str) -> Result<(), String> {
+    decode_public_key(text).map(|_| ()).map_err(|e| match e {
+        VerifyError::BadKey(m) => m,
+        other => other.to_string(),
+    })
+}
+
 fn decode_public_key(text: &str) -> Result<VerifyingKey, VerifyError> {
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()

@@ -450,6 +450,47 @@ pub fn verify(
     })
 }
 
+/// Checks, before any request arrives, that a source's secrets and public keys have the form
+/// `provider` reads them in. Returns one message per bad key: `(is_public_key, index, message)`.
+/// Providers whose secrets are free text accept any non-empty secret.
+pub fn check_keys(provider: Provider, keys: &Keys) -> Vec<(bool, usize, String)> {
+    let mut problems = Vec::new();
+    for (i, secret) in keys.secrets.iter().enumerate() {
+        let text = secret.expose();
+        let problem = if text.is_empty() {
+            Some("the secret is empty".to_string())
+        } else if provider.uses_public_key() {
+            Some(format!(
+                "provider `{provider}` verifies with `public_keys`, not secrets"
+            ))
+        } else if matches!(
+            provider,
+            Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend
+        ) {
+            standard_webhooks::check_secret(text).err()
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            problems.push((false, i, p));
+        }
+    }
+    for (i, key) in keys.public_keys.iter().enumerate() {
+        let checked = match provider {
+            Provider::Discord => discord::check_public_key(key),
+            Provider::Sendgrid => sendgrid::check_public_key(key),
+            Provider::StandardWebhooks => standard_webhooks::check_public_key(key),
+            _ => Err(format!(
+                "provider `{provider}` verifies with secrets, not public keys"
+            )),
+        };
+        if let Err(p) = checked {
+            problems.push((true, i, p));
+        }
+    }
+    problems
+}
+
 /// The headers `provider` would send with this request, signed with `secret`.
 ///
 /// `secret` is in the dashboard form [`verify`] takes, except for public-key schemes, where it is

@@ -21,6 +21,14 @@ fn pem_body(text: &str) -> String {
         .collect()
 }
 
+/// Config-time check of a public key.
+pub(super) fn check_public_key(text: &str) -> Result<(), String> {
+    decode_public_key(text).map(|_| ()).map_err(|e| match e {
+        VerifyError::BadKey(m) => m,
+        other => other.to_string(),
+    })
+}
+
 fn decode_public_key(text: &str) -> Result<VerifyingKey, VerifyError> {
     let der = b64_decode(&pem_body(text))
         .ok_or_else(|| VerifyError::BadKey("public key is not base64".into()))?;

@@ -48,6 +48,18 @@ fn decode_secret(secret: &str) -> Option<Vec<u8>> {
     b64_decode(body).filter(|k| !k.is_empty())
 }
 
+/// Config-time check of a `whsec_` secret.
+pub(super) fn check_secret(secret: &str) -> Result<(), String> {
+    decode_secret(secret)
+        .map(|_| ())
+        .ok_or_else(|| "the secret is not whsec_ + base64 (as the dashboard shows it)".into())
+}
+
+/// Config-time check of a `whpk_` public key.
+pub(super) fn check_public_key(key: &str) -> Result<(), String> {
+    decode_public_key(key).map(|_| ())
+}
+
 fn decode_public_key(key: &str) -> Result<VerifyingKey, String> {
     let body = key.trim();
     let body = body.strip_prefix(PUBLIC_KEY_PREFIX).unwrap_or(body);
