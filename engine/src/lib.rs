@@ -13,6 +13,7 @@ pub mod plugin_host;
 pub mod retention;
 pub mod rfc3339;
 pub mod rules;
+pub mod schema;
 pub mod server;
 pub mod store;
 pub mod verify;

@@ -87,6 +87,24 @@ async fn start() -> Server {
         r#"{"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}"#,
     )
     .unwrap();
+    // Payload schemas: the ones hookwise ships, and one per event type.
+    config.push_str(
+        "  - { id: gh-shipped, provider: github, secrets: [\"${env:GITHUB}\"], schema: provider }\n",
+    );
+    config.push_str(
+        "  - { id: gh-map, provider: github, secrets: [\"${env:GITHUB}\"], \
+         schema: { push: push.schema.json, \"pull_request.*\": pr.schema.json } }\n",
+    );
+    std::fs::write(
+        dir.path().join("push.schema.json"),
+        r#"{"type": "object", "required": ["ref"], "properties": {"ref": {"type": "string"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pr.schema.json"),
+        r#"{"type": "object", "required": ["number"], "properties": {"number": {"type": "integer"}}}"#,
+    )
+    .unwrap();
     let path = dir.path().join("hookwise.yaml");
     std::fs::write(&path, &config).unwrap();
     // OLD_<PROVIDER> is a rotated-out secret of the right form: every valid request below
@@ -535,6 +553,149 @@ async fn allowlist_rate_limit_and_schema_quarantine() {
     assert_eq!(
         attempts[0].attempt.body.as_deref(),
         Some(&br#"{"id": 7}"#[..]),
+        "kept for replay"
+    );
+    store.close().await;
+}
+
+/// A sample payload from `tests/fixtures/payloads/`.
+fn payload_fixture(path: &str) -> Value {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/payloads")
+        .join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{full:?}: {e}"))
+}
+
+/// Posts `payload` to a GitHub source as event `event` (the X-GitHub-Event header), signed.
+async fn post_github(
+    base: &str,
+    source: &str,
+    event: &str,
+    payload: &Value,
+) -> (u16, Value, String) {
+    let url = format!("{base}/hooks/{source}");
+    let p = Provider::Github;
+    let signed = verify::sign_event(
+        p,
+        &secret(p, 0),
+        &opts(p),
+        "POST",
+        &url,
+        payload.to_string().as_bytes(),
+        SystemTime::now(),
+        Some(event),
+    )
+    .expect("sign");
+    post(&signed.url, &signed.headers, signed.body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_and_per_event_payload_schemas() {
+    let server = start().await;
+    let base = server.base.clone();
+
+    // `schema: provider` on a GitHub source: the shipped push schema.
+    let push = payload_fixture("github/push.json");
+    let (status, answer, text) = post_github(&base, "gh-shipped", "push", &push).await;
+    assert_eq!(
+        (status, answer["duplicate"].as_bool()),
+        (200, Some(false)),
+        "{text}"
+    );
+
+    let mut broken = push.clone();
+    broken.as_object_mut().unwrap().remove("repository");
+    let broken_body = broken.to_string();
+    let (status, answer, text) = post_github(&base, "gh-shipped", "push", &broken).await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(answer["code"], "invalid_payload");
+    assert_eq!(
+        answer["errors"],
+        json!([{"pointer": "", "message": "\"repository\" is a required property"}]),
+        "{text}"
+    );
+    let quarantined = answer["event_id"].as_str().unwrap().to_string();
+
+    // A nested type error names its place.
+    let mut wrong = push.clone();
+    wrong["repository"]["id"] = json!("1296269");
+    let (status, answer, text) = post_github(&base, "gh-shipped", "push", &wrong).await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(answer["errors"][0]["pointer"], "/repository/id", "{text}");
+
+    // The schema follows the event name; events without a shipped schema pass unchecked.
+    let pr = payload_fixture("github/pull_request.json");
+    let (status, _, text) = post_github(&base, "gh-shipped", "pull_request", &pr).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, answer, text) = post_github(&base, "gh-shipped", "pull_request", &push).await;
+    assert_eq!(status, 422, "a push body is not a pull_request: {text}");
+    assert!(answer["errors"].as_array().is_some_and(|e| !e.is_empty()));
+    let ping = json!({"zen": "Design for failure.", "hook_id": 1});
+    let (status, _, text) = post_github(&base, "gh-shipped", "ping", &ping).await;
+    assert_eq!(status, 200, "{text}");
+
+    // A map from event type to file: exact types, globs, and unmatched types unchecked.
+    let (status, _, text) =
+        post_github(&base, "gh-map", "push", &json!({"ref": "refs/heads/main"})).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, answer, text) = post_github(&base, "gh-map", "push", &json!({"after": "x"})).await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(
+        answer["errors"],
+        json!([{"pointer": "", "message": "\"ref\" is a required property"}])
+    );
+    let (status, answer, text) = post_github(
+        &base,
+        "gh-map",
+        "pull_request",
+        &json!({"action": "closed", "number": "7"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(answer["errors"][0]["pointer"], "/number");
+    let (status, _, text) = post_github(
+        &base,
+        "gh-map",
+        "pull_request",
+        &json!({"action": "closed", "number": 7}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _, text) =
+        post_github(&base, "gh-map", "issues", &json!({"action": "opened"})).await;
+    assert_eq!(status, 200, "no schema for issues: {text}");
+
+    // The invalid push is stored, visible as quarantined, with its body kept for replay.
+    let (store, _dir) = server.stop().await;
+    let id: hookwise::model::EventId = quarantined.parse().unwrap();
+    let listed = store
+        .list_events(&hookwise::store::EventFilter {
+            source: Some("gh-shipped".into()),
+            status: Some(hookwise::model::EventStatus::Quarantined),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.len(),
+        3,
+        "broken push, wrong id type, push as pull_request"
+    );
+    assert!(listed.iter().any(|e| e.event.id == id));
+    let event = store.get_event(id).await.unwrap().expect("stored");
+    assert_eq!(
+        event.event.status,
+        hookwise::model::EventStatus::Quarantined
+    );
+    assert_eq!(event.event.event_type, "push");
+    let attempts = store.delivery_attempts_for_event(id).await.unwrap();
+    assert_eq!(attempts[0].attempt.verdict, Verdict::Quarantined);
+    assert_eq!(attempts[0].attempt.status, 422);
+    assert_eq!(
+        attempts[0].attempt.body.as_deref(),
+        Some(broken_body.as_bytes()),
         "kept for replay"
     );
     store.close().await;

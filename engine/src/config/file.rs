@@ -154,8 +154,12 @@ pub struct SourceFile {
     /// Largest accepted age (and future skew) of a signed timestamp. Default: the provider's.
     /// `0s` turns the check off.
     pub tolerance: Option<HumanDuration>,
-    /// JSON Schema file that payloads of this source must match (relative to this file).
-    pub schema: Option<String>,
+    /// JSON Schemas this source's payloads must match; a payload that does not is answered 422
+    /// and stored as quarantined. `provider`: the schemas hookwise ships for this provider,
+    /// chosen by event type (event types without one are not validated). A file path
+    /// (relative to this file): one schema for every event. A map from event type (exact, or a
+    /// glob such as `pull_request.*`) to a file: a schema per event type.
+    pub schema: Option<SchemaFile>,
     /// Only these client addresses (CIDRs such as `192.30.252.0/22`) may post. Default: any.
     #[serde(default)]
     pub allow_ips: Vec<String>,
@@ -168,6 +172,19 @@ pub struct SourceFile {
     pub url: Option<String>,
     /// Settings of the generic `hmac` provider.
     pub hmac: Option<crate::verify::HmacScheme>,
+}
+
+/// A source's `schema:`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SchemaFile {
+    /// `provider` (the schemas hookwise ships for the source's provider), or a JSON Schema file
+    /// for every event (relative to this file; write `./provider` for a file of that name).
+    One(String),
+    /// Event type (exact, or a glob where `*` matches any run of characters and `?` one) ->
+    /// JSON Schema file (relative to this file). An exact type wins over globs, and the glob
+    /// with the most literal characters over other globs. Unmatched events are not validated.
+    ByEvent(BTreeMap<String, String>),
 }
 
 fn provider_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

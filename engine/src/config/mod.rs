@@ -10,7 +10,7 @@ pub mod file;
 mod secrets;
 pub mod units;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub use secrets::{EnvLookup, Secret};
 
+use crate::schema::{self, EventSchemas, SourceSchemas};
 use crate::verify::{HmacScheme, Provider};
 use crate::yamldoc::{Diagnostic, Document, Position};
 use file::ConfigFile;
@@ -64,7 +65,8 @@ pub struct Source {
     pub secrets: Vec<Secret>,
     pub public_keys: Vec<String>,
     pub tolerance: Option<Duration>,
-    pub schema: Option<PathBuf>,
+    /// Payload schemas, compiled.
+    pub schema: Option<SourceSchemas>,
     pub allow_ips: Vec<Cidr>,
     pub rate_limit: Option<file::RateLimitFile>,
     pub max_body: u64,
@@ -320,6 +322,7 @@ pub fn load_str(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Config, V
         base: &base_dir,
         env,
         problems: Vec::new(),
+        schemas: HashMap::new(),
     };
     let config = checker.resolve(&raw, path);
     let mut problems = checker.problems;
@@ -349,6 +352,8 @@ struct Checker<'a> {
     base: &'a Path,
     env: EnvLookup<'a>,
     problems: Vec<Diagnostic>,
+    /// Payload schema files read so far, so each is compiled once however often it is named.
+    schemas: HashMap<PathBuf, Result<schema::Schema, String>>,
 }
 
 impl Checker<'_> {
@@ -719,8 +724,8 @@ impl Checker<'_> {
             }
             let schema = s
                 .schema
-                .as_deref()
-                .map(|p| self.existing_file(&at("schema"), p, "schema file"));
+                .as_ref()
+                .and_then(|spec| self.payload_schemas(&at("schema"), spec, provider));
             let mut allow_ips = Vec::new();
             for (j, c) in s.allow_ips.iter().enumerate() {
                 match c.parse::<Cidr>() {
@@ -755,6 +760,69 @@ impl Checker<'_> {
             });
         }
         out
+    }
+
+    /// Resolves a source's `schema:`, compiling every file it names.
+    fn payload_schemas(
+        &mut self,
+        pointer: &str,
+        spec: &file::SchemaFile,
+        provider: Provider,
+    ) -> Option<SourceSchemas> {
+        match spec {
+            file::SchemaFile::One(name) if name == schema::PROVIDER_KEYWORD => {
+                match schema::provider_schemas(provider.id()) {
+                    Ok(shipped) => Some(SourceSchemas::Provider(shipped)),
+                    Err(e) => {
+                        self.problem(pointer, e.to_string());
+                        None
+                    }
+                }
+            }
+            file::SchemaFile::One(path) => self.schema_file(pointer, path).map(SourceSchemas::One),
+            file::SchemaFile::ByEvent(map) => {
+                if map.is_empty() {
+                    self.problem(
+                        pointer,
+                        "map at least one event type to a schema file, or leave `schema` out",
+                    );
+                    return None;
+                }
+                let mut entries = Vec::new();
+                for (pattern, path) in map {
+                    let at = format!(
+                        "{pointer}/{}",
+                        crate::yamldoc::escape_pointer_token(pattern)
+                    );
+                    if pattern.trim().is_empty() {
+                        self.problems
+                            .push(self.doc.error_at_key(&at, "an event type may not be empty"));
+                        continue;
+                    }
+                    if let Some(schema) = self.schema_file(&at, path) {
+                        entries.push((pattern.clone(), schema));
+                    }
+                }
+                Some(SourceSchemas::ByEvent(EventSchemas::new(entries)))
+            }
+        }
+    }
+
+    /// Reads and compiles one payload schema file (once per path).
+    fn schema_file(&mut self, pointer: &str, p: &str) -> Option<schema::Schema> {
+        let full = self.path(p);
+        let loaded = self
+            .schemas
+            .entry(full.clone())
+            .or_insert_with(|| load_schema_file(&full))
+            .clone();
+        match loaded {
+            Ok(schema) => Some(schema),
+            Err(message) => {
+                self.problem(pointer, message);
+                None
+            }
+        }
     }
 
     fn plugins(&mut self, raw: &ConfigFile, connections: &BTreeMap<String, Secret>) -> Vec<Plugin> {
@@ -821,6 +889,21 @@ impl Checker<'_> {
         }
         out
     }
+}
+
+/// Reads, parses and compiles a payload schema file; the error says which step failed.
+fn load_schema_file(full: &Path) -> Result<schema::Schema, String> {
+    let shown = full.display();
+    let text = match std::fs::read_to_string(full) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("schema file `{shown}` does not exist"));
+        }
+        Err(e) => return Err(format!("cannot read schema file `{shown}`: {e}")),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("schema file `{shown}` is not JSON: {e}"))?;
+    schema::compile(&value).map_err(|e| format!("schema file `{shown}`: {e}"))
 }
 
 fn is_identifier(s: &str, allow_dash: bool) -> bool {

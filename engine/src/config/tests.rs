@@ -328,3 +328,160 @@ fn retention_defaults_forever_and_limits() {
     );
     assert!(got[1].starts_with("3:"), "{got:?}");
 }
+
+/// A folder with payload schema files for `schema:` tests.
+fn schema_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        ("push.json", r#"{"type": "object", "required": ["ref"]}"#),
+        ("pr.json", r#"{"type": "object", "required": ["number"]}"#),
+        ("broken.json", "{\n  \"type\": \"object\",\n  oops\n}\n"),
+        ("invalid.json", r#"{"type": 5}"#),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn load_in(dir: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+    load_str(&dir.join("hookwise.yaml"), text, &env)
+}
+
+/// The payload errors a source's schemas find in `payload` posted as `event_type`.
+fn payload_errors(c: &Config, source: &str, event_type: &str, payload: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+    let incoming = crate::schema::Incoming {
+        event_type,
+        payload: &value,
+        body: payload.as_bytes(),
+    };
+    c.source(source)
+        .and_then(|s| s.schema.as_ref())
+        .map(|s| s.check(&incoming, 20))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| format!("{} {}", e.pointer, e.message))
+        .collect()
+}
+
+#[test]
+fn payload_schemas_in_three_forms() {
+    let dir = schema_dir();
+    let c = load_in(
+        dir.path(),
+        "\
+insecure_http: true
+sources:
+  - { id: gh, provider: github, secrets: [\"${env:GITHUB_SECRET}\"], schema: provider }
+  - { id: one, provider: none, schema: push.json }
+  - { id: again, provider: none, schema: ./push.json }
+  - id: map
+    provider: none
+    schema:
+      push: push.json
+      \"pull_request.*\": pr.json
+",
+    )
+    .unwrap_or_else(|e| panic!("{e:#?}"));
+
+    // provider: GitHub's shipped push schema for push, nothing for ping.
+    let got = payload_errors(&c, "gh", "push", "{}");
+    assert!(
+        got.contains(&" \"repository\" is a required property".to_string()),
+        "{got:#?}"
+    );
+    assert_eq!(payload_errors(&c, "gh", "ping", "{}"), Vec::<String>::new());
+
+    // One file for every event, compiled once however often it is named.
+    for event_type in ["push", "anything"] {
+        assert_eq!(
+            payload_errors(&c, "one", event_type, "{}"),
+            [" \"ref\" is a required property"]
+        );
+    }
+    match (
+        &c.source("one").unwrap().schema,
+        &c.source("again").unwrap().schema,
+    ) {
+        (Some(SourceSchemas::One(a)), Some(SourceSchemas::One(b))) => {
+            assert!(std::sync::Arc::ptr_eq(a, b), "one compiled schema per file")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A map: exact types and globs; unmatched types are not validated.
+    assert_eq!(
+        payload_errors(&c, "map", "push", "{}"),
+        [" \"ref\" is a required property"]
+    );
+    assert_eq!(
+        payload_errors(&c, "map", "pull_request.opened", "{}"),
+        [" \"number\" is a required property"]
+    );
+    assert_eq!(
+        payload_errors(&c, "map", "issues.opened", "{}"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn payload_schema_problems_are_reported_at_once_with_places() {
+    let dir = schema_dir();
+    let text = "\
+insecure_http: true
+sources:
+  - { id: a, provider: none, schema: missing.json }
+  - { id: b, provider: none, schema: broken.json }
+  - { id: c, provider: none, schema: invalid.json }
+  - { id: d, provider: twilio, secrets: [\"${env:GITHUB_SECRET}\"], schema: provider }
+  - { id: e, provider: none, schema: {} }
+  - id: f
+    provider: none
+    schema:
+      push: missing.json
+      \"pull_request.*\": invalid.json
+  - { id: g, provider: none, schema: 7 }
+";
+    let got = match load_in(dir.path(), text) {
+        Ok(_) => panic!("expected problems"),
+        Err(list) => list
+            .iter()
+            .map(|d| format!("{}:{} {}", d.position.line, d.position.column, d.message))
+            .collect::<Vec<_>>(),
+    };
+    // Type errors come first, alone.
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("13:"), "{got:#?}");
+
+    let text = text.replace("  - { id: g, provider: none, schema: 7 }\n", "");
+    let got = match load_in(dir.path(), &text) {
+        Ok(_) => panic!("expected problems"),
+        Err(list) => list
+            .iter()
+            .map(|d| format!("{}:{} {}", d.position.line, d.position.column, d.message))
+            .collect::<Vec<_>>(),
+    };
+    let expected = [
+        ("3:38 ", "missing.json` does not exist"),
+        (
+            "4:38 ",
+            "broken.json` is not JSON: key must be a string at line 3",
+        ),
+        ("5:38 ", "invalid.json`: not a valid JSON Schema"),
+        (
+            "6:75 ",
+            "no payload schemas for provider `twilio` (it does for github, stripe",
+        ),
+        ("7:38 ", "at least one event type"),
+        ("11:13 ", "missing.json` does not exist"),
+        ("12:25 ", "invalid.json`: not a valid JSON Schema"),
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for ((at, text), line) in expected.iter().zip(&got) {
+        assert!(
+            line.starts_with(at) && line.contains(text),
+            "expected {at}…{text}, got {line}"
+        );
+    }
+}

@@ -34,43 +34,23 @@ const SECRET_HEADERS: &[&str] = &[
     "x-gitlab-token",
 ];
 
-/// Per-source runtime pieces built once at start-up: keys, verify options, payload schema,
-/// rate limiter.
+/// Per-source runtime pieces built once at start-up: keys, verify options, rate limiter. (The
+/// payload schemas were compiled with the config: `Source::schema`.)
 pub struct SourceRuntime {
     keys: Keys,
     opts: VerifyOptions,
-    schema: Option<jsonschema::Validator>,
     limiter: Option<Mutex<TokenBucket>>,
 }
 
-/// Errors that keep the ingress from starting.
+/// Errors that keep the ingress from starting. None today: everything a source needs is checked
+/// and compiled when the config loads.
 #[derive(Debug, thiserror::Error)]
-pub enum IngressSetupError {
-    #[error("source {source_id}: cannot read schema {path}: {detail}")]
-    Schema {
-        source_id: String,
-        path: String,
-        detail: String,
-    },
-}
+pub enum IngressSetupError {}
 
-/// Compiles what each configured source needs at request time.
+/// Builds what each configured source needs at request time.
 pub fn prepare(sources: &[Source]) -> Result<HashMap<String, SourceRuntime>, IngressSetupError> {
     let mut out = HashMap::new();
     for s in sources {
-        let schema = match &s.schema {
-            None => None,
-            Some(path) => {
-                let err = |detail: String| IngressSetupError::Schema {
-                    source_id: s.id.clone(),
-                    path: path.display().to_string(),
-                    detail,
-                };
-                let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-                let value: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-                Some(jsonschema::validator_for(&value).map_err(|e| err(e.to_string()))?)
-            }
-        };
         let limiter = s.rate_limit.as_ref().map(|r| {
             Mutex::new(TokenBucket::new(
                 f64::from(r.per_second),
@@ -90,7 +70,6 @@ pub fn prepare(sources: &[Source]) -> Result<HashMap<String, SourceRuntime>, Ing
             SourceRuntime {
                 keys,
                 opts,
-                schema,
                 limiter,
             },
         );
@@ -412,16 +391,15 @@ async fn handle(
     let event_type = identity.event_type.unwrap_or_else(|| "unknown".to_string());
 
     // Step 4: validate. Invalid payloads are stored as quarantined, never dropped.
-    let errors: Vec<Value> = runtime
+    let incoming = crate::schema::Incoming {
+        event_type: &event_type,
+        payload: &payload,
+        body,
+    };
+    let errors = source
         .schema
         .as_ref()
-        .map(|schema| {
-            schema
-                .iter_errors(&payload)
-                .take(MAX_SCHEMA_ERRORS)
-                .map(|e| json!({"pointer": e.instance_path().as_str(), "message": e.masked().to_string()}))
-                .collect()
-        })
+        .map(|schemas| schemas.check(&incoming, MAX_SCHEMA_ERRORS))
         .unwrap_or_default();
     let quarantined = !errors.is_empty();
 
@@ -483,7 +461,7 @@ async fn handle(
             let mut body = json!({"event_id": stored.event_id, "duplicate": stored.duplicate});
             if quarantined && !stored.duplicate {
                 body["code"] = json!("invalid_payload");
-                body["errors"] = Value::Array(errors);
+                body["errors"] = json!(errors);
                 (
                     Outcome {
                         status,
