@@ -42,6 +42,11 @@ fn hookwise(args: &[&str]) -> (i32, String, String) {
         .current_dir(repo().join("tests/rules"))
         .env_remove("HOOKWISE_CONFIG");
     cmd.env("WEBHOOK_SECRET", "test-webhook-secret");
+    // Standard Webhooks secrets are `whsec_` + base64; the config check reads them so.
+    cmd.env(
+        "STANDARD_WEBHOOKS_SECRET",
+        "whsec_dGVzdC13ZWJob29rLXNlY3JldA==",
+    );
     for name in SECRETS {
         cmd.env(name, secret_value(name));
     }
