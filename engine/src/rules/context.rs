@@ -55,23 +55,30 @@ impl RenderContext {
     /// Builds the context for one event. The payload is copied once (template values must own
     /// what they refer to) and read lazily by the templates that use it.
     pub fn new(ev: &super::EventView<'_>) -> RenderContext {
+        // Names lower-cased; of names that differ only in case, the last in order wins.
         let headers: BTreeMap<String, &str> = ev
             .headers
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
             .collect();
-        let event = BTreeMap::from([
+        let headers = headers
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        // Sorted by name.
+        let event = [
             ("id", ev.id),
-            ("type", ev.event_type),
-            ("source", ev.source),
             ("provider", ev.provider),
             ("received_at", ev.received_at),
-        ]);
+            ("source", ev.source),
+            ("type", ev.event_type),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
         let vars = Vars {
             payload: json_value(&Arc::new(ev.payload.clone()), &[], ev.payload),
-            headers: mj(&headers),
+            headers: minijinja::Value::from_object(StrMap(headers)),
             source: minijinja::Value::from(ev.source),
-            event: mj(&event),
+            event: minijinja::Value::from_object(StrMap(event.into())),
             secrets: None,
         };
         RenderContext {
@@ -130,6 +137,43 @@ impl Vars {
         } else {
             NAMES
         }
+    }
+}
+
+/// A map of strings sorted by key, each key once (headers, event fields), seen by templates as
+/// the same map converted into template values would be; entries are converted when read.
+#[derive(Debug)]
+struct StrMap(Vec<(String, String)>);
+
+impl StrMap {
+    fn get(&self, key: &str) -> Option<minijinja::Value> {
+        let at = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(minijinja::Value::from(self.0[at].1.as_str()))
+    }
+}
+
+impl Object for StrMap {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.get(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<minijinja::Value> {
+        self.get(key)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_rev_key_value_enumerator(|this| {
+            Box::new(this.0.iter().map(|(k, v)| {
+                (
+                    minijinja::Value::from(k.as_str()),
+                    minijinja::Value::from(v.as_str()),
+                )
+            }))
+        })
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.len())
     }
 }
 

@@ -346,7 +346,7 @@ impl RuleSet {
     pub fn evaluate(&self, ev: &EventView<'_>) -> Evaluation {
         let mut out = Evaluation::default();
         let mut ctx = None;
-        for n in self.index.candidates(ev.source, ev.event_type) {
+        for &n in self.index.candidates(ev.source, ev.event_type).iter() {
             if let Some(rule) = self.rules.get(n) {
                 self.evaluate_rule(rule, ev, &mut ctx, &mut out);
             }

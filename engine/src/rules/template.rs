@@ -666,10 +666,24 @@ mod tests {
         assert!(err.contains("more than the limit"), "{err}");
     }
 
-    /// The payload as templates saw it before `JsonNode`: converted as a whole into template
-    /// values. Every template must render the same (value or error message) over both.
+    /// Headers with names that differ only in case.
+    fn many_headers() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("X-GitHub-Event".to_string(), "push".to_string()),
+            ("Content-Type".to_string(), "text/plain".to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("X-Hub-Signature-256".to_string(), "sha256=abc".to_string()),
+        ])
+    }
+
+    /// The context as templates saw it before `RenderContext` read the payload lazily: built
+    /// as a map of values converted as a whole. Every template must render the same (value or
+    /// error message) over both.
     fn converted_context(payload: &Value) -> minijinja::Value {
-        let headers = BTreeMap::from([("x-github-event".to_string(), "push".to_string())]);
+        let headers: BTreeMap<String, String> = many_headers()
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
         let event = BTreeMap::from([
             ("id", "ev_1"),
             ("type", "push"),
@@ -812,13 +826,27 @@ mod tests {
             "{% for x in payload.labels if x != 'bug' %}{{ x }}{% else %}none{% endfor %}",
             "{% set ns = namespace(total=0) %}{% for c in payload.commits %}{% set ns.total = ns.total + c.n %}{% endfor %}{{ ns.total }}",
             "{{ headers }} {{ event }} {{ source }} {{ headers['x-github-event'] }} {{ event.type }}",
-            "{{ event | dictsort }} {{ headers | tojson }}",
+            "{{ event | dictsort }} {{ headers | tojson }} {{ headers | length }}",
+            "{{ headers | list }} {{ event | list }} {{ headers | reverse | list }}",
+            "{{ headers['content-type'] }} {{ headers.missing }}",
+            "{{ headers['Content-Type'] }}",
+            "{% for k, v in headers | items %}{{ k }}={{ v }};{% endfor %}",
+            "{{ event == {'id': 'ev_1', 'provider': 'github', 'received_at': '2024-05-01T10:00:00Z', 'source': 'github', 'type': 'push'} }}",
             "{{ debug() }}",
         ];
         let s = secrets();
+        let headers = many_headers();
         for payload in &payloads {
             let converted = converted_context(payload);
-            let lazy = ctx(payload);
+            let lazy = RenderContext::new(&super::super::EventView {
+                id: "ev_1",
+                source: "github",
+                provider: "github",
+                event_type: "push",
+                received_at: "2024-05-01T10:00:00Z",
+                headers: &headers,
+                payload,
+            });
             for template in templates {
                 let mut t = Templates::new(&s);
                 let node = t.compile_string(template, &s, true).unwrap();
