@@ -324,7 +324,19 @@ fn trace_children(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let _ = write!(at, ".{kind}[{i}]");
+            at.push('.');
+            at.push_str(kind);
+            match u8::try_from(i) {
+                // Most conditions have fewer than ten children: no formatting machinery.
+                Ok(digit @ 0..=9) => {
+                    at.push('[');
+                    at.push(char::from(b'0' + digit));
+                    at.push(']');
+                }
+                _ => {
+                    let _ = write!(at, "[{i}]");
+                }
+            }
             let trace = c.trace(ev, at);
             at.truncate(len);
             trace

@@ -7,6 +7,7 @@
 //! converted payload: items are converted exactly as minijinja converts serde values, arrays are
 //! sequences and objects are maps with the same keys in the same order.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -63,7 +64,7 @@ impl RenderContext {
             .collect();
         let headers = headers
             .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
+            .map(|(k, v)| (Cow::Owned(k), v.to_string()))
             .collect();
         // Sorted by name.
         let event = [
@@ -73,7 +74,7 @@ impl RenderContext {
             ("source", ev.source),
             ("type", ev.event_type),
         ]
-        .map(|(k, v)| (k.to_string(), v.to_string()));
+        .map(|(k, v)| (Cow::Borrowed(k), v.to_string()));
         let vars = Vars {
             payload: json_value(&Arc::new(ev.payload.clone()), &[], ev.payload),
             headers: minijinja::Value::from_object(StrMap(headers)),
@@ -143,11 +144,11 @@ impl Vars {
 /// A map of strings sorted by key, each key once (headers, event fields), seen by templates as
 /// the same map converted into template values would be; entries are converted when read.
 #[derive(Debug)]
-struct StrMap(Vec<(String, String)>);
+struct StrMap(Vec<(Cow<'static, str>, String)>);
 
 impl StrMap {
     fn get(&self, key: &str) -> Option<minijinja::Value> {
-        let at = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        let at = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
         Some(minijinja::Value::from(self.0[at].1.as_str()))
     }
 }
@@ -165,7 +166,7 @@ impl Object for StrMap {
         self.mapped_rev_key_value_enumerator(|this| {
             Box::new(this.0.iter().map(|(k, v)| {
                 (
-                    minijinja::Value::from(k.as_str()),
+                    minijinja::Value::from(&**k),
                     minijinja::Value::from(v.as_str()),
                 )
             }))
