@@ -274,9 +274,9 @@ fn compile_rule(
 
     let if_expr = match &cfg.if_expr {
         Some(text) => match templates.compile_if(text) {
-            Ok(template) => Some(IfExpr {
+            Ok(expr) => Some(IfExpr {
                 text: text.clone(),
-                template,
+                expr,
             }),
             Err(message) => {
                 diags.push(error_at(

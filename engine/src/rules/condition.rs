@@ -10,8 +10,8 @@
 //! - ordering compares numbers with numbers, RFC 3339 times with times, other strings as text,
 //!   and a numeric string with a number numerically.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::fmt::Write as _;
 
 use regex::Regex;
 use serde_json::{Number, Value};
@@ -35,12 +35,15 @@ pub enum Condition {
     Not(Box<Condition>),
 }
 
-/// A compiled leaf: what to select and how to test it.
+/// A compiled leaf: what to select and how to test it, and the parts of its trace that do not
+/// depend on the event, made once.
 #[derive(Debug, Clone)]
 pub struct Leaf {
     selector: Selector,
     op: Op,
-    /// The operand as written, for traces.
+    /// What the selector selects, as traces show it (`Selector::describe`).
+    described: String,
+    /// The operand as written, bounded for traces (`truncate`).
     expected: Value,
 }
 
@@ -48,6 +51,8 @@ pub struct Leaf {
 enum Selector {
     Path {
         path: JsonPath,
+        /// The same path when it is simple enough to be queried directly.
+        simple: Option<SimplePath>,
         text: String,
     },
     /// Lower-cased header name.
@@ -64,19 +69,15 @@ impl Selector {
         }
     }
 
-    fn select<'a>(&self, ev: &EventView<'a>) -> Vec<Cow<'a, Value>> {
+    /// The values a header or event selector selects (a path selects from the payload).
+    fn select_owned(&self, ev: &EventView<'_>) -> Vec<Value> {
         match self {
-            Selector::Path { path, .. } => path
-                .query(ev.payload)
-                .all()
-                .into_iter()
-                .map(Cow::Borrowed)
-                .collect(),
+            Selector::Path { .. } => Vec::new(),
             Selector::Header(name) => ev
                 .headers
                 .iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| Cow::Owned(Value::String(v.clone())))
+                .map(|(_, v)| Value::String(v.clone()))
                 .collect(),
             Selector::Event(field) => {
                 let text = match field {
@@ -86,9 +87,106 @@ impl Selector {
                     EventField::Provider => ev.provider,
                     EventField::ReceivedAt => ev.received_at,
                 };
-                vec![Cow::Owned(Value::String(text.to_string()))]
+                vec![Value::String(text.to_string())]
             }
         }
+    }
+}
+
+/// A JSONPath made only of child segments that name a member (`.name`), take every item
+/// (`.*`, `[*]`) or index an array (`[2]`, `[-1]`), as most paths in rules are. Queried
+/// directly into one list rather than through serde_json_path's general evaluator, which builds
+/// a list per segment; the values selected and their order are the same.
+#[derive(Debug, Clone)]
+struct SimplePath(Box<[PathStep]>);
+
+#[derive(Debug, Clone)]
+enum PathStep {
+    Name(Box<str>),
+    Wildcard,
+    Index(i64),
+}
+
+impl SimplePath {
+    /// Reads the canonical form serde_json_path prints for a parsed path (`$.a.*[*][0]`), so
+    /// the steps are those of its own parse; None for any other segment. A name is taken only
+    /// in dotted form, which the printer uses for names without quotes, and only when it is
+    /// ASCII (`[A-Za-z_][A-Za-z0-9_]*`).
+    fn from_parsed(path: &JsonPath) -> Option<SimplePath> {
+        let text = path.to_string();
+        let mut rest = text.strip_prefix('$')?;
+        let mut steps = Vec::new();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix(".*").or_else(|| rest.strip_prefix("[*]")) {
+                steps.push(PathStep::Wildcard);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix('.') {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                let name = &after[..end];
+                if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+                    return None;
+                }
+                steps.push(PathStep::Name(name.into()));
+                rest = &after[end..];
+            } else if let Some(after) = rest.strip_prefix('[') {
+                let (index, after) = after.split_once(']')?;
+                let digits = index.strip_prefix('-').unwrap_or(index);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                steps.push(PathStep::Index(index.parse().ok()?));
+                rest = after;
+            } else {
+                return None;
+            }
+        }
+        Some(SimplePath(steps.into()))
+    }
+
+    fn query<'v>(&self, root: &'v Value) -> Vec<&'v Value> {
+        let mut out = Vec::new();
+        select_steps(&self.0, root, &mut out);
+        out
+    }
+}
+
+/// Depth first, which lists the values in the order of a query made segment by segment.
+fn select_steps<'v>(steps: &[PathStep], node: &'v Value, out: &mut Vec<&'v Value>) {
+    let Some((step, rest)) = steps.split_first() else {
+        out.push(node);
+        return;
+    };
+    match (step, node) {
+        (PathStep::Name(name), Value::Object(map)) => {
+            if let Some(v) = map.get(&**name) {
+                select_steps(rest, v, out);
+            }
+        }
+        (PathStep::Wildcard, Value::Array(items)) => {
+            for v in items {
+                select_steps(rest, v, out);
+            }
+        }
+        (PathStep::Wildcard, Value::Object(map)) => {
+            for v in map.values() {
+                select_steps(rest, v, out);
+            }
+        }
+        (PathStep::Index(i), Value::Array(items)) => {
+            let at = if *i < 0 {
+                usize::try_from(i.unsigned_abs())
+                    .ok()
+                    .and_then(|back| items.len().checked_sub(back))
+            } else {
+                usize::try_from(*i).ok()
+            };
+            if let Some(v) = at.and_then(|at| items.get(at)) {
+                select_steps(rest, v, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -145,7 +243,7 @@ impl Op {
     }
 
     /// The operator's verdict over all selected values.
-    fn holds(&self, values: &[Cow<'_, Value>]) -> bool {
+    fn holds(&self, values: &[&Value]) -> bool {
         let any = |f: &dyn Fn(&Value) -> bool| values.iter().any(|v| f(v));
         match self {
             Op::Equals(e) => any(&|v| json_eq(v, e)),
@@ -174,60 +272,104 @@ impl Op {
 impl Condition {
     /// Evaluates the condition; `at` names it in the trace (`when`, `when.all[1]`, ...).
     pub fn evaluate(&self, ev: &EventView<'_>, at: &str) -> ConditionTrace {
+        self.trace(ev, &mut at.to_string())
+    }
+
+    /// `evaluate` with the name in a buffer that children extend and restore.
+    fn trace(&self, ev: &EventView<'_>, at: &mut String) -> ConditionTrace {
         match self {
-            Condition::Leaf(leaf) => {
-                let values = leaf.selector.select(ev);
-                let result = leaf.op.holds(&values);
-                ConditionTrace::Leaf(LeafTrace {
-                    at: at.to_string(),
-                    selector: leaf.selector.describe(),
-                    selected: values
-                        .iter()
-                        .take(MAX_TRACE_VALUES)
-                        .map(|v| truncate(v))
-                        .collect(),
-                    selected_count: values.len(),
-                    operator: leaf.op.name(),
-                    expected: truncate(&leaf.expected),
-                    result,
-                })
-            }
+            Condition::Leaf(leaf) => ConditionTrace::Leaf(leaf.trace(ev, at.clone())),
             // Every child is evaluated (no short-circuit) so a trace explains all of them;
             // conditions are cheap next to the plugin calls they gate.
             Condition::All(children) => {
-                let conditions: Vec<ConditionTrace> = children
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| c.evaluate(ev, &format!("{at}.all[{i}]")))
-                    .collect();
-                let result = conditions.iter().all(ConditionTrace::result);
+                let conditions = trace_children(children, ev, at, "all");
                 ConditionTrace::All {
-                    at: at.to_string(),
-                    result,
+                    at: at.clone(),
+                    result: conditions.iter().all(ConditionTrace::result),
                     conditions,
                 }
             }
             Condition::Any(children) => {
-                let conditions: Vec<ConditionTrace> = children
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| c.evaluate(ev, &format!("{at}.any[{i}]")))
-                    .collect();
-                let result = conditions.iter().any(ConditionTrace::result);
+                let conditions = trace_children(children, ev, at, "any");
                 ConditionTrace::Any {
-                    at: at.to_string(),
-                    result,
+                    at: at.clone(),
+                    result: conditions.iter().any(ConditionTrace::result),
                     conditions,
                 }
             }
             Condition::Not(inner) => {
-                let condition = inner.evaluate(ev, &format!("{at}.not"));
+                let len = at.len();
+                at.push_str(".not");
+                let condition = inner.trace(ev, at);
+                at.truncate(len);
                 ConditionTrace::Not {
-                    at: at.to_string(),
+                    at: at.clone(),
                     result: !condition.result(),
                     condition: Box::new(condition),
                 }
             }
+        }
+    }
+}
+
+/// The traces of `children` of an `all` or `any` (`kind`), named `{at}.{kind}[{i}]`.
+fn trace_children(
+    children: &[Condition],
+    ev: &EventView<'_>,
+    at: &mut String,
+    kind: &str,
+) -> Vec<ConditionTrace> {
+    let len = at.len();
+    children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            at.push('.');
+            at.push_str(kind);
+            match u8::try_from(i) {
+                // Most conditions have fewer than ten children: no formatting machinery.
+                Ok(digit @ 0..=9) => {
+                    at.push('[');
+                    at.push(char::from(b'0' + digit));
+                    at.push(']');
+                }
+                _ => {
+                    let _ = write!(at, "[{i}]");
+                }
+            }
+            let trace = c.trace(ev, at);
+            at.truncate(len);
+            trace
+        })
+        .collect()
+}
+
+impl Leaf {
+    fn trace(&self, ev: &EventView<'_>, at: String) -> LeafTrace {
+        let owned;
+        let values: Vec<&Value> = match &self.selector {
+            Selector::Path {
+                simple: Some(simple),
+                ..
+            } => simple.query(ev.payload),
+            Selector::Path { path, .. } => path.query(ev.payload).all(),
+            other => {
+                owned = other.select_owned(ev);
+                owned.iter().collect()
+            }
+        };
+        LeafTrace {
+            at,
+            selector: self.described.clone(),
+            selected: values
+                .iter()
+                .take(MAX_TRACE_VALUES)
+                .map(|v| truncate(v))
+                .collect(),
+            selected_count: values.len(),
+            operator: self.op.name(),
+            expected: self.expected.clone(),
+            result: self.op.holds(&values),
         }
     }
 }
@@ -344,9 +486,10 @@ fn compile_at(
     }
     let (op, expected) = compile_operator(cfg, pointer, problems)?;
     Some(Condition::Leaf(Box::new(Leaf {
+        described: selector.describe(),
         selector,
         op,
-        expected,
+        expected: truncate(&expected),
     })))
 }
 
@@ -425,6 +568,7 @@ fn compile_selector(
     if let Some(text) = &cfg.path {
         return match JsonPath::parse(text) {
             Ok(path) => Some(Selector::Path {
+                simple: SimplePath::from_parsed(&path),
                 path,
                 text: text.clone(),
             }),
@@ -905,6 +1049,79 @@ mod tests {
         assert_eq!(json["conditions"][0]["operator"], "equals");
         assert_eq!(json["conditions"][0]["result"], true);
         assert_eq!(json["kind"], "all");
+    }
+
+    #[test]
+    fn simple_paths_select_what_serde_json_path_selects() {
+        let payloads = [
+            payload(),
+            json!({"a": {"b": [{"c": 1}, {"c": [2, 3]}, {"d": 4}], "e": {"z": 1, "y": [5]}},
+                   "*": 5, "1": 6, "_x9": 7}),
+            json!([[1, 2], {"a": 3}, "s", null]),
+            json!("text"),
+            json!(null),
+        ];
+        let simple = [
+            "$",
+            "$.ref",
+            "$.commits",
+            "$.commits[*]",
+            "$.commits[*].message",
+            "$.commits.*.message",
+            "$.*",
+            "$[*]",
+            "$.*.*",
+            "$[*][*]",
+            "$.labels[0]",
+            "$.labels[-1]",
+            "$.labels[-2]",
+            "$.labels[-3]",
+            "$.labels[2]",
+            "$.nums[-4]",
+            "$.obj.k",
+            "$.a.b[*].c",
+            "$.a.b[*].c[*]",
+            "$.a.b[1].c[-1]",
+            "$.a.e.*",
+            "$.a.e.*[0]",
+            "$._x9",
+            "$[0]",
+            "$[-1]",
+            "$[0][1]",
+            "$[1].a",
+            "$.missing.deeper",
+            "$.ref.x",
+            "$.n[0]",
+            "$.n.*",
+        ];
+        let general = [
+            "$['ref']",
+            "$[\"a\"]",
+            "$..message",
+            "$.commits[?@.message]",
+            "$.nums[0:2]",
+            "$.labels[0,1]",
+            "$['*']",
+            "$['1']",
+            "$.été",
+        ];
+        for text in simple {
+            let path = JsonPath::parse(text).unwrap();
+            let fast = SimplePath::from_parsed(&path).unwrap_or_else(|| panic!("{text}"));
+            for p in &payloads {
+                let want = path.query(p).all();
+                let got = fast.query(p);
+                assert_eq!(got.len(), want.len(), "{text} over {p}");
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| std::ptr::eq(*a, *b)),
+                    "{text} over {p}: {got:?} vs {want:?}"
+                );
+            }
+        }
+        for text in general {
+            let path = JsonPath::parse(text).unwrap();
+            assert!(SimplePath::from_parsed(&path).is_none(), "{text}");
+        }
     }
 
     #[test]

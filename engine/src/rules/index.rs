@@ -1,6 +1,7 @@
 //! The rule index: (source, event type) -> candidate rules, with exact types in a hash map and
 //! globs in a short list per source, so the cost per event follows the candidates, not the total.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// An `events:` entry: an exact type or a glob.
@@ -34,28 +35,30 @@ impl EventPattern {
 }
 
 /// `*` matches any run of characters (dots included), `?` exactly one; everything else is
-/// literal. Iterative with single backtracking point: linear in practice, no recursion.
+/// literal. Iterative with single backtracking point: linear in practice, no recursion, no
+/// allocation (positions are byte offsets of characters).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+    while let Some(tc) = text[ti..].chars().next() {
+        let pc = pattern[pi..].chars().next();
+        if let Some(pc) = pc.filter(|&pc| pc == '?' || pc == tc) {
+            pi += pc.len_utf8();
+            ti += tc.len_utf8();
+        } else if pc == Some('*') {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
+            // Let the last `*` take one more character and try again after it.
+            let next = st + text[st..].chars().next().map_or(1, char::len_utf8);
             pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
+            ti = next;
+            star = Some((sp, next));
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    pattern[pi..].chars().all(|c| c == '*')
 }
 
 #[derive(Debug, Default)]
@@ -78,9 +81,10 @@ impl Index {
             for pattern in events {
                 match pattern {
                     EventPattern::Exact(t) => {
+                        // Kept sorted and without duplicates, so `candidates` can lend it.
                         let list = entry.exact.entry(t.clone()).or_default();
-                        if list.last() != Some(&rule) {
-                            list.push(rule);
+                        if let Err(at) = list.binary_search(&rule) {
+                            list.insert(at, rule);
                         }
                     }
                     EventPattern::Glob(g) => entry.globs.push((g.clone(), rule)),
@@ -90,21 +94,27 @@ impl Index {
     }
 
     /// The rules that apply to this source and event type, in rule-set order, each once.
-    pub fn candidates(&self, source: &str, event_type: &str) -> Vec<usize> {
+    /// Borrowed from the index unless a glob adds rules to the exact ones.
+    pub fn candidates(&self, source: &str, event_type: &str) -> Cow<'_, [usize]> {
         let Some(entry) = self.by_source.get(source) else {
-            return Vec::new();
+            return Cow::Borrowed(&[]);
         };
-        let mut out: Vec<usize> = entry.exact.get(event_type).cloned().unwrap_or_default();
-        out.extend(
-            entry
-                .globs
-                .iter()
-                .filter(|(g, _)| glob_match(g, event_type))
-                .map(|(_, r)| *r),
-        );
+        // Sorted and without duplicates: `insert` adds rules in increasing order, once each.
+        let exact: &[usize] = entry.exact.get(event_type).map_or(&[], Vec::as_slice);
+        let mut globbed = entry
+            .globs
+            .iter()
+            .filter(|(g, _)| glob_match(g, event_type))
+            .map(|(_, r)| *r)
+            .peekable();
+        if globbed.peek().is_none() {
+            return Cow::Borrowed(exact);
+        }
+        let mut out = exact.to_vec();
+        out.extend(globbed);
         out.sort_unstable();
         out.dedup();
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -129,9 +139,64 @@ mod tests {
             ("orders/*", "orders/create", true),
             ("é*", "été", true),
             ("**", "x", true),
+            ("?", "é", true),
+            ("a?c", "aéc", true),
+            ("*é", "aéé", true),
+            ("*é?", "éxéé", true),
+            ("*.?", "a.é", true),
+            ("*.?", "a.éé", false),
         ];
         for (g, t, want) in cases {
             assert_eq!(glob_match(g, t), *want, "{g} vs {t}");
+        }
+    }
+
+    /// The matcher as it was written first, over vectors of characters.
+    fn glob_match_by_chars(pattern: &str, text: &str) -> bool {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        let (mut pi, mut ti) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some((pi, ti));
+                pi += 1;
+            } else if let Some((sp, st)) = star {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+
+    #[test]
+    fn globs_match_as_the_char_vector_matcher_did() {
+        let alphabet = ["a", "é", "*", "?", ".", "日"];
+        // Every word of up to `n` characters of the alphabet.
+        let words = |n: usize| {
+            let mut words = vec![String::new()];
+            for _ in 0..n {
+                let longer: Vec<String> = words
+                    .iter()
+                    .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                    .collect();
+                words.extend(longer);
+                words.sort();
+                words.dedup();
+            }
+            words
+        };
+        let texts = words(3);
+        for p in &words(4) {
+            for t in &texts {
+                assert_eq!(glob_match(p, t), glob_match_by_chars(p, t), "{p} vs {t}");
+            }
         }
     }
 
@@ -161,7 +226,7 @@ mod tests {
             ("slack", "push", &[]),
         ];
         for (source, ty, want) in cases {
-            assert_eq!(idx.candidates(source, ty), want.to_vec(), "{source} {ty}");
+            assert_eq!(&*idx.candidates(source, ty), *want, "{source} {ty}");
         }
     }
 }

@@ -7,6 +7,7 @@
 mod compile;
 pub mod condition;
 pub mod config;
+mod context;
 pub mod index;
 mod live;
 pub mod template;
@@ -31,7 +32,7 @@ pub use trace::{
 use crate::yamldoc::Position;
 use condition::Condition;
 use index::{EventPattern, Index};
-use template::{RenderContext, TNode, Templates};
+use template::{Expr, RenderContext, TNode, Templates};
 
 /// What rule compilation checks references against.
 pub struct CompileContext<'a> {
@@ -144,7 +145,7 @@ pub struct Rule {
 #[derive(Debug)]
 struct IfExpr {
     text: String,
-    template: String,
+    expr: Expr,
 }
 
 /// A compiled action.
@@ -345,7 +346,7 @@ impl RuleSet {
     pub fn evaluate(&self, ev: &EventView<'_>) -> Evaluation {
         let mut out = Evaluation::default();
         let mut ctx = None;
-        for n in self.index.candidates(ev.source, ev.event_type) {
+        for &n in self.index.candidates(ev.source, ev.event_type).iter() {
             if let Some(rule) = self.rules.get(n) {
                 self.evaluate_rule(rule, ev, &mut ctx, &mut out);
             }
@@ -444,7 +445,7 @@ impl RuleSet {
                 result: None,
                 error: None,
             };
-            let reason = match self.templates.eval_if(&i.template, ctx) {
+            let reason = match self.templates.eval_if(&i.expr, ctx) {
                 Ok((value, truthy)) => {
                     let reason = (!truthy).then(|| {
                         format!("if: `{}` is false (value {})", i.text, trace::short(&value))
@@ -533,12 +534,12 @@ impl RuleSet {
     ) -> Result<PlannedAction, String> {
         let rendered = self
             .templates
-            .render_tree(&action.with, ctx, &format!("actions[{index}].with"))
+            .render_tree(&action.with, ctx, format_args!("actions[{index}].with"))
             .map_err(|e| e.to_string())?;
         let order_key = match &action.order_key {
             Some(node) => Some(
                 self.templates
-                    .render_tree(node, ctx, &format!("actions[{index}].order_key"))
+                    .render_tree(node, ctx, format_args!("actions[{index}].order_key"))
                     .map(|r| key_text(r.real))
                     .map_err(|e| e.to_string())?,
             ),

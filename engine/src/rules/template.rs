@@ -1,5 +1,9 @@
-//! Templates: `with:` trees, `order_key` and `if:` expressions compiled once into one minijinja
-//! environment, rendered with strict undefined, and `${secret:NAME}` references.
+//! Templates: `with:` trees, `order_key` and `if:` expressions compiled once, rendered with
+//! strict undefined, and `${secret:NAME}` references.
+//!
+//! Text templates live in the rule set's minijinja environment and are looked up by name.
+//! Expressions (`if:`, and strings that are exactly one `{{ expression }}`) are compiled into
+//! `Expr` values kept on the rule, so evaluating one needs no look-up and no template state.
 //!
 //! Secrets are never substituted into rendered text (payload text that happens to contain
 //! `${secret:X}` must not leak a secret). Instead each reference becomes a template variable,
@@ -7,15 +11,16 @@
 //! input) and once with the references themselves (everything that is shown or stored).
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::{Arc, OnceLock};
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Expression, UndefinedBehavior};
 use serde_json::Value;
 
-/// Template variable holding the secrets map (real or redacted).
-const SECRETS_VAR: &str = "__hookwise_secrets";
-/// Variable a typed template or `if:` expression stores its value in.
-const VALUE_VAR: &str = "__hookwise_value";
+pub use super::context::RenderContext;
+use super::context::{SECRETS_VAR, mj};
+
 /// Fuel for one render: bounds loops over huge payloads (minijinja counts instructions and
 /// allocated data; one million is far above any sensible rule and far below a stuck worker).
 const TEMPLATE_FUEL: u64 = 1_000_000;
@@ -51,9 +56,7 @@ pub enum TNode {
         secrets: bool,
     },
     /// A string that is exactly one `{{ expression }}`: keeps the expression's JSON type.
-    Typed {
-        name: String,
-    },
+    Typed(Expr),
     Array(Vec<TNode>),
     Object(Vec<(String, TNode)>),
 }
@@ -61,7 +64,7 @@ pub enum TNode {
 impl TNode {
     fn uses_secrets(&self) -> bool {
         match self {
-            TNode::Literal(_) | TNode::Typed { .. } => false,
+            TNode::Literal(_) | TNode::Typed(_) => false,
             TNode::Text { secrets, .. } => *secrets,
             TNode::Array(items) => items.iter().any(TNode::uses_secrets),
             TNode::Object(entries) => entries.iter().any(|(_, n)| n.uses_secrets()),
@@ -69,48 +72,81 @@ impl TNode {
     }
 }
 
-/// The per-event template context: `payload`, `headers`, `source`, `event`.
+/// A compiled expression: an `if:` or the inside of a typed `{{ expression }}`.
 #[derive(Clone)]
-pub struct RenderContext {
-    base: BTreeMap<String, minijinja::Value>,
+pub struct Expr {
+    /// The expression as written (error messages quote it).
+    text: Arc<str>,
+    compiled: Arc<Expression<'static, 'static>>,
 }
 
-impl RenderContext {
-    /// Builds the context for one event (the payload is converted once, shared by all rules).
-    pub fn new(ev: &super::EventView<'_>) -> RenderContext {
-        let headers: BTreeMap<String, String> = ev
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect();
-        let mut event = BTreeMap::new();
-        event.insert("id", ev.id);
-        event.insert("type", ev.event_type);
-        event.insert("source", ev.source);
-        event.insert("provider", ev.provider);
-        event.insert("received_at", ev.received_at);
-        let mut base = BTreeMap::new();
-        base.insert("payload".to_string(), mj(ev.payload));
-        base.insert("headers".to_string(), mj(&headers));
-        base.insert("source".to_string(), minijinja::Value::from(ev.source));
-        base.insert("event".to_string(), mj(&event));
-        RenderContext { base }
-    }
-
-    fn value(&self) -> minijinja::Value {
-        minijinja::Value::from(self.base.clone())
-    }
-
-    fn with_secrets(&self, secrets: &minijinja::Value) -> minijinja::Value {
-        let mut map = self.base.clone();
-        map.insert(SECRETS_VAR.to_string(), secrets.clone());
-        minijinja::Value::from(map)
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Expr").field(&&*self.text).finish()
     }
 }
 
-/// Converts any serializable value into a template value.
-fn mj<T: serde::Serialize + ?Sized>(value: &T) -> minijinja::Value {
-    minijinja::Value::from(minijinja::value::Serde(value))
+impl Expr {
+    fn compile(text: &str) -> Result<Expr, minijinja::Error> {
+        let compiled = expression_env().compile_expression_owned(text.to_string())?;
+        Ok(Expr {
+            text: text.into(),
+            compiled: Arc::new(compiled),
+        })
+    }
+
+    /// The expression's value; an undefined value is an error, as everywhere in templates.
+    fn eval(&self, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
+        let value = self
+            .compiled
+            .eval(ctx.clone())
+            .map_err(|e| describe(&e, Some(&self.text)))?;
+        if value.is_undefined() {
+            return Err(format!("undefined value: `{}`", self.text));
+        }
+        Ok(value)
+    }
+}
+
+/// An environment with the settings of every template: strict undefined, no auto-escaping,
+/// bounded fuel, text kept as written.
+fn new_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    // Keep text exactly as written: a YAML block scalar's final newline is part of the value.
+    if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        env.set_syntax(syntax);
+    }
+    env
+}
+
+/// The environment expressions are compiled in, one for the process. A compiled expression
+/// borrows its environment, so a rule could not keep one compiled in its own rule set's
+/// environment; expressions own their code and the settings never change, so one shared
+/// environment serves every rule set.
+fn expression_env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(new_environment)
+}
+
+/// Where a node is in a rendered tree (`actions[0].with.list[2]`), formatted only when an
+/// error names it.
+enum At<'a> {
+    Root(&'a dyn Display),
+    Index(&'a At<'a>, usize),
+    Key(&'a At<'a>, &'a str),
+}
+
+impl Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Root(at) => at.fmt(f),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            At::Key(parent, k) => write!(f, "{parent}.{k}"),
+        }
+    }
 }
 
 /// Rendered output: the plugin's input and its redacted twin.
@@ -133,20 +169,12 @@ pub type CompileProblem = (String, String);
 
 impl Templates {
     pub fn new(secrets: &BTreeMap<String, String>) -> Templates {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|_| AutoEscape::None);
-        env.set_fuel(Some(TEMPLATE_FUEL));
-        // Keep text exactly as written: a YAML block scalar's final newline is part of the value.
-        if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
-            env.set_syntax(syntax);
-        }
         let redacted: BTreeMap<&str, String> = secrets
             .keys()
             .map(|k| (k.as_str(), format!("${{secret:{k}}}")))
             .collect();
         Templates {
-            env,
+            env: new_environment(),
             next_id: 0,
             secrets: mj(secrets),
             redacted: mj(&redacted),
@@ -178,9 +206,8 @@ impl Templates {
         }
         if !uses_secrets && let Some(expr) = single_expression(&translated) {
             // Only a real expression keeps its type: `{{ a }} and {{ b }}` stays text.
-            if self.env.compile_expression(expr).is_ok() {
-                let name = self.add(format!("{{% set {VALUE_VAR} = ({expr}) %}}"))?;
-                return Ok(TNode::Typed { name });
+            if let Ok(expr) = Expr::compile(expr) {
+                return Ok(TNode::Typed(expr));
             }
         }
         let name = self.add(translated)?;
@@ -228,19 +255,16 @@ impl Templates {
     }
 
     /// Compiles an `if:` expression (written without `{{ }}`).
-    pub fn compile_if(&mut self, expr: &str) -> Result<String, String> {
+    pub fn compile_if(&self, expr: &str) -> Result<Expr, String> {
         if expr.contains("${secret:") {
             return Err("secrets (`${secret:...}`) cannot be used in `if`".to_string());
         }
-        self.env
-            .compile_expression(expr)
-            .map_err(|e| describe(&e, Some(expr)))?;
-        self.add(format!("{{% set {VALUE_VAR} = ({expr}) %}}"))
+        Expr::compile(expr).map_err(|e| describe(&e, Some(expr)))
     }
 
     /// Evaluates a compiled `if:` expression: its value as JSON and its truthiness.
-    pub fn eval_if(&self, name: &str, ctx: &RenderContext) -> Result<(Value, bool), String> {
-        let value = self.eval_value(name, &ctx.value())?;
+    pub fn eval_if(&self, expr: &Expr, ctx: &RenderContext) -> Result<(Value, bool), String> {
+        let value = expr.eval(&ctx.value())?;
         let json = to_json(&value)?;
         Ok((json, value.is_true()))
     }
@@ -250,18 +274,18 @@ impl Templates {
         &self,
         node: &TNode,
         ctx: &RenderContext,
-        at: &str,
+        at: impl Display,
     ) -> Result<Rendered, RenderError> {
-        let plain = ctx.value();
+        let at = At::Root(&at);
         if !node.uses_secrets() {
-            let value = self.render_node(node, &plain, at)?;
+            let value = self.render_node(node, &ctx.value(), &at)?;
             return Ok(Rendered {
                 real: value.clone(),
                 redacted: value,
             });
         }
-        let real = self.render_node(node, &ctx.with_secrets(&self.secrets), at)?;
-        let redacted = self.render_node(node, &ctx.with_secrets(&self.redacted), at)?;
+        let real = self.render_node(node, &ctx.with_secrets(&self.secrets), &at)?;
+        let redacted = self.render_node(node, &ctx.with_secrets(&self.redacted), &at)?;
         Ok(Rendered { real, redacted })
     }
 
@@ -269,7 +293,7 @@ impl Templates {
         &self,
         node: &TNode,
         ctx: &minijinja::Value,
-        at: &str,
+        at: &At<'_>,
     ) -> Result<Value, RenderError> {
         let fail = |message: String| RenderError {
             at: at.to_string(),
@@ -293,40 +317,23 @@ impl Templates {
                 }
                 Ok(Value::String(text))
             }
-            TNode::Typed { name } => {
-                let value = self.eval_value(name, ctx).map_err(fail)?;
+            TNode::Typed(expr) => {
+                let value = expr.eval(ctx).map_err(fail)?;
                 to_json(&value).map_err(fail)
             }
             TNode::Array(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, n)| self.render_node(n, ctx, &format!("{at}[{i}]")))
+                .map(|(i, n)| self.render_node(n, ctx, &At::Index(at, i)))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             TNode::Object(entries) => {
                 let mut map = serde_json::Map::new();
                 for (k, n) in entries {
-                    map.insert(k.clone(), self.render_node(n, ctx, &format!("{at}.{k}"))?);
+                    map.insert(k.clone(), self.render_node(n, ctx, &At::Key(at, k))?);
                 }
                 Ok(Value::Object(map))
             }
-        }
-    }
-
-    fn eval_value(&self, name: &str, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
-        let template = self
-            .env
-            .get_template(name)
-            .map_err(|e| describe(&e, None))?;
-        let captured = template
-            .render_captured(ctx)
-            .map_err(|e| self.describe_in(&e, name))?;
-        match captured.state().lookup(VALUE_VAR) {
-            Some(v) if !v.is_undefined() => Ok(v),
-            _ => Err(format!(
-                "undefined value: `{}`",
-                expression_of(template.source())
-            )),
         }
     }
 
@@ -359,14 +366,6 @@ fn describe(err: &minijinja::Error, source: Option<&str>) -> String {
         out.push_str(&format!(" (template line {line})"));
     }
     out
-}
-
-/// The expression inside a `{% set VALUE_VAR = (expr) %}` template.
-fn expression_of(source: &str) -> &str {
-    let prefix_len = format!("{{% set {VALUE_VAR} = (").len();
-    source
-        .get(prefix_len..source.len().saturating_sub(") %}".len()))
-        .unwrap_or(source)
 }
 
 fn to_json(value: &minijinja::Value) -> Result<Value, String> {
@@ -639,9 +638,9 @@ mod tests {
             ),
         ];
         for (expr, want) in cases {
-            let mut t = Templates::new(&s);
-            let name = t.compile_if(expr).unwrap();
-            let got = t.eval_if(&name, &ctx(&payload)).map(|(_, b)| b);
+            let t = Templates::new(&s);
+            let expr_ = t.compile_if(expr).unwrap();
+            let got = t.eval_if(&expr_, &ctx(&payload)).map(|(_, b)| b);
             match (want, &got) {
                 (Ok(b), Ok(g)) => assert_eq!(g, b, "{expr}"),
                 (Err(fragment), Err(e)) => assert!(e.contains(fragment), "{expr}: {e}"),
@@ -665,5 +664,197 @@ mod tests {
         let got = render("x{{ 'y' * 1100000 }}", json!({}));
         let err = got.err().unwrap_or_default();
         assert!(err.contains("more than the limit"), "{err}");
+    }
+
+    /// Headers with names that differ only in case.
+    fn many_headers() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("X-GitHub-Event".to_string(), "push".to_string()),
+            ("Content-Type".to_string(), "text/plain".to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("X-Hub-Signature-256".to_string(), "sha256=abc".to_string()),
+        ])
+    }
+
+    /// The context as templates saw it before `RenderContext` read the payload lazily: built
+    /// as a map of values converted as a whole. Every template must render the same (value or
+    /// error message) over both.
+    fn converted_context(payload: &Value) -> minijinja::Value {
+        let headers: BTreeMap<String, String> = many_headers()
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let event = BTreeMap::from([
+            ("id", "ev_1"),
+            ("type", "push"),
+            ("source", "github"),
+            ("provider", "github"),
+            ("received_at", "2024-05-01T10:00:00Z"),
+        ]);
+        let mut base = BTreeMap::new();
+        base.insert("payload".to_string(), mj(payload));
+        base.insert("headers".to_string(), mj(&headers));
+        base.insert("source".to_string(), minijinja::Value::from("github"));
+        base.insert("event".to_string(), mj(&event));
+        minijinja::Value::from(base)
+    }
+
+    #[test]
+    fn lazy_payload_renders_like_a_converted_one() {
+        let payloads = [
+            json!({
+                "ref": "refs/heads/main", "size": 3, "ratio": 0.5, "big": 18446744073709551615u64,
+                "neg": -2, "nil": null, "t": true, "s": "", "empty_a": [], "empty_o": {},
+                "labels": ["bug", "Urgent", "bug"], "nums": [3, 1, 2],
+                "zeta": 1, "alpha": {"b": 2, "a": 1, "c": {"d": [1, {"e": "f"}]}},
+                "repo": {"full_name": "acme/web", "private": false, "owner": {"login": "octo"}},
+                "commits": [{"id": "b2", "message": "docs", "n": 2},
+                            {"id": "a1", "message": "fix [deploy]", "n": 1}],
+                "1": "numeric key", "with space": "x", "unicode": "été ☃",
+            }),
+            json!(["first", 2, {"three": 3}, [4, [5]], null, true]),
+            json!("just a string"),
+            json!(42),
+            json!(null),
+            json!({}),
+        ];
+        let templates = [
+            "{{ payload }}",
+            "{{ payload | tojson }}",
+            "{{ payload | tojson(indent=2) }}",
+            "{{ payload | pprint }}",
+            "{{ payload | string }}",
+            "{{ payload | length }}",
+            "{{ payload | list }}",
+            "{{ payload | first }}",
+            "{{ payload | last }}",
+            "{{ payload | reverse | list }}",
+            "{{ payload | dictsort }}",
+            "{{ payload | dictsort(reverse=true) }}",
+            "{{ payload | items | list }}",
+            "{{ payload | sort }}",
+            "{{ payload | unique | list }}",
+            "{{ payload | batch(2) | list }}",
+            "{{ payload | slice(2) | list }}",
+            "{{ payload | join('|') }}",
+            "{{ payload | map('string') | list }}",
+            "{{ payload | select | list }}",
+            "{{ payload | reject('none') | list }}",
+            "{{ payload | max }}",
+            "{{ payload | min }}",
+            "{{ payload | sum }}",
+            "{{ payload | default('d') }}",
+            "{{ payload | bool }}",
+            "{{ payload is mapping }}",
+            "{{ payload is sequence }}",
+            "{{ payload is iterable }}",
+            "{{ payload is string }}",
+            "{{ payload is none }}",
+            "{{ payload is defined }}",
+            "{{ payload is true }}",
+            "{{ payload == payload }}",
+            "{{ payload != {} }}",
+            "{{ payload == [] }}",
+            "{{ payload < payload }}",
+            "{{ [payload, payload] | unique | list }}",
+            "{{ [payload, 1] | sort }}",
+            "{{ 'ref' in payload }}",
+            "{{ 2 in payload }}",
+            "{{ payload + [1] }}",
+            "{{ payload ~ '!' }}",
+            "{{ payload * 2 }}",
+            "{{ payload[0] }}",
+            "{{ payload[-1] }}",
+            "{{ payload[1:3] }}",
+            "{{ payload[::-1] }}",
+            "{{ payload[1] }}",
+            "{{ payload['1'] }}",
+            "{{ payload.ref }}",
+            "{{ payload.ref | upper }}",
+            "{{ payload.ref[5:] }}",
+            "{{ payload.size + 1 }}",
+            "{{ payload.ratio * 2 }}",
+            "{{ payload.big }}",
+            "{{ payload.big + 1 }}",
+            "{{ payload.neg | abs }}",
+            "{{ payload.nil }}",
+            "{{ payload.nil is none }}",
+            "{{ payload.t and payload.s }}",
+            "{{ payload.empty_a | length }} {{ payload.empty_o | length }}",
+            "{{ payload.empty_a == [] and payload.empty_o == {} }}",
+            "{{ payload.labels }}",
+            "{{ payload.labels | sort | join(',') }}",
+            "{{ payload.labels | unique | list }}",
+            "{{ payload.labels.0 }}",
+            "{{ payload.labels[-1] }}",
+            "{{ payload.labels[10] }}",
+            "{{ payload.labels.x }}",
+            "{{ payload.nums | sort }} {{ payload.nums | max }} {{ payload.nums | sum }}",
+            "{{ payload.alpha }}",
+            "{{ payload.alpha.c.d[1].e }}",
+            "{{ payload.alpha['c']['d'][-1] }}",
+            "{{ payload.alpha | dictsort }}",
+            "{{ payload.alpha.keys() }}",
+            "{{ payload.alpha.values() }}",
+            "{{ payload.alpha.items() }}",
+            "{{ payload.alpha.get('b') }}",
+            "{{ payload.alpha | attr('b') }}",
+            "{{ payload.repo == {'full_name': 'acme/web', 'private': false, 'owner': {'login': 'octo'}} }}",
+            "{{ payload.repo.owner == payload.repo.owner }}",
+            "{{ payload.repo | tojson }}",
+            "{{ payload.commits | sort(attribute='id') }}",
+            "{{ payload.commits | sort(attribute='n', reverse=true) | map(attribute='id') | join }}",
+            "{{ payload.commits | map(attribute='message') | list }}",
+            "{{ payload.commits | selectattr('n', 'gt', 1) | list }}",
+            "{{ payload.commits | rejectattr('id', 'equalto', 'a1') | list }}",
+            "{{ payload.commits | groupby('id') }}",
+            "{{ payload.commits | sum(attribute='n') }}",
+            "{{ payload.commits | max(attribute='n') }}",
+            "{{ payload.commits | first | tojson }}",
+            "{{ payload.commits[0].missing }}",
+            "{{ payload.commits.missing }}",
+            "{{ payload.size.missing }}",
+            "{{ payload.missing }}",
+            "{{ payload.missing.deeper }}",
+            "{{ payload.missing is defined }}",
+            "{{ payload.unicode | length }} {{ payload.unicode | upper }} {{ payload.unicode[1] }}",
+            "{{ payload['with space'] }}",
+            "{% for c in payload.commits %}{{ loop.index }}/{{ loop.length }}:{{ c.id }}{{ loop.cycle(',', ';') }}{% endfor %}",
+            "{% for k, v in payload.alpha | items %}{{ k }}={{ v }};{% endfor %}",
+            "{% for k in payload %}{{ k }};{% endfor %}",
+            "{% for x in payload | reverse %}{{ x }};{% endfor %}",
+            "{% for x in payload.labels if x != 'bug' %}{{ x }}{% else %}none{% endfor %}",
+            "{% set ns = namespace(total=0) %}{% for c in payload.commits %}{% set ns.total = ns.total + c.n %}{% endfor %}{{ ns.total }}",
+            "{{ headers }} {{ event }} {{ source }} {{ headers['x-github-event'] }} {{ event.type }}",
+            "{{ event | dictsort }} {{ headers | tojson }} {{ headers | length }}",
+            "{{ headers | list }} {{ event | list }} {{ headers | reverse | list }}",
+            "{{ headers['content-type'] }} {{ headers.missing }}",
+            "{{ headers['Content-Type'] }}",
+            "{% for k, v in headers | items %}{{ k }}={{ v }};{% endfor %}",
+            "{{ event == {'id': 'ev_1', 'provider': 'github', 'received_at': '2024-05-01T10:00:00Z', 'source': 'github', 'type': 'push'} }}",
+            "{{ debug() }}",
+        ];
+        let s = secrets();
+        let headers = many_headers();
+        for payload in &payloads {
+            let converted = converted_context(payload);
+            let lazy = RenderContext::new(&super::super::EventView {
+                id: "ev_1",
+                source: "github",
+                provider: "github",
+                event_type: "push",
+                received_at: "2024-05-01T10:00:00Z",
+                headers: &headers,
+                payload,
+            });
+            for template in templates {
+                let mut t = Templates::new(&s);
+                let node = t.compile_string(template, &s, true).unwrap();
+                let at = At::Root(&"with.x");
+                let want = t.render_node(&node, &converted, &at);
+                let got = t.render_node(&node, &lazy.value(), &at);
+                assert_eq!(got, want, "{template} over {payload}");
+            }
+        }
     }
 }

@@ -750,3 +750,63 @@ fn evaluation_considers_only_indexed_candidates() {
     assert_eq!(eval.matched.len(), 1);
     assert_eq!(eval.matched[0].rule, "glob");
 }
+
+/// Everything an evaluation produces (full traces, reasons, real and redacted inputs, order keys,
+/// the text report, inputs rendered again at run time) for the rules and events in `testdata/`,
+/// compared with `testdata/snapshot_expected.json`. Optimising matching, rendering or tracing
+/// must not change any of it. After an intended change of output, rewrite the expected file with
+/// `HOOKWISE_BLESS=1 cargo test -p hookwise --lib evaluation_snapshot` and review the diff.
+#[test]
+fn evaluation_snapshot() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rules/testdata");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let f = Fixture::new();
+    let set = f.set(&read("snapshot_rules.yaml"));
+    let events: Vec<Value> = serde_json::from_str(&read("snapshot_events.json")).unwrap();
+    let mut got = Vec::new();
+    for (n, e) in events.iter().enumerate() {
+        let headers: BTreeMap<String, String> =
+            serde_json::from_value(e["headers"].clone()).unwrap();
+        let source = e["source"].as_str().unwrap();
+        let event_type = e["event_type"].as_str().unwrap();
+        let ev = event(source, event_type, &headers, &e["payload"]);
+        let all = set.evaluate_all(&ev);
+        let indexed = set.evaluate(&ev);
+        let mut planned = Vec::new();
+        for m in &all.matched {
+            for a in &m.actions {
+                let again = set.render_action(&m.rule, a.index, &ev).map(|p| p.input);
+                planned.push(json!({
+                    "rule": m.rule, "index": a.index, "input": a.input,
+                    "rendered_again_is_equal": again.as_ref() == Ok(&a.input),
+                }));
+            }
+        }
+        got.push(json!({
+            "event": n,
+            "evaluate_all": serde_json::to_value(&all).unwrap(),
+            "evaluate": serde_json::to_value(&indexed).unwrap(),
+            "real_inputs": planned,
+            "dry_run": dry_run_json(&all),
+            "text": render_text(&all).lines().collect::<Vec<_>>(),
+        }));
+    }
+    let expected_path = dir.join("snapshot_expected.json");
+    if std::env::var_os("HOOKWISE_BLESS").is_some() {
+        let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+        std::fs::write(&expected_path, text).unwrap();
+        return;
+    }
+    let expected: Vec<Value> = serde_json::from_str(&read("snapshot_expected.json")).unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(
+            serde_json::to_string_pretty(g).unwrap(),
+            serde_json::to_string_pretty(e).unwrap(),
+            "event {}",
+            g["event"]
+        );
+    }
+}

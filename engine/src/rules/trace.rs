@@ -155,7 +155,8 @@ pub fn truncate(value: &Value) -> Value {
 
 fn truncate_at(value: &Value, depth: usize) -> Value {
     match value {
-        Value::String(s) if s.chars().count() > MAX_TRACE_STRING => {
+        // The byte length bounds the character count: most strings are not counted at all.
+        Value::String(s) if s.len() > MAX_TRACE_STRING && s.chars().count() > MAX_TRACE_STRING => {
             let cut: String = s.chars().take(MAX_TRACE_STRING).collect();
             Value::String(format!("{cut}... ({} chars)", s.chars().count()))
         }
