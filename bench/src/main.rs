@@ -4,11 +4,17 @@
 //! `drain`: a whole server: sustained ingest and drain rates with the no-op plugin, and
 //! ack / ack-to-done latency at a fixed offered load.
 //!
+//! `all`: issue 9 in one command (bench/run.sh): a bare axum server, hookwise's ingest, reject
+//! and drain paths under wrk, the plugin call and rule matching, with ratios to the bare server.
+//!
 //! `store`: event inserts per second through the group-commit path versus one transaction per
 //! insert, on a SQLite file and on PostgreSQL, with 2 KiB payloads from many concurrent tasks.
 
+mod all;
 mod drain;
 mod plugins;
+mod procs;
+mod wrk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +39,58 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything of issue 9 in one run: a bare axum server (the ceiling), hookwise's durable
+    /// ingest, the bad-signature reject path and ingest with drain under wrk, then the plugin
+    /// call and rule matching. Needs wrk and a release `hookwise` binary next to this one;
+    /// `bench/run.sh` installs and builds both.
+    All {
+        /// Rounds of bare / ingest / reject runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of unmeasured load on each freshly started server.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// wrk threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Ingest-with-drain runs (each waits until its backlog is empty).
+        #[arg(long, default_value_t = 3)]
+        drain_runs: usize,
+        /// Runs of the in-process measurements (plugin call, rule matching).
+        #[arg(long, default_value_t = 3)]
+        inproc_runs: usize,
+        /// Plugin calls per run.
+        #[arg(long, default_value_t = 5000)]
+        plugin_calls: usize,
+        /// Events per rule count per run.
+        #[arg(long, default_value_t = 20_000)]
+        rule_events: usize,
+        /// The hookwise binary. Default: `hookwise` next to this binary.
+        #[arg(long)]
+        hookwise: Option<PathBuf>,
+        /// Also profile one extra ingest, reject and drain run each with `perf record -g`,
+        /// writing `*.perf.data` into this folder (those runs are not counted).
+        #[arg(long)]
+        perf: Option<PathBuf>,
+        /// The command to name in the report.
+        #[arg(long, default_value = "bench/run.sh")]
+        command: String,
+        /// Replace the `all` section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// A bare axum server that answers 200 to every request: the ceiling `all` compares with.
+    #[command(hide = true)]
+    Bare {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Rule matching: cost per event with 10, 1,000 and 10,000 rules over 100 sources x 100
     /// event types.
     Rules {
@@ -320,7 +378,16 @@ fn percentile(sorted: &[u128], p: f64) -> u128 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn bench_rule_matching(counts: &[usize], events: usize) -> anyhow::Result<String> {
+/// Rule matching at one rule count.
+pub struct RuleRow {
+    pub count: usize,
+    pub compile: std::time::Duration,
+    pub p50_ns: u128,
+    pub p99_ns: u128,
+    pub matched_per_event: f64,
+}
+
+fn rule_rows(counts: &[usize], events: usize) -> anyhow::Result<Vec<RuleRow>> {
     use hookwise::rules::{CompileContext, EventView, compile_files};
     let sources: Vec<(String, String)> = (0..BENCH_SOURCES)
         .map(|s| (format!("s{s}"), "none".to_string()))
@@ -337,14 +404,7 @@ fn bench_rule_matching(counts: &[usize], events: usize) -> anyhow::Result<String
         "commits": [{"message": "fix"}, {"message": "deploy it"}, {"message": "docs"}],
     });
     let headers = std::collections::BTreeMap::new();
-    let mut out = format!(
-        "Measured {} on {}; {events} events per row, each on a (source, type) that has rules.\n\n\
-         | rules | compile | p50 per event | p99 per event | matched per event | p50 vs 10 rules |\n\
-         |---:|---:|---:|---:|---:|---:|\n",
-        today(),
-        machine()
-    );
-    let mut base_p50 = None;
+    let mut rows = Vec::new();
     for &count in counts {
         let files = vec![(PathBuf::from("bench.yaml"), bench_rules(count))];
         let started = Instant::now();
@@ -372,24 +432,102 @@ fn bench_rule_matching(counts: &[usize], events: usize) -> anyhow::Result<String
             matched += eval.matched.len();
         }
         samples.sort_unstable();
-        let p50 = percentile(&samples, 0.5);
-        let p99 = percentile(&samples, 0.99);
-        let base = *base_p50.get_or_insert(p50);
+        rows.push(RuleRow {
+            count,
+            compile,
+            p50_ns: percentile(&samples, 0.5),
+            p99_ns: percentile(&samples, 0.99),
+            matched_per_event: matched as f64 / events.max(1) as f64,
+        });
+    }
+    Ok(rows)
+}
+
+fn bench_rule_matching(counts: &[usize], events: usize) -> anyhow::Result<String> {
+    let mut out = format!(
+        "Measured {} on {}; {events} events per row, each on a (source, type) that has rules.\n\n\
+         | rules | compile | p50 per event | p99 per event | matched per event | p50 vs 10 rules |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        today(),
+        machine()
+    );
+    let mut base_p50 = None;
+    for r in rule_rows(counts, events)? {
+        let base = *base_p50.get_or_insert(r.p50_ns);
         out.push_str(&format!(
-            "| {count} | {:.0} ms | {:.1} us | {:.1} us | {:.2} | {:.2}x |\n",
-            compile.as_secs_f64() * 1e3,
-            p50 as f64 / 1e3,
-            p99 as f64 / 1e3,
-            matched as f64 / events as f64,
-            p50 as f64 / base.max(1) as f64,
+            "| {} | {:.0} ms | {:.1} us | {:.1} us | {:.2} | {:.2}x |\n",
+            r.count,
+            r.compile.as_secs_f64() * 1e3,
+            r.p50_ns as f64 / 1e3,
+            r.p99_ns as f64 / 1e3,
+            r.matched_per_event,
+            r.p50_ns as f64 / base.max(1) as f64,
         ));
     }
     Ok(out)
 }
 
+/// The cargo target folder: `CARGO_TARGET_DIR`, else `target/` in the repository.
+fn target_dir(repo: &Path) -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo.join("target"))
+}
+
+/// The `bare` subcommand: answers 200 to every request, after reading its body.
+async fn bare(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .fallback(|_body: axum::body::Bytes| async { axum::http::StatusCode::OK });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
+        Command::All {
+            rounds,
+            seconds,
+            warmup,
+            connections,
+            threads,
+            drain_runs,
+            inproc_runs,
+            plugin_calls,
+            rule_events,
+            hookwise,
+            perf,
+            command,
+            write,
+        } => {
+            let hookwise = match hookwise {
+                Some(path) => path,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("the bench binary has no folder")?
+                    .join("hookwise"),
+            };
+            let settings = all::Settings {
+                rounds,
+                seconds,
+                warmup,
+                connections,
+                threads,
+                drain_runs,
+                inproc_runs,
+                plugin_calls,
+                rule_events,
+                hookwise,
+                perf,
+            };
+            let out = all::run(&settings, &command).await?;
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "all", &out)?;
+            }
+        }
+        Command::Bare { listen } => bare(listen).await?,
         Command::Rules {
             counts,
             events,
@@ -483,10 +621,7 @@ async fn bench_drain(
     workers: u32,
 ) -> anyhow::Result<String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo.join("target"))
-        .join("bench-plugins");
+    let target = target_dir(&repo).join("bench-plugins");
     let noop = drain::build_noop(&repo, &target)?;
     let mut results = Vec::new();
     for run in 0..runs.max(1) {
@@ -547,9 +682,7 @@ async fn bench_drain(
 async fn bench_plugins(calls: usize, rust_only: bool) -> anyhow::Result<String> {
     use hookwise::plugin_host::Grants;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo.join("target"));
+    let target = target_dir(&repo);
     let noop = drain::build_noop(&repo, &target.join("bench-plugins"))?;
     let mut rows =
         vec![plugins::measure("Rust (no-op, SDK)", &noop, "{}", &Grants::default(), calls).await?];

@@ -1,0 +1,796 @@
+//! `all`: every figure of issue 9 in one run on one machine. Over HTTP, with wrk as the load
+//! generator: a bare axum server that only answers 200 (the ceiling), hookwise's durable ingest,
+//! its bad-signature reject path, and ingest while draining through the no-op plugin. In this
+//! process: the plugin call and rule matching at 10, 1,000 and 10,000 rules. The HTTP paths
+//! run in rounds (bare, ingest, reject, back to back) so that the load of the shared machine
+//! weighs on all of them alike; ratios to the bare server of the same run are what compare
+//! across machines.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::procs::{self, Memory, Server};
+use crate::wrk::{self, Expect, Load};
+use crate::{median, plugins};
+
+/// The GitHub source's secret in every hookwise config of this benchmark.
+const SECRET: &str = "bench-secret";
+/// How long a backlog may take to empty before the run is called failed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+
+pub struct Settings {
+    /// Rounds of bare / ingest / reject runs; each figure is the median over the rounds.
+    pub rounds: usize,
+    /// Seconds of load per run.
+    pub seconds: u64,
+    /// Seconds of unmeasured load on each freshly started server.
+    pub warmup: u64,
+    pub connections: usize,
+    /// wrk threads.
+    pub threads: usize,
+    /// Ingest-with-drain runs (each waits for its backlog to empty).
+    pub drain_runs: usize,
+    /// Runs of the plugin-call and rule-matching measurements.
+    pub inproc_runs: usize,
+    pub plugin_calls: usize,
+    pub rule_events: usize,
+    /// The `hookwise` binary to run.
+    pub hookwise: PathBuf,
+    /// Where to put `perf record -g` profiles of one extra (unmeasured) ingest, reject and
+    /// drain run each, when given.
+    pub perf: Option<PathBuf>,
+}
+
+/// wrk runs of one path.
+#[derive(Default)]
+struct PathRuns(Vec<wrk::Run>);
+
+impl PathRuns {
+    fn rate(&self) -> f64 {
+        median(self.0.iter().map(|r| r.per_s()).collect())
+    }
+    fn p50_ms(&self) -> f64 {
+        median(self.0.iter().map(|r| r.p50_us as f64 / 1e3).collect())
+    }
+    fn p99_ms(&self) -> f64 {
+        median(self.0.iter().map(|r| r.p99_us as f64 / 1e3).collect())
+    }
+    fn runs_text(&self) -> String {
+        let runs: Vec<String> = self.0.iter().map(|r| format!("{:.0}", r.per_s())).collect();
+        runs.join(", ")
+    }
+    fn socket_errors(&self) -> u64 {
+        self.0.iter().map(|r| r.socket_errors()).sum()
+    }
+}
+
+/// One ingest-with-drain run.
+struct DrainRun {
+    load: wrk::Run,
+    events: u64,
+    /// Events per second over the whole run: from the start of the load until the last action
+    /// completed.
+    drain_per_s: f64,
+    /// Actions not done yet when the load stopped.
+    backlog_at_end: u64,
+    /// Actions per second from the end of the load until the backlog was empty.
+    after_load_per_s: Option<f64>,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn hookwise_config(ports: (u16, u16), store: &str, extra: &str) -> String {
+    format!(
+        "# hookwise-bench all: plain HTTP on loopback, a GitHub source, a SQLite file.\n\
+         listen: 127.0.0.1:{}\n\
+         insecure_http: true\n\
+         admin: {{ listen: 127.0.0.1:{}, token: \"${{env:HOOKWISE_BENCH_TOKEN}}\" }}\n\
+         store: sqlite://{store}\n\
+         sources:\n  - {{ id: github, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
+         {extra}",
+        ports.0, ports.1
+    )
+}
+
+/// Runs wrk off the async threads.
+async fn load(
+    load: &Load,
+    good: bool,
+    server: &Server,
+    s: &Settings,
+    seconds: u64,
+) -> anyhow::Result<wrk::Run> {
+    let requests = if good { &load.good } else { &load.bad };
+    let (requests, url) = (requests.clone(), format!("{}/hooks/github", server.base));
+    let expect = if good {
+        Expect::Success
+    } else {
+        Expect::Rejected
+    };
+    let (connections, threads) = (s.connections, s.threads);
+    let script = load.script.clone();
+    tokio::task::spawn_blocking(move || {
+        wrk::run(
+            &script,
+            &requests,
+            &url,
+            connections,
+            threads,
+            Duration::from_secs(seconds),
+            expect,
+        )
+    })
+    .await?
+}
+
+/// `perf record -g` on `pid` for `seconds`, into `out`; returns the running recorder.
+fn perf_record(pid: u32, seconds: u64, out: &Path) -> anyhow::Result<std::process::Child> {
+    std::process::Command::new("perf")
+        .args(["record", "-g", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .arg(out)
+        .args(["--", "sleep", &seconds.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf (apt-get install linux-perf)")
+}
+
+pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let load_start = loadavg();
+    let wrk_version = wrk::check()?;
+    anyhow::ensure!(
+        s.hookwise.is_file(),
+        "no hookwise binary at {}: build it with `cargo build --release -p hookwise -p \
+         hookwise-bench` (bench/run.sh does)",
+        s.hookwise.display()
+    );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = crate::target_dir(&repo);
+    let noop = crate::drain::build_noop(&repo, &target.join("bench-plugins"))?;
+    let requests = Load::new(SECRET)?;
+    // Next to the binaries: on the build disk (as a real store would be, not a tmpfs /tmp),
+    // and ignored by git.
+    let scratch_parent = s.hookwise.parent().unwrap_or(Path::new("."));
+    let scratch = tempfile::Builder::new()
+        .prefix("hookwise-bench-all-")
+        .tempdir_in(scratch_parent)?;
+    let ingest_dir = scratch.path().join("ingest");
+    let drain_dir = scratch.path().join("drain");
+    std::fs::create_dir_all(&ingest_dir)?;
+    std::fs::create_dir_all(&drain_dir)?;
+    std::fs::write(
+        drain_dir.join("rules.yaml"),
+        "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n",
+    )?;
+    let client = reqwest::Client::new();
+    let env = [("GH_SECRET", SECRET)];
+    let drain_extra = format!(
+        "rules: rules.yaml\nplugins:\n  - name: noop\n    path: {}\n",
+        noop.display()
+    );
+
+    // 0. A first start in each folder compiles the plugins into its cache (as the first start
+    // of a new installation does); every measured server then starts with a warm cache.
+    let mut cold_start = Memory::default();
+    for (dir, extra) in [(&ingest_dir, ""), (&drain_dir, drain_extra.as_str())] {
+        let ports = procs::free_ports()?;
+        let config = hookwise_config(ports, "first-start.db", extra);
+        let server = procs::start_hookwise(&s.hookwise, dir, &config, ports, &env).await?;
+        cold_start = cold_start.max(server.stop()?);
+    }
+
+    // 1. Rounds of bare / ingest / reject.
+    eprintln!("[all] load average {load_start}; bare server");
+    let bare = procs::start_bare(scratch.path()).await?;
+    load(&requests, true, &bare, s, s.warmup).await?;
+    let (mut bare_runs, mut ingest_runs, mut reject_runs) = (
+        PathRuns::default(),
+        PathRuns::default(),
+        PathRuns::default(),
+    );
+    let mut ingest_memory = Memory::default();
+    let mut loads = Vec::new();
+    for round in 0..s.rounds {
+        loads.push(loadavg());
+        let r = load(&requests, true, &bare, s, s.seconds).await?;
+        eprintln!(
+            "[all] round {}: bare {:.0}/s p99 {:.1} ms (load average {})",
+            round + 1,
+            r.per_s(),
+            r.p99_us as f64 / 1e3,
+            loadavg()
+        );
+        bare_runs.0.push(r);
+
+        let ports = procs::free_ports()?;
+        let config = hookwise_config(ports, &format!("ingest-{round}.db"), "");
+        let server = procs::start_hookwise(&s.hookwise, &ingest_dir, &config, ports, &env).await?;
+        load(&requests, true, &server, s, s.warmup).await?;
+        server.wait_idle(&client, DRAIN_LIMIT).await?;
+        let before = server.metrics(&client).await?;
+        let r = load(&requests, true, &server, s, s.seconds).await?;
+        eprintln!(
+            "[all] round {}: ingest {:.0}/s p99 {:.1} ms",
+            round + 1,
+            r.per_s(),
+            r.p99_us as f64 / 1e3
+        );
+        server.wait_idle(&client, DRAIN_LIMIT).await?;
+        let after = server.metrics(&client).await?;
+        check_stored(after.events - before.events, &r, s)?;
+        ingest_runs.0.push(r);
+        let r = load(&requests, false, &server, s, s.seconds).await?;
+        eprintln!(
+            "[all] round {}: reject {:.0}/s p99 {:.1} ms",
+            round + 1,
+            r.per_s(),
+            r.p99_us as f64 / 1e3
+        );
+        reject_runs.0.push(r);
+        ingest_memory = ingest_memory.max(server.stop()?);
+    }
+    let bare_memory = bare.stop()?;
+
+    // 2. Ingest while draining through the no-op plugin; fresh server and store per run.
+    let mut drains = Vec::new();
+    let mut drain_memory = Memory::default();
+    for run in 0..s.drain_runs {
+        loads.push(loadavg());
+        let ports = procs::free_ports()?;
+        let config = hookwise_config(ports, &format!("drain-{run}.db"), &drain_extra);
+        let server = procs::start_hookwise(&s.hookwise, &drain_dir, &config, ports, &env).await?;
+        load(&requests, true, &server, s, s.warmup).await?;
+        server.wait_idle(&client, DRAIN_LIMIT).await?;
+        let d = drain_run(&requests, &server, &client, s).await?;
+        eprintln!(
+            "[all] drain run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of load {}, \
+             after the load {:.0}/s (load average {})",
+            run + 1,
+            d.load.per_s(),
+            d.drain_per_s,
+            d.backlog_at_end,
+            d.after_load_per_s.unwrap_or(0.0),
+            loadavg()
+        );
+        drains.push(d);
+        drain_memory = drain_memory.max(server.stop()?);
+    }
+
+    // 3. In this process: the plugin call and rule matching.
+    loads.push(loadavg());
+    let mut plugin_rows = Vec::new();
+    for _ in 0..s.inproc_runs.max(1) {
+        plugin_rows.push(
+            plugins::measure(
+                "Rust (no-op, SDK)",
+                &noop,
+                "{}",
+                &hookwise::plugin_host::Grants::default(),
+                s.plugin_calls,
+            )
+            .await?,
+        );
+    }
+    let mut rule_runs = Vec::new();
+    for _ in 0..s.inproc_runs.max(1) {
+        rule_runs.push(crate::rule_rows(&[10, 1_000, 10_000], s.rule_events)?);
+    }
+    let load_end = loadavg();
+
+    // 4. Profiles, when asked for: extra runs that are not counted.
+    if let Some(dir) = &s.perf {
+        profile(
+            dir,
+            &requests,
+            &ingest_dir,
+            &drain_dir,
+            &drain_extra,
+            &client,
+            s,
+        )
+        .await?;
+    }
+
+    let report = Report {
+        s,
+        command,
+        wrk_version,
+        body_bytes: requests.body_bytes,
+        load_start,
+        load_end,
+        loads,
+        bare: bare_runs,
+        ingest: ingest_runs,
+        reject: reject_runs,
+        drains,
+        bare_memory,
+        ingest_memory,
+        drain_memory,
+        cold_start,
+        plugin_p50_us: median(
+            plugin_rows
+                .iter()
+                .map(|r| r.p50.as_secs_f64() * 1e6)
+                .collect(),
+        ),
+        plugin_p99_us: median(
+            plugin_rows
+                .iter()
+                .map(|r| r.p99.as_secs_f64() * 1e6)
+                .collect(),
+        ),
+        plugin_runs: plugin_rows
+            .iter()
+            .map(|r| r.p50.as_secs_f64() * 1e6)
+            .collect(),
+        rule_runs,
+        elapsed: started.elapsed(),
+    };
+    Ok(report.render())
+}
+
+async fn drain_run(
+    requests: &Load,
+    server: &Server,
+    client: &reqwest::Client,
+    s: &Settings,
+) -> anyhow::Result<DrainRun> {
+    let before = server.metrics(client).await?;
+    let started = Instant::now();
+    let r = load(requests, true, server, s, s.seconds).await?;
+    let load_end = Instant::now();
+    let at_end = server.metrics(client).await?;
+    let backlog_at_end =
+        (at_end.events - before.events).saturating_sub(at_end.succeeded - before.succeeded);
+    let (done, events) = loop {
+        let m = server.metrics(client).await?;
+        anyhow::ensure!(
+            m.failed == before.failed,
+            "{} no-op actions failed",
+            m.failed - before.failed
+        );
+        let events = m.events - before.events;
+        let succeeded = m.succeeded - before.succeeded;
+        if m.has_backlog && m.backlog == 0 && succeeded >= events {
+            break (Instant::now(), events);
+        }
+        anyhow::ensure!(
+            started.elapsed() < DRAIN_LIMIT,
+            "{succeeded} of {events} actions done after {DRAIN_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    check_stored(events, &r, s)?;
+    let after_load = done.duration_since(load_end).as_secs_f64();
+    Ok(DrainRun {
+        load: r,
+        events,
+        drain_per_s: events as f64 / done.duration_since(started).as_secs_f64(),
+        backlog_at_end,
+        after_load_per_s: (backlog_at_end > 0 && after_load > 0.0)
+            .then(|| backlog_at_end as f64 / after_load),
+    })
+}
+
+/// Every acknowledged request is a stored event. wrk counts only the answers it read before
+/// its time was up, so up to one request per connection more may have been stored.
+fn check_stored(stored: u64, r: &wrk::Run, s: &Settings) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        stored >= r.requests && stored <= r.requests + s.connections as u64,
+        "{stored} events stored for {} acknowledged requests",
+        r.requests
+    );
+    Ok(())
+}
+
+/// One extra ingest, reject and drain run each under `perf record -g`, into `dir`.
+async fn profile(
+    dir: &Path,
+    requests: &Load,
+    ingest_dir: &Path,
+    drain_dir: &Path,
+    drain_extra: &str,
+    client: &reqwest::Client,
+    s: &Settings,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let env = [("GH_SECRET", SECRET)];
+    let ports = procs::free_ports()?;
+    let config = hookwise_config(ports, "perf-ingest.db", "");
+    let server = procs::start_hookwise(&s.hookwise, ingest_dir, &config, ports, &env).await?;
+    load(requests, true, &server, s, s.warmup).await?;
+    server.wait_idle(client, DRAIN_LIMIT).await?;
+    for (name, good) in [("ingest", true), ("reject", false)] {
+        let out = dir.join(format!("{name}.perf.data"));
+        let mut perf = perf_record(server.pid(), s.seconds.saturating_sub(2).max(1), &out)?;
+        let r = load(requests, good, &server, s, s.seconds).await?;
+        perf.wait()?;
+        eprintln!(
+            "[all] profiled {name}: {:.0}/s (perf slows it) -> {}",
+            r.per_s(),
+            out.display()
+        );
+        server.wait_idle(client, DRAIN_LIMIT).await?;
+    }
+    server.stop()?;
+    let ports = procs::free_ports()?;
+    let config = hookwise_config(ports, "perf-drain.db", drain_extra);
+    let server = procs::start_hookwise(&s.hookwise, drain_dir, &config, ports, &env).await?;
+    let out = dir.join("drain.perf.data");
+    let mut perf = perf_record(server.pid(), s.seconds * 2, &out)?;
+    let d = drain_run(requests, &server, client, s).await?;
+    perf.wait()?;
+    eprintln!(
+        "[all] profiled drain: ingest {:.0}/s, drain {:.0}/s -> {}",
+        d.load.per_s(),
+        d.drain_per_s,
+        out.display()
+    );
+    server.stop()?;
+    Ok(())
+}
+
+struct Report<'a> {
+    s: &'a Settings,
+    command: &'a str,
+    wrk_version: String,
+    body_bytes: usize,
+    load_start: String,
+    load_end: String,
+    loads: Vec<String>,
+    bare: PathRuns,
+    ingest: PathRuns,
+    reject: PathRuns,
+    drains: Vec<DrainRun>,
+    bare_memory: Memory,
+    ingest_memory: Memory,
+    drain_memory: Memory,
+    /// The first start of hookwise, compiling the plugins into an empty cache.
+    cold_start: Memory,
+    plugin_p50_us: f64,
+    plugin_p99_us: f64,
+    plugin_runs: Vec<f64>,
+    rule_runs: Vec<Vec<crate::RuleRow>>,
+    elapsed: Duration,
+}
+
+/// One goal of issue 9 and what this run measured.
+struct Goal {
+    what: &'static str,
+    /// The bound, as written in the table.
+    bound: String,
+    measured: f64,
+    shown: String,
+    /// `true`: measured must be at least `limit`; `false`: at most.
+    at_least: bool,
+    limit: f64,
+}
+
+impl Goal {
+    fn verdict(&self) -> String {
+        let met = if self.at_least {
+            self.measured >= self.limit
+        } else {
+            self.measured <= self.limit
+        };
+        if met {
+            "met".into()
+        } else if self.at_least {
+            format!(
+                "**missed** by {:.0}% (at {:.0}% of the goal)",
+                (1.0 - self.measured / self.limit) * 100.0,
+                self.measured / self.limit * 100.0
+            )
+        } else {
+            format!(
+                "**missed** by {:.0}% ({:.2}x the bound)",
+                (self.measured / self.limit - 1.0) * 100.0,
+                self.measured / self.limit
+            )
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Report<'_> {
+    fn rule_p50_us(&self, index: usize) -> f64 {
+        median(
+            self.rule_runs
+                .iter()
+                .filter_map(|rows| rows.get(index))
+                .map(|r| r.p50_ns as f64 / 1e3)
+                .collect(),
+        )
+    }
+
+    fn rule_p99_us(&self, index: usize) -> f64 {
+        median(
+            self.rule_runs
+                .iter()
+                .filter_map(|rows| rows.get(index))
+                .map(|r| r.p99_ns as f64 / 1e3)
+                .collect(),
+        )
+    }
+
+    fn render(&self) -> String {
+        let s = self.s;
+        let bare = self.bare.rate();
+        let ingest = self.ingest.rate();
+        let reject = self.reject.rate();
+        let drain_ingest = median(self.drains.iter().map(|d| d.load.per_s()).collect());
+        let drain_rate = median(self.drains.iter().map(|d| d.drain_per_s).collect());
+        let drain_ratio = median(
+            self.drains
+                .iter()
+                .map(|d| d.drain_per_s / d.load.per_s())
+                .collect(),
+        );
+        let drain_p50 = median(
+            self.drains
+                .iter()
+                .map(|d| d.load.p50_us as f64 / 1e3)
+                .collect(),
+        );
+        let drain_p99 = median(
+            self.drains
+                .iter()
+                .map(|d| d.load.p99_us as f64 / 1e3)
+                .collect(),
+        );
+        let hookwise_peak = self.ingest_memory.max(self.drain_memory).peak;
+        let mut out = format!(
+            "Measured {} on {}, load average {} at the start and {} at the end (1, 5, 15 \
+             minutes; other builds shared the machine). The run took {:.1} minutes.\n\n\
+             Command: `{}`. {}, {} connections over {} threads, {} s per run after {} s of \
+             unmeasured warm-up per server; {} rounds of bare / ingest / reject back to back, \
+             then {} ingest-with-drain runs; each figure is the median over the runs. Every \
+             request is a {}-byte GitHub push signed with `X-Hub-Signature-256` and carrying \
+             its own `X-GitHub-Delivery`. hookwise: the release binary, `hookwise serve` in a \
+             process of its own, plain HTTP on loopback (`insecure_http`), SQLite file store \
+             (synchronous=FULL, group commit), default settings, log level info to a file. \
+             Load average before each run: {}.\n\n",
+            crate::today(),
+            crate::machine(),
+            self.load_start,
+            self.load_end,
+            self.elapsed.as_secs_f64() / 60.0,
+            self.command,
+            self.wrk_version,
+            s.connections,
+            s.threads,
+            s.seconds,
+            s.warmup,
+            s.rounds,
+            s.drain_runs,
+            self.body_bytes,
+            self.loads.join("; "),
+        );
+        out.push_str(
+            "| path | requests/s | vs bare | latency p50 | latency p99 | runs (requests/s) |\n\
+             |---|---:|---:|---:|---:|---|\n",
+        );
+        let rows: [(&str, &PathRuns, f64); 3] = [
+            ("bare axum server, answers 200", &self.bare, bare),
+            (
+                "hookwise durable ingest (202 after the commit; no rules)",
+                &self.ingest,
+                ingest,
+            ),
+            ("hookwise bad-signature reject (401)", &self.reject, reject),
+        ];
+        for (name, runs, rate) in rows {
+            out.push_str(&format!(
+                "| {name} | {rate:.0} | {:.2}x | {:.1} ms | {:.1} ms | {} |\n",
+                rate / bare,
+                runs.p50_ms(),
+                runs.p99_ms(),
+                runs.runs_text()
+            ));
+        }
+        let drain_runs: Vec<String> = self
+            .drains
+            .iter()
+            .map(|d| format!("{:.0}", d.load.per_s()))
+            .collect();
+        out.push_str(&format!(
+            "| hookwise ingest while draining (one rule, the no-op plugin) | {drain_ingest:.0} \
+             | {:.2}x | {drain_p50:.1} ms | {drain_p99:.1} ms | {} |\n\n",
+            drain_ingest / bare,
+            drain_runs.join(", ")
+        ));
+        let errors = self.bare.socket_errors()
+            + self.ingest.socket_errors()
+            + self.reject.socket_errors()
+            + self
+                .drains
+                .iter()
+                .map(|d| d.load.socket_errors())
+                .sum::<u64>();
+        if errors > 0 {
+            out.push_str(&format!(
+                "wrk counted {errors} socket errors (connect, read, write or timeout) over all \
+                 runs.\n\n"
+            ));
+        }
+
+        let after: Vec<f64> = self
+            .drains
+            .iter()
+            .filter_map(|d| d.after_load_per_s)
+            .collect();
+        let drain_detail: Vec<String> = self
+            .drains
+            .iter()
+            .map(|d| {
+                format!(
+                    "{:.0} / {:.0} / {} / {}",
+                    d.load.per_s(),
+                    d.drain_per_s,
+                    d.backlog_at_end,
+                    d.events
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "| drain (no-op plugin, fresh instance per call) | value |\n|---|---:|\n\
+             | actions done per second, from the start of the load until the backlog is empty | \
+             {drain_rate:.0} |\n\
+             | drain / ingest of the same runs | {drain_ratio:.2} |\n\
+             | actions per second after the load stopped, until the backlog was empty | {} |\n\n\
+             Drain runs (ingest/s / actions done/s / backlog when the load stopped / events): \
+             {}.\n\n",
+            if after.is_empty() {
+                "no backlog".to_string()
+            } else {
+                format!("{:.0}", median(after))
+            },
+            drain_detail.join("; ")
+        ));
+
+        out.push_str(&format!(
+            "| in this process | p50 | p99 | runs (p50) |\n|---|---:|---:|---|\n\
+             | plugin call, no-op Rust plugin, fresh instance per call ({} calls per run) | \
+             {:.0} us | {:.0} us | {} |\n",
+            s.plugin_calls,
+            self.plugin_p50_us,
+            self.plugin_p99_us,
+            self.plugin_runs
+                .iter()
+                .map(|p| format!("{p:.0} us"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let counts: Vec<usize> = self
+            .rule_runs
+            .first()
+            .map(|rows| rows.iter().map(|r| r.count).collect())
+            .unwrap_or_default();
+        for (i, count) in counts.iter().enumerate() {
+            let runs: Vec<String> = self
+                .rule_runs
+                .iter()
+                .filter_map(|rows| rows.get(i))
+                .map(|r| format!("{:.1} us", r.p50_ns as f64 / 1e3))
+                .collect();
+            out.push_str(&format!(
+                "| rule matching, {count} rules ({} events per run) | {:.1} us | {:.1} us | {} |\n",
+                s.rule_events,
+                self.rule_p50_us(i),
+                self.rule_p99_us(i),
+                runs.join(", ")
+            ));
+        }
+        out.push_str(
+            "\n| resident memory | peak (VmHWM) | at the end: heap and stacks (RssAnon) | at the \
+             end: mapped files (RssFile) |\n|---|---:|---:|---:|\n",
+        );
+        for (name, m) in [
+            (
+                "hookwise, ingest and reject runs (the largest server)",
+                self.ingest_memory,
+            ),
+            (
+                "hookwise, ingest-with-drain runs (the largest server)",
+                self.drain_memory,
+            ),
+            (
+                "hookwise, first start: compiling the plugins into an empty cache, no load",
+                self.cold_start,
+            ),
+            ("bare axum server", self.bare_memory),
+        ] {
+            out.push_str(&format!(
+                "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
+                m.peak as f64 / MIB,
+                m.anon as f64 / MIB,
+                m.file as f64 / MIB
+            ));
+        }
+        out.push('\n');
+
+        let rule_10k = counts
+            .iter()
+            .position(|&c| c == 10_000)
+            .map(|i| self.rule_p50_us(i))
+            .unwrap_or(f64::NAN);
+        let goals = [
+            Goal {
+                what: "durable ingest vs bare server",
+                bound: "at least 0.25x".into(),
+                measured: ingest / bare,
+                shown: format!("{:.2}x", ingest / bare),
+                at_least: true,
+                limit: 0.25,
+            },
+            Goal {
+                what: "bad-signature rejects vs bare server",
+                bound: "at least 0.8x".into(),
+                measured: reject / bare,
+                shown: format!("{:.2}x", reject / bare),
+                at_least: true,
+                limit: 0.8,
+            },
+            Goal {
+                what: "drain vs ingest (same runs)",
+                bound: "at least 1.0x".into(),
+                measured: drain_ratio,
+                shown: format!("{drain_ratio:.2}x"),
+                at_least: true,
+                limit: 1.0,
+            },
+            Goal {
+                what: "ack latency p99, durable ingest at 64 connections",
+                bound: "at most 20 ms".into(),
+                measured: self.ingest.p99_ms(),
+                shown: format!("{:.1} ms", self.ingest.p99_ms()),
+                at_least: false,
+                limit: 20.0,
+            },
+            Goal {
+                what: "plugin call p50, fresh instance",
+                bound: "at most 30 us".into(),
+                measured: self.plugin_p50_us,
+                shown: format!("{:.0} us", self.plugin_p50_us),
+                at_least: false,
+                limit: 30.0,
+            },
+            Goal {
+                what: "rule matching p50, 10,000 rules",
+                bound: "at most 10 us".into(),
+                measured: rule_10k,
+                shown: format!("{rule_10k:.1} us"),
+                at_least: false,
+                limit: 10.0,
+            },
+            Goal {
+                what: "peak resident memory, hookwise under load (warm plugin cache)",
+                bound: "at most 64 MB (taken as MiB)".into(),
+                measured: hookwise_peak as f64 / MIB,
+                shown: format!("{:.1} MiB", hookwise_peak as f64 / MIB),
+                at_least: false,
+                limit: 64.0,
+            },
+        ];
+        out.push_str("| goal (issue 9) | bound | this run | verdict |\n|---|---|---:|---|\n");
+        for g in &goals {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                g.what,
+                g.bound,
+                g.shown,
+                g.verdict()
+            ));
+        }
+        out
+    }
+}
