@@ -145,6 +145,7 @@ impl Outcome {
 }
 
 /// The route handler: reads the body within the source's cap, then delegates.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
 pub async fn receive(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,

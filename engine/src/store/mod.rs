@@ -19,8 +19,6 @@ pub use records::*;
 
 use crate::model::{EventId, ExecutionId, Millis};
 
-/// Errors from the store. The text is for operators' logs, never for HTTP clients.
-
 /// Row counts of the multi-row INSERTs a batch is split into. A few fixed sizes keep the number
 /// of distinct statements small, so each one is prepared once and then found in the
 /// connection's statement cache; one statement per batch size would be re-prepared (a
@@ -45,6 +43,7 @@ pub(crate) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Errors from the store. The text is for operators' logs, never for HTTP clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://...")]
