@@ -43,11 +43,18 @@ pub struct Settings {
     pub perf: Option<PathBuf>,
 }
 
-/// wrk runs of one path.
+/// wrk runs of one path, with hookwise's writes per group-commit transaction in each.
 #[derive(Default)]
-struct PathRuns(Vec<wrk::Run>);
+struct PathRuns(Vec<wrk::Run>, Vec<f64>);
 
 impl PathRuns {
+    fn writes_per_commit(&self) -> String {
+        if self.1.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.1}", median(self.1.clone()))
+        }
+    }
     fn rate(&self) -> f64 {
         median(self.0.iter().map(|r| r.per_s()).collect())
     }
@@ -77,6 +84,8 @@ struct DrainRun {
     backlog_at_end: u64,
     /// Actions per second from the end of the load until the backlog was empty.
     after_load_per_s: Option<f64>,
+    /// Writes per group-commit transaction over the run (ingest and dispatch alike).
+    writes_per_commit: f64,
 }
 
 fn loadavg() -> String {
@@ -226,6 +235,8 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
         let after = server.metrics(&client).await?;
         check_stored(after.events - before.events, &r, s)?;
         ingest_runs.0.push(r);
+        ingest_runs.1.push(after.writes_per_commit(&before));
+        let before = after;
         let r = load(&requests, false, &server, s, s.seconds).await?;
         eprintln!(
             "[all] round {}: reject {:.0}/s p99 {:.1} ms",
@@ -234,6 +245,9 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
             r.p99_us as f64 / 1e3
         );
         reject_runs.0.push(r);
+        let after = server.wait_idle(&client, DRAIN_LIMIT).await?;
+        anyhow::ensure!(after.events == before.events, "a bad signature was stored");
+        reject_runs.1.push(after.writes_per_commit(&before));
         ingest_memory = ingest_memory.max(server.stop()?);
     }
     let bare_memory = bare.stop()?;
@@ -349,7 +363,7 @@ async fn drain_run(
     let at_end = server.metrics(client).await?;
     let backlog_at_end =
         (at_end.events - before.events).saturating_sub(at_end.succeeded - before.succeeded);
-    let (done, events) = loop {
+    let (done, events, writes_per_commit) = loop {
         let m = server.metrics(client).await?;
         anyhow::ensure!(
             m.failed == before.failed,
@@ -359,7 +373,7 @@ async fn drain_run(
         let events = m.events - before.events;
         let succeeded = m.succeeded - before.succeeded;
         if m.has_backlog && m.backlog == 0 && succeeded >= events {
-            break (Instant::now(), events);
+            break (Instant::now(), events, m.writes_per_commit(&before));
         }
         anyhow::ensure!(
             started.elapsed() < DRAIN_LIMIT,
@@ -376,6 +390,7 @@ async fn drain_run(
         backlog_at_end,
         after_load_per_s: (backlog_at_end > 0 && after_load > 0.0)
             .then(|| backlog_at_end as f64 / after_load),
+        writes_per_commit,
     })
 }
 
@@ -576,8 +591,8 @@ impl Report<'_> {
             self.loads.join("; "),
         );
         out.push_str(
-            "| path | requests/s | vs bare | latency p50 | latency p99 | runs (requests/s) |\n\
-             |---|---:|---:|---:|---:|---|\n",
+            "| path | requests/s | vs bare | latency p50 | latency p99 | writes per commit | runs \
+             (requests/s) |\n|---|---:|---:|---:|---:|---:|---|\n",
         );
         let rows: [(&str, &PathRuns, f64); 3] = [
             ("bare axum server, answers 200", &self.bare, bare),
@@ -590,10 +605,11 @@ impl Report<'_> {
         ];
         for (name, runs, rate) in rows {
             out.push_str(&format!(
-                "| {name} | {rate:.0} | {:.2}x | {:.1} ms | {:.1} ms | {} |\n",
+                "| {name} | {rate:.0} | {:.2}x | {:.1} ms | {:.1} ms | {} | {} |\n",
                 rate / bare,
                 runs.p50_ms(),
                 runs.p99_ms(),
+                runs.writes_per_commit(),
                 runs.runs_text()
             ));
         }
@@ -604,8 +620,9 @@ impl Report<'_> {
             .collect();
         out.push_str(&format!(
             "| hookwise ingest while draining (one rule, the no-op plugin) | {drain_ingest:.0} \
-             | {:.2}x | {drain_p50:.1} ms | {drain_p99:.1} ms | {} |\n\n",
+             | {:.2}x | {drain_p50:.1} ms | {drain_p99:.1} ms | {:.1} | {} |\n\n",
             drain_ingest / bare,
+            median(self.drains.iter().map(|d| d.writes_per_commit).collect()),
             drain_runs.join(", ")
         ));
         let errors = self.bare.socket_errors()

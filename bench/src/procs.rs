@@ -131,6 +131,17 @@ pub struct Metrics {
     pub backlog: u64,
     /// Whether the queue gauges were there (they are left out when the store did not answer).
     pub has_backlog: bool,
+    /// Group-commit transactions, and the writes they carried.
+    pub commits: u64,
+    pub commit_writes: u64,
+}
+
+impl Metrics {
+    /// Writes per group-commit transaction since `before`.
+    pub fn writes_per_commit(&self, before: &Metrics) -> f64 {
+        (self.commit_writes - before.commit_writes) as f64
+            / (self.commits - before.commits).max(1) as f64
+    }
 }
 
 impl Server {
@@ -240,6 +251,10 @@ impl Server {
                 } else {
                     m.failed += value;
                 }
+            } else if name == "hookwise_group_commit_batch_size_count" {
+                m.commits = value;
+            } else if name == "hookwise_group_commit_batch_size_sum" {
+                m.commit_writes = value;
             } else if name.starts_with("hookwise_queue_depth") {
                 m.backlog += value;
                 m.has_backlog = true;
