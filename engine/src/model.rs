@@ -228,3 +228,31 @@ impl AttemptOutcome {
         })
     }
 }
+
+/// `*` matches any run of characters (dots included), `?` exactly one; everything else is
+/// literal: the globs of rule `events:` and of per-event-type `schema:` maps. Iterative with a
+/// single backtracking point: linear in practice, no recursion, no allocation (positions are
+/// byte offsets of characters).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(tc) = text[ti..].chars().next() {
+        let pc = pattern[pi..].chars().next();
+        if let Some(pc) = pc.filter(|&pc| pc == '?' || pc == tc) {
+            pi += pc.len_utf8();
+            ti += tc.len_utf8();
+        } else if pc == Some('*') {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            // Let the last `*` take one more character and try again after it.
+            let next = st + text[st..].chars().next().map_or(1, char::len_utf8);
+            pi = sp + 1;
+            ti = next;
+            star = Some((sp, next));
+        } else {
+            return false;
+        }
+    }
+    pattern[pi..].chars().all(|c| c == '*')
+}

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::model::glob_match;
+
 pub use shipped::{SHIPPED, Shipped, provider_schemas, providers_with_schemas};
 
 /// Why a schema cannot be used.
@@ -229,32 +231,6 @@ fn is_glob(pattern: &str) -> bool {
 
 fn literal_len(pattern: &str) -> usize {
     pattern.chars().filter(|c| !matches!(c, '*' | '?')).count()
-}
-
-/// `*` matches any run of characters (dots included), `?` exactly one; everything else is
-/// literal. The semantics of rule `events:` globs (`rules::index::glob_match`), which `schema/`
-/// may not import (DESIGN §1). Iterative, with one backtracking point.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
