@@ -324,6 +324,38 @@ async fn rejected_requests_are_recorded(place: &Place) {
         attempts[0].attempt.body.as_deref(),
         Some(&b"{\"not\": \"valid\"}"[..])
     );
+
+    // Queued attempts are not waited for, but are written in order: once a later write is
+    // answered, they are stored; and closing the store writes the rest.
+    let queued: Vec<_> = (0..50)
+        .map(|i| attempt("queued", Verdict::Rejected, 400 + i))
+        .collect();
+    for a in &queued[..25] {
+        store.queue_attempt(a.clone()).await.unwrap();
+    }
+    store
+        .record_attempt(attempt("queued-marker", Verdict::Rejected, 401))
+        .await
+        .unwrap();
+    let listed = store
+        .list_delivery_attempts(Some("queued"), 100)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 25);
+    for a in &queued[25..] {
+        store.queue_attempt(a.clone()).await.unwrap();
+    }
+    store.close().await;
+    let store = place.open().await;
+    let mut listed: Vec<_> = store
+        .list_delivery_attempts(Some("queued"), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.attempt)
+        .collect();
+    listed.sort_by_key(|a| a.status);
+    assert_eq!(listed, queued);
     store.close().await;
 }
 
@@ -1211,6 +1243,7 @@ async fn retention_prunes_only_old_rows_while_ingest_continues(place: &Place) {
     let settings = hookwise::config::RetentionSettings {
         events: Some(Duration::from_secs(30 * 24 * 3600)),
         delivery_attempts: Some(Duration::from_secs(30 * 24 * 3600)),
+        ..Default::default()
     };
     let (_keep, stop) = tokio::sync::watch::channel(false);
     let pruned = hookwise::retention::prune(
@@ -1282,6 +1315,7 @@ async fn retention_prunes_only_old_rows_while_ingest_continues(place: &Place) {
     let forever = hookwise::config::RetentionSettings {
         events: None,
         delivery_attempts: None,
+        ..Default::default()
     };
     let far_future = Millis(Millis::now().0 + 1000 * DAY);
     let nothing = hookwise::retention::prune(&store, &forever, far_future, Duration::ZERO, &stop)

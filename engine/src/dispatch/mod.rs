@@ -24,6 +24,9 @@ use crate::plugin_host::Registry;
 use crate::rules::{EventView, LiveRules, RuleSet};
 use crate::store::{ClaimExclusions, EventPlan, NewExecution, Store, StoredEvent};
 
+/// Executions claimed per free worker slot, beyond the first: claiming ahead keeps the workers
+/// busy while the next claim waits for its commit.
+const CLAIM_AHEAD: usize = 4;
 /// Events matched and planned per transaction.
 const PLAN_BATCH: i64 = 256;
 /// Longest sleep when nothing is due: bounds how late work planned by another process (a CLI
@@ -292,11 +295,13 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut running: JoinSet<()> = JoinSet::new();
     let (hard_stop_tx, hard_stop) = watch::channel(false);
 
-    while !*stop.borrow() {
+    'claiming: while !*stop.borrow() {
         while running.try_join_next().is_some() {}
         let free = slots.available_permits();
         if free == 0 {
+            // A slot comes back when a plugin call ends (its attempt may still be recording).
             tokio::select! {
+                _ = shared.wake.work.notified() => {}
                 _ = running.join_next() => {}
                 _ = stop.changed() => {}
             }
@@ -307,7 +312,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .store
             .claim(
                 &shared.owner,
-                free as i64,
+                (free + workers * (CLAIM_AHEAD - 1)) as i64,
                 shared.settings.lease,
                 Millis::now(),
                 &busy,
@@ -333,24 +338,37 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             wait(&shared.wake.work, &mut stop, pause).await;
             continue;
         }
-        for execution in claimed {
+        let events = events_of(&shared, &claimed).await;
+        let mut claimed = claimed.into_iter();
+        while let Some(execution) = claimed.next() {
             if !shared.take_capacity(&execution) {
                 // Claimed in the same batch as others of a limited plugin or action.
-                if let Err(e) = shared.store.release(execution.id, &shared.owner).await {
-                    tracing::warn!(execution = %execution.id, error = %e, "release failed");
-                }
+                release(&shared, &execution).await;
                 continue;
             }
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.ok(),
+                _ = stop.changed() => None,
+            };
+            let Some(permit) = permit else {
+                // Stopping: what was claimed but not started goes back unclaimed.
+                shared.give_back_capacity(&execution);
+                release(&shared, &execution).await;
+                for execution in claimed {
+                    release(&shared, &execution).await;
+                }
+                break 'claiming;
+            };
+            let event = events.get(&execution.event_id).cloned();
+            let slot = Slot {
+                shared: shared.clone(),
+                execution: execution.clone(),
+                _permit: permit,
             };
             let shared = shared.clone();
             let hard_stop = hard_stop.clone();
             running.spawn(async move {
-                run::run_execution(&shared, &execution, hard_stop).await;
-                shared.give_back_capacity(&execution);
-                drop(permit);
-                shared.wake.work();
+                run::run_execution(&shared, &execution, event, slot, hard_stop).await;
             });
         }
     }
@@ -370,6 +388,49 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let _ = hard_stop_tx.send(true);
             while running.join_next().await.is_some() {}
         }
+    }
+}
+
+/// The events of claimed executions, read at once for the whole claim. A failed read leaves
+/// the map empty: each execution then reads its event itself.
+async fn events_of(
+    shared: &Shared,
+    claimed: &[crate::store::Execution],
+) -> HashMap<crate::model::EventId, Arc<StoredEvent>> {
+    let mut ids: Vec<_> = claimed.iter().map(|x| x.event_id).collect();
+    ids.sort_unstable_by_key(|id| id.0);
+    ids.dedup();
+    match shared.store.events_to_run(&ids).await {
+        Ok(events) => events
+            .into_iter()
+            .map(|e| (e.event.id, Arc::new(e)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the events of claimed executions failed");
+            HashMap::new()
+        }
+    }
+}
+
+async fn release(shared: &Shared, x: &crate::store::Execution) {
+    if let Err(e) = shared.store.release(x.id, &shared.owner).await {
+        tracing::warn!(execution = %x.id, error = %e, "release failed");
+    }
+}
+
+/// A worker slot, and the concurrency an execution counts against its plugin and action. Given
+/// back when dropped: as soon as the plugin call is over, before its attempt is recorded, so
+/// the next execution need not wait for that commit.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    execution: crate::store::Execution,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.give_back_capacity(&self.execution);
+        self.shared.wake.work();
     }
 }
 

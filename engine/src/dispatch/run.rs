@@ -1,16 +1,17 @@
 //! One attempt of one execution: render the action's input, call the plugin in a fresh
 //! sandbox while renewing the lease, record the attempt and decide what comes next.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{EventParts, Shared};
+use super::{EventParts, Shared, Slot};
 use crate::model::{AttemptOutcome, Millis};
 use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
 use crate::rules::RetryPolicy;
-use crate::store::{Execution, NewExecutionAttempt, NextStep, StoreError};
+use crate::store::{Execution, NewExecutionAttempt, NextStep, StoreError, StoredEvent};
 
 /// Longest wait a plugin's `retry_after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -34,13 +35,17 @@ enum Prepared {
     Fatal(String),
 }
 
+/// Runs one attempt of `x` in `slot`, which is given back once the plugin call is over (the
+/// attempt is recorded after). `event` is `x`'s event when the claim read it already.
 pub(crate) async fn run_execution(
     shared: &Shared,
     x: &Execution,
+    event: Option<Arc<StoredEvent>>,
+    slot: Slot,
     mut hard_stop: watch::Receiver<bool>,
 ) {
     let started_at = Millis::now();
-    let prepared = match prepare(shared, x).await {
+    let prepared = match prepare(shared, x, event).await {
         Ok(p) => p,
         Err(e) => {
             // The event could not be read: give the execution back for a later try.
@@ -51,6 +56,7 @@ pub(crate) async fn run_execution(
     };
     let (report, retry, received_at) = match prepared {
         Prepared::Fatal(reason) => {
+            drop(slot);
             let attempt = NewExecutionAttempt {
                 attempt: x.attempts,
                 started_at,
@@ -121,6 +127,7 @@ pub(crate) async fn run_execution(
                     }
                 }
             };
+            drop(slot);
             shared.metrics.plugin_call(&x.plugin, report.duration);
             (report, retry, received_at)
         }
@@ -261,9 +268,17 @@ fn jitter(backoff: Duration) -> Duration {
     half + half.mul_f64(f64::from(random) / 1_000_000.0)
 }
 
-async fn prepare(shared: &Shared, x: &Execution) -> Result<Prepared, StoreError> {
-    let Some(event) = shared.store.get_event(x.event_id).await? else {
-        return Ok(Prepared::Fatal(format!("event {} is gone", x.event_id)));
+async fn prepare(
+    shared: &Shared,
+    x: &Execution,
+    event: Option<Arc<StoredEvent>>,
+) -> Result<Prepared, StoreError> {
+    let event = match event {
+        Some(event) => event,
+        None => match shared.store.get_event(x.event_id).await? {
+            Some(event) => Arc::new(event),
+            None => return Ok(Prepared::Fatal(format!("event {} is gone", x.event_id))),
+        },
     };
     let plugin = match shared.plugins.get(&x.plugin) {
         Ok(p) => p.clone(),

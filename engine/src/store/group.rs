@@ -1,16 +1,20 @@
-//! Group commit: one task owns the write path; every request that arrives while a transaction is
-//! being written joins the next one. Callers wait for the commit that holds their row.
+//! Group commit: one writer owns the write path; every request that arrives while a transaction
+//! is being written joins the next one. Callers wait for the commit that holds their row.
 //!
 //! No timer is involved: under light load each request is its own batch (lowest latency); under
 //! heavy load batches grow by themselves up to `max_batch` (highest throughput).
+//!
+//! On SQLite the writer is a thread that owns the one writing connection and runs each batch
+//! itself ([`super::sqlite_writer`]); on PostgreSQL it is a task that writes through sqlx.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
-use super::{Backend, StoreError, WriteOutcome, WriteRequest};
+use super::postgres::PgStore;
+use super::sqlite_writer::SqliteWriter;
+use super::{StoreError, WriteOutcome, WriteRequest};
 
 /// Tuning of the group committer.
 #[derive(Debug, Clone, Copy)]
@@ -40,9 +44,20 @@ pub struct BatchStats {
     pub largest: u64,
 }
 
+/// Who writes the batches.
+pub(super) enum Writer {
+    Sqlite(SqliteWriter),
+    Postgres(PgStore),
+}
+
+type Reply = oneshot::Sender<Result<WriteOutcome, StoreError>>;
+
 struct Job {
     request: WriteRequest,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    /// None for a write nobody waits for; a failure is logged instead.
+    reply: Option<Reply>,
+    /// Written in a transaction of its own (for measuring what group commit buys).
+    alone: bool,
 }
 
 #[derive(Default)]
@@ -52,42 +67,110 @@ struct Counters {
     largest: AtomicU64,
 }
 
+impl Counters {
+    fn count(&self, writes: usize) {
+        let writes = writes as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes, Ordering::Relaxed);
+        self.largest.fetch_max(writes, Ordering::Relaxed);
+    }
+}
+
 pub(super) struct GroupCommitter {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
-    counters: std::sync::Arc<Counters>,
+    /// Resolves (as an error: its sender is dropped) when the writer has stopped.
+    stopped: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    counters: Arc<Counters>,
 }
 
 impl GroupCommitter {
-    pub(super) fn start(backend: Backend, settings: GroupCommitSettings) -> GroupCommitter {
+    pub(super) fn start(
+        writer: Writer,
+        settings: GroupCommitSettings,
+    ) -> Result<GroupCommitter, StoreError> {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
-        let counters = std::sync::Arc::new(Counters::default());
-        let task = tokio::spawn(run(
-            backend,
+        let (stopped_tx, stopped) = oneshot::channel::<()>();
+        let counters = Arc::new(Counters::default());
+        let batches = Batches {
             rx,
-            settings.max_batch.max(1),
-            counters.clone(),
-        ));
-        GroupCommitter {
-            sender: Mutex::new(Some(tx)),
-            task: tokio::sync::Mutex::new(Some(task)),
-            counters,
+            max: settings.max_batch.max(1),
+            carry: None,
+            counters: counters.clone(),
+        };
+        match writer {
+            Writer::Sqlite(sqlite) => {
+                std::thread::Builder::new()
+                    .name("hookwise-sqlite-writer".into())
+                    .spawn(move || {
+                        write_on_thread(sqlite, batches);
+                        drop(stopped_tx);
+                    })
+                    .map_err(StoreError::Thread)?;
+            }
+            Writer::Postgres(pg) => {
+                tokio::spawn(async move {
+                    write_in_task(pg, batches).await;
+                    drop(stopped_tx);
+                });
+            }
         }
+        Ok(GroupCommitter {
+            sender: Mutex::new(Some(tx)),
+            stopped: tokio::sync::Mutex::new(Some(stopped)),
+            counters,
+        })
     }
 
-    pub(super) async fn submit(&self, request: WriteRequest) -> Result<WriteOutcome, StoreError> {
-        let sender = match self.sender.lock() {
+    fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
+        match self.sender.lock() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-        .ok_or(StoreError::Closed)?;
+        .ok_or(StoreError::Closed)
+    }
+
+    /// Queues `request` and waits until the transaction holding it committed.
+    pub(super) async fn submit(&self, request: WriteRequest) -> Result<WriteOutcome, StoreError> {
+        self.submit_job(request, false).await
+    }
+
+    /// Like [`GroupCommitter::submit`], in a transaction of its own.
+    pub(super) async fn submit_alone(
+        &self,
+        request: WriteRequest,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.submit_job(request, true).await
+    }
+
+    async fn submit_job(
+        &self,
+        request: WriteRequest,
+        alone: bool,
+    ) -> Result<WriteOutcome, StoreError> {
+        let sender = self.sender()?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(Job { request, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let job = Job {
+            request,
+            reply: Some(reply),
+            alone,
+        };
+        sender.send(job).await.map_err(|_| StoreError::Closed)?;
         drop(sender);
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `request` without waiting for its commit; waits only while the queue is full.
+    /// A failure to write it is logged.
+    pub(super) async fn submit_detached(&self, request: WriteRequest) -> Result<(), StoreError> {
+        let job = Job {
+            request,
+            reply: None,
+            alone: false,
+        };
+        self.sender()?
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Stops taking writes, then waits until everything already taken is committed.
@@ -96,9 +179,9 @@ impl GroupCommitter {
             Ok(mut guard) => guard.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         };
-        if let Some(task) = self.task.lock().await.take() {
-            // The task ends once every sender clone is gone and the queue is drained.
-            let _ = task.await;
+        if let Some(stopped) = self.stopped.lock().await.take() {
+            // The writer stops once every sender clone is gone and the queue is drained.
+            let _ = stopped.await;
         }
     }
 
@@ -111,66 +194,135 @@ impl GroupCommitter {
     }
 }
 
-async fn run(
-    backend: Backend,
-    mut rx: mpsc::Receiver<Job>,
-    max_batch: usize,
-    counters: std::sync::Arc<Counters>,
-) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.recv().await {
-        jobs.push(first);
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+/// The queue, cut into batches.
+struct Batches {
+    rx: mpsc::Receiver<Job>,
+    max: usize,
+    /// A job taken from the queue that must start the next batch.
+    carry: Option<Job>,
+    counters: Arc<Counters>,
+}
+
+impl Batches {
+    /// `first` and the jobs queued behind it, up to `max`; a job to be written alone is a
+    /// batch of its own.
+    fn after(&mut self, first: Job) -> (Vec<WriteRequest>, Vec<Option<Reply>>) {
+        let mut requests = Vec::with_capacity(self.max.min(64));
+        let mut replies = Vec::with_capacity(self.max.min(64));
+        let alone = first.alone;
+        requests.push(first.request);
+        replies.push(first.reply);
+        while !alone && requests.len() < self.max {
+            match self.rx.try_recv() {
+                Ok(job) if job.alone => {
+                    self.carry = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    requests.push(job.request);
+                    replies.push(job.reply);
+                }
                 Err(_) => break,
             }
         }
-        let (requests, replies): (Vec<WriteRequest>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.request, j.reply)).unzip();
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .writes
-            .fetch_add(requests.len() as u64, Ordering::Relaxed);
-        counters
-            .largest
-            .fetch_max(requests.len() as u64, Ordering::Relaxed);
+        self.counters.count(requests.len());
+        (requests, replies)
+    }
+}
 
-        match backend.write_batch(&requests).await {
-            Ok(outcomes) if outcomes.len() == requests.len() => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
+/// Answers each caller of a written batch. Returns the batch back when it failed as a whole
+/// and holds several writes: one bad write must not fail its neighbours, so each is then
+/// written on its own and every caller gets its own answer.
+fn answer_batch(
+    requests: Vec<WriteRequest>,
+    replies: Vec<Option<Reply>>,
+    result: Result<Vec<WriteOutcome>, StoreError>,
+) -> Option<(Vec<WriteRequest>, Vec<Option<Reply>>)> {
+    match result {
+        Ok(outcomes) if outcomes.len() == requests.len() => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                answer(reply, Ok(outcome));
             }
-            Ok(outcomes) => {
-                let detail = format!("{} outcomes for {} writes", outcomes.len(), requests.len());
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Corrupt {
+            None
+        }
+        Ok(outcomes) => {
+            let detail = format!("{} outcomes for {} writes", outcomes.len(), requests.len());
+            for reply in replies {
+                answer(
+                    reply,
+                    Err(StoreError::Corrupt {
                         table: "events",
                         detail: detail.clone(),
-                    }));
-                }
+                    }),
+                );
             }
-            Err(err) if requests.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(err));
-                }
+            None
+        }
+        Err(err) if requests.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                answer(reply, Err(err));
             }
-            Err(_) => {
-                // One bad write must not fail its neighbours: write each on its own, so every
-                // caller gets its own answer.
-                for (request, reply) in requests.into_iter().zip(replies) {
-                    let result = backend
-                        .write_batch(std::slice::from_ref(&request))
-                        .await
-                        .and_then(|mut o| {
-                            o.pop().ok_or(StoreError::Corrupt {
-                                table: "events",
-                                detail: "no outcome".into(),
-                            })
-                        });
-                    let _ = reply.send(result);
-                }
+            None
+        }
+        Err(_) => Some((requests, replies)),
+    }
+}
+
+/// The outcome of a batch of one.
+fn single(result: Result<Vec<WriteOutcome>, StoreError>) -> Result<WriteOutcome, StoreError> {
+    result.and_then(|mut o| {
+        o.pop().ok_or(StoreError::Corrupt {
+            table: "events",
+            detail: "no outcome".into(),
+        })
+    })
+}
+
+fn answer(reply: Option<Reply>, result: Result<WriteOutcome, StoreError>) {
+    match (reply, result) {
+        (Some(reply), result) => {
+            let _ = reply.send(result);
+        }
+        (None, Err(e)) => tracing::error!(error = %e, "a queued write failed"),
+        (None, Ok(_)) => {}
+    }
+}
+
+fn write_on_thread(mut writer: SqliteWriter, mut batches: Batches) {
+    loop {
+        let first = match batches.carry.take() {
+            Some(job) => job,
+            None => match batches.rx.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let (requests, replies) = batches.after(first);
+        let result = writer.write_batch(&requests);
+        if let Some((requests, replies)) = answer_batch(requests, replies, result) {
+            for (request, reply) in requests.into_iter().zip(replies) {
+                let result = single(writer.write_batch(std::slice::from_ref(&request)));
+                answer(reply, result);
+            }
+        }
+    }
+}
+
+async fn write_in_task(pg: PgStore, mut batches: Batches) {
+    loop {
+        let first = match batches.carry.take() {
+            Some(job) => job,
+            None => match batches.rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let (requests, replies) = batches.after(first);
+        let result = pg.write_batch(&requests).await;
+        if let Some((requests, replies)) = answer_batch(requests, replies, result) {
+            for (request, reply) in requests.into_iter().zip(replies) {
+                let result = single(pg.write_batch(std::slice::from_ref(&request)).await);
+                answer(reply, result);
             }
         }
     }

@@ -8,7 +8,9 @@ mod group;
 mod postgres;
 mod queries;
 mod records;
+mod sql;
 mod sqlite;
+mod sqlite_writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -50,10 +52,14 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store is shutting down")]
     Closed,
+    #[error("cannot start the store's writer: {0}")]
+    Thread(std::io::Error),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("the lease on execution {0} is no longer held by this worker")]
@@ -134,15 +140,6 @@ macro_rules! with_backend {
             Backend::Postgres($b) => $body,
         }
     };
-}
-
-impl Backend {
-    async fn write_batch(&self, batch: &[WriteRequest]) -> Result<Vec<WriteOutcome>, StoreError> {
-        match self {
-            Backend::Sqlite(b) => b.write_batch(batch).await,
-            Backend::Postgres(b) => b.write_batch(batch).await,
-        }
-    }
 }
 
 /// A handle on the store; cheap to clone.
@@ -245,19 +242,25 @@ impl Store {
         base: &Path,
         settings: GroupCommitSettings,
     ) -> Result<Store, StoreError> {
-        let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+        let (backend, writer) = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = if Path::new(path).is_absolute() {
                 Path::new(path).to_path_buf()
             } else {
                 base.join(path)
             };
-            Backend::Sqlite(sqlite::SqliteStore::open(&path).await?)
+            let store = sqlite::SqliteStore::open(&path).await?;
+            let writer = sqlite_writer::SqliteWriter::open(&path, sqlite::BUSY_TIMEOUT)?;
+            (Backend::Sqlite(store), group::Writer::Sqlite(writer))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(postgres::PgStore::open(url).await?)
+            let store = postgres::PgStore::open(url).await?;
+            (
+                Backend::Postgres(store.clone()),
+                group::Writer::Postgres(store),
+            )
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        let committer = Arc::new(group::GroupCommitter::start(backend.clone(), settings));
+        let committer = Arc::new(group::GroupCommitter::start(writer, settings)?);
         Ok(Store { backend, committer })
     }
 
@@ -297,30 +300,43 @@ impl Store {
             .map(|_| ())
     }
 
-    /// The same write as [`Store::ingest`] in a transaction of its own, bypassing the group
-    /// committer. Only for measuring what group commit buys (see `bench/`).
+    /// Queues a delivery attempt that produced no event for the next group commit, without
+    /// waiting for it: the sender of a rejected request is promised nothing, so its answer
+    /// need not wait for a disk. Waits only while the commit queue is full (back-pressure).
+    /// [`Store::close`] writes everything queued; a failed write is logged.
+    pub async fn queue_attempt(&self, attempt: NewDeliveryAttempt) -> Result<(), StoreError> {
+        self.committer
+            .submit_detached(WriteRequest::Attempt(attempt))
+            .await
+    }
+
+    /// The same write as [`Store::ingest`] in a transaction of its own, bypassing group
+    /// commit. Only for measuring what group commit buys (see `bench/`).
     pub async fn ingest_ungrouped(
         &self,
         event: NewEvent,
         attempt: NewDeliveryAttempt,
     ) -> Result<IngestOutcome, StoreError> {
-        let mut outcomes = self
-            .write_batch(std::slice::from_ref(&WriteRequest::Ingest {
-                event,
-                attempt,
-            }))
-            .await?;
-        match outcomes.pop() {
-            Some(WriteOutcome::Ingested(o)) => Ok(o),
-            _ => Err(StoreError::Corrupt {
+        let request = WriteRequest::Ingest { event, attempt };
+        let outcome = match &self.backend {
+            // SQLite writes one transaction at a time whoever runs it: through the writer.
+            Backend::Sqlite(_) => self.committer.submit_alone(request).await?,
+            Backend::Postgres(pg) => pg
+                .write_batch(std::slice::from_ref(&request))
+                .await?
+                .pop()
+                .ok_or(StoreError::Corrupt {
+                    table: "events",
+                    detail: "no ingest outcome".into(),
+                })?,
+        };
+        match outcome {
+            WriteOutcome::Ingested(o) => Ok(o),
+            other => Err(StoreError::Corrupt {
                 table: "events",
-                detail: "no ingest outcome".into(),
+                detail: format!("ingest answered as {other:?}"),
             }),
         }
-    }
-
-    async fn write_batch(&self, batch: &[WriteRequest]) -> Result<Vec<WriteOutcome>, StoreError> {
-        self.backend.write_batch(batch).await
     }
 
     /// Waits until every write submitted so far is committed, then stops the group committer.
@@ -337,6 +353,12 @@ impl Store {
 
     pub async fn get_event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
         with_backend!(self, b => b.get_event(id).await)
+    }
+
+    /// The events with these ids (any order; missing ones are left out), without their match
+    /// traces: what running their actions needs, read in a few queries for a whole claim.
+    pub async fn events_to_run(&self, ids: &[EventId]) -> Result<Vec<StoredEvent>, StoreError> {
+        with_backend!(self, b => b.events_to_run(ids).await)
     }
 
     pub async fn find_event(

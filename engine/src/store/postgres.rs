@@ -29,7 +29,6 @@ impl PgStore {
 super::queries::store_queries!(
     PgStore,
     sqlx::Postgres,
-    claim_lock = "FOR UPDATE SKIP LOCKED",
     notify = "SELECT pg_notify('hookwise_work', '')"
 );
 
@@ -43,4 +42,251 @@ impl PgStore {
         listener.listen(WORK_CHANNEL).await?;
         Ok(listener)
     }
+}
+
+// ---- the write path: group-committed batches ---------------------------------------------
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+
+use super::sql;
+use crate::model::{EventStatus, Verdict};
+use crate::store::{
+    ClaimExclusions, EventPlan, IngestOutcome, NewDeliveryAttempt, NewExecutionAttempt, NextStep,
+    WriteOutcome, WriteRequest,
+};
+
+impl PgStore {
+    /// Writes a batch in one transaction. Duplicated (source, delivery id) pairs, also within
+    /// the batch, resolve to the event stored first.
+    pub(crate) async fn write_batch(
+        &self,
+        batch: &[WriteRequest],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+
+        let ingests: Vec<_> = batch
+            .iter()
+            .filter_map(|r| match r {
+                WriteRequest::Ingest { event, .. } => Some(event),
+                WriteRequest::Attempt(_)
+                | WriteRequest::Finish(_)
+                | WriteRequest::Claim(_)
+                | WriteRequest::Plan(_) => None,
+            })
+            .collect();
+        let mut inserted: HashSet<Uuid> = HashSet::new();
+        for chunk in crate::store::statement_chunks(&ingests) {
+            let mut q = QueryBuilder::<Postgres>::new(sql::INSERT_EVENTS);
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id.0)
+                    .push_bind(e.source.as_str())
+                    .push_bind(e.delivery_id.as_str())
+                    .push_bind(e.event_type.as_str())
+                    .push_bind(e.received_at.0)
+                    .push_bind(Json(&e.headers))
+                    .push_bind(e.payload.as_str())
+                    .push_bind(e.status.as_str());
+            });
+            q.push(sql::EVENTS_CONFLICT).push(" RETURNING id");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                inserted.insert(row.try_get::<Uuid, _>(0)?);
+            }
+        }
+
+        // Duplicates: find the id of the event stored first.
+        let mut existing: HashMap<(&str, &str), Uuid> = HashMap::new();
+        for e in &ingests {
+            if inserted.contains(&e.id.0) {
+                existing
+                    .entry((e.source.as_str(), e.delivery_id.as_str()))
+                    .or_insert(e.id.0);
+            }
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut attempts: Vec<(&NewDeliveryAttempt, Verdict, Option<Uuid>)> =
+            Vec::with_capacity(batch.len());
+        for request in batch {
+            match request {
+                WriteRequest::Ingest { event, attempt } => {
+                    let key = (event.source.as_str(), event.delivery_id.as_str());
+                    let duplicate = !inserted.contains(&event.id.0);
+                    let event_id = match existing.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id: Uuid = sqlx::query_scalar(sql::EVENT_ID_BY_DELIVERY)
+                                .bind(key.0)
+                                .bind(key.1)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            existing.insert(key, id);
+                            id
+                        }
+                    };
+                    let verdict = if duplicate {
+                        Verdict::Duplicate
+                    } else {
+                        attempt.verdict
+                    };
+                    attempts.push((attempt, verdict, Some(event_id)));
+                    outcomes.push(WriteOutcome::Ingested(IngestOutcome {
+                        event_id: EventId(event_id),
+                        duplicate,
+                    }));
+                }
+                WriteRequest::Attempt(attempt) => {
+                    attempts.push((attempt, attempt.verdict, None));
+                    outcomes.push(WriteOutcome::Recorded);
+                }
+                WriteRequest::Finish(f) => {
+                    let held = finish_in(&mut tx, f.id, &f.owner, &f.attempt, &f.next).await?;
+                    outcomes.push(if held {
+                        WriteOutcome::Finished
+                    } else {
+                        WriteOutcome::LeaseLost
+                    });
+                }
+                WriteRequest::Plan(plans) => {
+                    outcomes.push(WriteOutcome::Planned(plan_in(&mut tx, plans).await?));
+                }
+                WriteRequest::Claim(c) => {
+                    let claimed =
+                        claim_in(&mut tx, &c.owner, c.limit, c.lease, c.now, &c.busy).await?;
+                    outcomes.push(WriteOutcome::Claimed(claimed));
+                }
+            }
+        }
+
+        for chunk in crate::store::statement_chunks(&attempts) {
+            let mut q = QueryBuilder::<Postgres>::new(sql::INSERT_ATTEMPTS);
+            q.push_values(chunk, |mut row, (a, verdict, event_id)| {
+                row.push_bind(a.id.0)
+                    .push_bind(a.source.as_str())
+                    .push_bind(a.received_at.0)
+                    .push_bind(a.remote_addr.as_deref())
+                    .push_bind(a.method.as_str())
+                    .push_bind(a.path.as_str())
+                    .push_bind(Json(&a.headers))
+                    .push_bind(a.body.as_deref())
+                    .push_bind(a.body_size)
+                    .push_bind(verdict.as_str())
+                    .push_bind(i32::from(a.status))
+                    .push_bind(a.reason.as_deref())
+                    .push_bind(*event_id);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        notify_workers(&mut tx).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// Records an attempt and moves the execution on, if `owner` still holds its lease; returns
+/// whether it did.
+async fn finish_in(
+    tx: &mut Transaction<'_, Postgres>,
+    id: ExecutionId,
+    owner: &str,
+    a: &NewExecutionAttempt,
+    next: &NextStep,
+) -> Result<bool, StoreError> {
+    let now = Millis::now();
+    let (status, next_at, dead_reason) = next.as_columns(now);
+    let done = sqlx::query(sql::FINISH_EXECUTION)
+        .bind(id.0)
+        .bind(owner)
+        .bind(status.as_str())
+        .bind(next_at.0)
+        .bind(a.error.as_deref())
+        .bind(now.0)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(sql::INSERT_EXECUTION_ATTEMPT)
+        .bind(Uuid::now_v7())
+        .bind(id.0)
+        .bind(a.attempt)
+        .bind(a.started_at.0)
+        .bind(a.finished_at.0)
+        .bind(a.outcome.as_str())
+        .bind(a.error.as_deref())
+        .bind(a.output.as_ref().map(Json))
+        .bind(Json(&a.logs))
+        .bind(Json(&a.http_calls))
+        .bind(Json(&a.db_statements))
+        .bind(a.fuel_used)
+        .bind(a.memory_peak)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(reason) = dead_reason {
+        sqlx::query(sql::INSERT_DEAD_LETTER)
+            .bind(id.0)
+            .bind(reason)
+            .bind(now.0)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Claims due executions (see [`Store::claim`](crate::store::Store::claim)) inside `tx`.
+async fn claim_in(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: &str,
+    limit: i64,
+    lease: Duration,
+    now: Millis,
+    busy: &ClaimExclusions,
+) -> Result<Vec<Execution>, StoreError> {
+    sqlx::query(sql::EXPIRE_LEASES)
+        .bind(now.0)
+        .execute(&mut **tx)
+        .await?;
+    let text = sql::claim(busy, "FOR UPDATE SKIP LOCKED");
+    let mut q = sqlx::query_as::<_, ExecutionRow>(&text)
+        .bind(owner)
+        .bind(now.saturating_add(lease).0)
+        .bind(now.0);
+    for p in &busy.plugins {
+        q = q.bind(p.as_str());
+    }
+    for (rule, action) in &busy.actions {
+        q = q.bind(rule.as_str()).bind(*action);
+    }
+    let rows = q.bind(limit.max(0)).fetch_all(&mut **tx).await?;
+    let mut claimed: Vec<Execution> = convert(rows)?;
+    claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
+    Ok(claimed)
+}
+
+/// Stores match traces and plans executions (see [`Store::plan`](crate::store::Store::plan))
+/// inside `tx`.
+async fn plan_in(
+    tx: &mut Transaction<'_, Postgres>,
+    plans: &[EventPlan],
+) -> Result<Vec<ExecutionId>, StoreError> {
+    let now = Millis::now();
+    let mut created = Vec::new();
+    for plan in plans {
+        let seq: Option<i64> = sqlx::query_scalar(sql::PLAN_EVENT)
+            .bind(plan.event.0)
+            .bind(EventStatus::Planned.as_str())
+            .bind(Json(&plan.match_trace))
+            .bind(now.0)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(seq) = seq else {
+            return Err(StoreError::Corrupt {
+                table: "events",
+                detail: format!("planning unknown event {}", plan.event),
+            });
+        };
+        created.extend(insert_executions(tx, plan.event, seq, &plan.executions, now).await?);
+    }
+    Ok(created)
 }

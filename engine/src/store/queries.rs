@@ -1,30 +1,31 @@
-//! The store's SQL, written once for both backends.
+//! The store's reads and its occasional writes (leases, replays, pruning), written once for both
+//! backends through sqlx.
 //!
 //! SQLite and PostgreSQL accept the same statements here (`$N` parameters, `ON CONFLICT`,
-//! `RETURNING`); the one difference, row locking when claiming work, is a macro argument. The
-//! macro expands into an `impl` block on each backend's store type.
+//! `RETURNING`). The macro expands into an `impl` block on each backend's store type. The
+//! group-committed write path is per backend (`postgres.rs` with sqlx, `sqlite_writer.rs` with
+//! rusqlite) over the statement texts in `sql.rs`.
+
+/// Most ids in one `IN (...)` list (SQLite allows 32,766 parameters; this keeps statements
+/// small and few).
+pub(crate) const EVENTS_PER_READ: usize = 128;
 
 macro_rules! store_queries {
-    ($Store:ident, $Db:ty, claim_lock = $claim_lock:literal, notify = $notify:literal) => {
-        use std::collections::HashMap;
-
-        use sqlx::types::Json;
+    ($Store:ident, $Db:ty, notify = $notify:literal) => {
         use sqlx::{QueryBuilder, Row};
         use uuid::Uuid;
 
-        use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
+        use crate::model::{EventId, ExecutionId, ExecutionStatus, Millis};
+        use crate::store::queries::EVENTS_PER_READ;
         use crate::store::records::{
             convert, DeadLetterRow, DeliveryAttemptRow, EventRow, ExecutionAttemptRow,
             ExecutionRow,
         };
         use crate::store::{
-            ClaimExclusions, Cursor, DeadLetter, DeadLetterFilter, DeliveryAttempt,
-            DeliveryAttemptFilter, EventFilter, EventPlan, Execution, ExecutionAttempt,
-            ExecutionCounts, ExecutionFilter, IngestOutcome, NewDeliveryAttempt, NewExecution,
-            NewExecutionAttempt, NextStep, QueueDepth, StoreError, StoredEvent, WriteOutcome,
-            WriteRequest,
+            Cursor, DeadLetter, DeadLetterFilter, DeliveryAttempt, DeliveryAttemptFilter,
+            EventFilter, Execution, ExecutionAttempt, ExecutionCounts, ExecutionFilter,
+            NewExecution, QueueDepth, StoreError, StoredEvent,
         };
-
 
         /// Inserts planned executions; ones that exist already (same event, rule, action and
         /// generation, or same key) are left alone. Returns the ids created.
@@ -37,13 +38,7 @@ macro_rules! store_queries {
         ) -> Result<Vec<ExecutionId>, StoreError> {
             let mut created = Vec::new();
             for x in executions {
-                let id: Option<Uuid> = sqlx::query_scalar(
-                    "INSERT INTO executions (id, event_id, event_seq, rule_id, action_index, \
-                     generation, plugin, idempotency_key, order_key, status, attempts, \
-                     next_attempt_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $11) \
-                     ON CONFLICT DO NOTHING RETURNING id",
-                )
+                let id: Option<Uuid> = sqlx::query_scalar(crate::store::sql::INSERT_EXECUTION)
                 .bind(x.id.0)
                 .bind(event.0)
                 .bind(seq)
@@ -73,170 +68,6 @@ macro_rules! store_queries {
             Ok(())
         }
 
-        /// Records an attempt and moves the execution on, if `owner` still holds its lease;
-        /// returns whether it did.
-        async fn finish_in(
-            tx: &mut sqlx::Transaction<'_, $Db>,
-            id: ExecutionId,
-            owner: &str,
-            a: &NewExecutionAttempt,
-            next: &NextStep,
-        ) -> Result<bool, StoreError> {
-            let now = Millis::now();
-            let (status, next_at, dead_reason) = match next {
-                NextStep::Succeeded => (ExecutionStatus::Succeeded, now, None),
-                NextStep::RetryAt(at) => (ExecutionStatus::Pending, *at, None),
-                NextStep::Dead(reason) => (ExecutionStatus::Dead, now, Some(reason.as_str())),
-            };
-            let done = sqlx::query(
-                "UPDATE executions SET status = $3, next_attempt_at = $4, lease_owner = NULL, \
-                 lease_until = NULL, last_error = $5, updated_at = $6 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-            )
-            .bind(id.0)
-            .bind(owner)
-            .bind(status.as_str())
-            .bind(next_at.0)
-            .bind(a.error.as_deref())
-            .bind(now.0)
-            .execute(&mut **tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO execution_attempts (id, execution_id, attempt, started_at, \
-                 finished_at, outcome, error, output, logs, http_calls, db_statements, \
-                 fuel_used, memory_peak) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (execution_id, attempt) DO NOTHING",
-            )
-            .bind(Uuid::now_v7())
-            .bind(id.0)
-            .bind(a.attempt)
-            .bind(a.started_at.0)
-            .bind(a.finished_at.0)
-            .bind(a.outcome.as_str())
-            .bind(a.error.as_deref())
-            .bind(a.output.as_ref().map(Json))
-            .bind(Json(&a.logs))
-            .bind(Json(&a.http_calls))
-            .bind(Json(&a.db_statements))
-            .bind(a.fuel_used)
-            .bind(a.memory_peak)
-            .execute(&mut **tx)
-            .await?;
-            if let Some(reason) = dead_reason {
-                sqlx::query(
-                    "INSERT INTO dead_letters (execution_id, event_id, source, rule_id, reason, created_at) \
-                     SELECT x.id, x.event_id, e.source, x.rule_id, $2, $3 \
-                     FROM executions x JOIN events e ON e.id = x.event_id WHERE x.id = $1 \
-                     ON CONFLICT (execution_id) DO UPDATE SET reason = excluded.reason, \
-                     created_at = excluded.created_at",
-                )
-                .bind(id.0)
-                .bind(reason)
-                .bind(now.0)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Ok(true)
-        }
-
-        /// Claims due executions (see [`Store::claim`]) inside `tx`.
-        async fn claim_in(
-            tx: &mut sqlx::Transaction<'_, $Db>,
-            owner: &str,
-            limit: i64,
-            lease: std::time::Duration,
-            now: Millis,
-            busy: &ClaimExclusions,
-        ) -> Result<Vec<Execution>, StoreError> {
-            // Expired leases first: their holder crashed or stalled, so the execution is due
-            // again (the lost attempt stays counted). Both statements use partial indexes, so
-            // a claim costs the same whatever the backlog.
-            sqlx::query(
-                "UPDATE executions SET status = 'pending', lease_owner = NULL, lease_until = NULL \
-                 WHERE status = 'running' AND lease_until < $1",
-            )
-            .bind(now.0)
-            .execute(&mut **tx)
-            .await?;
-            let mut q = QueryBuilder::<$Db>::new(
-                "UPDATE executions SET status = 'running', lease_owner = ",
-            );
-            q.push_bind(owner)
-                .push(", lease_until = ")
-                .push_bind(now.saturating_add(lease).0)
-                .push(", attempts = attempts + 1, updated_at = ")
-                .push_bind(now.0)
-                .push(
-                    " WHERE id IN (SELECT x.id FROM executions x \
-                     WHERE x.status = 'pending' AND x.next_attempt_at <= ",
-                )
-                .push_bind(now.0)
-                // An execution with an order key waits for every earlier unfinished one of
-                // the same rule and key (earlier event, or same event and earlier action).
-                .push(
-                    " AND (x.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM executions p \
-                     WHERE p.rule_id = x.rule_id AND p.order_key = x.order_key \
-                     AND p.status IN ('pending', 'running') \
-                     AND (p.event_seq < x.event_seq OR (p.event_seq = x.event_seq \
-                     AND p.action_index < x.action_index))))",
-                );
-            if !busy.plugins.is_empty() {
-                q.push(" AND x.plugin NOT IN (");
-                let mut list = q.separated(", ");
-                for p in &busy.plugins {
-                    list.push_bind(p.as_str());
-                }
-                q.push(")");
-            }
-            for (rule, action) in &busy.actions {
-                q.push(" AND NOT (x.rule_id = ")
-                    .push_bind(rule.as_str())
-                    .push(" AND x.action_index = ")
-                    .push_bind(*action)
-                    .push(")");
-            }
-            q.push(" ORDER BY x.next_attempt_at, x.event_seq LIMIT ")
-                .push_bind(limit.max(0))
-                .push(concat!(" ", $claim_lock, ") RETURNING *"));
-            let rows: Vec<ExecutionRow> = q.build_query_as().fetch_all(&mut **tx).await?;
-            let mut claimed: Vec<Execution> = convert(rows)?;
-            claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
-            Ok(claimed)
-        }
-
-
-        /// Stores match traces and plans executions (see [`Store::plan`]) inside `tx`.
-        async fn plan_in(
-            tx: &mut sqlx::Transaction<'_, $Db>,
-            plans: &[EventPlan],
-        ) -> Result<Vec<ExecutionId>, StoreError> {
-            let now = Millis::now();
-            let mut created = Vec::new();
-            for plan in plans {
-                let seq: Option<i64> = sqlx::query_scalar(
-                    "UPDATE events SET status = $2, match_trace = $3, planned_at = $4 \
-                     WHERE id = $1 RETURNING seq",
-                )
-                .bind(plan.event.0)
-                .bind(EventStatus::Planned.as_str())
-                .bind(Json(&plan.match_trace))
-                .bind(now.0)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some(seq) = seq else {
-                    return Err(StoreError::Corrupt {
-                        table: "events",
-                        detail: format!("planning unknown event {}", plan.event),
-                    });
-                };
-                created.extend(insert_executions(tx, plan.event, seq, &plan.executions, now).await?);
-            }
-            Ok(created)
-        }
 
         fn dead_letter_filter(q: &mut QueryBuilder<'_, $Db>, f: &DeadLetterFilter) {
             if let Some(source) = &f.source {
@@ -268,131 +99,6 @@ macro_rules! store_queries {
         }
 
         impl $Store {
-            /// Writes a batch in one transaction. Duplicated (source, delivery id) pairs, also
-            /// within the batch, resolve to the event stored first.
-            pub(crate) async fn write_batch(
-                &self,
-                batch: &[WriteRequest],
-            ) -> Result<Vec<WriteOutcome>, StoreError> {
-                let mut tx = self.pool.begin().await?;
-
-                let ingests: Vec<_> = batch
-                    .iter()
-                    .filter_map(|r| match r {
-                        WriteRequest::Ingest { event, .. } => Some(event),
-                        WriteRequest::Attempt(_)
-                        | WriteRequest::Finish(_)
-                        | WriteRequest::Claim(_)
-                        | WriteRequest::Plan(_) => None,
-                    })
-                    .collect();
-                let mut inserted: std::collections::HashSet<Uuid> = Default::default();
-                for chunk in crate::store::statement_chunks(&ingests) {
-                    let mut q = QueryBuilder::<$Db>::new(
-                        "INSERT INTO events (id, source, delivery_id, event_type, received_at, \
-                         headers, payload, status) ",
-                    );
-                    q.push_values(chunk, |mut row, e| {
-                        row.push_bind(e.id.0)
-                            .push_bind(e.source.as_str())
-                            .push_bind(e.delivery_id.as_str())
-                            .push_bind(e.event_type.as_str())
-                            .push_bind(e.received_at.0)
-                            .push_bind(Json(&e.headers))
-                            .push_bind(e.payload.as_str())
-                            .push_bind(e.status.as_str());
-                    });
-                    q.push(" ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id");
-                    for row in q.build().fetch_all(&mut *tx).await? {
-                        inserted.insert(row.try_get::<Uuid, _>(0)?);
-                    }
-                }
-
-                // Duplicates: find the id of the event stored first.
-                let mut existing: HashMap<(&str, &str), Uuid> = HashMap::new();
-                for e in &ingests {
-                    if inserted.contains(&e.id.0) {
-                        existing.entry((e.source.as_str(), e.delivery_id.as_str())).or_insert(e.id.0);
-                    }
-                }
-                let mut outcomes = Vec::with_capacity(batch.len());
-                let mut attempts: Vec<(&NewDeliveryAttempt, Verdict, Option<Uuid>)> =
-                    Vec::with_capacity(batch.len());
-                for request in batch {
-                    match request {
-                        WriteRequest::Ingest { event, attempt } => {
-                            let key = (event.source.as_str(), event.delivery_id.as_str());
-                            let duplicate = !inserted.contains(&event.id.0);
-                            let event_id = match existing.get(&key) {
-                                Some(id) => *id,
-                                None => {
-                                    let id: Uuid = sqlx::query_scalar(
-                                        "SELECT id FROM events WHERE source = $1 AND delivery_id = $2",
-                                    )
-                                    .bind(key.0)
-                                    .bind(key.1)
-                                    .fetch_one(&mut *tx)
-                                    .await?;
-                                    existing.insert(key, id);
-                                    id
-                                }
-                            };
-                            let verdict = if duplicate { Verdict::Duplicate } else { attempt.verdict };
-                            attempts.push((attempt, verdict, Some(event_id)));
-                            outcomes.push(WriteOutcome::Ingested(IngestOutcome {
-                                event_id: EventId(event_id),
-                                duplicate,
-                            }));
-                        }
-                        WriteRequest::Attempt(attempt) => {
-                            attempts.push((attempt, attempt.verdict, None));
-                            outcomes.push(WriteOutcome::Recorded);
-                        }
-                        WriteRequest::Finish(f) => {
-                            let held = finish_in(&mut tx, f.id, &f.owner, &f.attempt, &f.next).await?;
-                            outcomes.push(if held {
-                                WriteOutcome::Finished
-                            } else {
-                                WriteOutcome::LeaseLost
-                            });
-                        }
-                        WriteRequest::Plan(plans) => {
-                            outcomes.push(WriteOutcome::Planned(plan_in(&mut tx, plans).await?));
-                        }
-                        WriteRequest::Claim(c) => {
-                            let claimed =
-                                claim_in(&mut tx, &c.owner, c.limit, c.lease, c.now, &c.busy).await?;
-                            outcomes.push(WriteOutcome::Claimed(claimed));
-                        }
-                    }
-                }
-
-                for chunk in crate::store::statement_chunks(&attempts) {
-                    let mut q = QueryBuilder::<$Db>::new(
-                        "INSERT INTO delivery_attempts (id, source, received_at, remote_addr, \
-                         method, path, headers, body, body_size, verdict, status, reason, event_id) ",
-                    );
-                    q.push_values(chunk, |mut row, (a, verdict, event_id)| {
-                        row.push_bind(a.id.0)
-                            .push_bind(a.source.as_str())
-                            .push_bind(a.received_at.0)
-                            .push_bind(a.remote_addr.as_deref())
-                            .push_bind(a.method.as_str())
-                            .push_bind(a.path.as_str())
-                            .push_bind(Json(&a.headers))
-                            .push_bind(a.body.as_deref())
-                            .push_bind(a.body_size)
-                            .push_bind(verdict.as_str())
-                            .push_bind(i32::from(a.status))
-                            .push_bind(a.reason.as_deref())
-                            .push_bind(*event_id);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                notify_workers(&mut tx).await?;
-                tx.commit().await?;
-                Ok(outcomes)
-            }
 
             pub(crate) async fn get_event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
                 let row: Option<EventRow> = sqlx::query_as("SELECT * FROM events WHERE id = $1")
@@ -400,6 +106,28 @@ macro_rules! store_queries {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.map(StoredEvent::try_from).transpose()
+            }
+
+            /// The events with these ids, without their match traces (for running actions).
+            pub(crate) async fn events_to_run(
+                &self,
+                ids: &[EventId],
+            ) -> Result<Vec<StoredEvent>, StoreError> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(EVENTS_PER_READ) {
+                    let mut q = QueryBuilder::<$Db>::new(
+                        "SELECT seq, id, source, delivery_id, event_type, received_at, headers, \
+                         payload, status, NULL AS match_trace, planned_at FROM events WHERE id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.0);
+                    }
+                    q.push(")");
+                    let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                    out.extend(convert::<EventRow, StoredEvent>(rows)?);
+                }
+                Ok(out)
             }
 
             pub(crate) async fn find_event(

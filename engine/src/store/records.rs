@@ -143,6 +143,17 @@ pub enum NextStep {
     Dead(String),
 }
 
+impl NextStep {
+    /// The execution's status, next attempt time and dead-letter reason after this step.
+    pub(crate) fn as_columns(&self, now: Millis) -> (ExecutionStatus, Millis, Option<&str>) {
+        match self {
+            NextStep::Succeeded => (ExecutionStatus::Succeeded, now, None),
+            NextStep::RetryAt(at) => (ExecutionStatus::Pending, *at, None),
+            NextStep::Dead(reason) => (ExecutionStatus::Dead, now, Some(reason.as_str())),
+        }
+    }
+}
+
 /// A failed-for-good execution, kept for inspection and replay.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
@@ -254,23 +265,23 @@ impl TryFrom<EventRow> for StoredEvent {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct ExecutionRow {
-    id: Uuid,
-    event_id: Uuid,
-    event_seq: i64,
-    rule_id: String,
-    action_index: i32,
-    generation: i32,
-    plugin: String,
-    idempotency_key: String,
-    order_key: Option<String>,
-    status: String,
-    attempts: i32,
-    next_attempt_at: i64,
-    lease_owner: Option<String>,
-    lease_until: Option<i64>,
-    last_error: Option<String>,
-    created_at: i64,
-    updated_at: i64,
+    pub(super) id: Uuid,
+    pub(super) event_id: Uuid,
+    pub(super) event_seq: i64,
+    pub(super) rule_id: String,
+    pub(super) action_index: i32,
+    pub(super) generation: i32,
+    pub(super) plugin: String,
+    pub(super) idempotency_key: String,
+    pub(super) order_key: Option<String>,
+    pub(super) status: String,
+    pub(super) attempts: i32,
+    pub(super) next_attempt_at: i64,
+    pub(super) lease_owner: Option<String>,
+    pub(super) lease_until: Option<i64>,
+    pub(super) last_error: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
 }
 
 impl TryFrom<ExecutionRow> for Execution {

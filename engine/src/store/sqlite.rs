@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 };
 
 /// How long a writer waits for the database lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers and writers share this many connections (SQLite still writes one at a time).
 const POOL_SIZE: u32 = 8;
 /// How often the WAL is copied back into the database file, off the commit path.
@@ -75,4 +75,4 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-super::queries::store_queries!(SqliteStore, sqlx::Sqlite, claim_lock = "", notify = "");
+super::queries::store_queries!(SqliteStore, sqlx::Sqlite, notify = "");

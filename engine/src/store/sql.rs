@@ -1,0 +1,147 @@
+//! The write path's statements, as text that both drivers run: sqlx on PostgreSQL and
+//! rusqlite on SQLite's writer thread. One text per statement keeps the backends from drifting
+//! apart. Parameters are `$N`, which both databases accept; SQLite binds them by name, so a
+//! number may repeat.
+
+use super::ClaimExclusions;
+
+macro_rules! event_columns {
+    () => {
+        "id, source, delivery_id, event_type, received_at, headers, payload, status"
+    };
+}
+
+macro_rules! attempt_columns {
+    () => {
+        "id, source, received_at, remote_addr, method, path, headers, body, body_size, verdict, \
+         status, reason, event_id"
+    };
+}
+
+/// The head of a multi-row event insert; rows follow, then [`EVENTS_CONFLICT`].
+pub(crate) const INSERT_EVENTS: &str = concat!("INSERT INTO events (", event_columns!(), ") ");
+/// A delivery id seen before stores nothing: the first event stays the event.
+pub(crate) const EVENTS_CONFLICT: &str = " ON CONFLICT (source, delivery_id) DO NOTHING";
+/// One event row.
+pub(crate) const INSERT_EVENT: &str = concat!(
+    "INSERT INTO events (",
+    event_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, delivery_id) DO NOTHING"
+);
+/// The id of the event stored first for a (source, delivery id).
+pub(crate) const EVENT_ID_BY_DELIVERY: &str =
+    "SELECT id FROM events WHERE source = $1 AND delivery_id = $2";
+
+/// The head of a multi-row delivery attempt insert.
+pub(crate) const INSERT_ATTEMPTS: &str =
+    concat!("INSERT INTO delivery_attempts (", attempt_columns!(), ") ");
+/// One delivery attempt row.
+pub(crate) const INSERT_ATTEMPT: &str = concat!(
+    "INSERT INTO delivery_attempts (",
+    attempt_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+);
+
+/// Stores an event's match trace: $1 id, $2 status, $3 trace, $4 now. Returns the event's seq.
+pub(crate) const PLAN_EVENT: &str = "UPDATE events SET status = $2, match_trace = $3, \
+     planned_at = $4 WHERE id = $1 RETURNING seq";
+
+/// One planned execution; an existing one (same event, rule, action and generation, or same
+/// key) is left alone. $10 is the status, $11 the time.
+pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions (id, event_id, event_seq, \
+     rule_id, action_index, generation, plugin, idempotency_key, order_key, status, attempts, \
+     next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $11) \
+     ON CONFLICT DO NOTHING RETURNING id";
+
+/// Moves a running execution on, if `$2` still holds its lease: $3 status, $4 next attempt,
+/// $5 last error, $6 now.
+pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $3, \
+     next_attempt_at = $4, lease_owner = NULL, lease_until = NULL, last_error = $5, \
+     updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
+
+/// The record of one attempt; written once per (execution, attempt).
+pub(crate) const INSERT_EXECUTION_ATTEMPT: &str = "INSERT INTO execution_attempts (id, \
+     execution_id, attempt, started_at, finished_at, outcome, error, output, logs, http_calls, \
+     db_statements, fuel_used, memory_peak) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (execution_id, attempt) DO NOTHING";
+
+/// Makes execution $1 a dead letter with reason $2 at $3.
+pub(crate) const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (execution_id, event_id, \
+     source, rule_id, reason, created_at) \
+     SELECT x.id, x.event_id, e.source, x.rule_id, $2, $3 \
+     FROM executions x JOIN events e ON e.id = x.event_id WHERE x.id = $1 \
+     ON CONFLICT (execution_id) DO UPDATE SET reason = excluded.reason, \
+     created_at = excluded.created_at";
+
+/// Expired leases (before $1) make their executions due again: their holder crashed or
+/// stalled (the lost attempt stays counted). Uses a partial index, so it costs the same
+/// whatever the backlog.
+pub(crate) const EXPIRE_LEASES: &str = "UPDATE executions SET status = 'pending', \
+     lease_owner = NULL, lease_until = NULL WHERE status = 'running' AND lease_until < $1";
+
+/// The claim of due executions, returning every column of each claimed row. Parameters, in
+/// order: $1 owner, $2 lease end, $3 now, then one per busy plugin, then a (rule id, action
+/// index) pair per busy action, then the limit. `lock` is the backend's row-locking clause.
+pub(crate) fn claim(busy: &ClaimExclusions, lock: &str) -> String {
+    let mut sql = String::from(
+        "UPDATE executions SET status = 'running', lease_owner = $1, lease_until = $2, \
+         attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT x.id FROM executions x \
+         WHERE x.status = 'pending' AND x.next_attempt_at <= $3 \
+         AND (x.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM executions p \
+         WHERE p.rule_id = x.rule_id AND p.order_key = x.order_key \
+         AND p.status IN ('pending', 'running') \
+         AND (p.event_seq < x.event_seq OR (p.event_seq = x.event_seq \
+         AND p.action_index < x.action_index))))",
+    );
+    // An execution with an order key (above) waits for every earlier unfinished one of the
+    // same rule and key: an earlier event, or the same event and an earlier action.
+    let mut n = 3;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if !busy.plugins.is_empty() {
+        let list: Vec<String> = busy
+            .plugins
+            .iter()
+            .map(|_| format!("${}", next()))
+            .collect();
+        sql.push_str(&format!(" AND x.plugin NOT IN ({})", list.join(", ")));
+    }
+    for _ in &busy.actions {
+        let (rule, action) = (next(), next());
+        sql.push_str(&format!(
+            " AND NOT (x.rule_id = ${rule} AND x.action_index = ${action})"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY x.next_attempt_at, x.event_seq LIMIT ${} {lock}) RETURNING *",
+        next()
+    ));
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_numbers_every_parameter_once_in_order() {
+        let busy = ClaimExclusions {
+            plugins: vec!["a".into(), "b".into()],
+            actions: vec![("r".into(), 0)],
+        };
+        let sql = claim(&busy, "FOR UPDATE SKIP LOCKED");
+        assert!(sql.contains("x.plugin NOT IN ($4, $5)"), "{sql}");
+        assert!(
+            sql.contains("x.rule_id = $6 AND x.action_index = $7"),
+            "{sql}"
+        );
+        assert!(sql.contains("LIMIT $8 FOR UPDATE SKIP LOCKED)"), "{sql}");
+        let plain = claim(&ClaimExclusions::default(), "");
+        assert!(plain.contains("LIMIT $4 )"), "{plain}");
+    }
+}

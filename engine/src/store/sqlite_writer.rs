@@ -1,0 +1,385 @@
+//! SQLite's one writer: a connection owned by the group committer's thread, which writes each
+//! batch in one transaction.
+//!
+//! Through sqlx, every SQLite statement runs on a worker thread of its connection: each
+//! statement, each returned row and the BEGIN and COMMIT cross threads, and on a busy 2-core
+//! machine every crossing waits for a CPU (a batch of a few dozen ingests made a dozen of them).
+//! Here the thread that collects a batch also runs it, with statements prepared once and kept
+//! in the connection's cache; the only crossings are the requests coming in and the answers
+//! going out. SQLite allows one writer at a time anyway, so nothing is lost by having one.
+//!
+//! Reads, and the rare writes outside group commit (lease renewals, replays, pruning), stay on
+//! sqlx's pool: SQLite's WAL lets them run beside this connection.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::{ToSql, ValueRef};
+use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
+use uuid::Uuid;
+
+use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecutionAttempt};
+use super::{ClaimRequest, EventPlan, IngestOutcome, StoreError, WriteOutcome, WriteRequest, sql};
+use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
+
+/// Prepared statements kept per connection: the write path has about a dozen, and a claim
+/// with busy plugins or actions makes a few more.
+const STATEMENT_CACHE: usize = 64;
+
+pub(super) struct SqliteWriter {
+    conn: Connection,
+}
+
+impl SqliteWriter {
+    /// Opens the writer's connection on a database that exists and is migrated.
+    pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<SqliteWriter, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(busy_timeout)?;
+        // The same settings as the pool's connections (sqlite.rs); the WAL journal is a
+        // property of the file, set when the pool created it.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(SqliteWriter { conn })
+    }
+
+    /// Writes a batch in one transaction. Duplicated (source, delivery id) pairs, also within
+    /// the batch, resolve to the event stored first.
+    pub(super) fn write_batch(
+        &mut self,
+        batch: &[WriteRequest],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        // IMMEDIATE takes the write lock at BEGIN: a deferred transaction that reads first could
+        // find the lock taken when it comes to write and have to start over.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut attempts: Vec<(&NewDeliveryAttempt, Verdict, Option<Uuid>)> =
+            Vec::with_capacity(batch.len());
+        for request in batch {
+            match request {
+                WriteRequest::Ingest { event, attempt } => {
+                    let headers = json(&event.headers)?;
+                    let stored = execute(
+                        &tx,
+                        sql::INSERT_EVENT,
+                        &[
+                            &event.id.0.as_bytes().as_slice(),
+                            &event.source,
+                            &event.delivery_id,
+                            &event.event_type,
+                            &event.received_at.0,
+                            &headers,
+                            &event.payload,
+                            &event.status.as_str(),
+                        ],
+                    )? == 1;
+                    let event_id = if stored {
+                        event.id.0
+                    } else {
+                        query_uuid(
+                            &tx,
+                            sql::EVENT_ID_BY_DELIVERY,
+                            &[&event.source, &event.delivery_id],
+                        )?
+                        .ok_or_else(|| StoreError::Corrupt {
+                            table: "events",
+                            detail: format!(
+                                "delivery {} of {} neither stored nor found",
+                                event.delivery_id, event.source
+                            ),
+                        })?
+                    };
+                    let verdict = if stored {
+                        attempt.verdict
+                    } else {
+                        Verdict::Duplicate
+                    };
+                    attempts.push((attempt, verdict, Some(event_id)));
+                    outcomes.push(WriteOutcome::Ingested(IngestOutcome {
+                        event_id: EventId(event_id),
+                        duplicate: !stored,
+                    }));
+                }
+                WriteRequest::Attempt(attempt) => {
+                    attempts.push((attempt, attempt.verdict, None));
+                    outcomes.push(WriteOutcome::Recorded);
+                }
+                WriteRequest::Finish(f) => {
+                    let held = finish(&tx, f.id, &f.owner, &f.attempt, &f.next)?;
+                    outcomes.push(if held {
+                        WriteOutcome::Finished
+                    } else {
+                        WriteOutcome::LeaseLost
+                    });
+                }
+                WriteRequest::Plan(plans) => {
+                    outcomes.push(WriteOutcome::Planned(plan(&tx, plans)?));
+                }
+                WriteRequest::Claim(c) => outcomes.push(WriteOutcome::Claimed(claim(&tx, c)?)),
+            }
+        }
+        for (a, verdict, event_id) in attempts {
+            let event_id = event_id.map(|id| id.into_bytes());
+            execute(
+                &tx,
+                sql::INSERT_ATTEMPT,
+                &[
+                    &a.id.0.as_bytes().as_slice(),
+                    &a.source,
+                    &a.received_at.0,
+                    &a.remote_addr,
+                    &a.method,
+                    &a.path,
+                    &json(&a.headers)?,
+                    &a.body,
+                    &a.body_size,
+                    &verdict.as_str(),
+                    &i32::from(a.status),
+                    &a.reason,
+                    &event_id.as_ref().map(|b| b.as_slice()),
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// Records an attempt and moves the execution on, if `owner` still holds its lease; returns
+/// whether it did.
+fn finish(
+    conn: &Connection,
+    id: ExecutionId,
+    owner: &str,
+    a: &NewExecutionAttempt,
+    next: &super::NextStep,
+) -> Result<bool, StoreError> {
+    let now = Millis::now();
+    let (status, next_at, dead_reason) = next.as_columns(now);
+    let id_bytes = id.0.as_bytes().as_slice();
+    let moved = execute(
+        conn,
+        sql::FINISH_EXECUTION,
+        &[
+            &id_bytes,
+            &owner,
+            &status.as_str(),
+            &next_at.0,
+            &a.error,
+            &now.0,
+        ],
+    )?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let output = a.output.as_ref().map(json).transpose()?;
+    execute(
+        conn,
+        sql::INSERT_EXECUTION_ATTEMPT,
+        &[
+            &Uuid::now_v7().as_bytes().as_slice(),
+            &id_bytes,
+            &a.attempt,
+            &a.started_at.0,
+            &a.finished_at.0,
+            &a.outcome.as_str(),
+            &a.error,
+            &output,
+            &json(&a.logs)?,
+            &json(&a.http_calls)?,
+            &json(&a.db_statements)?,
+            &a.fuel_used,
+            &a.memory_peak,
+        ],
+    )?;
+    if let Some(reason) = dead_reason {
+        execute(conn, sql::INSERT_DEAD_LETTER, &[&id_bytes, &reason, &now.0])?;
+    }
+    Ok(true)
+}
+
+/// Stores match traces and plans executions (see [`super::Store::plan`]).
+fn plan(conn: &Connection, plans: &[EventPlan]) -> Result<Vec<ExecutionId>, StoreError> {
+    let now = Millis::now();
+    let mut created = Vec::new();
+    for plan in plans {
+        let event = plan.event.0.as_bytes().as_slice();
+        let seq: Option<i64> = {
+            let mut stmt = prepared(conn, sql::PLAN_EVENT)?;
+            bind(
+                &mut stmt,
+                &[
+                    &event,
+                    &EventStatus::Planned.as_str(),
+                    &json(&plan.match_trace)?,
+                    &now.0,
+                ],
+            )?;
+            let mut rows = stmt.raw_query();
+            match rows.next()? {
+                Some(row) => Some(row.get(0)?),
+                None => None,
+            }
+        };
+        let Some(seq) = seq else {
+            return Err(StoreError::Corrupt {
+                table: "events",
+                detail: format!("planning unknown event {}", plan.event),
+            });
+        };
+        for x in &plan.executions {
+            let mut stmt = prepared(conn, sql::INSERT_EXECUTION)?;
+            bind(
+                &mut stmt,
+                &[
+                    &x.id.0.as_bytes().as_slice(),
+                    &event,
+                    &seq,
+                    &x.rule_id,
+                    &x.action_index,
+                    &x.generation,
+                    &x.plugin,
+                    &x.idempotency_key,
+                    &x.order_key,
+                    &ExecutionStatus::Pending.as_str(),
+                    &now.0,
+                ],
+            )?;
+            let mut rows = stmt.raw_query();
+            if let Some(row) = rows.next()? {
+                created.push(ExecutionId(uuid_at(row, 0, "executions")?));
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Claims due executions (see [`super::Store::claim`]).
+fn claim(conn: &Connection, c: &ClaimRequest) -> Result<Vec<super::Execution>, StoreError> {
+    execute(conn, sql::EXPIRE_LEASES, &[&c.now.0])?;
+    let text = sql::claim(&c.busy, "");
+    let lease_until = c.now.saturating_add(c.lease).0;
+    let limit = c.limit.max(0);
+    let mut args: Vec<&dyn ToSql> = vec![&c.owner, &lease_until, &c.now.0];
+    for p in &c.busy.plugins {
+        args.push(p);
+    }
+    for (rule, action) in &c.busy.actions {
+        args.push(rule);
+        args.push(action);
+    }
+    args.push(&limit);
+    let mut stmt = prepared(conn, &text)?;
+    bind(&mut stmt, &args)?;
+    let mut rows = stmt.raw_query();
+    let mut claimed = Vec::new();
+    while let Some(row) = rows.next()? {
+        claimed.push(super::Execution::try_from(execution_row(row)?)?);
+    }
+    claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
+    Ok(claimed)
+}
+
+fn execution_row(row: &rusqlite::Row<'_>) -> Result<ExecutionRow, StoreError> {
+    let table = "executions";
+    let column = |name: &str| row.as_ref().column_index(name);
+    Ok(ExecutionRow {
+        id: uuid_at(row, column("id")?, table)?,
+        event_id: uuid_at(row, column("event_id")?, table)?,
+        event_seq: row.get("event_seq")?,
+        rule_id: row.get("rule_id")?,
+        action_index: row.get("action_index")?,
+        generation: row.get("generation")?,
+        plugin: row.get("plugin")?,
+        idempotency_key: row.get("idempotency_key")?,
+        order_key: row.get("order_key")?,
+        status: row.get("status")?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        lease_owner: row.get("lease_owner")?,
+        lease_until: row.get("lease_until")?,
+        last_error: row.get("last_error")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+// ---- statements --------------------------------------------------------------------------
+
+/// A statement from the connection's cache (prepared on first use).
+fn prepared<'c>(
+    conn: &'c Connection,
+    text: &str,
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    Ok(conn.prepare_cached(text)?)
+}
+
+/// Binds `args` to a statement's `$N` parameters: `$N` takes `args[N - 1]`, however often and
+/// in whatever order the text names it.
+fn bind(stmt: &mut Statement<'_>, args: &[&dyn ToSql]) -> Result<(), StoreError> {
+    for index in 1..=stmt.parameter_count() {
+        let number = stmt
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=args.len()).contains(n))
+            .ok_or_else(|| {
+                rusqlite::Error::InvalidParameterName(
+                    stmt.parameter_name(index).unwrap_or("?").to_string(),
+                )
+            })?;
+        stmt.raw_bind_parameter(index, args[number - 1])?;
+    }
+    Ok(())
+}
+
+/// Runs a statement that returns no rows; returns how many rows it changed.
+fn execute(conn: &Connection, text: &str, args: &[&dyn ToSql]) -> Result<usize, StoreError> {
+    let mut stmt = prepared(conn, text)?;
+    bind(&mut stmt, args)?;
+    Ok(stmt.raw_execute()?)
+}
+
+/// Runs a query whose first column of its first row is a UUID.
+fn query_uuid(
+    conn: &Connection,
+    text: &str,
+    args: &[&dyn ToSql],
+) -> Result<Option<Uuid>, StoreError> {
+    let mut stmt = prepared(conn, text)?;
+    bind(&mut stmt, args)?;
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(row) => Ok(Some(uuid_at(row, 0, "events")?)),
+        None => Ok(None),
+    }
+}
+
+/// A UUID column, stored as 16 bytes (as sqlx stores them).
+fn uuid_at(row: &rusqlite::Row<'_>, index: usize, table: &'static str) -> Result<Uuid, StoreError> {
+    match row.get_ref(index)? {
+        ValueRef::Blob(bytes) => Uuid::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            table,
+            detail: format!("id: {e}"),
+        }),
+        other => Err(StoreError::Corrupt {
+            table,
+            detail: format!("id of type {:?}", other.data_type()),
+        }),
+    }
+}
+
+/// A JSON column, as text (as sqlx stores `Json` values).
+fn json(value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        table: "json",
+        detail: e.to_string(),
+    })
+}
