@@ -37,13 +37,19 @@ pub struct AppState {
     pub wake: Wake,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Which refused requests are recorded one by one.
+    pub rejections: Arc<crate::ingress::rejections::Rejections>,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Store) -> Result<AppState, ServeError> {
         let ingress = Arc::new(crate::ingress::hooks::prepare(&config.sources)?);
+        let rejections = Arc::new(crate::ingress::rejections::Rejections::new(
+            config.retention.rejected_per_second,
+        ));
         Ok(AppState {
+            rejections,
             config,
             store,
             ingress,
@@ -212,6 +218,7 @@ pub async fn run(
         state.config.retention,
         stop_rx.clone(),
     ));
+    let summaries = tokio::spawn(summarise_rejections(state.clone(), stop_rx.clone()));
     let reloader = tokio::spawn(rules.watch(state.config.clone(), stop_rx));
 
     shutdown.await;
@@ -219,6 +226,8 @@ pub async fn run(
     state.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let _ = ingress.await;
+    let _ = summaries.await;
+    flush_rejections(&state).await;
     let _ = admin.await;
     let _ = reloader.await;
     let _ = pruner.await;
@@ -226,6 +235,30 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped; every acknowledged event is committed");
     Ok(())
+}
+
+/// Records, every second, the summaries of refused requests counted in the seconds that
+/// ended, until `stop`. (At shutdown, once the ingress stopped, [`flush_rejections`] records
+/// the rest.)
+async fn summarise_rejections(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for summary in state.rejections.ended(Some(crate::model::Millis::now())) {
+            crate::ingress::hooks::queue_summary(&state, summary).await;
+        }
+    }
+}
+
+/// Records the summaries of every refused request counted so far.
+async fn flush_rejections(state: &AppState) {
+    for summary in state.rejections.ended(None) {
+        crate::ingress::hooks::queue_summary(state, summary).await;
+    }
 }
 
 /// How long a connection may take over each step before it is dropped.

@@ -56,9 +56,14 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with("").await
+}
+
+/// [`start`], with `extra` top-level config.
+async fn start_with(extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config =
-        String::from("listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nsources:\n");
+        format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{extra}sources:\n");
     for p in Provider::ALL {
         let id = p.id();
         match p {
@@ -483,6 +488,64 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
             .iter()
             .any(|a| a.attempt.body.as_deref() == Some(&b"{not json"[..]))
     );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_requests_is_counted_not_recorded_one_by_one() {
+    let server = start_with("retention: { rejected_per_second: 2 }\n").await;
+    let url = format!("{}/hooks/github", server.base);
+    const TASKS: usize = 8;
+    const EACH: usize = 15;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            for i in 0..EACH {
+                let status = client
+                    .post(&url)
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", format!("flood-{t}-{i}"))
+                    .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 401);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let (store, _dir) = server.stop().await;
+    let attempts = store
+        .list_delivery_attempts(Some("github"), 1000)
+        .await
+        .unwrap();
+    let (mut one_by_one, mut counted) = (0, 0);
+    for a in &attempts {
+        let a = &a.attempt;
+        assert_eq!((a.verdict, a.status), (Verdict::Rejected, 401), "{a:?}");
+        let reason = a.reason.as_deref().unwrap_or_default();
+        match reason.split_once(" more refused request") {
+            Some((n, rest)) => {
+                counted += n.parse::<usize>().unwrap();
+                assert!(rest.contains("signature"), "{reason}");
+                assert_eq!(a.headers, json!({}), "a summary has no one request's headers");
+            }
+            None => {
+                one_by_one += 1;
+                assert!(a.headers["x-github-delivery"].is_string(), "{a:?}");
+            }
+        }
+    }
+    // Every request is accounted for, and most were only counted.
+    assert_eq!(one_by_one + counted, TASKS * EACH, "{attempts:#?}");
+    assert!(counted > 0, "{attempts:#?}");
     store.close().await;
 }
 

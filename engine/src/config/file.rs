@@ -94,6 +94,10 @@ pub struct RetentionFile {
     /// Age after which a delivery attempt (one HTTP request to an ingress route, accepted or
     /// not) is deleted. Default `30d`; `0s` keeps them forever.
     pub delivery_attempts: Option<HumanDuration>,
+    /// Refused requests (bad signature, unknown source, ...) recorded one by one per source
+    /// and second. The rest of that second are counted into one summary record, so a flood
+    /// of bad requests cannot fill the disk or crowd out verified events. Default 50.
+    pub rejected_per_second: Option<u32>,
 }
 
 /// One path or several.

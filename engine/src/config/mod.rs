@@ -152,7 +152,14 @@ impl IngressSettings {
 pub struct RetentionSettings {
     pub events: Option<Duration>,
     pub delivery_attempts: Option<Duration>,
+    /// Refused requests recorded one by one per source and second (see
+    /// `ingress::rejections`).
+    pub rejected_per_second: u32,
 }
+
+/// Refused requests recorded one by one per source and second, by default: far more than a
+/// misconfigured sender produces, far less than a flood.
+pub const DEFAULT_REJECTED_PER_SECOND: u32 = 50;
 
 /// History kept by default.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -165,6 +172,7 @@ impl Default for RetentionSettings {
         RetentionSettings {
             events: Some(DEFAULT_RETENTION),
             delivery_attempts: Some(DEFAULT_RETENTION),
+            rejected_per_second: DEFAULT_REJECTED_PER_SECOND,
         }
     }
 }
@@ -602,6 +610,9 @@ impl Checker<'_> {
         let Some(r) = &raw.retention else {
             return out;
         };
+        if let Some(n) = r.rejected_per_second {
+            out.rejected_per_second = n;
+        }
         for (field, value, slot) in [
             ("events", r.events, &mut out.events),
             (

@@ -224,24 +224,39 @@ pub async fn receive(
             remote_addr: Some(client.describe()),
             method: method.to_string(),
             path: clip_path(&uri),
-            headers: redacted_headers(&headers, source),
-            body: recorded_body,
+            // Filled in below when this request is recorded one by one.
+            headers: serde_json::Value::Object(Default::default()),
+            body: None,
             body_size,
             verdict: outcome.verdict,
             status: outcome.status.as_u16(),
             reason: outcome.reason.clone(),
         };
-        if let Err(e) = state.store.record_attempt(attempt).await {
-            tracing::error!(error = %e, source = clip(&source_id), "cannot record a delivery attempt");
+        let admitted = if outcome.verdict == Verdict::Rejected {
+            let key = source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str());
+            state.rejections.admit(key, attempt)
+        } else {
+            crate::ingress::rejections::Admitted {
+                record: Some(attempt),
+                summary: None,
+            }
+        };
+        if let Some(mut attempt) = admitted.record {
+            attempt.headers = redacted_headers(&headers, source);
+            attempt.body = recorded_body;
+            if outcome.verdict == Verdict::Rejected {
+                tracing::info!(
+                    source = clip(&source_id),
+                    status = outcome.status.as_u16(),
+                    reason = outcome.reason.as_deref().unwrap_or(""),
+                    "delivery rejected"
+                );
+            }
+            queue_attempt(&state, attempt).await;
         }
-    }
-    if outcome.verdict == Verdict::Rejected {
-        tracing::info!(
-            source = clip(&source_id),
-            status = outcome.status.as_u16(),
-            reason = outcome.reason.as_deref().unwrap_or(""),
-            "delivery rejected"
-        );
+        if let Some(summary) = admitted.summary {
+            queue_summary(&state, summary).await;
+        }
     }
     state.metrics.delivery(
         source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str()),
@@ -249,6 +264,24 @@ pub async fn receive(
         started.elapsed(),
     );
     respond(outcome)
+}
+
+/// Queues the record of a request that produced no event. Not awaited: the sender of a
+/// refused request is promised nothing, so its answer does not wait for a disk.
+pub(crate) async fn queue_attempt(state: &AppState, attempt: NewDeliveryAttempt) {
+    if let Err(e) = state.store.queue_attempt(attempt).await {
+        tracing::error!(error = %e, "cannot record a delivery attempt");
+    }
+}
+
+/// Queues the summary of refused requests that were counted, not recorded one by one.
+pub(crate) async fn queue_summary(state: &AppState, summary: NewDeliveryAttempt) {
+    tracing::warn!(
+        source = %summary.source,
+        detail = summary.reason.as_deref().unwrap_or(""),
+        "refused requests counted, not recorded one by one"
+    );
+    queue_attempt(state, summary).await;
 }
 
 fn respond(outcome: Outcome) -> Response {

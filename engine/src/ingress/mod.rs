@@ -1,6 +1,7 @@
 //! The ingress listener: the routes providers and load balancers call.
 
 pub mod hooks;
+pub mod rejections;
 pub mod tls;
 
 use axum::Router;
