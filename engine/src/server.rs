@@ -39,6 +39,9 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Which refused requests are recorded one by one.
     pub rejections: Arc<crate::ingress::rejections::Rejections>,
+    /// The rules, when events are matched as they arrive (`serve`); without them events are
+    /// stored unmatched and the dispatcher matches them.
+    pub rules: Option<LiveRules>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -50,6 +53,7 @@ impl AppState {
         ));
         Ok(AppState {
             rejections,
+            rules: None,
             config,
             store,
             ingress,
@@ -57,6 +61,12 @@ impl AppState {
             metrics: Arc::default(),
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Matches events as they arrive against `rules`.
+    pub fn with_rules(mut self, rules: LiveRules) -> AppState {
+        self.rules = Some(rules);
+        self
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -165,15 +175,15 @@ pub async fn run(
         .await
         .map_err(ServeError::Plugins)?;
     let store = open_store(&config).await?;
+    tracing::info!(rules = rules.len(), "rules loaded");
+    let rules = LiveRules::new(rules);
     let state = match AppState::new(Arc::new(config), store.clone()) {
-        Ok(state) => state,
+        Ok(state) => state.with_rules(rules.clone()),
         Err(e) => {
             store.close().await;
             return Err(e);
         }
     };
-    tracing::info!(rules = rules.len(), "rules loaded");
-    let rules = LiveRules::new(rules);
     let admin_state =
         match crate::admin::AdminState::new(state.clone(), rules.clone(), plugins.clone()) {
             Ok(admin) => admin,

@@ -535,7 +535,11 @@ async fn a_flood_of_refused_requests_is_counted_not_recorded_one_by_one() {
             Some((n, rest)) => {
                 counted += n.parse::<usize>().unwrap();
                 assert!(rest.contains("signature"), "{reason}");
-                assert_eq!(a.headers, json!({}), "a summary has no one request's headers");
+                assert_eq!(
+                    a.headers,
+                    json!({}),
+                    "a summary has no one request's headers"
+                );
             }
             None => {
                 one_by_one += 1;

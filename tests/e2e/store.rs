@@ -137,6 +137,7 @@ suite!(
     callers_are_answered_only_after_commit,
     rejected_requests_are_recorded,
     planning_is_idempotent,
+    events_can_be_stored_planned,
     claim_finish_retry_and_dead_letter,
     expired_leases_are_reclaimed,
     close_flushes_pending_writes,
@@ -356,6 +357,59 @@ async fn rejected_requests_are_recorded(place: &Place) {
         .collect();
     listed.sort_by_key(|a| a.status);
     assert_eq!(listed, queued);
+    store.close().await;
+}
+
+async fn events_can_be_stored_planned(place: &Place) {
+    let store = Arc::new(place.open().await);
+    let trace = json!({"matched": [{"rule": "r1"}]});
+    // The same delivery twice at once (one group-commit batch, or two): one event, planned
+    // once; the duplicate's plan is dropped.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let store = store.clone();
+        let trace = trace.clone();
+        answers.push(tokio::spawn(async move {
+            let e = event("github", "planned-1");
+            let plan = plan_of(
+                e.id,
+                &trace,
+                &[execution(e.id, "r1", 0), execution(e.id, "r2", 0)],
+            );
+            store
+                .ingest_planned(e, attempt("github", Verdict::Accepted, 202), Some(plan))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for a in answers {
+        outcomes.push(a.await.unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|o| o.duplicate).count(), 1);
+    let ev = outcomes[0].event_id;
+    assert_eq!(outcomes[1].event_id, ev);
+    let stored = store.get_event(ev).await.unwrap().unwrap();
+    assert_eq!(stored.event.status, EventStatus::Planned);
+    assert_eq!(stored.match_trace, Some(trace));
+    assert!(stored.planned_at.is_some());
+    assert!(store.pending_events(10).await.unwrap().is_empty());
+    let xs = store.executions_for_event(ev).await.unwrap();
+    assert_eq!(xs.len(), 2);
+    assert!(xs.iter().all(|x| x.status == ExecutionStatus::Pending));
+    assert!(xs.iter().all(|x| x.event_seq == stored.seq));
+    // Claimable like any planned execution.
+    let claimed = store
+        .claim(
+            "w",
+            10,
+            Duration::from_secs(30),
+            Millis::now(),
+            &ClaimExclusions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
     store.close().await;
 }
 

@@ -22,7 +22,7 @@ use crate::config::{Config, DispatchSettings};
 use crate::model::{ExecutionId, Millis};
 use crate::plugin_host::Registry;
 use crate::rules::{EventView, LiveRules, RuleSet};
-use crate::store::{ClaimExclusions, EventPlan, NewExecution, Store, StoredEvent};
+use crate::store::{ClaimExclusions, EventPlan, NewEvent, NewExecution, Store, StoredEvent};
 
 /// Executions claimed per free worker slot, beyond the first: claiming ahead keeps the workers
 /// busy while the next claim waits for its commit.
@@ -217,7 +217,13 @@ pub(crate) struct EventParts {
 
 impl EventParts {
     pub(crate) fn new(config: &Config, e: &StoredEvent) -> EventParts {
-        let headers = match &e.event.headers {
+        let payload = serde_json::from_str(&e.event.payload).unwrap_or(Value::Null);
+        EventParts::of(config, &e.event, payload)
+    }
+
+    /// The parts of `e`, whose payload is already parsed as `payload`.
+    pub(crate) fn of(config: &Config, e: &NewEvent, payload: Value) -> EventParts {
+        let headers = match &e.headers {
             Value::Object(map) => map
                 .iter()
                 .map(|(k, v)| {
@@ -231,23 +237,23 @@ impl EventParts {
             _ => Default::default(),
         };
         EventParts {
-            id: e.event.id.to_string(),
+            id: e.id.to_string(),
             provider: config
-                .source(&e.event.source)
+                .source(&e.source)
                 .map(|s| s.provider.id().to_string())
                 .unwrap_or_default(),
-            received_at: e.event.received_at.to_rfc3339(),
+            received_at: e.received_at.to_rfc3339(),
             headers,
-            payload: serde_json::from_str(&e.event.payload).unwrap_or(Value::Null),
+            payload,
         }
     }
 
-    pub(crate) fn view<'a>(&'a self, e: &'a StoredEvent) -> EventView<'a> {
+    pub(crate) fn view<'a>(&'a self, e: &'a NewEvent) -> EventView<'a> {
         EventView {
             id: &self.id,
-            source: &e.event.source,
+            source: &e.source,
             provider: &self.provider,
-            event_type: &e.event.event_type,
+            event_type: &e.event_type,
             received_at: &self.received_at,
             headers: &self.headers,
             payload: &self.payload,
@@ -262,9 +268,28 @@ pub fn plan_event(
     event: &StoredEvent,
     generation: i32,
 ) -> EventPlan {
-    let parts = EventParts::new(config, event);
+    plan_parts(
+        rules,
+        &EventParts::new(config, event),
+        &event.event,
+        generation,
+    )
+}
+
+/// Matches an event as it arrives, so that it is stored matched and planned in the
+/// transaction that stores it (`payload` is its parsed payload).
+pub fn plan_arrival(
+    rules: &RuleSet,
+    config: &Config,
+    event: &NewEvent,
+    payload: Value,
+) -> EventPlan {
+    plan_parts(rules, &EventParts::of(config, event, payload), event, 0)
+}
+
+fn plan_parts(rules: &RuleSet, parts: &EventParts, event: &NewEvent, generation: i32) -> EventPlan {
     let evaluation = rules.evaluate(&parts.view(event));
-    let id = event.event.id;
+    let id = event.id;
     let mut executions = Vec::new();
     for m in &evaluation.matched {
         for a in &m.actions {

@@ -287,7 +287,7 @@ async fn prepare(
     let parts = EventParts::new(&shared.config, &event);
     let rules = shared.rules.current();
     let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
-    let planned = match rules.render_action(&x.rule_id, index, &parts.view(&event)) {
+    let planned = match rules.render_action(&x.rule_id, index, &parts.view(&event.event)) {
         Ok(p) => p,
         Err(why) => return Ok(Prepared::Fatal(why)),
     };

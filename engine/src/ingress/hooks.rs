@@ -478,10 +478,25 @@ async fn handle(
         status: status.as_u16(),
         reason,
     };
-    match state.store.ingest(event, attempt).await {
+    // Steps 7-8 (match, plan), in the transaction that stores the event: rule matching
+    // costs microseconds, and the event is then written once, not stored and updated.
+    let plan = match &state.rules {
+        Some(rules) if !quarantined => Some(crate::dispatch::plan_arrival(
+            &rules.current(),
+            &state.config,
+            &event,
+            payload,
+        )),
+        _ => None,
+    };
+    let planned = plan.as_ref().map(|p| !p.executions.is_empty());
+    match state.store.ingest_planned(event, attempt, plan).await {
         Ok(stored) => {
-            if !stored.duplicate && !quarantined {
-                state.wake.events();
+            match planned {
+                _ if stored.duplicate || quarantined => {}
+                Some(true) => state.wake.work(),
+                Some(false) => {}
+                None => state.wake.events(),
             }
             tracing::debug!(
                 event = %stored.event_id,

@@ -71,10 +71,12 @@ pub enum StoreError {
 /// A write that goes through the group committer.
 #[derive(Debug, Clone)]
 pub enum WriteRequest {
-    /// Store a verified event once, and the delivery attempt that brought it.
+    /// Store a verified event once, and the delivery attempt that brought it; with `plan`,
+    /// the event is stored matched, its executions planned, in the same transaction.
     Ingest {
         event: NewEvent,
         attempt: NewDeliveryAttempt,
+        plan: Option<Box<EventPlan>>,
     },
     /// Record a delivery attempt that produced no event (rejected, handshake).
     Attempt(NewDeliveryAttempt),
@@ -279,9 +281,26 @@ impl Store {
         event: NewEvent,
         attempt: NewDeliveryAttempt,
     ) -> Result<IngestOutcome, StoreError> {
+        self.ingest_planned(event, attempt, None).await
+    }
+
+    /// [`Store::ingest`], storing the event already matched: with its match trace and its
+    /// executions planned (from `plan`, whose `event` must be `event.id`), in the same
+    /// transaction. A duplicate stores nothing of the plan.
+    pub async fn ingest_planned(
+        &self,
+        event: NewEvent,
+        attempt: NewDeliveryAttempt,
+        plan: Option<EventPlan>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let plan = plan.map(Box::new);
         match self
             .committer
-            .submit(WriteRequest::Ingest { event, attempt })
+            .submit(WriteRequest::Ingest {
+                event,
+                attempt,
+                plan,
+            })
             .await?
         {
             WriteOutcome::Ingested(outcome) => Ok(outcome),
@@ -317,7 +336,11 @@ impl Store {
         event: NewEvent,
         attempt: NewDeliveryAttempt,
     ) -> Result<IngestOutcome, StoreError> {
-        let request = WriteRequest::Ingest { event, attempt };
+        let request = WriteRequest::Ingest {
+            event,
+            attempt,
+            plan: None,
+        };
         let outcome = match &self.backend {
             // SQLite writes one transaction at a time whoever runs it: through the writer.
             Backend::Sqlite(_) => self.committer.submit_alone(request).await?,

@@ -46,7 +46,7 @@ impl PgStore {
 
 // ---- the write path: group-committed batches ---------------------------------------------
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
@@ -67,20 +67,26 @@ impl PgStore {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
 
+        let now = Millis::now();
         let ingests: Vec<_> = batch
             .iter()
             .filter_map(|r| match r {
-                WriteRequest::Ingest { event, .. } => Some(event),
+                WriteRequest::Ingest { event, plan, .. } => Some((event, plan.as_deref())),
                 WriteRequest::Attempt(_)
                 | WriteRequest::Finish(_)
                 | WriteRequest::Claim(_)
                 | WriteRequest::Plan(_) => None,
             })
             .collect();
-        let mut inserted: HashSet<Uuid> = HashSet::new();
+        // Stored events, with their seq.
+        let mut inserted: HashMap<Uuid, i64> = HashMap::new();
         for chunk in crate::store::statement_chunks(&ingests) {
             let mut q = QueryBuilder::<Postgres>::new(sql::INSERT_EVENTS);
-            q.push_values(chunk, |mut row, e| {
+            q.push_values(chunk, |mut row, (e, plan)| {
+                let status = match plan {
+                    Some(_) => EventStatus::Planned,
+                    None => e.status,
+                };
                 row.push_bind(e.id.0)
                     .push_bind(e.source.as_str())
                     .push_bind(e.delivery_id.as_str())
@@ -88,18 +94,25 @@ impl PgStore {
                     .push_bind(e.received_at.0)
                     .push_bind(Json(&e.headers))
                     .push_bind(e.payload.as_str())
-                    .push_bind(e.status.as_str());
+                    .push_bind(status.as_str())
+                    .push_bind(plan.map(|p| Json(&p.match_trace)))
+                    .push_bind(plan.map(|_| now.0));
             });
-            q.push(sql::EVENTS_CONFLICT).push(" RETURNING id");
+            q.push(sql::EVENTS_CONFLICT).push(" RETURNING id, seq");
             for row in q.build().fetch_all(&mut *tx).await? {
-                inserted.insert(row.try_get::<Uuid, _>(0)?);
+                inserted.insert(row.try_get::<Uuid, _>(0)?, row.try_get::<i64, _>(1)?);
+            }
+        }
+        for (e, plan) in &ingests {
+            if let (Some(plan), Some(seq)) = (plan, inserted.get(&e.id.0)) {
+                insert_executions(&mut tx, e.id, *seq, &plan.executions, now).await?;
             }
         }
 
         // Duplicates: find the id of the event stored first.
         let mut existing: HashMap<(&str, &str), Uuid> = HashMap::new();
-        for e in &ingests {
-            if inserted.contains(&e.id.0) {
+        for (e, _) in &ingests {
+            if inserted.contains_key(&e.id.0) {
                 existing
                     .entry((e.source.as_str(), e.delivery_id.as_str()))
                     .or_insert(e.id.0);
@@ -110,9 +123,9 @@ impl PgStore {
             Vec::with_capacity(batch.len());
         for request in batch {
             match request {
-                WriteRequest::Ingest { event, attempt } => {
+                WriteRequest::Ingest { event, attempt, .. } => {
                     let key = (event.source.as_str(), event.delivery_id.as_str());
-                    let duplicate = !inserted.contains(&event.id.0);
+                    let duplicate = !inserted.contains_key(&event.id.0);
                     let event_id = match existing.get(&key) {
                         Some(id) => *id,
                         None => {

@@ -7,7 +7,8 @@ use super::ClaimExclusions;
 
 macro_rules! event_columns {
     () => {
-        "id, source, delivery_id, event_type, received_at, headers, payload, status"
+        "id, source, delivery_id, event_type, received_at, headers, payload, status, \
+         match_trace, planned_at"
     };
 }
 
@@ -26,7 +27,8 @@ pub(crate) const EVENTS_CONFLICT: &str = " ON CONFLICT (source, delivery_id) DO 
 pub(crate) const INSERT_EVENT: &str = concat!(
     "INSERT INTO events (",
     event_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, delivery_id) DO NOTHING"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (source, delivery_id) DO NOTHING"
 );
 /// The id of the event stored first for a (source, delivery id).
 pub(crate) const EVENT_ID_BY_DELIVERY: &str =

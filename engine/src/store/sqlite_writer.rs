@@ -18,7 +18,7 @@ use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
 use uuid::Uuid;
 
-use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecutionAttempt};
+use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecution, NewExecutionAttempt};
 use super::{ClaimRequest, EventPlan, IngestOutcome, StoreError, WriteOutcome, WriteRequest, sql};
 use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
 
@@ -59,13 +59,26 @@ impl SqliteWriter {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = Millis::now();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut attempts: Vec<(&NewDeliveryAttempt, Verdict, Option<Uuid>)> =
             Vec::with_capacity(batch.len());
         for request in batch {
             match request {
-                WriteRequest::Ingest { event, attempt } => {
+                WriteRequest::Ingest {
+                    event,
+                    attempt,
+                    plan,
+                } => {
                     let headers = json(&event.headers)?;
+                    let (status, trace, planned_at) = match plan {
+                        Some(plan) => (
+                            EventStatus::Planned,
+                            Some(json(&plan.match_trace)?),
+                            Some(now.0),
+                        ),
+                        None => (event.status, None, None),
+                    };
                     let stored = execute(
                         &tx,
                         sql::INSERT_EVENT,
@@ -77,9 +90,16 @@ impl SqliteWriter {
                             &event.received_at.0,
                             &headers,
                             &event.payload,
-                            &event.status.as_str(),
+                            &status.as_str(),
+                            &trace,
+                            &planned_at,
                         ],
                     )? == 1;
+                    if let Some(plan) = plan.as_ref().filter(|_| stored) {
+                        // `seq` is the events table's rowid.
+                        let seq = tx.last_insert_rowid();
+                        insert_executions(&tx, event.id, seq, &plan.executions, now)?;
+                    }
                     let event_id = if stored {
                         event.id.0
                     } else {
@@ -234,28 +254,49 @@ fn plan(conn: &Connection, plans: &[EventPlan]) -> Result<Vec<ExecutionId>, Stor
                 detail: format!("planning unknown event {}", plan.event),
             });
         };
-        for x in &plan.executions {
-            let mut stmt = prepared(conn, sql::INSERT_EXECUTION)?;
-            bind(
-                &mut stmt,
-                &[
-                    &x.id.0.as_bytes().as_slice(),
-                    &event,
-                    &seq,
-                    &x.rule_id,
-                    &x.action_index,
-                    &x.generation,
-                    &x.plugin,
-                    &x.idempotency_key,
-                    &x.order_key,
-                    &ExecutionStatus::Pending.as_str(),
-                    &now.0,
-                ],
-            )?;
-            let mut rows = stmt.raw_query();
-            if let Some(row) = rows.next()? {
-                created.push(ExecutionId(uuid_at(row, 0, "executions")?));
-            }
+        created.extend(insert_executions(
+            conn,
+            plan.event,
+            seq,
+            &plan.executions,
+            now,
+        )?);
+    }
+    Ok(created)
+}
+
+/// Inserts planned executions of the event with `seq`; ones that exist already are left
+/// alone. Returns the ids created.
+fn insert_executions(
+    conn: &Connection,
+    event: EventId,
+    seq: i64,
+    executions: &[NewExecution],
+    now: Millis,
+) -> Result<Vec<ExecutionId>, StoreError> {
+    let event = event.0.as_bytes().as_slice();
+    let mut created = Vec::new();
+    for x in executions {
+        let mut stmt = prepared(conn, sql::INSERT_EXECUTION)?;
+        bind(
+            &mut stmt,
+            &[
+                &x.id.0.as_bytes().as_slice(),
+                &event,
+                &seq,
+                &x.rule_id,
+                &x.action_index,
+                &x.generation,
+                &x.plugin,
+                &x.idempotency_key,
+                &x.order_key,
+                &ExecutionStatus::Pending.as_str(),
+                &now.0,
+            ],
+        )?;
+        let mut rows = stmt.raw_query();
+        if let Some(row) = rows.next()? {
+            created.push(ExecutionId(uuid_at(row, 0, "executions")?));
         }
     }
     Ok(created)
