@@ -26,47 +26,56 @@ use crate::store::{GroupCommitSettings, Store, StoreError};
 /// How long open connections get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// What every handler shares.
+/// What every handler shares. Cheap to clone: one reference count per request, not one per
+/// part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub config: Arc<Config>,
     pub store: Store,
     /// Per-source schemas and rate limiters, compiled at start-up.
-    pub ingress: Arc<HashMap<String, crate::ingress::hooks::SourceRuntime>>,
+    pub ingress: HashMap<String, crate::ingress::hooks::SourceRuntime>,
     /// Tells the dispatcher that events were stored.
     pub wake: Wake,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Which refused requests are recorded one by one.
-    pub rejections: Arc<crate::ingress::rejections::Rejections>,
+    pub rejections: crate::ingress::rejections::Rejections,
     /// The rules, when events are matched as they arrive (`serve`); without them events are
     /// stored unmatched and the dispatcher matches them.
     pub rules: Option<LiveRules>,
-    shutting_down: Arc<AtomicBool>,
+    shutting_down: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Store) -> Result<AppState, ServeError> {
-        let ingress = Arc::new(crate::ingress::hooks::prepare(&config.sources)?);
-        let rejections = Arc::new(crate::ingress::rejections::Rejections::new(
-            config.retention.rejected_per_second,
-        ));
-        Ok(AppState {
+    /// The state of a server on `store`; with `rules`, events are matched as they arrive.
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        rules: Option<LiveRules>,
+    ) -> Result<AppState, ServeError> {
+        let ingress = crate::ingress::hooks::prepare(&config.sources)?;
+        let rejections =
+            crate::ingress::rejections::Rejections::new(config.retention.rejected_per_second);
+        Ok(AppState(Arc::new(AppParts {
             rejections,
-            rules: None,
+            rules,
             config,
             store,
             ingress,
             wake: Wake::default(),
             metrics: Arc::default(),
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    /// Matches events as they arrive against `rules`.
-    pub fn with_rules(mut self, rules: LiveRules) -> AppState {
-        self.rules = Some(rules);
-        self
+            shutting_down: AtomicBool::new(false),
+        })))
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -177,8 +186,8 @@ pub async fn run(
     let store = open_store(&config).await?;
     tracing::info!(rules = rules.len(), "rules loaded");
     let rules = LiveRules::new(rules);
-    let state = match AppState::new(Arc::new(config), store.clone()) {
-        Ok(state) => state.with_rules(rules.clone()),
+    let state = match AppState::new(Arc::new(config), store.clone(), Some(rules.clone())) {
+        Ok(state) => state,
         Err(e) => {
             store.close().await;
             return Err(e);

@@ -217,16 +217,15 @@ pub async fn receive(
         outcome.verdict,
         Verdict::Accepted | Verdict::Duplicate | Verdict::Quarantined
     ) {
-        let attempt = NewDeliveryAttempt {
+        let describe = |headers: serde_json::Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
             id: DeliveryAttemptId::new(),
             source: clip(&source_id).to_string(),
             received_at,
             remote_addr: Some(client.describe()),
             method: method.to_string(),
             path: clip_path(&uri),
-            // Filled in below when this request is recorded one by one.
-            headers: serde_json::Value::Object(Default::default()),
-            body: None,
+            headers,
+            body,
             body_size,
             verdict: outcome.verdict,
             status: outcome.status.as_u16(),
@@ -234,16 +233,18 @@ pub async fn receive(
         };
         let admitted = if outcome.verdict == Verdict::Rejected {
             let key = source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str());
-            state.rejections.admit(key, attempt)
+            // A summary does not hold one request's headers.
+            state.rejections.admit(key, received_at, || {
+                describe(serde_json::Value::Object(Default::default()), None)
+            })
         } else {
             crate::ingress::rejections::Admitted {
-                record: Some(attempt),
+                record: true,
                 summary: None,
             }
         };
-        if let Some(mut attempt) = admitted.record {
-            attempt.headers = redacted_headers(&headers, source);
-            attempt.body = recorded_body;
+        if admitted.record {
+            let attempt = describe(redacted_headers(&headers, source), recorded_body);
             if outcome.verdict == Verdict::Rejected {
                 tracing::info!(
                     source = clip(&source_id),

@@ -1,7 +1,7 @@
 //! How refused requests are recorded under a flood. The first `per_second` refused requests of
 //! a source in each second are recorded one by one, headers and all; the rest of that second
 //! are counted, and one summary record per source and second says how many there were and
-//! how the last was refused.
+//! how the first of them was refused.
 //!
 //! A sender without the secret can send as fast as the network allows. Without this bound each
 //! of its requests would be a row written and a line logged, so a flood of bad signatures
@@ -19,22 +19,22 @@ struct Window {
     second: i64,
     recorded: u32,
     counted: u64,
-    /// The last counted request, as the summary describes it.
-    last: Option<NewDeliveryAttempt>,
+    /// The first counted request, as the summary describes it.
+    first: Option<NewDeliveryAttempt>,
 }
 
 impl Window {
     fn summary(&mut self, per_second: u32) -> Option<NewDeliveryAttempt> {
-        let mut last = self.last.take()?;
+        let mut first = self.first.take()?;
         let counted = std::mem::take(&mut self.counted);
-        last.id = DeliveryAttemptId::new();
-        last.reason = Some(format!(
+        first.id = DeliveryAttemptId::new();
+        first.reason = Some(format!(
             "{counted} more refused request{} in this second, counted here rather than recorded \
-             one by one (more than {per_second} a second); the last: {}",
+             one by one (more than {per_second} a second); the first of them: {}",
             if counted == 1 { "" } else { "s" },
-            last.reason.as_deref().unwrap_or("no reason given")
+            first.reason.as_deref().unwrap_or("no reason given")
         ));
-        Some(last)
+        Some(first)
     }
 }
 
@@ -48,8 +48,8 @@ pub struct Rejections {
 /// What to write for one refused request.
 #[derive(Debug, Default)]
 pub struct Admitted {
-    /// The request's own record, when it is recorded one by one.
-    pub record: Option<NewDeliveryAttempt>,
+    /// Whether the request gets a record of its own.
+    pub record: bool,
     /// The summary of an earlier second of the same key, now complete.
     pub summary: Option<NewDeliveryAttempt>,
 }
@@ -62,10 +62,15 @@ impl Rejections {
         }
     }
 
-    /// Takes a refused request of `key`. Its headers and body may be left out by the caller
-    /// until it is known to be recorded one by one ([`Admitted::record`]).
-    pub fn admit(&self, key: &str, attempt: NewDeliveryAttempt) -> Admitted {
-        let second = attempt.received_at.0.div_euclid(1000);
+    /// Takes a refused request of `key` received at `at`. `describe` is called (once a second
+    /// at most) for the first request counted rather than recorded: the summary shows it.
+    pub fn admit(
+        &self,
+        key: &str,
+        at: Millis,
+        describe: impl FnOnce() -> NewDeliveryAttempt,
+    ) -> Admitted {
+        let second = at.0.div_euclid(1000);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if !windows.contains_key(key) {
             windows.insert(
@@ -74,13 +79,13 @@ impl Rejections {
                     second,
                     recorded: 0,
                     counted: 0,
-                    last: None,
+                    first: None,
                 },
             );
         }
         let mut admitted = Admitted::default();
         let Some(window) = windows.get_mut(key) else {
-            admitted.record = Some(attempt);
+            admitted.record = true;
             return admitted;
         };
         if window.second != second {
@@ -90,10 +95,12 @@ impl Rejections {
         }
         if window.recorded < self.per_second {
             window.recorded += 1;
-            admitted.record = Some(attempt);
+            admitted.record = true;
         } else {
             window.counted += 1;
-            window.last = Some(attempt);
+            if window.first.is_none() {
+                window.first = Some(describe());
+            }
         }
         admitted
     }
@@ -143,21 +150,26 @@ mod tests {
         let r = Rejections::new(3);
         let base = 1_700_000_000_000;
         let mut recorded = 0;
+        let mut described = 0;
         for i in 0..10 {
-            let a = r.admit("gh", refused(base + i, &format!("bad {i}")));
-            recorded += usize::from(a.record.is_some());
+            let a = r.admit("gh", Millis(base + i), || {
+                described += 1;
+                refused(base + i, &format!("bad {i}"))
+            });
+            recorded += usize::from(a.record);
             assert!(a.summary.is_none());
         }
         assert_eq!(recorded, 3);
+        assert_eq!(described, 1, "only the first counted request is described");
         // Another source has its own budget.
-        assert!(r.admit("other", refused(base, "x")).record.is_some());
+        assert!(r.admit("other", Millis(base), || refused(base, "x")).record);
         // The next second: recorded again, and the summary of the one before comes out.
-        let next = r.admit("gh", refused(base + 1000, "bad next"));
-        assert!(next.record.is_some());
+        let next = r.admit("gh", Millis(base + 1000), || refused(base + 1000, "next"));
+        assert!(next.record);
         let summary = next.summary.expect("summary of the first second");
         let reason = summary.reason.unwrap();
         assert!(reason.starts_with("7 more refused requests"), "{reason}");
-        assert!(reason.ends_with("the last: bad 9"), "{reason}");
+        assert!(reason.ends_with("the first of them: bad 3"), "{reason}");
         assert_eq!(summary.status, 401);
         // Nothing was counted in the second still running; at shutdown nothing is left over.
         assert!(r.ended(None).is_empty());
@@ -168,7 +180,10 @@ mod tests {
         let r = Rejections::new(0);
         let base = 1_700_000_000_000;
         for i in 0..5 {
-            assert!(r.admit("gh", refused(base + i, "bad")).record.is_none());
+            assert!(
+                !r.admit("gh", Millis(base + i), || refused(base + i, "bad"))
+                    .record
+            );
         }
         assert!(
             r.ended(Some(Millis(base + 500))).is_empty(),
@@ -178,7 +193,7 @@ mod tests {
         assert_eq!(ended.len(), 1);
         assert!(ended[0].reason.as_deref().unwrap().starts_with("5 more"));
         assert!(r.ended(None).is_empty());
-        r.admit("gh", refused(base + 2000, "bad"));
+        r.admit("gh", Millis(base + 2000), || refused(base + 2000, "bad"));
         assert_eq!(
             r.ended(None).len(),
             1,
