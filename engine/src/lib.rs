@@ -10,6 +10,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod model;
 pub mod plugin_host;
+pub mod process;
 pub mod retention;
 pub mod rfc3339;
 pub mod rules;

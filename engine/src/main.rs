@@ -8,5 +8,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    hookwise::process::prefer_small_pages();
+    hookwise::process::bound_malloc_arenas();
     hookwise::cli::run(hookwise::cli::Cli::parse())
 }

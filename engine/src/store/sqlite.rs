@@ -16,6 +16,8 @@ use sqlx::sqlite::{
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers and writers share this many connections (SQLite still writes one at a time).
 const POOL_SIZE: u32 = 8;
+/// Page cache of each pooled (reading) connection, in SQLite's unit: negative is KiB.
+const READER_CACHE: &str = "-1024";
 /// How often the WAL is copied back into the database file, off the commit path.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -39,6 +41,9 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
+            // Readers' page caches: 1 MiB each (SQLite's default is 2 MiB) for up to
+            // POOL_SIZE connections; the writer's connection keeps the default.
+            .pragma("cache_size", READER_CACHE)
             // Checkpoints run in the background task below, not inside a commit that some
             // caller is waiting for.
             .pragma("wal_autocheckpoint", "0");
