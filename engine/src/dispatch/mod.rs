@@ -314,88 +314,94 @@ fn plan_parts(rules: &RuleSet, parts: &EventParts, event: &NewEvent, generation:
 
 // ---- claiming and running ----------------------------------------------------------------
 
+/// Claimed executions waiting for a worker, with their events when read.
+type Claimed = Vec<(crate::store::Execution, Option<Arc<StoredEvent>>)>;
+
 async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let workers = shared.settings.workers.max(1) as usize;
     let slots = Arc::new(Semaphore::new(workers));
     let mut running: JoinSet<()> = JoinSet::new();
     let (hard_stop_tx, hard_stop) = watch::channel(false);
+    // Claimed, not started yet. The next claim is made while these still run, so the workers
+    // do not wait for its commit: claiming overlaps running.
+    let mut queue: std::collections::VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)> =
+        Default::default();
+    let mut claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>> =
+        None;
+    // After a claim found nothing (or failed): no new claim before this, unless woken.
+    let mut idle_until: Option<tokio::time::Instant> = None;
 
-    'claiming: while !*stop.borrow() {
+    while !*stop.borrow() {
         while running.try_join_next().is_some() {}
-        let free = slots.available_permits();
-        if free == 0 {
-            // A slot comes back when a plugin call ends (its attempt may still be recording).
-            tokio::select! {
-                _ = shared.wake.work.notified() => {}
-                _ = running.join_next() => {}
-                _ = stop.changed() => {}
-            }
-            continue;
-        }
-        let busy = shared.exclusions();
-        let claimed = match shared
-            .store
-            .claim(
-                &shared.owner,
-                (free + workers * (CLAIM_AHEAD - 1)) as i64,
-                shared.settings.lease,
-                Millis::now(),
-                &busy,
-            )
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming executions failed; retrying");
-                wait(&shared.wake.work, &mut stop, ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        if claimed.is_empty() {
-            let pause = match shared.store.next_due().await {
-                Ok(Some(at)) if at.0 > Millis::now().0 => {
-                    Duration::from_millis((at.0 - Millis::now().0).max(1) as u64).min(IDLE_POLL)
-                }
-                // Due now but not claimable: waiting on an order key or a concurrency limit,
-                // which a finishing execution (a wake) frees.
-                _ => IDLE_POLL,
-            };
-            wait(&shared.wake.work, &mut stop, pause).await;
-            continue;
-        }
-        let events = events_of(&shared, &claimed).await;
-        let mut claimed = claimed.into_iter();
-        while let Some(execution) = claimed.next() {
-            if !shared.take_capacity(&execution) {
-                // Claimed in the same batch as others of a limited plugin or action.
-                release(&shared, &execution).await;
-                continue;
-            }
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.ok(),
-                _ = stop.changed() => None,
-            };
-            let Some(permit) = permit else {
-                // Stopping: what was claimed but not started goes back unclaimed.
-                shared.give_back_capacity(&execution);
-                release(&shared, &execution).await;
-                for execution in claimed {
-                    release(&shared, &execution).await;
-                }
-                break 'claiming;
-            };
-            let event = events.get(&execution.event_id).cloned();
-            let slot = Slot {
-                shared: shared.clone(),
-                execution: execution.clone(),
-                _permit: permit,
-            };
+        let due = idle_until.is_none_or(|t| tokio::time::Instant::now() >= t);
+        if claiming.is_none() && due && queue.len() < workers * (CLAIM_AHEAD - 1) {
+            let want = workers * CLAIM_AHEAD - queue.len();
             let shared = shared.clone();
-            let hard_stop = hard_stop.clone();
-            running.spawn(async move {
-                run::run_execution(&shared, &execution, event, slot, hard_stop).await;
-            });
+            claiming = Some(tokio::spawn(
+                async move { claim_batch(&shared, want).await },
+            ));
         }
+        tokio::select! {
+            permit = slots.clone().acquire_owned(), if !queue.is_empty() => {
+                let (Ok(permit), Some((execution, event))) = (permit, queue.pop_front()) else {
+                    continue;
+                };
+                if !shared.take_capacity(&execution) {
+                    // Claimed with others of a plugin or action now at its limit.
+                    release(&shared, &execution).await;
+                    continue;
+                }
+                let slot = Slot {
+                    shared: shared.clone(),
+                    execution: execution.clone(),
+                    _permit: permit,
+                };
+                let shared = shared.clone();
+                let hard_stop = hard_stop.clone();
+                running.spawn(async move {
+                    run::run_execution(&shared, &execution, event, slot, hard_stop).await;
+                });
+            }
+            claimed = in_flight(&mut claiming), if claiming.is_some() => {
+                claiming = None;
+                match claimed {
+                    Ok(Ok(claimed)) if claimed.is_empty() => {
+                        idle_until = Some(tokio::time::Instant::now() + idle_pause(&shared).await);
+                    }
+                    Ok(Ok(claimed)) => {
+                        idle_until = None;
+                        queue.extend(claimed);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "claiming executions failed; retrying");
+                        idle_until = Some(tokio::time::Instant::now() + ERROR_PAUSE);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the claim task failed; retrying");
+                        idle_until = Some(tokio::time::Instant::now() + ERROR_PAUSE);
+                    }
+                }
+            }
+            _ = shared.wake.work.notified() => {
+                // New or freed work: claim again without waiting out the pause.
+                idle_until = None;
+            }
+            _ = sleep_until(idle_until), if idle_until.is_some() && claiming.is_none() => {
+                idle_until = None;
+            }
+            _ = running.join_next(), if !running.is_empty() => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    // Stopping: what was claimed but not started goes back unclaimed.
+    if let Some(claim) = claiming.take()
+        && let Ok(Ok(claimed)) = claim.await
+    {
+        queue.extend(claimed);
+    }
+    for (execution, _) in queue.drain(..) {
+        release(&shared, &execution).await;
     }
 
     // Shutdown: no more claims. Running actions get a grace period, then are stopped and
@@ -413,6 +419,60 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let _ = hard_stop_tx.send(true);
             while running.join_next().await.is_some() {}
         }
+    }
+}
+
+/// Claims up to `want` executions and reads their events.
+async fn claim_batch(shared: &Shared, want: usize) -> Result<Claimed, crate::store::StoreError> {
+    let busy = shared.exclusions();
+    let claimed = shared
+        .store
+        .claim(
+            &shared.owner,
+            want as i64,
+            shared.settings.lease,
+            Millis::now(),
+            &busy,
+        )
+        .await?;
+    let events = events_of(shared, &claimed).await;
+    Ok(claimed
+        .into_iter()
+        .map(|x| {
+            let event = events.get(&x.event_id).cloned();
+            (x, event)
+        })
+        .collect())
+}
+
+/// How long to wait before claiming again after a claim found nothing: until the next
+/// execution is due, at most [`IDLE_POLL`]. A wake (new or freed work) cuts it short.
+async fn idle_pause(shared: &Shared) -> Duration {
+    match shared.store.next_due().await {
+        Ok(Some(at)) if at.0 > Millis::now().0 => {
+            Duration::from_millis((at.0 - Millis::now().0).max(1) as u64).min(IDLE_POLL)
+        }
+        // Due now but not claimable: waiting on an order key or a concurrency limit, which
+        // a finishing execution (a wake) frees.
+        _ => IDLE_POLL,
+    }
+}
+
+/// The result of the claim in flight (never, when there is none; callers guard on it).
+async fn in_flight<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at` (forever when None; callers guard on it).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
