@@ -305,6 +305,7 @@ fn write_on_thread(mut writer: SqliteWriter, mut batches: Batches) {
                 answer(reply, result);
             }
         }
+        writer.checkpoint_if_due();
     }
 }
 

@@ -18,8 +18,6 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_SIZE: u32 = 8;
 /// Page cache of each pooled (reading) connection, in SQLite's unit: negative is KiB.
 const READER_CACHE: &str = "-1024";
-/// How often the WAL is copied back into the database file, off the commit path.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
@@ -44,39 +42,15 @@ impl SqliteStore {
             // Readers' page caches: 1 MiB each (SQLite's default is 2 MiB) for up to
             // POOL_SIZE connections; the writer's connection keeps the default.
             .pragma("cache_size", READER_CACHE)
-            // Checkpoints run in the background task below, not inside a commit that some
-            // caller is waiting for.
+            // Checkpoints are the writer thread's, between batches (sqlite_writer.rs), not
+            // inside a commit that some caller is waiting for.
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        tokio::spawn(checkpoint_loop(pool.clone()));
         Ok(SqliteStore { pool })
-    }
-}
-
-/// Copies committed WAL frames into the database file every so often until the pool closes.
-/// `PASSIVE` never blocks writers or readers; the WAL restarts from its beginning once a
-/// checkpoint caught up, so it stays small.
-async fn checkpoint_loop(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-        }
     }
 }
 

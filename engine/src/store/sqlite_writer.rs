@@ -12,7 +12,7 @@
 //! sqlx's pool: SQLite's WAL lets them run beside this connection.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
@@ -26,8 +26,16 @@ use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, V
 /// with busy plugins or actions makes a few more.
 const STATEMENT_CACHE: usize = 64;
 
+/// How often the writer copies the WAL back into the database file, between batches. Each
+/// checkpoint ends with an fsync of the database file that the next batch waits for, so
+/// small and frequent keeps the tail short: by hand (wrk, 64 connections, 2 KiB events),
+/// every 25 ms gave 28,600 events/s with p99 8.9 ms and a 7 MB WAL; every 50 ms 29,800/s,
+/// 13.8 ms, 15 MB; every 1 s 29,100/s, 188 ms, 268 MB.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
+
 pub(super) struct SqliteWriter {
     conn: Connection,
+    last_checkpoint: Instant,
 }
 
 impl SqliteWriter {
@@ -45,7 +53,36 @@ impl SqliteWriter {
              PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(SqliteWriter { conn })
+        Ok(SqliteWriter {
+            conn,
+            last_checkpoint: Instant::now(),
+        })
+    }
+
+    /// Copies the WAL back into the database file when [`CHECKPOINT_EVERY`] has passed since
+    /// the last time. Called between batches, after their callers were answered.
+    ///
+    /// Only here can a checkpoint catch up: no commit lands while it runs (this thread makes
+    /// them all), so it copies every frame, and the next transaction starts the WAL again
+    /// from its beginning, reusing the file's blocks. A checkpoint from another connection
+    /// never caught up under steady load, and the WAL grew by the whole write stream (1.9 GB
+    /// in 10 s of ingest).
+    pub(super) fn checkpoint_if_due(&mut self) {
+        if self.last_checkpoint.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        self.last_checkpoint = Instant::now();
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            });
+        match done {
+            Ok((frames, copied)) => {
+                tracing::trace!(frames, copied, "WAL checkpoint");
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+        }
     }
 
     /// Writes a batch in one transaction. Duplicated (source, delivery id) pairs, also within
