@@ -565,7 +565,7 @@ impl Report<'_> {
         let hookwise_peak = self.ingest_memory.max(self.drain_memory).peak;
         let mut out = format!(
             "Measured {} on {}, load average {} at the start and {} at the end (1, 5, 15 \
-             minutes; other builds shared the machine). The run took {:.1} minutes.\n\n\
+             minutes; the benchmark's own processes count in it). The run took {:.1} minutes.\n\n\
              Command: `{}`. {}, {} connections over {} threads, {} s per run after {} s of \
              unmeasured warm-up per server; {} rounds of bare / ingest / reject back to back, \
              then {} ingest-with-drain runs; each figure is the median over the runs. Every \

@@ -111,6 +111,19 @@ async fn plugin_sees_context_and_event() {
     );
 }
 
+/// Instance slots are reused (pooling allocator) and reset to the module's initial memory
+/// (only the touched pages, where the kernel has PAGEMAP_SCAN): nothing of one call may be
+/// visible to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_starts_from_fresh_memory() {
+    let host = host();
+    let plugin = load(&host, "hostile", limits(), Grants::default());
+    for _ in 0..5 {
+        let out = output(&call(&host, &plugin, json!({"mode": "remember"})).await);
+        assert_eq!(out, json!({"calls_before": 0, "dirty_words": 0}));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_input_is_a_fatal_plugin_error() {
     let host = host();

@@ -5,6 +5,7 @@ use hookwise_plugin_sdk::serde_json::{Value, json};
 use hookwise_plugin_sdk::{Context, Event, Plugin, PluginError, db, export_plugin, http, log};
 use serde::Deserialize;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Deserialize)]
@@ -32,6 +33,9 @@ enum Input {
     Panic,
     /// Tries to read a host file and the environment; reports what it got.
     Snoop,
+    /// Reports what an earlier call left in this plugin's memory (a fresh instance finds
+    /// nothing), then leaves a mark for the next call to find.
+    Remember,
     /// Returns a retryable error with a retry hint.
     Retryable,
     /// Sends one HTTP request.
@@ -51,6 +55,11 @@ struct Statement {
     #[serde(default)]
     params: Vec<Value>,
 }
+
+/// Calls this instance has seen before the current one.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// 8 KiB of statics (two pages) that `Remember` marks.
+static SCRATCH: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
 
 /// Size of one allocation of the memory bomb.
 const MIB: usize = 1024 * 1024;
@@ -81,6 +90,17 @@ impl Plugin for Hostile {
 
     fn handle(ctx: &Context, event: &Event, input: Input) -> Result<Value, PluginError> {
         match input {
+            Input::Remember => {
+                let calls_before = CALLS.fetch_add(1, Ordering::Relaxed);
+                let dirty_words = SCRATCH
+                    .iter()
+                    .filter(|w| w.load(Ordering::Relaxed) != 0)
+                    .count();
+                for w in &SCRATCH {
+                    w.store(0xdead_beef, Ordering::Relaxed);
+                }
+                Ok(json!({"calls_before": calls_before, "dirty_words": dirty_words}))
+            }
             Input::Ok => Ok(json!({
                 "ok": true,
                 "attempt": ctx.attempt,
