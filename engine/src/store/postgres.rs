@@ -54,7 +54,7 @@ use sqlx::{Postgres, Transaction};
 use super::sql;
 use crate::model::{EventStatus, Verdict};
 use crate::store::{
-    ClaimExclusions, EventPlan, IngestOutcome, NewDeliveryAttempt, NewExecutionAttempt, NextStep,
+    ClaimRequest, EventPlan, IngestOutcome, NewDeliveryAttempt, NewExecutionAttempt, NextStep,
     WriteOutcome, WriteRequest,
 };
 
@@ -165,9 +165,7 @@ impl PgStore {
                     outcomes.push(WriteOutcome::Planned(plan_in(&mut tx, plans).await?));
                 }
                 WriteRequest::Claim(c) => {
-                    let claimed =
-                        claim_in(&mut tx, &c.owner, c.limit, c.lease, c.now, &c.busy).await?;
-                    outcomes.push(WriteOutcome::Claimed(claimed));
+                    outcomes.push(WriteOutcome::Claimed(claim_in(&mut tx, c).await?));
                 }
             }
         }
@@ -250,28 +248,24 @@ async fn finish_in(
 /// Claims due executions (see [`Store::claim`](crate::store::Store::claim)) inside `tx`.
 async fn claim_in(
     tx: &mut Transaction<'_, Postgres>,
-    owner: &str,
-    limit: i64,
-    lease: Duration,
-    now: Millis,
-    busy: &ClaimExclusions,
+    c: &ClaimRequest,
 ) -> Result<Vec<Execution>, StoreError> {
     sqlx::query(sql::EXPIRE_LEASES)
-        .bind(now.0)
+        .bind(c.now.0)
         .execute(&mut **tx)
         .await?;
-    let text = sql::claim(busy, "FOR UPDATE SKIP LOCKED");
+    let text = sql::claim(&c.busy, "FOR UPDATE SKIP LOCKED");
     let mut q = sqlx::query_as::<_, ExecutionRow>(&text)
-        .bind(owner)
-        .bind(now.saturating_add(lease).0)
-        .bind(now.0);
-    for p in &busy.plugins {
+        .bind(c.owner.as_str())
+        .bind(c.now.saturating_add(c.lease).0)
+        .bind(c.now.0);
+    for p in &c.busy.plugins {
         q = q.bind(p.as_str());
     }
-    for (rule, action) in &busy.actions {
+    for (rule, action) in &c.busy.actions {
         q = q.bind(rule.as_str()).bind(*action);
     }
-    let rows = q.bind(limit.max(0)).fetch_all(&mut **tx).await?;
+    let rows = q.bind(c.limit.max(0)).fetch_all(&mut **tx).await?;
     let mut claimed: Vec<Execution> = convert(rows)?;
     claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
     Ok(claimed)
