@@ -97,10 +97,13 @@ impl Histogram {
 /// The counters and histograms of one server. Shared by the ingress, the dispatcher and the
 /// admin listener.
 pub struct Metrics {
-    deliveries: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// By source, then verdict.
+    deliveries: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     events: Mutex<BTreeMap<String, u64>>,
     executions: Mutex<BTreeMap<(String, &'static str), u64>>,
     dead_letters: AtomicU64,
+    backlog_waits: AtomicU64,
+    backlog_wait_nanos: AtomicU64,
     ack_latency: Histogram,
     ack_to_done: Histogram,
     plugin_calls: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
@@ -113,6 +116,8 @@ impl Default for Metrics {
             events: Mutex::default(),
             executions: Mutex::default(),
             dead_letters: AtomicU64::new(0),
+            backlog_waits: AtomicU64::new(0),
+            backlog_wait_nanos: AtomicU64::new(0),
             ack_latency: Histogram::new(ACK_BUCKETS),
             ack_to_done: Histogram::new(DONE_BUCKETS),
             plugin_calls: Mutex::default(),
@@ -129,9 +134,24 @@ impl Metrics {
     /// One request to an ingress route was answered after `took`. `source` must be a
     /// configured source id, or [`UNKNOWN_SOURCE`].
     pub fn delivery(&self, source: &str, verdict: Verdict, took: Duration) {
-        bump(&self.deliveries, (source.to_string(), verdict.as_str()));
+        {
+            let mut map = lock(&self.deliveries);
+            // Looked up by `&str` first: no allocation once a source has been seen.
+            match map.get_mut(source) {
+                Some(verdicts) => *verdicts.entry(verdict.as_str()).or_default() += 1,
+                None => {
+                    map.insert(source.to_string(), BTreeMap::from([(verdict.as_str(), 1)]));
+                }
+            }
+        }
         if matches!(verdict, Verdict::Accepted | Verdict::Quarantined) {
-            bump(&self.events, source.to_string());
+            let mut map = lock(&self.events);
+            match map.get_mut(source) {
+                Some(n) => *n += 1,
+                None => {
+                    map.insert(source.to_string(), 1);
+                }
+            }
         }
         self.ack_latency.observe(took);
     }
@@ -157,6 +177,13 @@ impl Metrics {
         }
     }
 
+    /// An arriving event waited `waited` for the dispatch backlog to shrink.
+    pub fn backlog_wait(&self, waited: Duration) {
+        self.backlog_waits.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.backlog_wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
     /// An action of a first-run event succeeded `since_received` after the event arrived.
     pub fn done(&self, since_received: Duration) {
         self.ack_to_done.observe(since_received);
@@ -172,12 +199,14 @@ impl Metrics {
             "counter",
             "Requests to ingress routes, by source and verdict.",
         );
-        for ((source, verdict), n) in lock(&self.deliveries).iter() {
-            let _ = writeln!(
-                out,
-                "hookwise_deliveries_total{{source=\"{}\",verdict=\"{verdict}\"}} {n}",
-                escape(source)
-            );
+        for (source, verdicts) in lock(&self.deliveries).iter() {
+            for (verdict, n) in verdicts {
+                let _ = writeln!(
+                    out,
+                    "hookwise_deliveries_total{{source=\"{}\",verdict=\"{verdict}\"}} {n}",
+                    escape(source)
+                );
+            }
         }
         family(
             &mut out,
@@ -215,6 +244,28 @@ impl Metrics {
             out,
             "hookwise_dead_letters_total {}",
             self.dead_letters.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "hookwise_backlog_waits_total",
+            "counter",
+            "Arriving events that waited because this node had more unclaimed executions than dispatch.backlog_limit.",
+        );
+        let _ = writeln!(
+            out,
+            "hookwise_backlog_waits_total {}",
+            self.backlog_waits.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "hookwise_backlog_wait_seconds_total",
+            "counter",
+            "Time arriving events spent in those waits.",
+        );
+        let _ = writeln!(
+            out,
+            "hookwise_backlog_wait_seconds_total {:.6}",
+            self.backlog_wait_nanos.load(Ordering::Relaxed) as f64 / 1e9
         );
         family(
             &mut out,

@@ -66,13 +66,14 @@ impl AppState {
         let ingress = crate::ingress::hooks::prepare(&config.sources)?;
         let rejections =
             crate::ingress::rejections::Rejections::new(config.retention.rejected_per_second);
+        let wake = Wake::new(&config.dispatch);
         Ok(AppState(Arc::new(AppParts {
             rejections,
             rules,
             config,
             store,
             ingress,
-            wake: Wake::default(),
+            wake,
             metrics: Arc::default(),
             shutting_down: AtomicBool::new(false),
         })))

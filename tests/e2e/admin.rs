@@ -248,6 +248,59 @@ async fn admin_routes_need_the_bearer_token_in_the_header() {
     server.stop().await;
 }
 
+/// Backpressure (docs/dispatch.md): one worker, held 1.5 s by a slow receiver, claims at most
+/// 4 executions ahead, so from the 6th event on this node has unclaimed work. With
+/// `backlog_limit: 1`, the next arrival waits its full `backlog_wait`, is stored anyway, and
+/// the wait shows on `/metrics`. With the limit off, the same arrivals never wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn arrivals_wait_while_the_workers_are_behind_and_are_stored_anyway() {
+    for limit in [1, 0] {
+        let receiver = Receiver::start().await;
+        receiver.set_delay(Duration::from_millis(1_500));
+        let config = config_text(&receiver, "").replace(
+            "dispatch: { workers: 8, lease: 5s }",
+            &format!(
+                "dispatch: {{ workers: 1, lease: 5s, backlog_limit: {limit}, backlog_wait: 400ms }}"
+            ),
+        );
+        assert!(config.contains("backlog_limit"), "{config}");
+        let server = start(&config, &forward_rule(&receiver)).await;
+        let a = Admin::new(&server);
+        let client = reqwest::Client::new();
+        let mut events = Vec::new();
+        for n in 0..6 {
+            events.push(send(&client, &server.base, &json!({"n": n})).await);
+        }
+        let sent = std::time::Instant::now();
+        events.push(send(&client, &server.base, &json!({"n": 6})).await);
+        let took = sent.elapsed();
+        let m = a.metrics().await;
+        let waits = m.value("hookwise_backlog_waits_total", &[]);
+        let waited = m.value("hookwise_backlog_wait_seconds_total", &[]);
+        if limit == 1 {
+            assert!(waits >= 1.0, "{waits}");
+            assert!(waited >= 0.4, "{waited}");
+            assert!(took >= Duration::from_millis(400), "{took:?}");
+        } else {
+            assert_eq!(waits, 0.0);
+            assert_eq!(waited, 0.0);
+        }
+        // Nothing was refused or lost: every event was stored, and each runs once.
+        let store = server.store().await;
+        for ev in &events {
+            assert!(store.get_event(*ev).await.unwrap().is_some());
+        }
+        if limit == 1 {
+            for ev in &events {
+                wait_done(&store, *ev, 1, Duration::from_secs(60)).await;
+            }
+            assert_eq!(receiver.seen().len(), 7);
+        }
+        store.close().await;
+        server.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
     let receiver = Receiver::start().await;

@@ -81,6 +81,13 @@ pub struct DispatchFile {
     /// How long a worker holds a claimed action before another node (or a restart) may take it
     /// over; renewed while the action runs. Default `30s`.
     pub lease: Option<HumanDuration>,
+    /// Planned executions not yet claimed by a worker on this node above which an arriving
+    /// event that matches rules waits before it is stored, so that a burst does not outrun the
+    /// workers (0: never wait). Default 16 per worker (256 with 16 workers).
+    pub backlog_limit: Option<u32>,
+    /// The longest an arriving event waits for the backlog to shrink; it is then stored
+    /// anyway. Default `100ms`, at most `2s`.
+    pub backlog_wait: Option<HumanDuration>,
 }
 
 /// How long stored history is kept.

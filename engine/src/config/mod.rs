@@ -181,6 +181,10 @@ impl Default for RetentionSettings {
 const MAX_WORKERS: u32 = 1024;
 /// Shortest lease: renewals happen at a third of it.
 const MIN_LEASE: Duration = Duration::from_secs(1);
+/// The default `dispatch.backlog_limit`, per worker.
+const BACKLOG_PER_WORKER: u32 = 16;
+/// The longest `dispatch.backlog_wait`: well under every provider's delivery time-out.
+const MAX_BACKLOG_WAIT: Duration = Duration::from_secs(2);
 
 /// How actions are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +193,11 @@ pub struct DispatchSettings {
     pub workers: u32,
     /// Lease on a claimed action, renewed while it runs.
     pub lease: Duration,
+    /// Unclaimed executions on this node above which an arriving event that matches rules
+    /// waits (0: never). Default 16 per worker.
+    pub backlog_limit: u32,
+    /// The longest such a wait lasts.
+    pub backlog_wait: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -196,6 +205,8 @@ impl Default for DispatchSettings {
         DispatchSettings {
             workers: 16,
             lease: Duration::from_secs(30),
+            backlog_limit: 16 * BACKLOG_PER_WORKER,
+            backlog_wait: Duration::from_millis(100),
         }
     }
 }
@@ -647,6 +658,23 @@ impl Checker<'_> {
                 );
             } else {
                 out.workers = workers;
+                out.backlog_limit = workers.saturating_mul(BACKLOG_PER_WORKER);
+            }
+        }
+        if let Some(limit) = d.backlog_limit {
+            out.backlog_limit = limit;
+        }
+        if let Some(wait) = &d.backlog_wait {
+            if wait.0 > MAX_BACKLOG_WAIT {
+                self.problem(
+                    "/dispatch/backlog_wait",
+                    format!(
+                        "the backlog wait may be at most {}s: providers time out deliveries",
+                        MAX_BACKLOG_WAIT.as_secs()
+                    ),
+                );
+            } else {
+                out.backlog_wait = wait.0;
             }
         }
         if let Some(lease) = &d.lease {

@@ -329,6 +329,24 @@ fn retention_defaults_forever_and_limits() {
     assert!(got[1].starts_with("3:"), "{got:?}");
 }
 
+#[test]
+fn dispatch_backlog_limit_follows_the_workers_unless_given() {
+    let c = load("{}").unwrap();
+    assert_eq!(c.dispatch.backlog_limit, 256);
+    assert_eq!(c.dispatch.backlog_wait, Duration::from_millis(100));
+    let c = load("dispatch: { workers: 4 }").unwrap();
+    assert_eq!(c.dispatch.backlog_limit, 64);
+    let c = load("dispatch: { workers: 4, backlog_limit: 0, backlog_wait: 2s }").unwrap();
+    assert_eq!(c.dispatch.backlog_limit, 0);
+    assert_eq!(c.dispatch.backlog_wait, Duration::from_secs(2));
+    let got = problems("dispatch:\n  backlog_wait: 3s\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("2:") && got[0].contains("at most 2s"),
+        "{got:?}"
+    );
+}
+
 /// A folder with payload schema files for `schema:` tests.
 fn schema_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,11 @@
 //! committed, and an execution is leased until its attempt is committed; an expired lease is
 //! claimed again (by this node after a restart, or by another node sharing a PostgreSQL store).
 
+mod backlog;
 pub mod ops;
 mod run;
+
+pub use backlog::Backlog;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,14 +41,29 @@ const ERROR_PAUSE: Duration = Duration::from_millis(500);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Wakes the dispatcher: the matcher when events were stored, the workers when executions
-/// were planned or finished. Cheap to clone; a wake with nobody waiting is remembered.
+/// were planned or finished. Cheap to clone; a wake with nobody waiting is remembered. Also
+/// carries the backlog of unclaimed executions that ingress waits on.
 #[derive(Clone, Default)]
 pub struct Wake {
     events: Arc<Notify>,
     work: Arc<Notify>,
+    backlog: Arc<Backlog>,
 }
 
 impl Wake {
+    /// Wakes for a dispatcher with `settings` (its backlog limit and wait).
+    pub fn new(settings: &DispatchSettings) -> Wake {
+        Wake {
+            backlog: Arc::new(Backlog::new(settings.backlog_limit, settings.backlog_wait)),
+            ..Wake::default()
+        }
+    }
+
+    /// Planned executions this node has not claimed yet.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
     /// New events are stored.
     pub fn events(&self) {
         self.events.notify_one();
@@ -197,7 +215,20 @@ async fn plan_pending(shared: &Shared) -> Result<usize, crate::store::StoreError
         .iter()
         .map(|e| plan_event(&rules, &shared.config, e, 0))
         .collect();
-    let created = shared.store.plan(&plans).await?;
+    // Counted before the commit, so a claim can never see work the count does not hold yet.
+    let planned: usize = plans.iter().map(|p| p.executions.len()).sum();
+    shared.wake.backlog.planned(planned);
+    let created = match shared.store.plan(&plans).await {
+        Ok(created) => created,
+        Err(e) => {
+            shared.wake.backlog.withdrawn(planned);
+            return Err(e);
+        }
+    };
+    shared
+        .wake
+        .backlog
+        .withdrawn(planned.saturating_sub(created.len()));
     tracing::debug!(
         events = events.len(),
         executions = created.len(),
@@ -435,6 +466,11 @@ async fn claim_batch(shared: &Shared, want: usize) -> Result<Claimed, crate::sto
             &busy,
         )
         .await?;
+    let first_runs = claimed
+        .iter()
+        .filter(|x| x.attempts == 1 && x.generation == 0)
+        .count();
+    shared.wake.backlog.claimed(first_runs);
     let events = events_of(shared, &claimed).await;
     Ok(claimed
         .into_iter()

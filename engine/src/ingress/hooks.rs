@@ -7,8 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Extension, Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -114,6 +113,11 @@ impl TokenBucket {
 /// What goes back in the response body.
 enum Reply {
     Json(Value),
+    /// A refusal, `{"code": ..., "detail": ...}`: serialized straight from its parts.
+    Refusal {
+        code: &'static str,
+        detail: String,
+    },
     /// A handshake answer in the form the provider expects.
     Raw {
         content_type: &'static str,
@@ -132,30 +136,49 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn reject(status: StatusCode, code: &str, detail: impl Into<String>) -> Outcome {
-        let detail = detail.into();
+    fn reject(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Outcome {
         Outcome {
             status,
             verdict: Verdict::Rejected,
-            body: Reply::Json(json!({"code": code, "detail": detail})),
+            body: Reply::Refusal {
+                code,
+                detail: detail.into(),
+            },
             retry_after: None,
-            reason: Some(format!("{code}: {detail}")),
+            reason: None,
+        }
+    }
+
+    /// Why, for the record: made only when a record is written, not for every refusal.
+    fn reason(&self) -> Option<String> {
+        match (&self.reason, &self.body) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, Reply::Refusal { code, detail }) => Some(format!("{code}: {detail}")),
+            (None, _) => None,
         }
     }
 }
 
 /// The route handler: reads the body within the source's cap, then delegates.
-#[allow(clippy::too_many_arguments)] // axum extractors, one per argument
+/// Takes the request whole: its headers and URI are moved, not cloned per extractor.
 pub async fn receive(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    plain_on_tls: Option<Extension<PlainOnTls>>,
     Path(source_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let http::request::Parts {
+        method,
+        uri,
+        headers,
+        extensions,
+        ..
+    } = parts;
+    let Some(&ConnectInfo(remote)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
+        // The server inserts it for every connection; this is a bug, not bad input.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let plain_on_tls = extensions.get::<PlainOnTls>();
     let started = Instant::now();
     let received_at = Millis::now();
     let source = state.config.source(&source_id);
@@ -229,7 +252,7 @@ pub async fn receive(
             body_size,
             verdict: outcome.verdict,
             status: outcome.status.as_u16(),
-            reason: outcome.reason.clone(),
+            reason: outcome.reason(),
         };
         let admitted = if outcome.verdict == Verdict::Rejected {
             let key = source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str());
@@ -249,7 +272,7 @@ pub async fn receive(
                 tracing::info!(
                     source = clip(&source_id),
                     status = outcome.status.as_u16(),
-                    reason = outcome.reason.as_deref().unwrap_or(""),
+                    reason = attempt.reason.as_deref().unwrap_or(""),
                     "delivery rejected"
                 );
             }
@@ -288,6 +311,18 @@ pub(crate) async fn queue_summary(state: &AppState, summary: NewDeliveryAttempt)
 fn respond(outcome: Outcome) -> Response {
     let mut response = match outcome.body {
         Reply::Json(value) => (outcome.status, axum::Json(value)).into_response(),
+        Reply::Refusal { code, detail } => {
+            #[derive(serde::Serialize)]
+            struct Refusal<'a> {
+                code: &'a str,
+                detail: &'a str,
+            }
+            let refusal = Refusal {
+                code,
+                detail: &detail,
+            };
+            (outcome.status, axum::Json(refusal)).into_response()
+        }
         Reply::Raw { content_type, body } => {
             (outcome.status, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
@@ -366,7 +401,12 @@ async fn handle(
     }
 
     // Step 2: verify the raw bytes. Nothing below runs for an unverified request.
-    let url = public_url(state, source, uri, headers);
+    // Built only for the providers whose signature covers it.
+    let url = if source.provider.signs_url() {
+        public_url(state, source, uri, headers)
+    } else {
+        String::new()
+    };
     let (keys, opts) = (&runtime.keys, &runtime.opts);
     let request = verify::Request {
         method: method.as_str(),
@@ -490,13 +530,26 @@ async fn handle(
         )),
         _ => None,
     };
-    let planned = plan.as_ref().map(|p| !p.executions.is_empty());
-    match state.store.ingest_planned(event, attempt, plan).await {
+    let planned = plan.as_ref().map(|p| p.executions.len());
+    let backlog = state.wake.backlog();
+    if let Some(n) = planned.filter(|n| *n > 0) {
+        // Backpressure: while the workers are behind, the arrival waits (boundedly) before
+        // adding to their backlog. Counted before the commit, so no claim can see work the
+        // count does not hold yet.
+        let waited = backlog.admit().await;
+        if !waited.is_zero() {
+            state.metrics.backlog_wait(waited);
+        }
+        backlog.planned(n);
+    }
+    let stored = state.store.ingest_planned(event, attempt, plan).await;
+    let new_work = planned.unwrap_or(0);
+    match stored {
         Ok(stored) => {
             match planned {
-                _ if stored.duplicate || quarantined => {}
-                Some(true) => state.wake.work(),
-                Some(false) => {}
+                _ if stored.duplicate || quarantined => backlog.withdrawn(new_work),
+                Some(0) => {}
+                Some(_) => state.wake.work(),
                 None => state.wake.events(),
             }
             tracing::debug!(
@@ -542,6 +595,7 @@ async fn handle(
             }
         }
         Err(e) => {
+            backlog.withdrawn(new_work);
             tracing::error!(error = %e, source = %source.id, "cannot store an event");
             let mut o = Outcome::reject(
                 StatusCode::SERVICE_UNAVAILABLE,

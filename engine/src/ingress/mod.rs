@@ -14,15 +14,20 @@ use crate::server::AppState;
 
 /// The ingress routes.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    // `/hooks/` answers plain HTTP itself, so the hot path skips this middleware.
+    let others = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // Its own fallback, so that unknown paths pass through the middleware too.
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(refuse_plain_on_tls));
+    Router::new()
         // Each source has its own body cap, applied while reading (hooks::receive).
         .route(
             "/hooks/{source}",
             post(hooks::receive).layer(DefaultBodyLimit::disable()),
         )
-        .layer(axum::middleware::from_fn(refuse_plain_on_tls))
+        .merge(others)
         .with_state(state)
 }
 
@@ -49,6 +54,10 @@ async fn refuse_plain_on_tls(
             .into_response();
     }
     next.run(request).await
+}
+
+async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// Liveness: the process answers.

@@ -110,6 +110,15 @@ impl Provider {
     ];
 
     /// The id used in config files and on the command line, e.g. `"standard-webhooks"`.
+    /// Whether the signature covers the URL the provider posted to, so [`Request::url`] must
+    /// be given (the others ignore it).
+    pub fn signs_url(&self) -> bool {
+        matches!(
+            self,
+            Provider::Twilio | Provider::Square | Provider::Hubspot
+        )
+    }
+
     pub fn id(&self) -> &'static str {
         match self {
             Provider::Github => "github",

@@ -207,6 +207,31 @@ fn verify_signed(
     verify(provider, keys, opts, &req, now)
 }
 
+/// Ingress builds the public URL only for providers that say they sign it: every other
+/// provider must verify with no URL at all, and every one that says so must fail without it.
+#[test]
+fn only_the_providers_that_sign_the_url_need_it() {
+    let now = at(1_700_000_000);
+    let body = br#"{"id":"evt_1","type":"test.event","action":"opened"}"#;
+    let url = "https://hooks.example.com/hooks/src?x=1";
+    let opts = VerifyOptions {
+        tolerance: None,
+        hmac: Some(generic_scheme()),
+    };
+    for &provider in Provider::ALL {
+        let (secret, keys) = key_pair(provider, HMAC_SECRET);
+        let mut signed = sign_request(provider, &secret, &opts, "POST", url, body, now)
+            .unwrap_or_else(|e| panic!("{provider}: sign failed: {e}"));
+        signed.url = String::new();
+        let without_url = verify_signed(provider, &keys, &opts, &signed, &signed.body, now);
+        assert_eq!(
+            without_url.is_err(),
+            provider.signs_url(),
+            "{provider}: {without_url:?}"
+        );
+    }
+}
+
 #[test]
 fn every_provider_round_trips_and_rejects_tampering() {
     let now = at(1_700_000_000);
