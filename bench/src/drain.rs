@@ -147,9 +147,16 @@ async fn post(client: &reqwest::Client, url: &str, run: &str, n: usize) -> anyho
 }
 
 pub struct Sustained {
+    /// Events acknowledged per second over the whole load.
     pub ingest_per_s: f64,
+    /// Actions done per second from the start of the load until the backlog was empty.
     pub drain_per_s: f64,
     pub backlog_at_end: i64,
+    /// From one second into the load to its end: events acknowledged and actions done per
+    /// second, and the backlog (acknowledged, not done) at the start and end of that window.
+    pub window_ingest_per_s: f64,
+    pub window_drain_per_s: f64,
+    pub window_backlog: (i64, i64),
 }
 
 /// `connections` clients send as fast as they can for `seconds`; then waits for the backlog.
@@ -164,18 +171,20 @@ pub async fn sustained(
         .build()?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let next = Arc::new(AtomicUsize::new(0));
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let store = server.store().await?;
     let before = store.execution_counts().await?.succeeded;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, url, run, next, stop) = (
+        let (client, url, run, next, stop, acked_so_far) = (
             client.clone(),
             url.clone(),
             run.clone(),
             next.clone(),
             stop.clone(),
+            acked_so_far.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut sent = 0usize;
@@ -183,12 +192,22 @@ pub async fn sustained(
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if post(&client, &url, &run, n).await.is_ok() {
                     sent += 1;
+                    acked_so_far.fetch_add(1, Ordering::Relaxed);
                 }
             }
             sent
         }));
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let snapshot = async || -> anyhow::Result<(Instant, i64, i64)> {
+        let acked = acked_so_far.load(Ordering::Relaxed) as i64;
+        let done = store.execution_counts().await?.succeeded - before;
+        Ok((Instant::now(), acked, done))
+    };
+    let warm_up = Duration::from_secs(1).min(Duration::from_secs(seconds) / 2);
+    tokio::time::sleep(warm_up).await;
+    let (window_start, acked_start, done_start) = snapshot().await?;
+    tokio::time::sleep_until((started + Duration::from_secs(seconds)).into()).await;
+    let (window_end, acked_end, done_end) = snapshot().await?;
     stop.store(true, Ordering::Relaxed);
     let mut acked = 0;
     for t in tasks {
@@ -219,10 +238,14 @@ pub async fn sustained(
     );
     let total = started.elapsed();
     store.close().await;
+    let window = window_end.duration_since(window_start).as_secs_f64();
     Ok(Sustained {
         ingest_per_s: acked as f64 / ingest_window.as_secs_f64(),
         drain_per_s: acked as f64 / total.as_secs_f64(),
         backlog_at_end,
+        window_ingest_per_s: (acked_end - acked_start) as f64 / window,
+        window_drain_per_s: (done_end - done_start) as f64 / window,
+        window_backlog: (acked_start - done_start, acked_end - done_end),
     })
 }
 

@@ -628,11 +628,16 @@ async fn bench_drain(
         let server = drain::start(&noop, workers).await?;
         let r = drain::sustained(&server, connections, seconds).await?;
         eprintln!(
-            "run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of load {}",
+            "run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of load {}; sustained \
+             {:.0} in, {:.0} out, backlog {} to {}",
             run + 1,
             r.ingest_per_s,
             r.drain_per_s,
-            r.backlog_at_end
+            r.backlog_at_end,
+            r.window_ingest_per_s,
+            r.window_drain_per_s,
+            r.window_backlog.0,
+            r.window_backlog.1
         );
         results.push(r);
         server.stop().await?;
@@ -643,12 +648,26 @@ async fn bench_drain(
 
     let ingest = median(results.iter().map(|r| r.ingest_per_s).collect());
     let drained = median(results.iter().map(|r| r.drain_per_s).collect());
+    let window_in = median(results.iter().map(|r| r.window_ingest_per_s).collect());
+    let window_out = median(results.iter().map(|r| r.window_drain_per_s).collect());
+    let window_ratio = median(
+        results
+            .iter()
+            .map(|r| r.window_drain_per_s / r.window_ingest_per_s)
+            .collect(),
+    );
     let runs_text: Vec<String> = results
         .iter()
         .map(|r| {
             format!(
-                "{:.0} / {:.0} / {}",
-                r.ingest_per_s, r.drain_per_s, r.backlog_at_end
+                "{:.0} / {:.0} / {} / {:.0} / {:.0} / {} to {}",
+                r.ingest_per_s,
+                r.drain_per_s,
+                r.backlog_at_end,
+                r.window_ingest_per_s,
+                r.window_drain_per_s,
+                r.window_backlog.0,
+                r.window_backlog.1
             )
         })
         .collect();
@@ -659,11 +678,15 @@ async fn bench_drain(
          | figure | value |\n|---|---:|\n\
          | sustained ingest, {connections} connections, {seconds} s (median of {runs}) | {ingest:.0} events/s |\n\
          | drain (actions completed per second over the same runs, until the backlog is empty) | {drained:.0} actions/s |\n\
-         | drain / ingest | {:.2} |\n\
+         | drain / ingest | {:.3} |\n\
+         | sustained, from 1 s into the load to its end: events acknowledged / actions done per \
+         second | {window_in:.0} / {window_out:.0} |\n\
+         | sustained drain / ingest | {window_ratio:.3} |\n\
          | at {} events/s offered for {paced_seconds} s: ack p50 / p99 | {:.1} / {:.1} ms |\n\
          | at {} events/s: ack to action done p50 / p99 | {} / {} ms |\n\n\
          The latency run sent {} events ({} acknowledged). Runs (ingest/s / drain/s / backlog \
-         when the load stopped): {}.\n",
+         when the load stopped / sustained ingest/s / sustained drain/s / backlog at the start \
+         and end of the sustained window): {}.\n",
         today(),
         machine(),
         drained / ingest,
