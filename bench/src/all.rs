@@ -623,7 +623,7 @@ impl Report<'_> {
              request is a {}-byte GitHub push signed with `X-Hub-Signature-256` and carrying \
              its own `X-GitHub-Delivery`. hookwise: the release binary, `hookwise serve` in a \
              process of its own, plain HTTP on loopback (`insecure_http`), SQLite file store \
-             (synchronous=FULL, group commit), default settings, log level info to a file. \
+             (WAL synced before each answer, group commit), default settings, log level info to a file. \
              Load average before each run: {}.\n\n",
             crate::today(),
             crate::machine(),

@@ -283,7 +283,7 @@ async fn bench_store(
 
     for (name, url) in [
         (
-            "SQLite (file, synchronous=FULL)",
+            "SQLite (file, WAL synced before each answer)",
             "sqlite://bench.db".to_string(),
         ),
         ("PostgreSQL", pg_url.clone()),
@@ -672,7 +672,7 @@ async fn bench_drain(
         })
         .collect();
     Ok(format!(
-        "Measured {} on {}; SQLite store (synchronous=FULL), {workers} workers, the no-op Rust \
+        "Measured {} on {}; SQLite store (WAL synced before each answer), {workers} workers, the no-op Rust \
          plugin (fresh instance per call), signed 2 KiB GitHub pushes over plain HTTP on \
          loopback from this process.\n\n\
          | figure | value |\n|---|---:|\n\

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::postgres::PgStore;
-use super::sqlite_writer::SqliteWriter;
+use super::sqlite_writer::{SqliteWriter, WalFile};
 use super::{StoreError, WriteOutcome, WriteRequest};
 
 /// Tuning of the group committer.
@@ -230,13 +230,14 @@ impl Batches {
     }
 }
 
-/// Answers each caller of a written batch. Returns the batch back when it failed as a whole
-/// and holds several writes: one bad write must not fail its neighbours, so each is then
-/// written on its own and every caller gets its own answer.
+/// Answers each caller of a written batch through `answer`. Returns the batch back when it
+/// failed as a whole and holds several writes: one bad write must not fail its neighbours, so
+/// each is then written on its own and every caller gets its own answer.
 fn answer_batch(
     requests: Vec<WriteRequest>,
     replies: Vec<Option<Reply>>,
     result: Result<Vec<WriteOutcome>, StoreError>,
+    answer: &mut impl FnMut(Option<Reply>, Result<WriteOutcome, StoreError>),
 ) -> Option<(Vec<WriteRequest>, Vec<Option<Reply>>)> {
     match result {
         Ok(outcomes) if outcomes.len() == requests.len() => {
@@ -288,24 +289,92 @@ fn answer(reply: Option<Reply>, result: Result<WriteOutcome, StoreError>) {
     }
 }
 
+/// An answer that waits for the WAL sync that makes its write durable.
+type Pending = (Option<Reply>, Result<WriteOutcome, StoreError>);
+
+/// SQLite: commits batch after batch, and hands each batch's answers to a second thread that
+/// syncs the WAL before it sends them. So the sync of one batch overlaps the writing of the
+/// next, and no caller hears of a commit before it is on disk.
 fn write_on_thread(mut writer: SqliteWriter, mut batches: Batches) {
+    let (to_sync, synced) = std::sync::mpsc::channel::<Vec<Pending>>();
+    let wal = writer.wal();
+    let syncer = std::thread::Builder::new()
+        .name("hookwise-sqlite-sync".into())
+        .spawn(move || sync_on_thread(&wal, &synced));
+    let syncer = match syncer {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            // Without a thread of its own, each batch is synced here before its answers.
+            tracing::warn!(error = %e, "cannot start the WAL sync thread; syncing inline");
+            None
+        }
+    };
+    let inline_wal = writer.wal();
     loop {
         let first = match batches.carry.take() {
             Some(job) => job,
             None => match batches.rx.blocking_recv() {
                 Some(job) => job,
-                None => return,
+                None => break,
             },
         };
         let (requests, replies) = batches.after(first);
         let result = writer.write_batch(&requests);
-        if let Some((requests, replies)) = answer_batch(requests, replies, result) {
+        let mut pending: Vec<Pending> = Vec::with_capacity(replies.len());
+        let mut keep = |reply: Option<Reply>, result| pending.push((reply, result));
+        if let Some((requests, replies)) = answer_batch(requests, replies, result, &mut keep) {
             for (request, reply) in requests.into_iter().zip(replies) {
                 let result = single(writer.write_batch(std::slice::from_ref(&request)));
+                keep(reply, result);
+            }
+        }
+        if syncer.is_some() {
+            if let Err(std::sync::mpsc::SendError(pending)) = to_sync.send(pending) {
+                answer_synced(&inline_wal, pending);
+            }
+        } else {
+            answer_synced(&inline_wal, pending);
+        }
+        writer.checkpoint_if_due();
+    }
+    drop(to_sync);
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+    }
+}
+
+/// Syncs the WAL once for every batch that is waiting, then answers their callers.
+fn sync_on_thread(wal: &WalFile, batches: &std::sync::mpsc::Receiver<Vec<Pending>>) {
+    while let Ok(mut pending) = batches.recv() {
+        while let Ok(more) = batches.try_recv() {
+            pending.extend(more);
+        }
+        answer_synced(wal, pending);
+    }
+}
+
+/// Answers after the WAL is synced. When the sync fails, no write is reported as done: the
+/// rows are committed but may not be on disk, so callers hear an error and their senders
+/// retry (ingest is idempotent on the delivery id).
+fn answer_synced(wal: &WalFile, pending: Vec<Pending>) {
+    let synced = if pending.iter().any(|(_, r)| r.is_ok()) {
+        wal.sync()
+    } else {
+        Ok(())
+    };
+    match synced {
+        Ok(()) => {
+            for (reply, result) in pending {
                 answer(reply, result);
             }
         }
-        writer.checkpoint_if_due();
+        Err(e) => {
+            tracing::error!(error = %e, "syncing the WAL failed");
+            for (reply, result) in pending {
+                let result = result.and_then(|_| Err(StoreError::Sync(e.to_string())));
+                answer(reply, result);
+            }
+        }
     }
 }
 
@@ -320,11 +389,62 @@ async fn write_in_task(pg: PgStore, mut batches: Batches) {
         };
         let (requests, replies) = batches.after(first);
         let result = pg.write_batch(&requests).await;
-        if let Some((requests, replies)) = answer_batch(requests, replies, result) {
+        if let Some((requests, replies)) = answer_batch(requests, replies, result, &mut answer) {
             for (request, reply) in requests.into_iter().zip(replies) {
                 let result = single(pg.write_batch(std::slice::from_ref(&request)).await);
                 answer(reply, result);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting() -> (
+        Option<Reply>,
+        oneshot::Receiver<Result<WriteOutcome, StoreError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        (Some(reply), answer)
+    }
+
+    #[test]
+    fn commits_are_answered_only_once_the_wal_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        std::fs::write(dir.path().join("x.db-wal"), b"frames").unwrap();
+        let (reply, mut answer) = waiting();
+        answer_synced(
+            &WalFile::of_database(&db),
+            vec![(reply, Ok(WriteOutcome::Recorded))],
+        );
+        assert!(matches!(answer.try_recv(), Ok(Ok(WriteOutcome::Recorded))));
+    }
+
+    #[test]
+    fn a_failed_sync_answers_every_committed_write_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // No WAL file: the sync fails, as a failing disk would.
+        let wal = WalFile::of_database(&dir.path().join("missing.db"));
+        let (first, mut first_answer) = waiting();
+        let (second, mut second_answer) = waiting();
+        answer_synced(
+            &wal,
+            vec![
+                (first, Ok(WriteOutcome::Recorded)),
+                (second, Err(StoreError::NotFound("execution x".into()))),
+            ],
+        );
+        assert!(matches!(
+            first_answer.try_recv(),
+            Ok(Err(StoreError::Sync(_)))
+        ));
+        // A write that had failed keeps its own error.
+        assert!(matches!(
+            second_answer.try_recv(),
+            Ok(Err(StoreError::NotFound(_)))
+        ));
     }
 }

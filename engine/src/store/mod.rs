@@ -66,6 +66,8 @@ pub enum StoreError {
     LeaseLost(ExecutionId),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("the write was committed but could not be made durable: {0}")]
+    Sync(String),
 }
 
 /// A write that goes through the group committer.

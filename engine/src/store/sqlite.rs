@@ -1,8 +1,9 @@
-//! The embedded SQLite backend: one file, WAL journal, `synchronous=FULL`.
+//! The embedded SQLite backend: one file, WAL journal, and every answered write synced to disk.
 //!
-//! `synchronous=FULL` makes every commit fsync the WAL, so an acknowledged event survives a
-//! power cut, not only a crash of the process. Group commit is what keeps this fast: one fsync
-//! per batch, not per event (see BENCHMARKS.md).
+//! The pool's connections use `synchronous=FULL`: each of their (rare) commits fsyncs the WAL.
+//! The group committer's writer commits with `synchronous=NORMAL` and has the WAL synced before
+//! it answers anyone (group.rs, sqlite_writer.rs): the same guarantee, one fsync per batch, and
+//! the sync of one batch overlapping the writing of the next (see BENCHMARKS.md).
 
 use std::path::Path;
 use std::str::FromStr;
