@@ -159,6 +159,22 @@ pub struct Sustained {
     pub window_backlog: (i64, i64),
 }
 
+impl Sustained {
+    /// The figures of one run, in the order the report names them.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.0} / {:.0} / {} / {:.0} / {:.0} / {} to {}",
+            self.ingest_per_s,
+            self.drain_per_s,
+            self.backlog_at_end,
+            self.window_ingest_per_s,
+            self.window_drain_per_s,
+            self.window_backlog.0,
+            self.window_backlog.1
+        )
+    }
+}
+
 /// `connections` clients send as fast as they can for `seconds`; then waits for the backlog.
 pub async fn sustained(
     server: &Server,

@@ -628,16 +628,10 @@ async fn bench_drain(
         let server = drain::start(&noop, workers).await?;
         let r = drain::sustained(&server, connections, seconds).await?;
         eprintln!(
-            "run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of load {}; sustained \
-             {:.0} in, {:.0} out, backlog {} to {}",
+            "run {}: ingest/s / drain/s / backlog at the end of the load / sustained \
+             ingest/s / sustained drain/s / sustained backlog: {}",
             run + 1,
-            r.ingest_per_s,
-            r.drain_per_s,
-            r.backlog_at_end,
-            r.window_ingest_per_s,
-            r.window_drain_per_s,
-            r.window_backlog.0,
-            r.window_backlog.1
+            r.describe()
         );
         results.push(r);
         server.stop().await?;
@@ -656,21 +650,7 @@ async fn bench_drain(
             .map(|r| r.window_drain_per_s / r.window_ingest_per_s)
             .collect(),
     );
-    let runs_text: Vec<String> = results
-        .iter()
-        .map(|r| {
-            format!(
-                "{:.0} / {:.0} / {} / {:.0} / {:.0} / {} to {}",
-                r.ingest_per_s,
-                r.drain_per_s,
-                r.backlog_at_end,
-                r.window_ingest_per_s,
-                r.window_drain_per_s,
-                r.window_backlog.0,
-                r.window_backlog.1
-            )
-        })
-        .collect();
+    let runs_text: Vec<String> = results.iter().map(drain::Sustained::describe).collect();
     Ok(format!(
         "Measured {} on {}; SQLite store (WAL synced before each answer), {workers} workers, the no-op Rust \
          plugin (fresh instance per call), signed 2 KiB GitHub pushes over plain HTTP on \

@@ -234,38 +234,26 @@ impl Metrics {
                 escape(plugin)
             );
         }
-        family(
+        counter(
             &mut out,
             "hookwise_dead_letters_total",
-            "counter",
             "Executions that became dead letters.",
+            self.dead_letters.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "hookwise_dead_letters_total {}",
-            self.dead_letters.load(Ordering::Relaxed)
-        );
-        family(
+        counter(
             &mut out,
             "hookwise_backlog_waits_total",
-            "counter",
             "Arriving events that waited because this node had more unclaimed executions than dispatch.backlog_limit.",
+            self.backlog_waits.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "hookwise_backlog_waits_total {}",
-            self.backlog_waits.load(Ordering::Relaxed)
-        );
-        family(
+        counter(
             &mut out,
             "hookwise_backlog_wait_seconds_total",
-            "counter",
             "Time arriving events spent in those waits.",
-        );
-        let _ = writeln!(
-            out,
-            "hookwise_backlog_wait_seconds_total {:.6}",
-            self.backlog_wait_nanos.load(Ordering::Relaxed) as f64 / 1e9
+            format_args!(
+                "{:.6}",
+                self.backlog_wait_nanos.load(Ordering::Relaxed) as f64 / 1e9
+            ),
         );
         family(
             &mut out,
@@ -353,6 +341,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A counter without labels: its family and its one sample.
+fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// A label value as the text format wants it.

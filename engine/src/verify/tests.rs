@@ -207,21 +207,55 @@ fn verify_signed(
     verify(provider, keys, opts, &req, now)
 }
 
-/// Ingress builds the public URL only for providers that say they sign it: every other
-/// provider must verify with no URL at all, and every one that says so must fail without it.
-#[test]
-fn only_the_providers_that_sign_the_url_need_it() {
+const ROUND_TRIP_BODY: &[u8] = br#"{"id":"evt_1","type":"test.event","action":"opened"}"#;
+const ROUND_TRIP_URL: &str = "https://hooks.example.com/hooks/src?x=1";
+
+fn sign_round_trip(
+    provider: Provider,
+    secret: &str,
+    opts: &VerifyOptions,
+    now: SystemTime,
+) -> SignedRequest {
+    sign_request(
+        provider,
+        secret,
+        opts,
+        "POST",
+        ROUND_TRIP_URL,
+        ROUND_TRIP_BODY,
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{provider}: sign failed: {e}"))
+}
+
+/// A request to every provider, signed by it: (now, options, provider, keys, request).
+fn signed_by_every_provider() -> (
+    SystemTime,
+    VerifyOptions,
+    Vec<(Provider, Keys, SignedRequest)>,
+) {
     let now = at(1_700_000_000);
-    let body = br#"{"id":"evt_1","type":"test.event","action":"opened"}"#;
-    let url = "https://hooks.example.com/hooks/src?x=1";
     let opts = VerifyOptions {
         tolerance: None,
         hmac: Some(generic_scheme()),
     };
-    for &provider in Provider::ALL {
-        let (secret, keys) = key_pair(provider, HMAC_SECRET);
-        let mut signed = sign_request(provider, &secret, &opts, "POST", url, body, now)
-            .unwrap_or_else(|e| panic!("{provider}: sign failed: {e}"));
+    let signed = Provider::ALL
+        .iter()
+        .map(|&provider| {
+            let (secret, keys) = key_pair(provider, HMAC_SECRET);
+            let signed = sign_round_trip(provider, &secret, &opts, now);
+            (provider, keys, signed)
+        })
+        .collect();
+    (now, opts, signed)
+}
+
+/// Ingress builds the public URL only for providers that say they sign it: every other
+/// provider must verify with no URL at all, and every one that says so must fail without it.
+#[test]
+fn only_the_providers_that_sign_the_url_need_it() {
+    let (now, opts, signed) = signed_by_every_provider();
+    for (provider, keys, mut signed) in signed {
         signed.url = String::new();
         let without_url = verify_signed(provider, &keys, &opts, &signed, &signed.body, now);
         assert_eq!(
@@ -234,17 +268,8 @@ fn only_the_providers_that_sign_the_url_need_it() {
 
 #[test]
 fn every_provider_round_trips_and_rejects_tampering() {
-    let now = at(1_700_000_000);
-    let body = br#"{"id":"evt_1","type":"test.event","action":"opened"}"#;
-    let url = "https://hooks.example.com/hooks/src?x=1";
-    let opts = VerifyOptions {
-        tolerance: None,
-        hmac: Some(generic_scheme()),
-    };
-    for &provider in Provider::ALL {
-        let (secret, keys) = key_pair(provider, HMAC_SECRET);
-        let signed = sign_request(provider, &secret, &opts, "POST", url, body, now)
-            .unwrap_or_else(|e| panic!("{provider}: sign failed: {e}"));
+    let (now, opts, signed) = signed_by_every_provider();
+    for (provider, keys, signed) in signed {
         let verified = verify_signed(provider, &keys, &opts, &signed, &signed.body, now)
             .unwrap_or_else(|e| panic!("{provider}: round trip failed: {e}"));
         assert_eq!(verified.provider(), provider);
@@ -289,8 +314,7 @@ fn every_provider_round_trips_and_rejects_tampering() {
         if provider.uses_public_key() || provider == Provider::None {
             continue;
         }
-        let other = sign_request(provider, OTHER_SECRET, &opts, "POST", url, body, now)
-            .unwrap_or_else(|e| panic!("{provider}: sign failed: {e}"));
+        let other = sign_round_trip(provider, OTHER_SECRET, &opts, now);
         let got = verify_signed(provider, &keys, &opts, &other, &other.body, now);
         assert!(got.is_err(), "{provider}: wrong secret gave {got:?}");
         let rotated = Keys::secrets([HMAC_SECRET, OTHER_SECRET]);
