@@ -266,15 +266,14 @@ fn dry_run(
         Ok(b) => b,
         Err(e) => return usage(format_args!("cannot read {}: {e}", payload.display())),
     };
-    let payload_value = crate::verify::parse_payload(&body);
-    if payload_value.is_null() && !body.is_empty() {
+    let Some(read) = crate::verify::Payload::read(&body) else {
         return usage(format_args!(
             "{} is neither JSON nor form-encoded",
             payload.display()
         ));
-    }
+    };
     let event_type = match event_type
-        .or_else(|| crate::verify::identify(provider, &http_headers, &payload_value).event_type)
+        .or_else(|| crate::verify::identify(provider, &http_headers, &read).event_type)
     {
         Some(t) => t,
         None => {
@@ -290,6 +289,7 @@ fn dry_run(
             return ExitCode::FAILURE;
         }
     };
+    let payload_value = read.into_value();
     let received_at = crate::model::Millis::now().to_rfc3339();
     let view = EventView {
         id: "dry-run",

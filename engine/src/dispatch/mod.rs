@@ -308,14 +308,24 @@ pub fn plan_event(
 }
 
 /// Matches an event as it arrives, so that it is stored matched and planned in the
-/// transaction that stores it (`payload` is its parsed payload).
+/// transaction that stores it. `payload` gives its parsed payload, called only when some rule
+/// is selected for the event's source and type (most events of a busy source match none, and
+/// need neither the parsed payload nor the rest of what rules read).
 pub fn plan_arrival(
     rules: &RuleSet,
     config: &Config,
     event: &NewEvent,
-    payload: Value,
+    payload: impl FnOnce() -> Value,
 ) -> EventPlan {
-    plan_parts(rules, &EventParts::of(config, event, payload), event, 0)
+    if !rules.selects_any(&event.source, &event.event_type) {
+        return EventPlan {
+            event: event.id,
+            match_trace: serde_json::to_value(crate::rules::Evaluation::default())
+                .unwrap_or(Value::Null),
+            executions: Vec::new(),
+        };
+    }
+    plan_parts(rules, &EventParts::of(config, event, payload()), event, 0)
 }
 
 fn plan_parts(rules: &RuleSet, parts: &EventParts, event: &NewEvent, generation: i32) -> EventPlan {

@@ -435,8 +435,7 @@ async fn handle(
             true,
         );
     }
-    let payload = verify::parse_payload(body);
-    if payload.is_null() && !body.is_empty() {
+    let Some(payload) = verify::Payload::read(body) else {
         return (
             Outcome::reject(
                 StatusCode::BAD_REQUEST,
@@ -445,7 +444,7 @@ async fn handle(
             ),
             true,
         );
-    }
+    };
     if let Some(reply) = verify::handshake(verified.provider(), keys, &payload) {
         let outcome = Outcome {
             status: StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
@@ -466,15 +465,17 @@ async fn handle(
     let event_type = identity.event_type.unwrap_or_else(|| "unknown".to_string());
 
     // Step 4: validate. Invalid payloads are stored as quarantined, never dropped.
-    let incoming = crate::schema::Incoming {
-        event_type: &event_type,
-        payload: &payload,
-        body,
-    };
     let errors = source
         .schema
         .as_ref()
-        .map(|schemas| schemas.check(&incoming, MAX_SCHEMA_ERRORS))
+        .map(|schemas| {
+            let incoming = crate::schema::Incoming {
+                event_type: &event_type,
+                payload: payload.value(),
+                body,
+            };
+            schemas.check(&incoming, MAX_SCHEMA_ERRORS)
+        })
         .unwrap_or_default();
     let quarantined = !errors.is_empty();
 
@@ -486,7 +487,7 @@ async fn handle(
         event_type: event_type.clone(),
         received_at,
         headers: redacted_headers(headers, Some(source)),
-        payload: payload.to_string(),
+        payload: payload.text(),
         status: if quarantined {
             EventStatus::Quarantined
         } else {
@@ -526,7 +527,7 @@ async fn handle(
             &rules.current(),
             &state.config,
             &event,
-            payload,
+            || payload.into_value(),
         )),
         _ => None,
     };

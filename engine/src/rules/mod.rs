@@ -342,6 +342,12 @@ impl RuleSet {
         self.rules.iter().find(|r| r.id == id)
     }
 
+    /// Whether the index selects any rule for (source, event type): when it selects none,
+    /// [`RuleSet::evaluate`] looks at nothing else and finds no match.
+    pub fn selects_any(&self, source: &str, event_type: &str) -> bool {
+        !self.index.candidates(source, event_type).is_empty()
+    }
+
     /// Matches an event against the rules the index selects for its (source, event type).
     pub fn evaluate(&self, ev: &EventView<'_>) -> Evaluation {
         let mut out = Evaluation::default();

@@ -31,6 +31,7 @@
 
 use serde_json::Value;
 
+use super::Payload;
 use super::common::hmac;
 use super::common::{Alg, opt_header};
 use super::{Keys, Provider};
@@ -61,7 +62,12 @@ const DISCORD_INTERACTIONS: &[(i64, &str)] = &[
 
 /// A string (or number) at a JSON pointer, non-empty.
 fn at(payload: &Value, pointer: &str) -> Option<String> {
-    match payload.pointer(pointer)? {
+    text(payload.pointer(pointer))
+}
+
+/// A string or number as text; `None` for anything else and for the empty string.
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -105,9 +111,9 @@ fn batch(payload: &Value, id_field: &str, type_field: &str) -> Identity {
 }
 
 /// The delivery id and event type of a verified request; see the table in this module's docs.
-pub fn identify(provider: Provider, headers: &http::HeaderMap, payload: &Value) -> Identity {
+pub fn identify(provider: Provider, headers: &http::HeaderMap, payload: &Payload<'_>) -> Identity {
     let h = |name: &str| hdr(headers, name);
-    let p = |pointer: &str| at(payload, pointer);
+    let p = |pointer: &str| text(payload.pointer(pointer).as_deref());
     let (delivery_id, event_type) = match provider {
         Provider::Github => {
             let event = h("X-GitHub-Event").map(|e| match p("/action") {
@@ -121,9 +127,11 @@ pub fn identify(provider: Provider, headers: &http::HeaderMap, payload: &Value) 
             (h("webhook-id").or_else(|| h("svix-id")), p("/type"))
         }
         Provider::Slack => {
-            let event = p("/event/type")
-                .or_else(|| p("/type"))
-                .or_else(|| payload.get("command").map(|_| "slash_command".to_owned()));
+            let event = p("/event/type").or_else(|| p("/type")).or_else(|| {
+                payload
+                    .pointer("/command")
+                    .map(|_| "slash_command".to_owned())
+            });
             (p("/event_id"), event)
         }
         Provider::Shopify => (h("X-Shopify-Webhook-Id"), h("X-Shopify-Topic")),
@@ -151,13 +159,13 @@ pub fn identify(provider: Provider, headers: &http::HeaderMap, payload: &Value) 
         }
         Provider::Square => (p("/event_id"), p("/type")),
         Provider::Mailgun => (p("/event-data/id"), p("/event-data/event")),
-        Provider::Sendgrid => return batch(payload, "sg_event_id", "event"),
-        Provider::Hubspot => return batch(payload, "eventId", "subscriptionType"),
+        Provider::Sendgrid => return batch(payload.value(), "sg_event_id", "event"),
+        Provider::Hubspot => return batch(payload.value(), "eventId", "subscriptionType"),
         Provider::Pagerduty => (p("/event/id"), p("/event/event_type")),
         Provider::Zoom => (h("x-zm-trackingid"), p("/event")),
         Provider::Discord => {
             let event = p("/event/type").or_else(|| {
-                let kind = payload.get("type")?.as_i64()?;
+                let kind = payload.pointer("/type")?.as_i64()?;
                 DISCORD_INTERACTIONS
                     .iter()
                     .find(|(n, _)| *n == kind)
@@ -218,7 +226,14 @@ fn text_reply(text: &str) -> HandshakeReply {
 ///   challenge, as text.
 /// - Discord interaction PING (`type` 1): `{"type":1}`; webhook-event PING (`type` 0 with a
 ///   `version`): 204 with no body.
-pub fn handshake(provider: Provider, keys: &Keys, payload: &Value) -> Option<HandshakeReply> {
+pub fn handshake(provider: Provider, keys: &Keys, payload: &Payload<'_>) -> Option<HandshakeReply> {
+    if !matches!(
+        provider,
+        Provider::Slack | Provider::Zoom | Provider::Twitch | Provider::Discord
+    ) {
+        return None;
+    }
+    let payload = payload.value();
     match provider {
         Provider::Slack => {
             if payload.get("type")?.as_str()? != "url_verification" {
@@ -259,33 +274,6 @@ pub fn handshake(provider: Provider, keys: &Keys, payload: &Value) -> Option<Han
         },
         _ => None,
     }
-}
-
-/// The body as JSON for [`identify`] and [`handshake`]: JSON as is; a form body
-/// (`application/x-www-form-urlencoded`, as Twilio and Slack slash commands send) as an object
-/// of its fields (the last value of a repeated field wins), or the JSON in its only field
-/// `payload` (Slack interactivity); anything else is `null`.
-pub fn parse_payload(body: &[u8]) -> Value {
-    if let Ok(value) = serde_json::from_slice::<Value>(body) {
-        return value;
-    }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Value::Null;
-    };
-    if text.trim().is_empty() || !text.contains('=') {
-        return Value::Null;
-    }
-    let mut object = serde_json::Map::new();
-    for (k, v) in form_urlencoded::parse(text.trim().as_bytes()) {
-        object.insert(k.into_owned(), Value::String(v.into_owned()));
-    }
-    if object.len() == 1
-        && let Some(Value::String(inner)) = object.get("payload")
-        && let Ok(value) = serde_json::from_str::<Value>(inner)
-    {
-        return value;
-    }
-    Value::Object(object)
 }
 
 #[cfg(test)]
@@ -565,25 +553,35 @@ mod tests {
                 Some("k1"),
                 Some("thing.done"),
             ),
-            (Provider::None, vec![], Value::Null, None, None),
+            (Provider::None, vec![], json!({}), None, None),
         ];
         for (provider, hs, payload, id, event) in cases {
-            let got = identify(provider, &headers(&hs), &payload);
+            let body = payload.to_string();
+            let Some(read) = Payload::read(body.as_bytes()) else {
+                panic!("{body} is not a payload");
+            };
+            let got = identify(provider, &headers(&hs), &read);
             assert_eq!(got.delivery_id.as_deref(), id, "{provider} {payload}");
             assert_eq!(got.event_type.as_deref(), event, "{provider} {payload}");
         }
     }
 
+    /// The handshake reply to `payload` sent as a JSON body.
+    fn handshake_of(provider: Provider, keys: &Keys, payload: &Value) -> Option<HandshakeReply> {
+        let body = payload.to_string();
+        handshake(provider, keys, &Payload::read(body.as_bytes())?)
+    }
+
     #[test]
     fn handshakes() {
         let keys = Keys::secrets(["zoom-secret"]);
-        let slack = handshake(
+        let slack = handshake_of(
             Provider::Slack,
             &keys,
             &json!({"type": "url_verification", "challenge": "3eZbrw1a"}),
         );
         assert_eq!(slack.map(|r| r.body), Some(b"3eZbrw1a".to_vec()));
-        let zoom = handshake(
+        let zoom = handshake_of(
             Provider::Zoom,
             &keys,
             &json!({"event": "endpoint.url_validation", "payload": {"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}}),
@@ -601,14 +599,14 @@ mod tests {
             json!({"plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": want})
         );
         assert_eq!(
-            handshake(
+            handshake_of(
                 Provider::Zoom,
                 &Keys::default(),
                 &json!({"event": "endpoint.url_validation", "payload": {"plainToken": "x"}})
             ),
             None
         );
-        let twitch = handshake(
+        let twitch = handshake_of(
             Provider::Twitch,
             &keys,
             &json!({"challenge": "pogchamp-kappa-360noscope-vohiyo", "subscription": {}}),
@@ -617,9 +615,10 @@ mod tests {
             twitch.map(|r| (r.content_type, r.body)),
             Some(("text/plain", b"pogchamp-kappa-360noscope-vohiyo".to_vec()))
         );
-        let discord = handshake(Provider::Discord, &keys, &json!({"type": 1, "id": "x"}));
+        let discord = handshake_of(Provider::Discord, &keys, &json!({"type": 1, "id": "x"}));
         assert_eq!(discord.map(|r| r.body), Some(br#"{"type":1}"#.to_vec()));
-        let discord_events = handshake(Provider::Discord, &keys, &json!({"version": 1, "type": 0}));
+        let discord_events =
+            handshake_of(Provider::Discord, &keys, &json!({"version": 1, "type": 0}));
         assert_eq!(discord_events.map(|r| r.status), Some(204));
         for (provider, payload) in [
             (Provider::Slack, json!({"type": "event_callback"})),
@@ -628,23 +627,7 @@ mod tests {
             (Provider::Twitch, json!({"event": {}})),
             (Provider::Slack, json!([1, 2])),
         ] {
-            assert_eq!(handshake(provider, &keys, &payload), None, "{provider}");
+            assert_eq!(handshake_of(provider, &keys, &payload), None, "{provider}");
         }
-    }
-
-    #[test]
-    fn payload_parsing() {
-        assert_eq!(parse_payload(br#"{"a":1}"#), json!({"a": 1}));
-        assert_eq!(
-            parse_payload(b"From=%2B1555&Body=hi+there"),
-            json!({"From": "+1555", "Body": "hi there"})
-        );
-        assert_eq!(
-            parse_payload(b"payload=%7B%22type%22%3A%22block_actions%22%7D"),
-            json!({"type": "block_actions"})
-        );
-        assert_eq!(parse_payload(b""), Value::Null);
-        assert_eq!(parse_payload(b"\xff\xfe"), Value::Null);
-        assert_eq!(parse_payload(b"plain text"), Value::Null);
     }
 }

@@ -14,6 +14,7 @@
 //! - `twilio`, `gitlab`, `mailgun`, `sendgrid`, `hubspot`, `discord`, `twitch`: one provider each.
 //! - `generic`: the configurable `hmac` provider and `none`.
 //! - `identify`: delivery id, event type and handshakes (Slack, Zoom, Twitch, Discord).
+//! - `payload`: the body read as a payload, only as far as someone asks.
 
 mod body_hmac;
 mod common;
@@ -23,6 +24,7 @@ mod gitlab;
 mod hubspot;
 mod identify;
 mod mailgun;
+mod payload;
 mod sendgrid;
 mod slack;
 mod standard_webhooks;
@@ -35,7 +37,8 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 pub use generic::{HmacAlgorithm, HmacScheme, SignatureEncoding};
-pub use identify::{HandshakeReply, Identity, handshake, identify, parse_payload};
+pub use identify::{HandshakeReply, Identity, handshake, identify};
+pub use payload::Payload;
 
 /// A webhook sender whose signature scheme hookwise knows. The id (see [`Provider::id`]) is what
 /// a source's `provider:` key in `hookwise.yaml` names.

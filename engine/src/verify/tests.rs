@@ -360,7 +360,7 @@ fn event_type_goes_into_the_provider_header() {
     let id = identify(
         Provider::Github,
         &headers,
-        &parse_payload(br#"{"action":"opened"}"#),
+        &Payload::read(br#"{"action":"opened"}"#).expect("JSON"),
     );
     assert_eq!(id.event_type.as_deref(), Some("pull_request.opened"));
     assert!(id.delivery_id.is_some_and(|d| d.len() == 36));
