@@ -222,6 +222,7 @@ pub async fn run(
     let ingress = tokio::spawn(serve(
         listeners.ingress,
         crate::ingress::app(state.clone()),
+        Some(state.clone()),
         tls,
         Timeouts::from(&state.config.ingress),
         stop_rx.clone(),
@@ -229,6 +230,7 @@ pub async fn run(
     let admin = tokio::spawn(serve(
         listeners.admin,
         crate::admin::app(admin_state),
+        None,
         None,
         Timeouts::default(),
         stop_rx.clone(),
@@ -314,9 +316,14 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Accepts connections on `listener` until `stop` turns true, then waits (bounded) for open
 /// connections to finish.
+///
+/// With `hooks`, `POST /hooks/{source}` goes straight to [`crate::ingress::hooks::receive`]
+/// rather than through `app`'s router: the route every provider calls skips route matching,
+/// path-parameter extraction and the request extensions that carry the peer address.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    hooks: Option<AppState>,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
@@ -343,19 +350,40 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let hooks = hooks.clone();
         let tls = tls.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = |plain_on_tls: bool| {
-                TowerToHyperService::new(tower::ServiceExt::map_request(
-                    app,
+                TowerToHyperService::new(tower::service_fn(
                     move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(ConnectInfo(remote));
-                        if plain_on_tls {
-                            req.extensions_mut().insert(PlainOnTls);
+                        use futures::future::Either;
+                        let hook = hooks
+                            .as_ref()
+                            .filter(|_| req.method() == axum::http::Method::POST)
+                            .zip(crate::ingress::hooks::source_of(req.uri().path()));
+                        match hook {
+                            Some((state, source)) => {
+                                let (state, source) = (state.clone(), source.to_owned());
+                                let req = req.map(axum::body::Body::new);
+                                Either::Left(async move {
+                                    let peer = crate::ingress::hooks::Peer {
+                                        remote,
+                                        plain_on_tls,
+                                    };
+                                    Ok(crate::ingress::hooks::receive(&state, &source, peer, req)
+                                        .await)
+                                })
+                            }
+                            None => {
+                                req.extensions_mut().insert(ConnectInfo(remote));
+                                if plain_on_tls {
+                                    req.extensions_mut().insert(PlainOnTls);
+                                }
+                                Either::Right(tower::ServiceExt::oneshot(app.clone(), req))
+                            }
                         }
-                        req
                     },
                 ))
             };

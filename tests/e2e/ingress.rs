@@ -423,6 +423,26 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
         "{answer}"
     );
 
+    // The listener takes plain `/hooks/{source}` paths to the handler itself; the rest go
+    // through the router, which decodes the source id and answers the same way.
+    let (status, answer, _) = post(
+        &format!("{base}/hooks/git%68ub"),
+        &json_headers,
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("invalid_signature")),
+        "{answer}"
+    );
+    let got = client()
+        .get(format!("{base}/hooks/github"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status().as_u16(), 405);
+
     // Plain HTTP on the HTTPS listener gets no service, but an answer that says why; on
     // /hooks/ it is recorded like any other refused delivery.
     let plain = base.replace("https://", "http://");
@@ -466,7 +486,7 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
     let (store, _dir) = server.stop().await;
     assert_eq!(store.count_events().await.unwrap(), 0);
     let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
-    assert_eq!(attempts.len(), 7, "{attempts:#?}");
+    assert_eq!(attempts.len(), 8, "{attempts:#?}");
     let verdicts: Vec<_> = attempts
         .iter()
         .map(|a| (a.attempt.verdict, a.attempt.status))

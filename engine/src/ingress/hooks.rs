@@ -113,6 +113,12 @@ impl TokenBucket {
 /// What goes back in the response body.
 enum Reply {
     Json(Value),
+    /// The usual answer to a stored event, `{"event_id": ..., "duplicate": ...}`: serialized
+    /// straight from its parts.
+    Ack {
+        event_id: EventId,
+        duplicate: bool,
+    },
     /// A refusal, `{"code": ..., "detail": ...}`: serialized straight from its parts.
     Refusal {
         code: &'static str,
@@ -159,11 +165,47 @@ impl Outcome {
     }
 }
 
-/// The route handler: reads the body within the source's cap, then delegates.
-/// Takes the request whole: its headers and URI are moved, not cloned per extractor.
-pub async fn receive(
+/// Where a request came from, as the listener saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub remote: SocketAddr,
+    /// Plain HTTP arrived on a listener that speaks HTTPS.
+    pub plain_on_tls: bool,
+}
+
+/// The source id in a `/hooks/{source}` path, when the listener can take the request straight
+/// to [`receive`]: one segment, nothing to percent-decode. Other paths under `/hooks/` go
+/// through the router, which decodes them or answers 404.
+pub fn source_of(path: &str) -> Option<&str> {
+    let id = path.strip_prefix("/hooks/")?;
+    (!id.is_empty() && !id.contains(['/', '%'])).then_some(id)
+}
+
+/// The route handler, for the requests the listener does not take to [`receive`] itself.
+pub async fn routed(
     State(state): State<AppState>,
     Path(source_id): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let extensions = request.extensions();
+    let Some(&ConnectInfo(remote)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
+        // The server inserts it for every connection; this is a bug, not bad input.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let plain_on_tls = extensions.get::<PlainOnTls>().is_some();
+    let peer = Peer {
+        remote,
+        plain_on_tls,
+    };
+    receive(&state, &source_id, peer, request).await
+}
+
+/// `POST /hooks/{source_id}`: reads the body within the source's cap, then delegates.
+/// Takes the request whole: its headers and URI are moved, not cloned per extractor.
+pub async fn receive(
+    state: &AppState,
+    source_id: &str,
+    peer: Peer,
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -171,29 +213,29 @@ pub async fn receive(
         method,
         uri,
         headers,
-        extensions,
         ..
     } = parts;
-    let Some(&ConnectInfo(remote)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
-        // The server inserts it for every connection; this is a bug, not bad input.
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let plain_on_tls = extensions.get::<PlainOnTls>();
+    let Peer {
+        remote,
+        plain_on_tls,
+    } = peer;
     let started = Instant::now();
-    let received_at = Millis::now();
-    let source = state.config.source(&source_id);
+    // One reading of the wall clock: the record's time and the signature check's "now".
+    let arrived = SystemTime::now();
+    let received_at = Millis::from_system_time(arrived);
+    let source = state.config.source(source_id);
     let mut recorded_body = None;
     let mut body_size = 0i64;
     let client = client_address(&state.config.ingress, remote, &headers);
     let outcome = match (
-        transport_refusal(&state, plain_on_tls.is_some(), remote, &headers),
+        transport_refusal(state, plain_on_tls, remote, &headers),
         source,
     ) {
         (Some(refused), _) => refused,
         (None, None) => Outcome::reject(
             StatusCode::NOT_FOUND,
             "unknown_source",
-            format!("no source `{}`", clip(&source_id)),
+            format!("no source `{}`", clip(source_id)),
         ),
         (None, Some(source)) => {
             let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
@@ -215,14 +257,7 @@ pub async fn receive(
                     Ok(Ok(bytes)) => {
                         body_size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
                         let (outcome, keep) = handle(
-                            &state,
-                            source,
-                            client,
-                            &method,
-                            &uri,
-                            &headers,
-                            &bytes,
-                            received_at,
+                            state, source, client, &method, &uri, &headers, &bytes, arrived,
                         )
                         .await;
                         if keep {
@@ -242,7 +277,7 @@ pub async fn receive(
     ) {
         let describe = |headers: serde_json::Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
             id: DeliveryAttemptId::new(),
-            source: clip(&source_id).to_string(),
+            source: clip(source_id).to_string(),
             received_at,
             remote_addr: Some(client.describe()),
             method: method.to_string(),
@@ -270,16 +305,16 @@ pub async fn receive(
             let attempt = describe(redacted_headers(&headers, source), recorded_body);
             if outcome.verdict == Verdict::Rejected {
                 tracing::info!(
-                    source = clip(&source_id),
+                    source = clip(source_id),
                     status = outcome.status.as_u16(),
                     reason = attempt.reason.as_deref().unwrap_or(""),
                     "delivery rejected"
                 );
             }
-            queue_attempt(&state, attempt).await;
+            queue_attempt(state, attempt).await;
         }
         if let Some(summary) = admitted.summary {
-            queue_summary(&state, summary).await;
+            queue_summary(state, summary).await;
         }
     }
     state.metrics.delivery(
@@ -311,6 +346,21 @@ pub(crate) async fn queue_summary(state: &AppState, summary: NewDeliveryAttempt)
 fn respond(outcome: Outcome) -> Response {
     let mut response = match outcome.body {
         Reply::Json(value) => (outcome.status, axum::Json(value)).into_response(),
+        Reply::Ack {
+            event_id,
+            duplicate,
+        } => {
+            #[derive(serde::Serialize)]
+            struct Ack {
+                event_id: EventId,
+                duplicate: bool,
+            }
+            let ack = Ack {
+                event_id,
+                duplicate,
+            };
+            (outcome.status, axum::Json(ack)).into_response()
+        }
         Reply::Refusal { code, detail } => {
             #[derive(serde::Serialize)]
             struct Refusal<'a> {
@@ -354,8 +404,9 @@ async fn handle(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    received_at: Millis,
+    arrived: SystemTime,
 ) -> (Outcome, bool) {
+    let received_at = Millis::from_system_time(arrived);
     if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(client.ip)) {
         return (
             Outcome::reject(
@@ -414,7 +465,7 @@ async fn handle(
         headers,
         body,
     };
-    let verified = match verify::verify(source.provider, keys, opts, &request, SystemTime::now()) {
+    let verified = match verify::verify(source.provider, keys, opts, &request, arrived) {
         Ok(v) => v,
         Err(e) => {
             return (
@@ -562,10 +613,13 @@ async fn handle(
                 "event stored"
             );
             // Step 6: acknowledge.
-            let mut body = json!({"event_id": stored.event_id, "duplicate": stored.duplicate});
             if quarantined && !stored.duplicate {
-                body["code"] = json!("invalid_payload");
-                body["errors"] = json!(errors);
+                let body = json!({
+                    "event_id": stored.event_id,
+                    "duplicate": false,
+                    "code": "invalid_payload",
+                    "errors": errors,
+                });
                 (
                     Outcome {
                         status,
@@ -582,7 +636,10 @@ async fn handle(
                 } else {
                     verdict
                 };
-                let body = Reply::Json(body);
+                let body = Reply::Ack {
+                    event_id: stored.event_id,
+                    duplicate: stored.duplicate,
+                };
                 (
                     Outcome {
                         status: StatusCode::OK,
@@ -803,4 +860,27 @@ fn clip_path(uri: &Uri) -> String {
     // The query string may carry tokens; the path is enough to tell the route.
     let path = uri.path();
     clip(path).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_of;
+
+    #[test]
+    fn only_plain_one_segment_paths_skip_the_router() {
+        assert_eq!(source_of("/hooks/github"), Some("github"));
+        assert_eq!(source_of("/hooks/my-source_2"), Some("my-source_2"));
+        // The router decodes these, or answers 404.
+        for path in [
+            "/hooks/",
+            "/hooks",
+            "/hooks/git%68ub",
+            "/hooks/a/b",
+            "/hooks/a/",
+            "/hooksgithub",
+            "/healthz",
+        ] {
+            assert_eq!(source_of(path), None, "{path}");
+        }
+    }
 }

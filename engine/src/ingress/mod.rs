@@ -22,10 +22,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn(refuse_plain_on_tls));
     Router::new()
-        // Each source has its own body cap, applied while reading (hooks::receive).
+        // Each source has its own body cap, applied while reading (hooks::receive). The
+        // listener takes most requests here straight to hooks::receive (server::serve).
         .route(
             "/hooks/{source}",
-            post(hooks::receive).layer(DefaultBodyLimit::disable()),
+            post(hooks::routed).layer(DefaultBodyLimit::disable()),
         )
         .merge(others)
         .with_state(state)

@@ -72,22 +72,17 @@ impl Rejections {
     ) -> Admitted {
         let second = at.0.div_euclid(1000);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if !windows.contains_key(key) {
-            windows.insert(
-                key.to_string(),
-                Window {
-                    second,
-                    recorded: 0,
-                    counted: 0,
-                    first: None,
-                },
-            );
-        }
-        let mut admitted = Admitted::default();
-        let Some(window) = windows.get_mut(key) else {
-            admitted.record = true;
-            return admitted;
+        // One lookup on the hot path: the key is only copied the first time it is seen.
+        let window = match windows.get_mut(key) {
+            Some(window) => window,
+            None => windows.entry(key.to_string()).or_insert(Window {
+                second,
+                recorded: 0,
+                counted: 0,
+                first: None,
+            }),
         };
+        let mut admitted = Admitted::default();
         if window.second != second {
             admitted.summary = window.summary(self.per_second);
             window.second = second;
