@@ -64,6 +64,15 @@ impl PathRuns {
     fn p99_ms(&self) -> f64 {
         median(self.0.iter().map(|r| r.p99_us as f64 / 1e3).collect())
     }
+    /// The server's CPU time per request, median over the runs.
+    fn cpu_us(&self) -> String {
+        let runs: Vec<f64> = self.0.iter().filter_map(|r| r.server_cpu_us).collect();
+        if runs.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.1} us", median(runs))
+        }
+    }
     fn runs_text(&self) -> String {
         let runs: Vec<String> = self.0.iter().map(|r| format!("{:.0}", r.per_s())).collect();
         runs.join(", ")
@@ -147,7 +156,8 @@ async fn load(
     };
     let (connections, threads) = (s.connections, s.threads);
     let script = load.script.clone();
-    tokio::task::spawn_blocking(move || {
+    let cpu_before = server.cpu()?;
+    let mut run = tokio::task::spawn_blocking(move || {
         wrk::run(
             &script,
             &requests,
@@ -158,7 +168,10 @@ async fn load(
             expect,
         )
     })
-    .await?
+    .await??;
+    let used = server.cpu()?.saturating_sub(cpu_before);
+    run.server_cpu_us = Some(used.as_secs_f64() * 1e6 / run.requests.max(1) as f64);
+    Ok(run)
 }
 
 /// `perf record -g` on `pid` for `seconds`, into `out`; returns the running recorder.
@@ -642,8 +655,8 @@ impl Report<'_> {
             self.loads.join("; "),
         );
         out.push_str(
-            "| path | requests/s | vs bare | latency p50 | latency p99 | writes per commit | runs \
-             (requests/s) |\n|---|---:|---:|---:|---:|---:|---|\n",
+            "| path | requests/s | vs bare | latency p50 | latency p99 | server CPU per request \
+             | writes per commit | runs (requests/s) |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
         );
         let rows: [(&str, &PathRuns, f64); 3] = [
             ("bare axum server, answers 200", &self.bare, bare),
@@ -656,10 +669,11 @@ impl Report<'_> {
         ];
         for (name, runs, rate) in rows {
             out.push_str(&format!(
-                "| {name} | {rate:.0} | {:.2}x | {:.1} ms | {:.1} ms | {} | {} |\n",
+                "| {name} | {rate:.0} | {:.2}x | {:.1} ms | {:.1} ms | {} | {} | {} |\n",
                 rate / bare,
                 runs.p50_ms(),
                 runs.p99_ms(),
+                runs.cpu_us(),
                 runs.writes_per_commit(),
                 runs.runs_text()
             ));
@@ -671,8 +685,14 @@ impl Report<'_> {
             .collect();
         out.push_str(&format!(
             "| hookwise ingest while draining (one rule, the no-op plugin) | {drain_ingest:.0} \
-             | {:.2}x | {drain_p50:.1} ms | {drain_p99:.1} ms | {:.1} | {} |\n\n",
+             | {:.2}x | {drain_p50:.1} ms | {drain_p99:.1} ms | {:.1} us | {:.1} | {} |\n\n",
             drain_ingest / bare,
+            median(
+                self.drains
+                    .iter()
+                    .filter_map(|d| d.load.server_cpu_us)
+                    .collect()
+            ),
             median(self.drains.iter().map(|d| d.writes_per_commit).collect()),
             drain_runs.join(", ")
         ));

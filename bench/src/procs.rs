@@ -185,6 +185,24 @@ impl Server {
         self.child.id()
     }
 
+    /// CPU time the process has used so far, user and system, all its threads (utime and
+    /// stime of /proc/PID/stat, in clock ticks of 10 ms: Linux's USER_HZ is 100).
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("reading /proc/PID/stat")?;
+        // The command name, in parentheses, may hold spaces: count the fields after it.
+        let (_, rest) = stat.rsplit_once(')').context("no `)` in /proc/PID/stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 (utime) and 15 (stime) of the line; the first after the name is field 3.
+        let ticks = |field: usize| -> anyhow::Result<u64> {
+            fields
+                .get(field - 3)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("no field {field} in /proc/PID/stat"))
+        };
+        Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+    }
+
     /// Resident memory of the process from /proc/PID/status.
     pub fn memory(&self) -> anyhow::Result<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

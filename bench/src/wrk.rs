@@ -129,6 +129,9 @@ pub struct Run {
     pub timeout: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// CPU time the server process used per request over the run (set by the caller, which
+    /// knows the process).
+    pub server_cpu_us: Option<f64>,
 }
 
 impl Run {
@@ -149,6 +152,7 @@ impl Run {
             timeout: field("timeout")?,
             p50_us: field("p50_us")?,
             p99_us: field("p99_us")?,
+            server_cpu_us: None,
         })
     }
 
