@@ -5,6 +5,7 @@
 //! transaction and one fsync, and each is answered only after that transaction committed.
 
 mod group;
+mod payload;
 mod postgres;
 mod queries;
 mod records;

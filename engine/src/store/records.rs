@@ -235,7 +235,7 @@ pub(super) struct EventRow {
     event_type: String,
     received_at: i64,
     headers: Json<Value>,
-    payload: String,
+    payload: super::payload::PayloadColumn,
     status: String,
     match_trace: Option<Json<Value>>,
     planned_at: Option<i64>,
@@ -253,7 +253,7 @@ impl TryFrom<EventRow> for StoredEvent {
                 event_type: r.event_type,
                 received_at: Millis(r.received_at),
                 headers: r.headers.0,
-                payload: r.payload,
+                payload: r.payload.0,
                 status: EventStatus::parse(&r.status)
                     .ok_or_else(|| corrupt("events", format!("status {}", r.status)))?,
             },

@@ -18,6 +18,7 @@ use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
 use uuid::Uuid;
 
+use super::payload::{self, Packed};
 use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecution, NewExecutionAttempt};
 use super::{ClaimRequest, EventPlan, IngestOutcome, StoreError, WriteOutcome, WriteRequest, sql};
 use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
@@ -152,6 +153,11 @@ impl SqliteWriter {
                         ),
                         None => (event.status, None, None),
                     };
+                    let packed = payload::pack(&event.payload);
+                    let payload: &dyn ToSql = match &packed {
+                        Packed::Text(text) => text,
+                        Packed::Compressed(blob) => blob,
+                    };
                     let stored = execute(
                         &tx,
                         sql::INSERT_EVENT,
@@ -162,7 +168,7 @@ impl SqliteWriter {
                             &event.event_type,
                             &event.received_at.0,
                             &headers,
-                            &event.payload,
+                            payload,
                             &status.as_str(),
                             &trace,
                             &planned_at,
