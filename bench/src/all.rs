@@ -633,8 +633,9 @@ impl Report<'_> {
              Command: `{}`. {}, {} connections over {} threads, {} s per run after {} s of \
              unmeasured warm-up per server; {} rounds of bare / ingest / reject back to back, \
              then {} ingest-with-drain runs; each figure is the median over the runs. Every \
-             request is a {}-byte GitHub push signed with `X-Hub-Signature-256` and carrying \
-             its own `X-GitHub-Delivery`. hookwise: the release binary, `hookwise serve` in a \
+             request is a GitHub push of at most {} bytes, with the fields of a real one and \
+             its own commit ids and messages (so it compresses as real JSON does), signed with \
+             `X-Hub-Signature-256` and carrying its own `X-GitHub-Delivery`. hookwise: the release binary, `hookwise serve` in a \
              process of its own, plain HTTP on loopback (`insecure_http`), SQLite file store \
              (WAL synced before each answer, group commit), default settings, log level info to a file. \
              Load average before each run: {}.\n\n",

@@ -165,17 +165,100 @@ enum Command {
     },
 }
 
-/// A payload of about 2 KiB, shaped like a GitHub push.
+/// A GitHub push of about 2 KiB, shaped and filled like a real one (most fields of
+/// `tests/fixtures/payloads/github/push.json`): its commit ids and messages differ from one `i`
+/// to the next, so it compresses as real JSON does, not as filler would.
 fn payload(i: usize) -> String {
-    let filler = "x".repeat(1_750);
-    serde_json::json!({
-        "ref": "refs/heads/main",
-        "after": format!("{i:040x}"),
-        "repository": {"id": 1296269, "full_name": "octocat/Hello-World", "private": false},
-        "pusher": {"name": "octocat", "email": "octocat@github.com"},
-        "commits": [{"id": format!("{i:040x}"), "message": filler}],
-    })
-    .to_string()
+    const WORDS: &[&str] = &[
+        "fix",
+        "add",
+        "update",
+        "remove",
+        "refactor",
+        "handle",
+        "retry",
+        "timeout",
+        "config",
+        "parser",
+        "webhook",
+        "signature",
+        "store",
+        "index",
+        "query",
+        "release",
+        "docs",
+        "tests",
+        "bump",
+        "dependency",
+        "error",
+        "message",
+        "cache",
+        "when",
+        "the",
+        "for",
+        "in",
+        "and",
+    ];
+    // xorshift64*, seeded by `i`: the same payloads on every run.
+    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut sha = || format!("{:016x}{:016x}{:08x}", next(), next(), next() as u32);
+    let (before, after) = (sha(), sha());
+    let commit = |id: String, message: String| {
+        serde_json::json!({
+            "id": id, "message": message, "timestamp": "2026-11-30T09:12:44Z",
+            "url": format!("https://github.com/octo-org/hello-world/commit/{id}"),
+            "author": {"name": "Mona Lisa", "email": "monalisa@users.noreply.github.com",
+                       "username": "monalisa"},
+            "added": [], "removed": [], "modified": ["engine/src/store/mod.rs"],
+        })
+    };
+    let first = commit(sha(), String::new());
+    let second_id = sha();
+    let mut words = Vec::new();
+    let mut next_word = move || WORDS[(next() % WORDS.len() as u64) as usize];
+    let first_message: Vec<&str> = (0..8).map(|_| next_word()).collect();
+    loop {
+        let mut first = first.clone();
+        first["message"] = first_message.join(" ").into();
+        let body = serde_json::json!({
+            "ref": "refs/heads/main", "before": before, "after": after,
+            "repository": {
+                "id": 1296269, "name": "hello-world", "full_name": "octo-org/hello-world",
+                "private": false,
+                "owner": {"name": "octo-org", "email": null, "login": "octo-org", "id": 6811672,
+                          "url": "https://api.github.com/users/octo-org",
+                          "html_url": "https://github.com/octo-org", "type": "Organization",
+                          "site_admin": false},
+                "html_url": "https://github.com/octo-org/hello-world", "fork": false,
+                "url": "https://github.com/octo-org/hello-world",
+                "pushed_at": 1764580000 + i, "default_branch": "main", "visibility": "public",
+            },
+            "pusher": {"name": "monalisa", "email": "monalisa@users.noreply.github.com"},
+            "sender": {"login": "monalisa", "id": 583231,
+                       "avatar_url": "https://avatars.githubusercontent.com/u/583231?v=4",
+                       "url": "https://api.github.com/users/monalisa",
+                       "html_url": "https://github.com/monalisa", "type": "User",
+                       "site_admin": false},
+            "created": false, "deleted": false, "forced": false, "base_ref": null,
+            "compare": format!(
+                "https://github.com/octo-org/hello-world/compare/{}...{}",
+                &before[..12],
+                &after[..12]
+            ),
+            "commits": [first, commit(second_id.clone(), words.join(" "))],
+        })
+        .to_string();
+        if body.len() >= 2000 {
+            return body;
+        }
+        words.push(next_word());
+    }
 }
 
 fn new_event(run: &str, i: usize, body: &str) -> (NewEvent, NewDeliveryAttempt) {
@@ -744,4 +827,25 @@ async fn bench_plugins(calls: usize, rust_only: bool) -> anyhow::Result<String> 
 /// Today's date (UTC) as YYYY-MM-DD.
 fn today() -> String {
     Millis::now().to_rfc3339().chars().take(10).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn payloads_are_two_kib_github_pushes_that_differ() {
+        let bodies: Vec<String> = (0..64).map(super::payload).collect();
+        for body in &bodies {
+            assert!(
+                (2000..2100).contains(&body.len()),
+                "{} bytes: {body}",
+                body.len()
+            );
+            let push: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(push["ref"], "refs/heads/main");
+            assert_eq!(push["commits"].as_array().map(Vec::len), Some(2));
+        }
+        let distinct: std::collections::HashSet<&String> = bodies.iter().collect();
+        assert_eq!(distinct.len(), bodies.len());
+        assert_eq!(super::payload(7), super::payload(7));
+    }
 }

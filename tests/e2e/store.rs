@@ -145,6 +145,7 @@ suite!(
     replay_plans_a_new_generation_and_retires_dead_letters,
     listings_filter_and_page,
     retention_prunes_only_old_rows_while_ingest_continues,
+    payloads_read_back_exactly_whatever_their_form,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -1376,5 +1377,117 @@ async fn retention_prunes_only_old_rows_while_ingest_continues(place: &Place) {
         .await
         .unwrap();
     assert_eq!(nothing, hookwise::retention::Pruned::default());
+    store.close().await;
+}
+
+/// Payloads come back byte for byte, whether the row holds them as text or (SQLite) as an LZ4
+/// block; rows written as text before compression still read; a damaged blob is an error.
+async fn payloads_read_back_exactly_whatever_their_form(place: &Place) {
+    let push = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/payloads/github/push.json"
+    ))
+    .expect("fixture");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: String = (0..512)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}")
+        })
+        .collect();
+    let payloads = [
+        ("small", r#"{"a":1}"#.to_string()),
+        ("push", push.clone()),
+        ("noise", json!({ "n": noise }).to_string()),
+        (
+            "unicode",
+            json!({ "text": "héllo wörld ✓ ".repeat(400) }).to_string(),
+        ),
+        (
+            "large",
+            json!({ "commits": vec![push.clone(); 150] }).to_string(),
+        ),
+    ];
+    let store = place.open().await;
+    let mut ids = Vec::new();
+    for (name, payload) in &payloads {
+        let mut e = event("github", name);
+        e.payload = payload.clone();
+        let out = store
+            .ingest(e, attempt("github", Verdict::Accepted, 202))
+            .await
+            .unwrap();
+        ids.push(out.event_id);
+    }
+    for ((name, payload), id) in payloads.iter().zip(&ids) {
+        let stored = store.get_event(*id).await.unwrap().expect("stored");
+        assert!(stored.event.payload == *payload, "{name} changed");
+        let found = store.find_event("github", name).await.unwrap().unwrap();
+        assert!(found.event.payload == *payload, "{name} changed");
+    }
+    let listed = store
+        .list_events(&EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), payloads.len());
+    for e in &listed {
+        let (_, payload) = payloads
+            .iter()
+            .find(|(name, _)| *name == e.event.delivery_id)
+            .unwrap();
+        assert!(e.event.payload == *payload);
+    }
+    store.close().await;
+
+    let Place::Sqlite(dir) = place else { return };
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let forms: Vec<(String, String)> =
+        sqlx::query_as("SELECT delivery_id, typeof(payload) FROM events ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let form = |name: &str| forms.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(form("small"), "text", "too short to compress");
+    assert_eq!(form("noise"), "text", "nothing to gain");
+    assert_eq!(form("push"), "blob");
+    assert_eq!(form("unicode"), "blob");
+    assert_eq!(form("large"), "blob");
+    let (blob_len,): (i64,) =
+        sqlx::query_as("SELECT length(payload) FROM events WHERE delivery_id = 'push'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(
+        (blob_len as usize) < push.len() * 3 / 4,
+        "{blob_len} bytes for {}",
+        push.len()
+    );
+    // A row as written before compression: the text itself.
+    sqlx::query("UPDATE events SET payload = $1 WHERE delivery_id = 'push'")
+        .bind(&push)
+        .execute(&db)
+        .await
+        .unwrap();
+    // A damaged blob: the tag of an unknown format.
+    sqlx::query("UPDATE events SET payload = X'09000100004142' WHERE delivery_id = 'unicode'")
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let store = place.open().await;
+    let legacy = store.get_event(ids[1]).await.unwrap().expect("stored");
+    assert!(legacy.event.payload == push);
+    let damaged = store.get_event(ids[3]).await;
+    let message = damaged
+        .expect_err("a damaged payload is an error")
+        .to_string();
+    assert!(message.contains("unknown format 9"), "{message}");
     store.close().await;
 }

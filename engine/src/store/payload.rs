@@ -145,7 +145,12 @@ mod tests {
         let Packed::Compressed(blob) = &packed else {
             panic!("a GitHub push should compress: {packed:?}");
         };
-        assert!(blob.len() < payload.len() / 2, "{} of {}", blob.len(), payload.len());
+        assert!(
+            blob.len() < payload.len() - payload.len() / 4,
+            "{} of {}",
+            blob.len(),
+            payload.len()
+        );
         assert_eq!(unpack(blob).unwrap(), payload);
     }
 
