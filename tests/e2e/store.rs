@@ -146,6 +146,7 @@ suite!(
     listings_filter_and_page,
     retention_prunes_only_old_rows_while_ingest_continues,
     payloads_read_back_exactly_whatever_their_form,
+    accepted_attempts_are_listed_wherever_they_are_kept,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -1490,4 +1491,146 @@ async fn payloads_read_back_exactly_whatever_their_form(place: &Place) {
         .to_string();
     assert!(message.contains("unknown format 9"), "{message}");
     store.close().await;
+}
+
+/// An accepted request's attempt as the ingress records it: no headers, body or reason, at the
+/// event's time. SQLite keeps such an attempt in its event's row; listings, filters, pages and
+/// an event's trace show it as they show every other attempt.
+async fn accepted_attempts_are_listed_wherever_they_are_kept(place: &Place) {
+    let store = place.open().await;
+    let base = Millis::now().0;
+    let plain = |delivery: &str, i: i64| {
+        let mut e = event("github", delivery);
+        e.received_at = Millis(base + i);
+        let mut a = attempt("github", Verdict::Accepted, 200);
+        a.received_at = e.received_at;
+        a.headers = json!({});
+        a.remote_addr = Some(format!("10.0.0.{i}:4000"));
+        a.body_size = 1000 + i;
+        (e, a)
+    };
+    let mut given = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let (e, a) = plain(&format!("f-{i}"), i);
+        given.push(a.clone());
+        events.push(store.ingest(e, a).await.unwrap().event_id);
+    }
+    // One with headers kept, one duplicate of the first, one refused request.
+    let (e, mut a) = plain("f-headers", 3);
+    a.headers = json!({"x-github-event": "push"});
+    given.push(a.clone());
+    events.push(store.ingest(e, a).await.unwrap().event_id);
+    let (e, a) = plain("f-0", 4);
+    let dup = store.ingest(e, a).await.unwrap();
+    assert!(dup.duplicate);
+    let mut refused = attempt("github", Verdict::Rejected, 401);
+    refused.received_at = Millis(base + 5);
+    store.record_attempt(refused).await.unwrap();
+
+    let list = |f: DeliveryAttemptFilter| {
+        let store = store.clone();
+        async move { store.list_delivery_attempts_filtered(&f).await.unwrap() }
+    };
+    let all = list(DeliveryAttemptFilter {
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    let times: Vec<i64> = all.iter().map(|a| a.attempt.received_at.0 - base).collect();
+    assert_eq!(times, [5, 4, 3, 2, 1, 0], "newest first");
+    for (a, g) in all[2..].iter().zip(given.iter().rev()) {
+        assert_eq!(&a.attempt, g, "kept as given");
+    }
+    assert_eq!(all[2].event_id, Some(events[3]));
+    assert_eq!(all[5].event_id, Some(events[0]));
+    assert_eq!(all[1].attempt.verdict, Verdict::Duplicate);
+    let accepted = list(DeliveryAttemptFilter {
+        verdict: Some(Verdict::Accepted),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(accepted.len(), 4);
+    let duplicates = list(DeliveryAttemptFilter {
+        verdict: Some(Verdict::Duplicate),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(duplicates.len(), 1);
+    let of_first = list(DeliveryAttemptFilter {
+        event_id: Some(events[0]),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    let verdicts: Vec<Verdict> = of_first.iter().map(|a| a.attempt.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Duplicate, Verdict::Accepted]);
+    let window = list(DeliveryAttemptFilter {
+        since: Some(Millis(base + 1)),
+        until: Some(Millis(base + 4)),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    let times: Vec<i64> = window
+        .iter()
+        .map(|a| a.attempt.received_at.0 - base)
+        .collect();
+    assert_eq!(times, [3, 2, 1]);
+    let paged = all_pages(
+        2,
+        |a: &hookwise::store::DeliveryAttempt| Cursor {
+            at: a.attempt.received_at,
+            id: a.attempt.id.0,
+        },
+        |before| {
+            list(DeliveryAttemptFilter {
+                before,
+                limit: 2,
+                ..Default::default()
+            })
+        },
+    )
+    .await;
+    assert_eq!(paged, all);
+    let newest = store
+        .list_delivery_attempts(Some("github"), 3)
+        .await
+        .unwrap();
+    assert_eq!(newest, all[..3]);
+    let trace = store.delivery_attempts_for_event(events[0]).await.unwrap();
+    let verdicts: Vec<Verdict> = trace.iter().map(|a| a.attempt.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Accepted, Verdict::Duplicate]);
+    assert_eq!(trace[0].attempt, given[0]);
+    store.close().await;
+
+    let rows_in_attempts_table: i64 = match place {
+        Place::Sqlite(dir) => {
+            let url = format!("sqlite://{}", dir.path().join("store.db").display());
+            let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let n = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            db.close().await;
+            n
+        }
+        Place::Postgres(pg) => {
+            let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+            let n = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            db.close().await;
+            n
+        }
+    };
+    let expected = match place {
+        // The three plain accepted attempts are in their events' rows.
+        Place::Sqlite(_) => 3,
+        Place::Postgres(_) => 6,
+    };
+    assert_eq!(rows_in_attempts_table, expected);
 }

@@ -29,7 +29,8 @@ impl PgStore {
 super::queries::store_queries!(
     PgStore,
     sqlx::Postgres,
-    notify = "SELECT pg_notify('hookwise_work', '')"
+    notify = "SELECT pg_notify('hookwise_work', '')",
+    attempts_in_events = false
 );
 
 /// The channel work notifications go out on.

@@ -11,7 +11,7 @@
 pub(crate) const EVENTS_PER_READ: usize = 128;
 
 macro_rules! store_queries {
-    ($Store:ident, $Db:ty, notify = $notify:literal) => {
+    ($Store:ident, $Db:ty, notify = $notify:literal, attempts_in_events = $folded:literal) => {
         use sqlx::{QueryBuilder, Row};
         use uuid::Uuid;
 
@@ -84,6 +84,20 @@ macro_rules! store_queries {
             }
             if let Some(before) = f.before {
                 keyset(q, "created_at", "execution_id", before);
+            }
+        }
+
+        /// A delivery attempt filter's time bounds and page cursor, with `id` the column that
+        /// holds the attempt's id.
+        fn attempt_times(q: &mut QueryBuilder<'_, $Db>, f: &DeliveryAttemptFilter, id: &str) {
+            if let Some(since) = f.since {
+                q.push(" AND received_at >= ").push_bind(since.0);
+            }
+            if let Some(until) = f.until {
+                q.push(" AND received_at < ").push_bind(until.0);
+            }
+            if let Some(before) = f.before {
+                keyset(q, "received_at", id, before);
             }
         }
 
@@ -175,20 +189,29 @@ macro_rules! store_queries {
                 source: Option<&str>,
                 limit: i64,
             ) -> Result<Vec<DeliveryAttempt>, StoreError> {
-                let mut q = QueryBuilder::<$Db>::new("SELECT * FROM delivery_attempts WHERE 1 = 1");
-                if let Some(source) = source {
-                    q.push(" AND source = ").push_bind(source);
-                }
-                q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(limit.max(0));
-                let rows: Vec<DeliveryAttemptRow> = q.build_query_as().fetch_all(&self.pool).await?;
-                convert(rows)
+                self.list_delivery_attempts_filtered(&DeliveryAttemptFilter {
+                    source: source.map(str::to_owned),
+                    limit,
+                    ..Default::default()
+                })
+                .await
             }
 
+            /// Delivery attempts newest first. Where the backend keeps accepted attempts in
+            /// their events' rows (SQLite, `attempts_in_events`), each table gives its newest
+            /// `limit` that pass the filter and the two lists are merged.
             pub(crate) async fn list_delivery_attempts_filtered(
                 &self,
                 f: &DeliveryAttemptFilter,
             ) -> Result<Vec<DeliveryAttempt>, StoreError> {
-                let mut q = QueryBuilder::<$Db>::new("SELECT * FROM delivery_attempts WHERE 1 = 1");
+                let limit = f.limit.max(0);
+                let mut q = QueryBuilder::<$Db>::new("");
+                if $folded {
+                    q.push("SELECT * FROM (");
+                }
+                q.push("SELECT ")
+                    .push(crate::store::sql::ATTEMPT_COLUMNS)
+                    .push(" FROM delivery_attempts WHERE 1 = 1");
                 if let Some(source) = &f.source {
                     q.push(" AND source = ").push_bind(source.as_str());
                 }
@@ -198,16 +221,27 @@ macro_rules! store_queries {
                 if let Some(event) = f.event_id {
                     q.push(" AND event_id = ").push_bind(event.0);
                 }
-                if let Some(since) = f.since {
-                    q.push(" AND received_at >= ").push_bind(since.0);
+                attempt_times(&mut q, f, "id");
+                q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(limit);
+                if $folded {
+                    q.push(") UNION ALL SELECT * FROM (SELECT ")
+                        .push(crate::store::sql::ACCEPTED_ATTEMPT_COLUMNS)
+                        .push(" FROM events WHERE attempt_id IS NOT NULL");
+                    if let Some(source) = &f.source {
+                        q.push(" AND source = ").push_bind(source.as_str());
+                    }
+                    if f.verdict.is_some_and(|v| v != crate::model::Verdict::Accepted) {
+                        q.push(" AND 0 = 1");
+                    }
+                    if let Some(event) = f.event_id {
+                        q.push(" AND id = ").push_bind(event.0);
+                    }
+                    attempt_times(&mut q, f, "attempt_id");
+                    q.push(" ORDER BY received_at DESC, attempt_id DESC LIMIT ")
+                        .push_bind(limit)
+                        .push(") ORDER BY received_at DESC, id DESC LIMIT ")
+                        .push_bind(limit);
                 }
-                if let Some(until) = f.until {
-                    q.push(" AND received_at < ").push_bind(until.0);
-                }
-                if let Some(before) = f.before {
-                    keyset(&mut q, "received_at", "id", before);
-                }
-                q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<DeliveryAttemptRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 convert(rows)
             }
@@ -299,12 +333,18 @@ macro_rules! store_queries {
                 &self,
                 event: EventId,
             ) -> Result<Vec<DeliveryAttempt>, StoreError> {
-                let rows: Vec<DeliveryAttemptRow> = sqlx::query_as(
-                    "SELECT * FROM delivery_attempts WHERE event_id = $1 ORDER BY received_at, id",
-                )
-                .bind(event.0)
-                .fetch_all(&self.pool)
-                .await?;
+                let mut q = QueryBuilder::<$Db>::new("SELECT ");
+                q.push(crate::store::sql::ATTEMPT_COLUMNS)
+                    .push(" FROM delivery_attempts WHERE event_id = ")
+                    .push_bind(event.0);
+                if $folded {
+                    q.push(" UNION ALL SELECT ")
+                        .push(crate::store::sql::ACCEPTED_ATTEMPT_COLUMNS)
+                        .push(" FROM events WHERE attempt_id IS NOT NULL AND id = ")
+                        .push_bind(event.0);
+                }
+                q.push(" ORDER BY received_at, id");
+                let rows: Vec<DeliveryAttemptRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 convert(rows)
             }
 

@@ -30,6 +30,22 @@ pub(crate) const INSERT_EVENT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (source, delivery_id) DO NOTHING"
 );
+/// One event row with its accepted delivery attempt in it (SQLite's writer; docs/store.md):
+/// $11 attempt id, $12 remote address, $13 method, $14 path, $15 body size, $16 status answered.
+pub(crate) const INSERT_EVENT_WITH_ATTEMPT: &str = concat!(
+    "INSERT INTO events (",
+    event_columns!(),
+    ", attempt_id, remote_addr, method, path, body_size, answered) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     ON CONFLICT (source, delivery_id) DO NOTHING"
+);
+/// An accepted attempt kept in its event's row, read as a `delivery_attempts` row.
+pub(crate) const ACCEPTED_ATTEMPT_COLUMNS: &str = "attempt_id AS id, source, received_at, \
+     remote_addr, method, path, '{}' AS headers, NULL AS body, body_size, 'accepted' AS verdict, \
+     answered AS status, NULL AS reason, id AS event_id";
+/// The columns of `delivery_attempts`, in the order [`ACCEPTED_ATTEMPT_COLUMNS`] has them.
+pub(crate) const ATTEMPT_COLUMNS: &str = attempt_columns!();
+
 /// The id of the event stored first for a (source, delivery id).
 pub(crate) const EVENT_ID_BY_DELIVERY: &str =
     "SELECT id FROM events WHERE source = $1 AND delivery_id = $2";

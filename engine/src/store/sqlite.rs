@@ -55,4 +55,9 @@ impl SqliteStore {
     }
 }
 
-super::queries::store_queries!(SqliteStore, sqlx::Sqlite, notify = "");
+super::queries::store_queries!(
+    SqliteStore,
+    sqlx::Sqlite,
+    notify = "",
+    attempts_in_events = true
+);

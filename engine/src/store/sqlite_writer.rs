@@ -19,7 +19,9 @@ use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
 use uuid::Uuid;
 
 use super::payload::{self, Packed};
-use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecution, NewExecutionAttempt};
+use super::records::{
+    ExecutionRow, NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt,
+};
 use super::{ClaimRequest, EventPlan, IngestOutcome, StoreError, WriteOutcome, WriteRequest, sql};
 use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
 
@@ -158,22 +160,36 @@ impl SqliteWriter {
                         Packed::Text(text) => text,
                         Packed::Compressed(blob) => blob,
                     };
-                    let stored = execute(
-                        &tx,
-                        sql::INSERT_EVENT,
-                        &[
-                            &event.id.0.as_bytes().as_slice(),
-                            &event.source,
-                            &event.delivery_id,
-                            &event.event_type,
-                            &event.received_at.0,
-                            &headers,
-                            payload,
-                            &status.as_str(),
-                            &trace,
-                            &planned_at,
-                        ],
-                    )? == 1;
+                    let event_args: [&dyn ToSql; 10] = [
+                        &event.id.0.as_bytes().as_slice(),
+                        &event.source,
+                        &event.delivery_id,
+                        &event.event_type,
+                        &event.received_at.0,
+                        &headers,
+                        payload,
+                        &status.as_str(),
+                        &trace,
+                        &planned_at,
+                    ];
+                    // An accepted attempt that the event's row can hold whole goes into it.
+                    let folded = folds_into_event(event, attempt);
+                    let stored = if folded {
+                        let status = i32::from(attempt.status);
+                        let attempt_args: [&dyn ToSql; 6] = [
+                            &attempt.id.0.as_bytes().as_slice(),
+                            &attempt.remote_addr,
+                            &attempt.method,
+                            &attempt.path,
+                            &attempt.body_size,
+                            &status,
+                        ];
+                        let args: Vec<&dyn ToSql> =
+                            event_args.into_iter().chain(attempt_args).collect();
+                        execute(&tx, sql::INSERT_EVENT_WITH_ATTEMPT, &args)?
+                    } else {
+                        execute(&tx, sql::INSERT_EVENT, &event_args)?
+                    } == 1;
                     if let Some(plan) = plan.as_ref().filter(|_| stored) {
                         // `seq` is the events table's rowid.
                         let seq = tx.last_insert_rowid();
@@ -200,7 +216,9 @@ impl SqliteWriter {
                     } else {
                         Verdict::Duplicate
                     };
-                    attempts.push((attempt, verdict, Some(event_id)));
+                    if !(stored && folded) {
+                        attempts.push((attempt, verdict, Some(event_id)));
+                    }
                     outcomes.push(WriteOutcome::Ingested(IngestOutcome {
                         event_id: EventId(event_id),
                         duplicate: !stored,
@@ -497,6 +515,18 @@ fn uuid_at(row: &rusqlite::Row<'_>, index: usize, table: &'static str) -> Result
 }
 
 /// A JSON column, as text (as sqlx stores `Json` values).
+/// Whether an ingest's delivery attempt can live in its event's row (docs/store.md): accepted,
+/// and nothing in it that the row has no column for (headers, body, reason) or that differs
+/// from the event (source, time).
+fn folds_into_event(event: &NewEvent, attempt: &NewDeliveryAttempt) -> bool {
+    attempt.verdict == Verdict::Accepted
+        && attempt.headers.as_object().is_some_and(|h| h.is_empty())
+        && attempt.body.is_none()
+        && attempt.reason.is_none()
+        && attempt.source == event.source
+        && attempt.received_at == event.received_at
+}
+
 fn json(value: &serde_json::Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
         table: "json",
