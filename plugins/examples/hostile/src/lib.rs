@@ -40,6 +40,19 @@ enum Input {
     Retryable,
     /// Sends one HTTP request.
     Http { method: String, url: String },
+    /// Logs `log` (when given), then fails with `error` (retryable when `retryable`) or
+    /// returns `output`: echoes text chosen by the test (secrets, odd bytes) into every place
+    /// the host records.
+    Say {
+        #[serde(default)]
+        log: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        retryable: bool,
+        #[serde(default)]
+        output: Value,
+    },
     /// Runs SQL statements; with `ignore_errors` it returns Ok even when one fails.
     Db {
         connection: String,
@@ -166,6 +179,21 @@ impl Plugin for Hostile {
                     "status": resp.status,
                     "body": String::from_utf8_lossy(&resp.body),
                 }))
+            }
+            Input::Say {
+                log,
+                error,
+                retryable,
+                output,
+            } => {
+                if let Some(line) = log {
+                    log::info(&line);
+                }
+                match error {
+                    Some(e) if retryable => Err(PluginError::retryable(e)),
+                    Some(e) => Err(PluginError::fatal(e)),
+                    None => Ok(output),
+                }
             }
             Input::Db {
                 connection,
