@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookwise::plugin_host::{
-    CallContext, CallError, CallEvent, CallReport, DbExecutor, DbTransactionOutcome, ErrorKind,
-    Grants, HostError, HostSettings, LOG_TRUNCATED_MARKER, Limits, LoadedPlugin, PluginAbi,
-    PluginHost, PluginSpec, SqlExecutor, SqlPool, WasmSource,
+    CallContext, CallError, CallEvent, CallReport, DbExecutor, DbStatementOutcome,
+    DbTransactionOutcome, ErrorKind, Grants, HostError, HostSettings, LOG_TRUNCATED_MARKER, Limits,
+    LoadedPlugin, PluginAbi, PluginHost, PluginSpec, SqlExecutor, SqlPool, WasmSource,
 };
 use serde_json::{Value, json};
 
@@ -847,6 +847,7 @@ on_every_backend!(
     failed_call_rolls_back_db_writes,
     injection_looking_values_are_bound_verbatim,
     db_statement_and_row_limits,
+    hostile_sql_is_refused_before_it_runs,
 );
 
 async fn db_writes_apply_once_per_idempotency_key(backend: Backend) {
@@ -1059,6 +1060,205 @@ async fn db_connection_must_be_granted() {
     );
     assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 0);
     fx.close().await;
+}
+
+/// Every statement a plugin granted `app` must not run, for `backend`: the guard refuses
+/// each before it reaches the database, even though the tests connect as a superuser.
+fn refused_statements(backend: Backend, dir: &std::path::Path) -> Vec<String> {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut all: Vec<String> = [
+        // Another database: hookwise's own store, in the SQLite case.
+        format!("ATTACH DATABASE '{}' AS h", file("store.db")),
+        "DETACH DATABASE h".to_string(),
+        // Transactions belong to the host.
+        "BEGIN".to_string(),
+        "COMMIT".to_string(),
+        "ROLLBACK".to_string(),
+        "SAVEPOINT s".to_string(),
+        "RELEASE SAVEPOINT s".to_string(),
+        "PRAGMA writable_schema = ON".to_string(),
+        "VACUUM".to_string(),
+        format!("VACUUM INTO '{}'", file("vacuumed.db")),
+        // Schema changes.
+        "CREATE TABLE evil (a INTEGER)".to_string(),
+        "DROP TABLE items".to_string(),
+        "ALTER TABLE items ADD COLUMN z INTEGER".to_string(),
+        "CREATE INDEX evil_idx ON items (name)".to_string(),
+        // Several statements in one call.
+        "INSERT INTO items (name) VALUES ('two'); DELETE FROM items".to_string(),
+        "SELECT 1; SELECT 2".to_string(),
+        // The host's exactly-once table, in every spelling.
+        "SELECT * FROM hookwise_effects".to_string(),
+        "DELETE FROM hookwise_effects".to_string(),
+        "DELETE FROM HOOKWISE_EFFECTS".to_string(),
+        "INSERT INTO hookwise_effects (idempotency_key) VALUES ('forged')".to_string(),
+        "UPDATE hookwise_effects SET idempotency_key = 'x'".to_string(),
+        "WITH d AS (SELECT idempotency_key FROM \"hookwise_effects\") SELECT * FROM d".to_string(),
+        // Roles and sessions.
+        "SET ROLE postgres".to_string(),
+        "RESET ROLE".to_string(),
+        "SET SESSION AUTHORIZATION postgres".to_string(),
+        // Files, programs and extensions.
+        "SELECT load_extension('/tmp/evil.so')".to_string(),
+        format!("SELECT writefile('{}', 'x')", file("written")),
+        format!("COPY items FROM PROGRAM 'touch {}'", file("program-ran")),
+        format!("COPY items TO '{}'", file("copied")),
+        "SELECT pg_read_file('/etc/passwd')".to_string(),
+        "SELECT lo_import('/etc/passwd')".to_string(),
+        format!("SELECT lo_export(1, '{}')", file("exported")),
+        "SELECT set_config('role', 'postgres', false)".to_string(),
+        "SELECT load_file('/etc/passwd')".to_string(),
+        "LOAD DATA INFILE '/etc/passwd' INTO TABLE items".to_string(),
+        format!("SELECT name FROM items INTO OUTFILE '{}'", file("outfile")),
+        format!(
+            "SELECT name FROM items INTO DUMPFILE '{}'",
+            file("dumpfile")
+        ),
+    ]
+    .into();
+    match backend {
+        Backend::Postgres => {
+            all.push("SELECT * INTO evil FROM items".to_string());
+            all.push("SELECT query_to_xml('select * from items', true, false, '')".to_string());
+            all.push("SELECT * FROM U&\"hookwise\\005feffects\"".to_string());
+            all.push("DO $$ BEGIN DELETE FROM items; END $$".to_string());
+        }
+        Backend::MySql => {
+            all.push("SELECT 1 /*! , load_file('/etc/passwd') */".to_string());
+            all.push("HANDLER items OPEN".to_string());
+        }
+        Backend::Sqlite => {
+            all.push("INSERT INTO sqlite_master VALUES ('table', 'x', 'x', 0, '')".to_string());
+        }
+    }
+    all
+}
+
+async fn hostile_sql_is_refused_before_it_runs(backend: Backend) {
+    let fx = DbFixture::new(backend).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A stand-in for hookwise's own store, for ATTACH to aim at.
+    let store = dir.path().join("store.db");
+    let store_pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", store.display()))
+        .await
+        .expect("store");
+    sqlx::query("CREATE TABLE events (id TEXT, status TEXT)")
+        .execute(&store_pool)
+        .await
+        .expect("events");
+    let plugin = load(&fx.host, "hostile", limits(), db_grants());
+
+    for (i, sql) in refused_statements(backend, dir.path()).iter().enumerate() {
+        let input = json!({"mode": "db", "connection": "app", "ignore_errors": true, "statements": [
+            {"sql": fx.sql("INSERT INTO items (name) VALUES (?)"), "params": [format!("before {i}")]},
+            {"sql": sql},
+        ]});
+        let report = call_with_key(&fx.host, &plugin, input, &format!("hostile-{i}")).await;
+        assert!(
+            matches!(&report.result, Err(CallError::Db(m)) if m.contains("refused by the host")),
+            "{backend:?} {sql}: {:?}",
+            report.result
+        );
+        let refused = &report.db_statements[1];
+        assert!(
+            matches!(&refused.outcome, DbStatementOutcome::Refused { reason } if reason.contains("refused by the host")),
+            "{backend:?} {sql}: {:?}",
+            refused.outcome
+        );
+        assert_eq!(
+            report.db_transactions[0].outcome,
+            DbTransactionOutcome::RolledBack,
+            "{backend:?} {sql}"
+        );
+    }
+
+    // Nothing any of them tried happened: no rows, no claims, the table and the attached
+    // store untouched, no file written.
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 0);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM hookwise_effects").await, 0);
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&store_pool)
+        .await
+        .expect("store is intact");
+    assert_eq!(events, 0);
+    store_pool.close().await;
+    let written: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("store.db"))
+        .collect();
+    assert!(written.is_empty(), "{backend:?} wrote {written:?}");
+
+    // Exactly once still holds afterwards: the connection is usable, a call applies, its
+    // retry applies nothing.
+    let good = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": fx.sql("INSERT INTO items (name) VALUES (?)"), "params": ["once"]},
+    ]});
+    for _ in 0..3 {
+        let first = call_with_key(&fx.host, &plugin, good.clone(), "after-hostile").await;
+        assert!(first.result.is_ok(), "{backend:?}: {:?}", first.result);
+    }
+    assert_eq!(fx.names().await, vec!["once".to_string()]);
+    assert_eq!(fx.count("SELECT COUNT(*) FROM hookwise_effects").await, 1);
+    fx.close().await;
+}
+
+/// A connection whose user may only read and write its tables (not create any) works when
+/// the owner created `hookwise_effects`, as docs/plugins.md recommends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_postgres_role_is_enough() {
+    let pg = TempPostgres::create()
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    let role = format!("hookwise_app_{}", uuid::Uuid::now_v7().simple());
+    let owner = sqlx::PgPool::connect(&pg.url).await.expect("owner");
+    for sql in [
+        "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, qty BIGINT)".to_string(),
+        "CREATE TABLE hookwise_effects (idempotency_key TEXT PRIMARY KEY NOT NULL, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            .to_string(),
+        format!("CREATE ROLE {role} LOGIN"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT, INSERT ON items, hookwise_effects TO {role}"),
+        format!("GRANT USAGE ON SEQUENCE items_id_seq TO {role}"),
+    ] {
+        sqlx::query(&sql).execute(&owner).await.expect(&sql);
+    }
+    let url = pg.url.replacen("postgres@", &format!("{role}@"), 1);
+    let mut exec = SqlExecutor::new();
+    exec.connect("app", &url).await.expect("the role connects");
+    let executor: Arc<dyn DbExecutor> = Arc::new(exec);
+    let host = PluginHost::new(HostSettings {
+        db: Some(executor),
+        ..settings()
+    })
+    .expect("host");
+    let plugin = load(&host, "hostile", limits(), db_grants());
+    let input = json!({"mode": "db", "connection": "app", "statements": [
+        {"sql": "INSERT INTO items (name) VALUES ($1)", "params": ["least"]},
+    ]});
+    for _ in 0..2 {
+        let report = call_with_key(&host, &plugin, input.clone(), "least-key").await;
+        assert!(report.result.is_ok(), "{:?}", report.result);
+    }
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM items")
+        .fetch_all(&owner)
+        .await
+        .expect("names");
+    assert_eq!(names, vec!["least".to_string()]);
+    drop(host);
+    owner.close().await;
+    pg.drop_db().await.expect("drop database");
+    let admin = sqlx::PgPool::connect(&crate::support::postgres_admin_url())
+        .await
+        .expect("admin");
+    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&admin)
+        .await
+        .expect("drop role");
+    admin.close().await;
 }
 
 /// Runs one SELECT through the plugin and returns its only row.

@@ -47,6 +47,12 @@ pub enum DbError {
     Column { column: String, message: String },
     #[error("idempotency key is longer than {max_bytes} bytes")]
     KeyTooLong { max_bytes: usize },
+    /// The statement is not one a plugin may run; nothing was sent.
+    #[error(transparent)]
+    Refused(#[from] super::sql::Refused),
+    /// The host could not arm or disarm a connection's guard.
+    #[error("database guard: {0}")]
+    Guard(String),
 }
 
 /// Result of opening a call's transaction on one connection.
@@ -106,8 +112,8 @@ pub enum DbStatementOutcome {
     Failed {
         error: String,
     },
-    /// Not run: connection not granted, bad parameters, limit reached, or
-    /// the transaction had already failed.
+    /// Not run: connection not granted, bad parameters, limit reached, a
+    /// statement plugins may not run, or the transaction had already failed.
     Refused {
         reason: String,
     },
@@ -318,7 +324,17 @@ impl DbCallState {
                             // the transaction already.
                             let _ = tokio::time::timeout(STATEMENT_TIMEOUT, tx.rollback()).await;
                         }
-                        (Err(error.clone()), DbStatementOutcome::Failed { error })
+                        // A refused statement rolls back like a failing one, and is
+                        // recorded as refused: it never reached the database.
+                        let outcome = match e {
+                            DbError::Refused(_) => DbStatementOutcome::Refused {
+                                reason: error.clone(),
+                            },
+                            _ => DbStatementOutcome::Failed {
+                                error: error.clone(),
+                            },
+                        };
+                        (Err(error), outcome)
                     }
                 }
             }

@@ -8,19 +8,40 @@
 //! inserted inside the call's transaction, so a second attempt with the same
 //! key blocks on the unique index until the first commits (then it inserts
 //! nothing and applies nothing) or rolls back (then it inserts and applies).
+//!
+//! Every plugin statement passes `guard::check` before it is sent (one data
+//! statement, never `hookwise_effects`); on SQLite the connection is also armed
+//! with the engine's authorizer for the plugin's part of the transaction
+//! (`sqlite_guard`).
 
+mod guard;
 mod params;
 mod rows;
+mod sqlite_guard;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use serde_json::{Map, Value};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{Either, Executor, MySql, Postgres, Sqlite, Transaction};
+
+pub use self::guard::Refused;
+use self::sqlite_guard::{GuardError, SqliteGuard};
+
+impl From<GuardError> for DbError {
+    fn from(e: GuardError) -> Self {
+        match e {
+            GuardError::Database(e) => DbError::Database(e),
+            GuardError::Install(_) => DbError::Guard(e.to_string()),
+        }
+    }
+}
 
 use super::db::{
     BoxFuture, DbBegin, DbError, DbExecutor, DbOutput, DbTransaction, STATEMENT_TIMEOUT,
@@ -52,12 +73,20 @@ const EFFECTS_TABLE_MYSQL: &str = "CREATE TABLE IF NOT EXISTS hookwise_effects (
     applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 ) ENGINE=InnoDB";
 
+/// Whether the effects table is there already (in the schema unqualified names resolve to).
+const EFFECTS_EXISTS_POSTGRES: &str = "SELECT to_regclass('hookwise_effects') IS NOT NULL";
+const EFFECTS_EXISTS_MYSQL: &str = "SELECT COUNT(*) > 0 FROM information_schema.tables \
+     WHERE table_schema = DATABASE() AND table_name = 'hookwise_effects'";
+
 const CLAIM_SQLITE: &str = "INSERT INTO hookwise_effects (idempotency_key, applied_at) \
      VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
      ON CONFLICT (idempotency_key) DO NOTHING";
 const CLAIM_POSTGRES: &str = "INSERT INTO hookwise_effects (idempotency_key) VALUES ($1) \
      ON CONFLICT (idempotency_key) DO NOTHING";
 const CLAIM_MYSQL: &str = "INSERT IGNORE INTO hookwise_effects (idempotency_key) VALUES (?)";
+/// PostgreSQL stops a plugin's statement on the server at the host's own statement
+/// timeout, so a cancelled call leaves no query running (`SET LOCAL`: this transaction only).
+const STATEMENT_TIMEOUT_POSTGRES: &str = "SET LOCAL statement_timeout = 5000";
 
 /// The SQL dialect of a connection; it decides the placeholder syntax
 /// plugins write (`?` for SQLite and MySQL, `$1` for PostgreSQL).
@@ -168,15 +197,28 @@ impl SqlExecutor {
     /// Registers an existing pool under `name` and creates `hookwise_effects`.
     pub async fn add_pool(&mut self, name: &str, pool: impl Into<SqlPool>) -> Result<(), DbError> {
         let pool = pool.into();
+        // A least-privilege user may lack the right to create tables (CREATE TABLE IF NOT
+        // EXISTS checks that right even when the table exists): where the owner created the
+        // table already, it is only used.
         match &pool {
             SqlPool::Sqlite(p) => {
                 p.execute(EFFECTS_TABLE_SQLITE).await?;
             }
             SqlPool::Postgres(p) => {
-                p.execute(EFFECTS_TABLE_POSTGRES).await?;
+                let exists: bool = sqlx::query_scalar(EFFECTS_EXISTS_POSTGRES)
+                    .fetch_one(p)
+                    .await?;
+                if !exists {
+                    p.execute(EFFECTS_TABLE_POSTGRES).await?;
+                }
             }
             SqlPool::MySql(p) => {
-                p.execute(EFFECTS_TABLE_MYSQL).await?;
+                let exists: bool = sqlx::query_scalar(EFFECTS_EXISTS_MYSQL)
+                    .fetch_one(p)
+                    .await?;
+                if !exists {
+                    p.execute(EFFECTS_TABLE_MYSQL).await?;
+                }
             }
         }
         self.pools.insert(name.to_string(), pool);
@@ -202,7 +244,8 @@ impl DbExecutor for SqlExecutor {
                 .ok_or_else(|| DbError::UnknownConnection(connection.to_string()))?;
             let tx = match pool {
                 SqlPool::Sqlite(pool) => {
-                    let mut tx = pool.begin().await?;
+                    let (conn, guard) = clean_sqlite_connection(pool).await?;
+                    let mut tx = Transaction::begin(conn, None).await?;
                     let claimed = sqlx::query(CLAIM_SQLITE)
                         .bind(idempotency_key)
                         .execute(&mut *tx)
@@ -211,10 +254,17 @@ impl DbExecutor for SqlExecutor {
                         tx.rollback().await?;
                         return Ok(DbBegin::AlreadyApplied);
                     }
-                    SqlTransaction::Sqlite(tx)
+                    sqlite_guard::set_armed(&mut tx, &guard, true).await?;
+                    SqlTransaction::Sqlite(GuardedSqlite {
+                        tx: Some(tx),
+                        guard,
+                    })
                 }
                 SqlPool::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
+                    sqlx::query(STATEMENT_TIMEOUT_POSTGRES)
+                        .execute(&mut *tx)
+                        .await?;
                     let claimed = sqlx::query(CLAIM_POSTGRES)
                         .bind(idempotency_key)
                         .execute(&mut *tx)
@@ -248,11 +298,72 @@ impl DbExecutor for SqlExecutor {
     }
 }
 
+/// A pooled SQLite connection outside any transaction, with its guard disarmed. A
+/// connection an earlier call left inside a transaction (its rollback was refused while
+/// armed) is closed and another one taken.
+async fn clean_sqlite_connection(
+    pool: &SqlitePool,
+) -> Result<(PoolConnection<Sqlite>, Arc<SqliteGuard>), DbError> {
+    for _ in 0..=SQLITE_POOL_CONNECTIONS {
+        let mut conn = pool.acquire().await?;
+        let prepared = sqlite_guard::prepare(&mut conn).await?;
+        if prepared.clean {
+            return Ok((conn, prepared.guard));
+        }
+        conn.close().await?;
+    }
+    Err(DbError::Guard(
+        "no SQLite connection outside a transaction is available".to_string(),
+    ))
+}
+
 /// The open transaction of one call on one connection.
 enum SqlTransaction {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(GuardedSqlite),
     Postgres(Transaction<'static, Postgres>),
     MySql(Transaction<'static, MySql>),
+}
+
+/// A SQLite transaction whose connection is armed for plugin statements. Commit and
+/// rollback disarm it first; dropped without either (the call was cancelled), it disarms
+/// and rolls back in a task of its own.
+struct GuardedSqlite {
+    /// `None` once committed or rolled back.
+    tx: Option<Transaction<'static, Sqlite>>,
+    guard: Arc<SqliteGuard>,
+}
+
+impl GuardedSqlite {
+    /// Disarms the connection and hands out the transaction for the host's last statement.
+    async fn disarmed(&mut self) -> Result<Transaction<'static, Sqlite>, DbError> {
+        let mut tx = self
+            .tx
+            .take()
+            .ok_or_else(|| DbError::Guard("the transaction is already closed".to_string()))?;
+        sqlite_guard::set_armed(&mut tx, &self.guard, false).await?;
+        Ok(tx)
+    }
+}
+
+impl Drop for GuardedSqlite {
+    fn drop(&mut self) {
+        let Some(mut tx) = self.tx.take() else {
+            return;
+        };
+        let guard = self.guard.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if sqlite_guard::set_armed(&mut tx, &guard, false)
+                    .await
+                    .is_ok()
+                {
+                    let _ = tx.rollback().await;
+                }
+            });
+        }
+        // Without a runtime the transaction's own drop asks for a rollback; if the armed
+        // guard refuses it, the next call finds the connection unclean and closes it.
+    }
 }
 
 impl DbTransaction for SqlTransaction {
@@ -264,15 +375,33 @@ impl DbTransaction for SqlTransaction {
     ) -> BoxFuture<'a, Result<DbOutput, DbError>> {
         Box::pin(async move {
             match self {
-                SqlTransaction::Sqlite(tx) => {
-                    let stream = (&mut **tx).fetch_many(params::sqlite(sql, params));
-                    collect(stream, max_rows, |r| r.rows_affected(), rows::sqlite).await
+                SqlTransaction::Sqlite(guarded) => {
+                    guard::check(Dialect::Sqlite, sql)?;
+                    let tx = guarded
+                        .tx
+                        .as_mut()
+                        .ok_or_else(|| DbError::Guard("the transaction is closed".to_string()))?;
+                    guarded.guard.take_denied();
+                    // Never from the statement cache: every plugin statement is compiled
+                    // while the connection is armed, so the authorizer sees it.
+                    let query = params::sqlite(sql, params).persistent(false);
+                    let stream = (&mut **tx).fetch_many(query);
+                    let result =
+                        collect(stream, max_rows, |r| r.rows_affected(), rows::sqlite).await;
+                    match (result, guarded.guard.take_denied()) {
+                        (Err(_), Some(why)) => Err(DbError::Refused(guard::Refused(why))),
+                        (result, _) => result,
+                    }
                 }
                 SqlTransaction::Postgres(tx) => {
+                    guard::check(Dialect::Postgres, sql)?;
                     let stream = (&mut **tx).fetch_many(params::postgres(sql, params));
-                    collect(stream, max_rows, |r| r.rows_affected(), rows::postgres).await
+                    collect(stream, max_rows, |r| r.rows_affected(), rows::postgres)
+                        .await
+                        .map_err(server_timeout_postgres)
                 }
                 SqlTransaction::MySql(tx) => {
+                    guard::check(Dialect::MySql, sql)?;
                     let stream = (&mut **tx).fetch_many(params::mysql(sql, params));
                     collect(stream, max_rows, |r| r.rows_affected(), rows::mysql).await
                 }
@@ -283,7 +412,7 @@ impl DbTransaction for SqlTransaction {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<(), DbError>> {
         Box::pin(async move {
             match *self {
-                SqlTransaction::Sqlite(tx) => tx.commit().await?,
+                SqlTransaction::Sqlite(mut guarded) => guarded.disarmed().await?.commit().await?,
                 SqlTransaction::Postgres(tx) => tx.commit().await?,
                 SqlTransaction::MySql(tx) => tx.commit().await?,
             }
@@ -294,12 +423,24 @@ impl DbTransaction for SqlTransaction {
     fn rollback(self: Box<Self>) -> BoxFuture<'static, Result<(), DbError>> {
         Box::pin(async move {
             match *self {
-                SqlTransaction::Sqlite(tx) => tx.rollback().await?,
+                SqlTransaction::Sqlite(mut guarded) => guarded.disarmed().await?.rollback().await?,
                 SqlTransaction::Postgres(tx) => tx.rollback().await?,
                 SqlTransaction::MySql(tx) => tx.rollback().await?,
             }
             Ok(())
         })
+    }
+}
+
+/// PostgreSQL's own statement timeout (SQLSTATE 57014, from `STATEMENT_TIMEOUT_POSTGRES`)
+/// is the host's timeout, whichever of the two fires first: transient, not the statement's
+/// fault.
+fn server_timeout_postgres(error: DbError) -> DbError {
+    match &error {
+        DbError::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => {
+            DbError::Timeout
+        }
+        _ => error,
     }
 }
 
