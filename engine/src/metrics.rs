@@ -330,6 +330,12 @@ impl Metrics {
             "hookwise_group_commit_batch_size_max {}",
             batches.largest
         );
+        counter(
+            &mut out,
+            "hookwise_group_commit_splits_total",
+            "Group-commit transactions that failed as a whole and were written again write by write.",
+            batches.split,
+        );
         out
     }
 }

@@ -7,6 +7,7 @@ mod crash;
 mod dispatch;
 mod first_party;
 mod ingress;
+mod outside_text;
 mod plugins;
 mod plugins_cli;
 mod plugins_lang;

@@ -45,6 +45,26 @@ impl Place {
             .expect("open store")
     }
 
+    /// `text` as this store gives it back: PostgreSQL holds U+0000 as U+FFFD.
+    fn stored(&self, text: &str) -> String {
+        match self {
+            Place::Sqlite(_) => text.to_string(),
+            Place::Postgres(_) => text.replace('\0', "\u{FFFD}"),
+        }
+    }
+
+    /// [`Place::stored`] for every string and key of a JSON value.
+    fn stored_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        match self {
+            Place::Sqlite(_) => value.clone(),
+            // serde_json writes U+0000 as this escape (and the test data holds no `\\u0000`).
+            Place::Postgres(_) => {
+                serde_json::from_str(&value.to_string().replace("\\u0000", "\u{FFFD}"))
+                    .expect("JSON")
+            }
+        }
+    }
+
     async fn finish(self) {
         if let Place::Postgres(pg) = self {
             pg.drop_db().await.expect("drop test database");
@@ -147,6 +167,7 @@ suite!(
     retention_prunes_only_old_rows_while_ingest_continues,
     payloads_read_back_exactly_whatever_their_form,
     accepted_attempts_are_listed_wherever_they_are_kept,
+    outside_text_with_nul_is_stored_without_failing_a_batch,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -1633,4 +1654,240 @@ async fn accepted_attempts_are_listed_wherever_they_are_kept(place: &Place) {
         Place::Postgres(_) => 6,
     };
     assert_eq!(rows_in_attempts_table, expected);
+}
+
+/// A JSON object from (key, value) pairs: keys here are built at run time.
+fn object(pairs: &[(&str, serde_json::Value)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+/// U+0000 in every column that takes text from outside, written in the same moment as ordinary
+/// ingests: nothing fails, no batch is split, everything reads back (as it was on SQLite, with
+/// U+FFFD on PostgreSQL), and lookups by the same text find it.
+async fn outside_text_with_nul_is_stored_without_failing_a_batch(place: &Place) {
+    const NUL: &str = "a\u{0}b";
+    let store = place.open().await;
+
+    let mut odd = event("github", "odd-1");
+    odd.event_type = format!("push.{NUL}");
+    odd.headers = object(&[
+        (&format!("x-key-{NUL}"), json!(NUL)),
+        ("x-fine", json!("ok")),
+    ]);
+    // A payload is JSON text: U+0000 in it is the six characters of the escape.
+    odd.payload = json!({ "text": NUL }).to_string();
+    let mut odd_arrival = attempt("github", Verdict::Accepted, 200);
+    // No headers: on SQLite this attempt goes into its event's row.
+    odd_arrival.headers = json!({});
+    odd_arrival.path = format!("/hooks/{NUL}");
+    odd_arrival.remote_addr = Some(format!("{NUL} via 10.0.0.1:443"));
+    let rule = format!("rule-{NUL}");
+    let mut first = execution(odd.id, &rule, 0);
+    first.order_key = Some(NUL.into());
+    let trace = json!({
+        "matched": [{"rule": rule, "conditions": [{"path": "$.text", "values": [NUL]}]}],
+        "not_matched": [],
+    });
+    let mut duplicate_arrival = attempt("github", Verdict::Accepted, 200);
+    duplicate_arrival.headers = object(&[("x-odd", json!(NUL))]);
+    let mut refused = attempt(NUL, Verdict::Rejected, 404);
+    refused.path = "/hooks/a%00b".into();
+    refused.reason = Some(format!("unknown_source: no source `{NUL}`"));
+    refused.headers = object(&[
+        ("x-odd", json!("\u{FFFD}\u{FFFD}\tv")),
+        ("x-nul", json!(NUL)),
+    ]);
+
+    // Everything at once, beside 64 ordinary ingests.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .ingest(
+                    event("github", &format!("fine-{i}")),
+                    attempt("github", Verdict::Accepted, 200),
+                )
+                .await
+                .map(|_| ())
+        });
+    }
+    {
+        let (store, odd, arrival) = (store.clone(), odd.clone(), odd_arrival.clone());
+        let plan = plan_of(odd.id, &trace, std::slice::from_ref(&first));
+        tasks.spawn(async move {
+            store
+                .ingest_planned(odd, arrival, Some(plan))
+                .await
+                .map(|_| ())
+        });
+    }
+    {
+        let (store, mut again, arrival) = (store.clone(), odd.clone(), duplicate_arrival.clone());
+        again.id = EventId::new();
+        tasks.spawn(async move { store.ingest(again, arrival).await.map(|_| ()) });
+    }
+    {
+        let (store, refused) = (store.clone(), refused.clone());
+        tasks.spawn(async move { store.record_attempt(refused).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().expect("every write lands");
+    }
+    let stats = store.batch_stats();
+    assert_eq!(stats.split, 0, "no batch failed as a whole: {stats:?}");
+    assert_eq!(store.count_events().await.unwrap(), 65);
+
+    // The event, its headers, trace and arrival.
+    let stored = store.get_event(odd.id).await.unwrap().expect("stored");
+    assert_eq!(stored.event.event_type, place.stored(&odd.event_type));
+    assert_eq!(stored.event.headers, place.stored_json(&odd.headers));
+    assert_eq!(
+        stored.event.payload, odd.payload,
+        "payload text reads back exactly"
+    );
+    assert_eq!(stored.match_trace, Some(place.stored_json(&trace)));
+    let found = store.find_event("github", "odd-1").await.unwrap();
+    assert_eq!(found.map(|e| e.event.id), Some(odd.id));
+    let arrivals = store.delivery_attempts_for_event(odd.id).await.unwrap();
+    let verdicts: Vec<Verdict> = arrivals.iter().map(|a| a.attempt.verdict).collect();
+    assert_eq!(verdicts.len(), 2, "{arrivals:#?}");
+    assert!(verdicts.contains(&Verdict::Accepted) && verdicts.contains(&Verdict::Duplicate));
+    for a in &arrivals {
+        let sent = match a.attempt.verdict {
+            Verdict::Accepted => &odd_arrival,
+            _ => &duplicate_arrival,
+        };
+        assert_eq!(a.attempt.path, place.stored(&sent.path));
+        assert_eq!(
+            a.attempt.remote_addr,
+            sent.remote_addr.as_deref().map(|r| place.stored(r))
+        );
+        assert_eq!(a.attempt.headers, place.stored_json(&sent.headers));
+    }
+
+    // The refused request, found by the source it named.
+    let listed = store
+        .list_delivery_attempts_filtered(&DeliveryAttemptFilter {
+            source: Some(NUL.into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let got = &listed[0].attempt;
+    assert_eq!(got.source, place.stored(NUL));
+    assert_eq!(got.path, "/hooks/a%00b");
+    assert_eq!(
+        got.reason,
+        refused.reason.as_deref().map(|r| place.stored(r))
+    );
+    assert_eq!(got.headers, place.stored_json(&refused.headers));
+
+    // The execution: its keys, then an attempt full of U+0000 that ends it as a dead letter.
+    let planned = store.executions_for_event(odd.id).await.unwrap();
+    assert_eq!(planned.len(), 1);
+    assert_eq!(planned[0].rule_id, place.stored(&rule));
+    assert_eq!(
+        planned[0].order_key.as_deref(),
+        Some(place.stored(NUL).as_str())
+    );
+    let by_rule = store
+        .list_executions(&ExecutionFilter {
+            rule_id: Some(rule.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_rule.len(), 1);
+    let claimed = store
+        .claim(
+            "worker",
+            10,
+            Duration::from_secs(30),
+            Millis::now(),
+            &ClaimExclusions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let said = NewExecutionAttempt {
+        error: Some(format!("fatal {NUL}")),
+        output: Some(object(&[("said", json!(NUL)), (NUL, json!([NUL, 1]))])),
+        logs: json!({"lines": [{"level": "info", "message": NUL}], "truncated": false}),
+        http_calls: json!([{"url": format!("http://x/{NUL}"), "error": NUL}]),
+        db_statements: json!({"statements": [{"sql": NUL}], "transactions": []}),
+        ..run_attempt(1, AttemptOutcome::Fatal, None)
+    };
+    store
+        .finish(
+            claimed[0].id,
+            "worker",
+            &said,
+            NextStep::Dead(format!("fatal: {NUL}")),
+        )
+        .await
+        .expect("an attempt full of U+0000 is recorded");
+    let recorded = store.attempts_for_execution(claimed[0].id).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    let got = &recorded[0].attempt;
+    assert_eq!(got.error, said.error.as_deref().map(|e| place.stored(e)));
+    assert_eq!(
+        got.output,
+        said.output.as_ref().map(|o| place.stored_json(o))
+    );
+    assert_eq!(got.logs, place.stored_json(&said.logs));
+    assert_eq!(got.http_calls, place.stored_json(&said.http_calls));
+    assert_eq!(got.db_statements, place.stored_json(&said.db_statements));
+    let dead = store.get_execution(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(dead.status, ExecutionStatus::Dead);
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(dead.last_error, got.error);
+    let letters = store
+        .list_dead_letters(&DeadLetterFilter {
+            rule_id: Some(rule.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, place.stored(&format!("fatal: {NUL}")));
+
+    // A replay whose order key holds U+0000 (written outside group commit).
+    let mut again = execution(odd.id, &rule, 0);
+    again.generation = 1;
+    again.idempotency_key = NewExecution::key_for(odd.id, &rule, 0, 1);
+    again.order_key = Some(NUL.into());
+    let replayed = store
+        .plan_replay(odd.id, &[again], &[claimed[0].id])
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1);
+    let replay = store.get_execution(replayed[0]).await.unwrap().unwrap();
+    assert_eq!(
+        replay.order_key.as_deref(),
+        Some(place.stored(NUL).as_str())
+    );
+
+    // The matcher's path: an event stored unmatched, then planned with such a trace.
+    let later = ingest_one(&store, "odd-2").await;
+    let mut third = execution(later, &rule, 0);
+    third.order_key = Some(NUL.into());
+    let created = store
+        .plan(&[plan_of(later, &trace, &[third])])
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    let planned = store.get_event(later).await.unwrap().unwrap();
+    assert_eq!(planned.match_trace, Some(place.stored_json(&trace)));
+    assert_eq!(store.batch_stats().split, 0);
+    store.close().await;
 }

@@ -194,7 +194,15 @@ fn timed_out(t: Duration) -> CallReport {
     }
 }
 
+/// What a reduced attempt record says instead of what the plugin said.
+const REDUCED_NOTE: &str = "the full record of this attempt could not be stored, so its \
+    error, output, logs, HTTP calls and DB statements were left out (hookwise's log says why)";
+
 /// Records the attempt; `received_at` is the event's arrival, for the ack-to-done latency.
+///
+/// When the store refuses the record itself (not the lease), the attempt is recorded again
+/// reduced ([`reduced`]): left unrecorded, its lease would run out and the action run again,
+/// and again, for as long as the same record is refused.
 async fn finish(
     shared: &Shared,
     x: &Execution,
@@ -204,11 +212,26 @@ async fn finish(
 ) {
     let dead = matches!(next, NextStep::Dead(_));
     let succeeded = next == NextStep::Succeeded;
-    match shared
+    let mut recorded = shared
         .store
-        .finish(x.id, &shared.owner, attempt, next)
-        .await
+        .finish(x.id, &shared.owner, attempt, next.clone())
+        .await;
+    if let Err(e) = &recorded
+        // Not for a lost lease or a closing store (nothing can be recorded), nor a commit
+        // that was made but not synced (the record is in).
+        && !matches!(
+            e,
+            StoreError::LeaseLost(_) | StoreError::Closed | StoreError::Sync(_)
+        )
     {
+        tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "recording an attempt failed; recording it without what the plugin said");
+        let (attempt, next) = reduced(attempt, &next);
+        recorded = shared
+            .store
+            .finish(x.id, &shared.owner, &attempt, next)
+            .await;
+    }
+    match recorded {
         Ok(()) => {
             shared
                 .metrics
@@ -227,6 +250,49 @@ async fn finish(
             tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "recording an attempt failed")
         }
     }
+}
+
+/// `attempt` and `next` without any text the plugin or the outside world chose (error,
+/// output, logs, calls, the dead letter's reason): the same outcome, times and usage, and
+/// [`REDUCED_NOTE`] as the error. Every field is named, so a new one is placed here too.
+fn reduced(attempt: &NewExecutionAttempt, next: &NextStep) -> (NewExecutionAttempt, NextStep) {
+    let NewExecutionAttempt {
+        attempt,
+        started_at,
+        finished_at,
+        outcome,
+        error: _,
+        output: _,
+        logs: _,
+        http_calls: _,
+        db_statements: _,
+        fuel_used,
+        memory_peak,
+    } = attempt;
+    let attempt = NewExecutionAttempt {
+        attempt: *attempt,
+        started_at: *started_at,
+        finished_at: *finished_at,
+        outcome: *outcome,
+        error: Some(REDUCED_NOTE.to_string()),
+        output: None,
+        logs: json!([]),
+        http_calls: json!([]),
+        db_statements: json!([]),
+        fuel_used: *fuel_used,
+        memory_peak: *memory_peak,
+    };
+    let next = match next {
+        // The reason starts with hookwise's own words (`fatal`, `gave up after N attempts`),
+        // then the plugin's error after the first `: ` (see `next_step`).
+        NextStep::Dead(reason) => {
+            let head = reason.split_once(": ").map_or("failed", |(head, _)| head);
+            NextStep::Dead(format!("{head}: {REDUCED_NOTE}"))
+        }
+        NextStep::Succeeded => NextStep::Succeeded,
+        NextStep::RetryAt(at) => NextStep::RetryAt(*at),
+    };
+    (attempt, next)
 }
 
 /// Where an execution goes after an attempt with `result`.
@@ -393,6 +459,53 @@ mod tests {
             next_step(&retryable(None), 3, &policy(), Millis(0)),
             NextStep::Dead(r) if r.starts_with("gave up after 3 attempts")
         ));
+    }
+
+    #[test]
+    fn a_reduced_record_keeps_the_outcome_and_drops_what_the_plugin_said() {
+        let attempt = NewExecutionAttempt {
+            attempt: 3,
+            started_at: Millis(10),
+            finished_at: Millis(20),
+            outcome: AttemptOutcome::Retryable,
+            error: Some("boom \u{0}".into()),
+            output: Some(json!({"said": "\u{0}"})),
+            logs: json!({"lines": [{"level": "info", "message": "\u{0}"}], "truncated": false}),
+            http_calls: json!([{"url": "http://x/\u{0}"}]),
+            db_statements: json!({"statements": ["\u{0}"]}),
+            fuel_used: Some(7),
+            memory_peak: Some(8),
+        };
+        let dead = NextStep::Dead("gave up after 3 attempts: boom \u{0}".into());
+        let (small, next) = reduced(&attempt, &dead);
+        assert_eq!(small.error.as_deref(), Some(REDUCED_NOTE));
+        assert_eq!(small.output, None);
+        assert_eq!(
+            (small.logs, small.http_calls, small.db_statements),
+            (json!([]), json!([]), json!([]))
+        );
+        assert_eq!(
+            (
+                small.attempt,
+                small.outcome,
+                small.started_at,
+                small.finished_at
+            ),
+            (3, AttemptOutcome::Retryable, Millis(10), Millis(20))
+        );
+        assert_eq!((small.fuel_used, small.memory_peak), (Some(7), Some(8)));
+        assert_eq!(
+            next,
+            NextStep::Dead(format!("gave up after 3 attempts: {REDUCED_NOTE}"))
+        );
+        let fatal = NextStep::Dead("fatal: \u{0}".into());
+        assert_eq!(
+            reduced(&attempt, &fatal).1,
+            NextStep::Dead(format!("fatal: {REDUCED_NOTE}"))
+        );
+        for step in [NextStep::Succeeded, NextStep::RetryAt(Millis(99))] {
+            assert_eq!(reduced(&attempt, &step).1, step);
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::verify::{self, Keys, VerifyOptions};
 
 /// Longest source id or path echoed back or recorded (they come from the client).
 const MAX_RECORDED_LEN: usize = 256;
+/// Longest delivery id, in bytes: providers' ids are UUIDs or shorter (36-64 bytes), and the
+/// id is half of the key every event is stored under once.
+const MAX_DELIVERY_ID: usize = 256;
 /// Most schema errors listed in a 422 answer.
 const MAX_SCHEMA_ERRORS: usize = 20;
 /// What redacted header values read as.
@@ -513,6 +516,12 @@ async fn handle(
     let delivery_id = identity
         .delivery_id
         .unwrap_or_else(|| format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))));
+    if let Some(why) = delivery_id_problem(&delivery_id) {
+        return (
+            Outcome::reject(StatusCode::BAD_REQUEST, "invalid_delivery_id", why),
+            true,
+        );
+    }
     let event_type = identity.event_type.unwrap_or_else(|| "unknown".to_string());
 
     // Step 4: validate. Invalid payloads are stored as quarantined, never dropped.
@@ -849,6 +858,23 @@ pub fn redacted_headers(headers: &HeaderMap, source: Option<&Source>) -> Value {
     Value::Object(out)
 }
 
+/// Why a delivery id cannot be the key an event is stored under, if it cannot: longer than
+/// [`MAX_DELIVERY_ID`] bytes, or holding a control character (U+0000 above all, which some
+/// databases cannot store). Ids from payloads (Stripe's `id`, ...) can hold anything.
+fn delivery_id_problem(id: &str) -> Option<String> {
+    if id.len() > MAX_DELIVERY_ID {
+        return Some(format!(
+            "the delivery id is {} bytes long; at most {MAX_DELIVERY_ID} are accepted",
+            id.len()
+        ));
+    }
+    let (at, c) = id.char_indices().find(|(_, c)| c.is_control())?;
+    Some(format!(
+        "the delivery id holds a control character (U+{:04X} at byte {at})",
+        u32::from(c)
+    ))
+}
+
 fn clip(s: &str) -> &str {
     match s.char_indices().nth(MAX_RECORDED_LEN) {
         Some((i, _)) => &s[..i],
@@ -864,7 +890,34 @@ fn clip_path(uri: &Uri) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::source_of;
+    use super::{MAX_DELIVERY_ID, delivery_id_problem, source_of};
+
+    #[test]
+    fn delivery_ids_are_bounded_and_free_of_control_characters() {
+        for ok in [
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+            "evt_1NG8Du2eZvKYlo2CUI79vXWy".to_string(),
+            "ünïcödé ✓".to_string(),
+            "x".repeat(MAX_DELIVERY_ID),
+        ] {
+            assert_eq!(delivery_id_problem(&ok), None, "{ok}");
+        }
+        let long = delivery_id_problem(&"x".repeat(MAX_DELIVERY_ID + 1));
+        assert_eq!(
+            long.as_deref(),
+            Some("the delivery id is 257 bytes long; at most 256 are accepted")
+        );
+        // Bytes, not characters: 128 two-byte characters are 256 bytes, 129 are too many.
+        assert_eq!(delivery_id_problem(&"é".repeat(128)), None);
+        assert!(delivery_id_problem(&"é".repeat(129)).is_some());
+        assert_eq!(
+            delivery_id_problem("evt_\u{0}1").as_deref(),
+            Some("the delivery id holds a control character (U+0000 at byte 4)")
+        );
+        for odd in ["a\nb", "a\tb", "a\u{7f}", "a\u{9b}"] {
+            assert!(delivery_id_problem(odd).is_some(), "{odd:?}");
+        }
+    }
 
     #[test]
     fn only_plain_one_segment_paths_skip_the_router() {

@@ -42,6 +42,8 @@ pub struct BatchStats {
     pub batches: u64,
     pub writes: u64,
     pub largest: u64,
+    /// Batches that failed as a whole and were written again write by write.
+    pub split: u64,
 }
 
 /// Who writes the batches.
@@ -65,6 +67,7 @@ struct Counters {
     batches: AtomicU64,
     writes: AtomicU64,
     largest: AtomicU64,
+    split: AtomicU64,
 }
 
 impl Counters {
@@ -190,6 +193,7 @@ impl GroupCommitter {
             batches: self.counters.batches.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
             largest: self.counters.largest.load(Ordering::Relaxed),
+            split: self.counters.split.load(Ordering::Relaxed),
         }
     }
 }
@@ -237,6 +241,7 @@ fn answer_batch(
     requests: Vec<WriteRequest>,
     replies: Vec<Option<Reply>>,
     result: Result<Vec<WriteOutcome>, StoreError>,
+    counters: &Counters,
     answer: &mut impl FnMut(Option<Reply>, Result<WriteOutcome, StoreError>),
 ) -> Option<(Vec<WriteRequest>, Vec<Option<Reply>>)> {
     match result {
@@ -265,7 +270,15 @@ fn answer_batch(
             }
             None
         }
-        Err(_) => Some((requests, replies)),
+        Err(err) => {
+            counters.split.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                error = %err,
+                writes = requests.len(),
+                "a group-commit batch failed; writing its writes one by one"
+            );
+            Some((requests, replies))
+        }
     }
 }
 
@@ -322,7 +335,10 @@ fn write_on_thread(mut writer: SqliteWriter, mut batches: Batches) {
         let result = writer.write_batch(&requests);
         let mut pending: Vec<Pending> = Vec::with_capacity(replies.len());
         let mut keep = |reply: Option<Reply>, result| pending.push((reply, result));
-        if let Some((requests, replies)) = answer_batch(requests, replies, result, &mut keep) {
+        let counters = &batches.counters;
+        if let Some((requests, replies)) =
+            answer_batch(requests, replies, result, counters, &mut keep)
+        {
             for (request, reply) in requests.into_iter().zip(replies) {
                 let result = single(writer.write_batch(std::slice::from_ref(&request)));
                 keep(reply, result);
@@ -389,7 +405,10 @@ async fn write_in_task(pg: PgStore, mut batches: Batches) {
         };
         let (requests, replies) = batches.after(first);
         let result = pg.write_batch(&requests).await;
-        if let Some((requests, replies)) = answer_batch(requests, replies, result, &mut answer) {
+        let counters = &batches.counters;
+        if let Some((requests, replies)) =
+            answer_batch(requests, replies, result, counters, &mut answer)
+        {
             for (request, reply) in requests.into_iter().zip(replies) {
                 let result = single(pg.write_batch(std::slice::from_ref(&request)).await);
                 answer(reply, result);

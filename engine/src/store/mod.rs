@@ -12,6 +12,7 @@ mod records;
 mod sql;
 mod sqlite;
 mod sqlite_writer;
+mod text;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use group::{BatchStats, GroupCommitSettings};
 pub use records::*;
+pub use text::NUL_REPLACEMENT;
 
 use crate::model::{EventId, ExecutionId, Millis};
 

@@ -30,7 +30,8 @@ super::queries::store_queries!(
     PgStore,
     sqlx::Postgres,
     notify = "SELECT pg_notify('hookwise_work', '')",
-    attempts_in_events = false
+    attempts_in_events = false,
+    text = super::text::NulReplaced
 );
 
 /// The channel work notifications go out on.
@@ -53,6 +54,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
 use super::sql;
+use super::text::NulReplaced;
 use crate::model::{EventStatus, Verdict};
 use crate::store::{
     ClaimRequest, EventPlan, IngestOutcome, NewDeliveryAttempt, NewExecutionAttempt, NextStep,
@@ -61,11 +63,14 @@ use crate::store::{
 
 impl PgStore {
     /// Writes a batch in one transaction. Duplicated (source, delivery id) pairs, also within
-    /// the batch, resolve to the event stored first.
+    /// the batch, resolve to the event stored first. Outside text is first made storable
+    /// (U+0000 replaced: `text.rs`), so no text can fail the batch.
     pub(crate) async fn write_batch(
         &self,
         batch: &[WriteRequest],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let batch = NulReplaced::all(batch);
+        let batch = batch.as_ref();
         let mut tx = self.pool.begin().await?;
 
         let now = Millis::now();

@@ -11,12 +11,19 @@
 pub(crate) const EVENTS_PER_READ: usize = 128;
 
 macro_rules! store_queries {
-    ($Store:ident, $Db:ty, notify = $notify:literal, attempts_in_events = $folded:literal) => {
+    (
+        $Store:ident,
+        $Db:ty,
+        notify = $notify:literal,
+        attempts_in_events = $folded:literal,
+        text = $Text:ty
+    ) => {
         use sqlx::{QueryBuilder, Row};
         use uuid::Uuid;
 
         use crate::model::{EventId, ExecutionId, ExecutionStatus, Millis};
         use crate::store::queries::EVENTS_PER_READ;
+        use crate::store::text::TextPolicy;
         use crate::store::records::{
             convert, DeadLetterRow, DeliveryAttemptRow, EventRow, ExecutionAttemptRow,
             ExecutionRow,
@@ -28,7 +35,8 @@ macro_rules! store_queries {
         };
 
         /// Inserts planned executions; ones that exist already (same event, rule, action and
-        /// generation, or same key) are left alone. Returns the ids created.
+        /// generation, or same key) are left alone. Returns the ids created. `executions` have
+        /// been through the backend's [`TextPolicy`] already.
         async fn insert_executions(
             tx: &mut sqlx::Transaction<'_, $Db>,
             event: EventId,
@@ -71,10 +79,10 @@ macro_rules! store_queries {
 
         fn dead_letter_filter(q: &mut QueryBuilder<'_, $Db>, f: &DeadLetterFilter) {
             if let Some(source) = &f.source {
-                q.push(" AND source = ").push_bind(source.clone());
+                q.push(" AND source = ").push_bind(<$Text>::text(source).into_owned());
             }
             if let Some(rule) = &f.rule_id {
-                q.push(" AND rule_id = ").push_bind(rule.clone());
+                q.push(" AND rule_id = ").push_bind(<$Text>::text(rule).into_owned());
             }
             if let Some(since) = f.since {
                 q.push(" AND created_at >= ").push_bind(since.0);
@@ -151,8 +159,8 @@ macro_rules! store_queries {
             ) -> Result<Option<StoredEvent>, StoreError> {
                 let row: Option<EventRow> =
                     sqlx::query_as("SELECT * FROM events WHERE source = $1 AND delivery_id = $2")
-                        .bind(source)
-                        .bind(delivery_id)
+                        .bind(<$Text>::text(source))
+                        .bind(<$Text>::text(delivery_id))
                         .fetch_optional(&self.pool)
                         .await?;
                 row.map(StoredEvent::try_from).transpose()
@@ -164,7 +172,7 @@ macro_rules! store_queries {
             ) -> Result<Vec<StoredEvent>, StoreError> {
                 let mut q = QueryBuilder::<$Db>::new("SELECT * FROM events WHERE 1 = 1");
                 if let Some(source) = &f.source {
-                    q.push(" AND source = ").push_bind(source.as_str());
+                    q.push(" AND source = ").push_bind(<$Text>::text(source));
                 }
                 if let Some(status) = f.status {
                     q.push(" AND status = ").push_bind(status.as_str());
@@ -213,7 +221,7 @@ macro_rules! store_queries {
                     .push(crate::store::sql::ATTEMPT_COLUMNS)
                     .push(" FROM delivery_attempts WHERE 1 = 1");
                 if let Some(source) = &f.source {
-                    q.push(" AND source = ").push_bind(source.as_str());
+                    q.push(" AND source = ").push_bind(<$Text>::text(source));
                 }
                 if let Some(verdict) = f.verdict {
                     q.push(" AND verdict = ").push_bind(verdict.as_str());
@@ -228,7 +236,7 @@ macro_rules! store_queries {
                         .push(crate::store::sql::ACCEPTED_ATTEMPT_COLUMNS)
                         .push(" FROM events WHERE attempt_id IS NOT NULL");
                     if let Some(source) = &f.source {
-                        q.push(" AND source = ").push_bind(source.as_str());
+                        q.push(" AND source = ").push_bind(<$Text>::text(source));
                     }
                     if f.verdict.is_some_and(|v| v != crate::model::Verdict::Accepted) {
                         q.push(" AND 0 = 1");
@@ -255,10 +263,10 @@ macro_rules! store_queries {
                     q.push(" AND status = ").push_bind(status.as_str());
                 }
                 if let Some(rule) = &f.rule_id {
-                    q.push(" AND rule_id = ").push_bind(rule.as_str());
+                    q.push(" AND rule_id = ").push_bind(<$Text>::text(rule));
                 }
                 if let Some(plugin) = &f.plugin {
-                    q.push(" AND plugin = ").push_bind(plugin.as_str());
+                    q.push(" AND plugin = ").push_bind(<$Text>::text(plugin));
                 }
                 if let Some(event) = f.event_id {
                     q.push(" AND event_id = ").push_bind(event.0);
@@ -382,6 +390,9 @@ macro_rules! store_queries {
                 retire_dead_letters: &[ExecutionId],
             ) -> Result<Vec<ExecutionId>, StoreError> {
                 let now = Millis::now();
+                // Order keys are rendered from payloads: outside text.
+                let executions = <$Text>::all(executions);
+                let executions = executions.as_ref();
                 let mut tx = self.pool.begin().await?;
                 let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM events WHERE id = $1")
                     .bind(event.0)
@@ -437,7 +448,7 @@ macro_rules! store_queries {
                      WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
                 .bind(id.0)
-                .bind(owner)
+                .bind(<$Text>::text(owner))
                 .bind(until.0)
                 .execute(&self.pool)
                 .await?;
@@ -454,7 +465,7 @@ macro_rules! store_queries {
                      WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
                 )
                 .bind(id.0)
-                .bind(owner)
+                .bind(<$Text>::text(owner))
                 .execute(&self.pool)
                 .await?;
                 Ok(())

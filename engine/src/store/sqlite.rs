@@ -59,5 +59,6 @@ super::queries::store_queries!(
     SqliteStore,
     sqlx::Sqlite,
     notify = "",
-    attempts_in_events = true
+    attempts_in_events = true,
+    text = super::text::Lossless
 );
