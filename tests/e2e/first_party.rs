@@ -202,9 +202,10 @@ fn load(host: &PluginHost, name: &str, grants: Grants, limits: Limits) -> Loaded
     .unwrap_or_else(|e| panic!("{name} loads: {e}"))
 }
 
+/// Plain HTTP to the receiver's exact address: a grant without a scheme would mean HTTPS.
 fn http_grant(capture: &Capture) -> Grants {
     Grants {
-        http: vec![capture.addr.to_string()],
+        http: vec![format!("http://{}", capture.addr)],
         db: Vec::new(),
     }
 }
@@ -794,6 +795,47 @@ async fn first_party_notify_without_an_http_grant_is_refused_fatally() {
     fatal(&report, "allow.http");
     assert!(report.http_calls[0].refused);
     assert!(receiver.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_grants_name_the_scheme_and_port() {
+    let receiver = Capture::start().await;
+    let host = host();
+    let addr = receiver.addr;
+    // (grant, why it does not cover plain HTTP to the receiver's port)
+    let cases = [
+        (addr.to_string(), "without a scheme a grant means HTTPS"),
+        (format!("https://{addr}"), "HTTPS only"),
+        (
+            format!("http://{}:{}", addr.ip(), addr.port().wrapping_add(1)),
+            "another port",
+        ),
+        (
+            format!("http://{}", addr.ip()),
+            "port 80 when none is written",
+        ),
+    ];
+    for (grant, why) in cases {
+        let grants = Grants {
+            http: vec![grant.clone()],
+            db: Vec::new(),
+        };
+        let notify = load(&host, "notify", grants, limits());
+        let report = call(
+            &host,
+            &notify,
+            json!({"slack_webhook": receiver.url("/hook"), "text": "hi"}),
+        )
+        .await;
+        let (kind, message, _) = failure(&report);
+        assert_eq!(kind, ErrorKind::Fatal, "{grant} ({why}): {message}");
+        assert!(
+            message.contains("http://host"),
+            "{grant} ({why}): {message}"
+        );
+        assert!(report.http_calls[0].refused, "{grant} ({why})");
+    }
+    assert!(receiver.seen().is_empty(), "{:#?}", receiver.seen());
 }
 
 // ---- call-api --------------------------------------------------------------------------
@@ -1721,7 +1763,7 @@ async fn first_party_plugins_run_from_a_served_rule() {
          rules: rules.yaml\n\
          sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
          plugins:\n  \
-           - {{ name: notify, allow: {{ http: [\"{addr}\"] }} }}\n  \
+           - {{ name: notify, allow: {{ http: [\"http://{addr}\"] }} }}\n  \
            - {{ name: write-db, allow: {{ db: [app] }} }}\n\
          connections:\n  app: sqlite://app.db\n",
         addr = receiver.addr
