@@ -628,7 +628,10 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     let list = plugins["plugins"].as_array().unwrap();
     let relay = list.iter().find(|p| p["name"] == "relay").unwrap();
     assert_eq!(relay["status"], "ready");
-    assert_eq!(relay["allow"]["http"], json!([receiver.addr.to_string()]));
+    assert_eq!(
+        relay["allow"]["http"],
+        json!([format!("http://{}", receiver.addr)])
+    );
     assert_eq!(relay["limits"]["memory_bytes"], 64 << 20);
     assert_eq!(relay["sha256"].as_str().unwrap().len(), 64);
     let notify = list.iter().find(|p| p["name"] == "notify").unwrap();

@@ -146,7 +146,7 @@ pub fn config_with_store(receiver: &Receiver, plugin_extra: &str, store: &str) -
          rules: rules.yaml\n\
          dispatch: {{ workers: 8, lease: 5s }}\n\
          sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
-         plugins:\n  - name: relay\n    path: {}\n    allow: {{ http: [\"{}\"] }}\n{plugin_extra}",
+         plugins:\n  - name: relay\n    path: {}\n    allow: {{ http: [\"http://{}\"] }}\n{plugin_extra}",
         wasm("relay").display(),
         receiver.addr
     )

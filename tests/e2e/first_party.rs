@@ -91,6 +91,9 @@ impl Answer {
 struct CaptureState {
     answers: VecDeque<Answer>,
     seen: Vec<Captured>,
+    /// Answer 411 to a request without `Content-Length` or with `Transfer-Encoding`, as
+    /// some receivers do.
+    length_required: bool,
 }
 
 /// A local HTTP server standing in for Slack, Discord, Teams, a mail API or any API.
@@ -112,8 +115,11 @@ impl Capture {
             headers: http::HeaderMap,
             body: axum::body::Bytes,
         ) -> axum::response::Response {
+            let unframed = !headers.contains_key(http::header::CONTENT_LENGTH)
+                || headers.contains_key(http::header::TRANSFER_ENCODING);
             let answer = {
                 let mut s = state.lock().unwrap();
+                let refuse = s.length_required && unframed;
                 s.seen.push(Captured {
                     method: method.to_string(),
                     path: uri.path().to_string(),
@@ -121,9 +127,13 @@ impl Capture {
                     headers,
                     body: body.to_vec(),
                 });
-                s.answers
-                    .pop_front()
-                    .unwrap_or_else(|| Answer::new(200, "ok"))
+                if refuse {
+                    Answer::new(411, "Length Required")
+                } else {
+                    s.answers
+                        .pop_front()
+                        .unwrap_or_else(|| Answer::new(200, "ok"))
+                }
             };
             tokio::time::sleep(answer.delay).await;
             let mut response = (
@@ -145,6 +155,14 @@ impl Capture {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Capture { addr, state }
+    }
+
+    /// A receiver that answers 411 Length Required to any request whose body is not framed
+    /// by `Content-Length` (none given, or chunked).
+    async fn start_length_required() -> Capture {
+        let capture = Capture::start().await;
+        capture.state.lock().unwrap().length_required = true;
+        capture
     }
 
     fn answer(&self, answers: impl IntoIterator<Item = Answer>) {
@@ -202,9 +220,10 @@ fn load(host: &PluginHost, name: &str, grants: Grants, limits: Limits) -> Loaded
     .unwrap_or_else(|e| panic!("{name} loads: {e}"))
 }
 
+/// Plain HTTP to the receiver's exact address: a grant without a scheme would mean HTTPS.
 fn http_grant(capture: &Capture) -> Grants {
     Grants {
-        http: vec![capture.addr.to_string()],
+        http: vec![format!("http://{}", capture.addr)],
         db: Vec::new(),
     }
 }
@@ -794,6 +813,133 @@ async fn first_party_notify_without_an_http_grant_is_refused_fatally() {
     fatal(&report, "allow.http");
     assert!(report.http_calls[0].refused);
     assert!(receiver.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_grants_name_the_scheme_and_port() {
+    let receiver = Capture::start().await;
+    let host = host();
+    let addr = receiver.addr;
+    // (grant, why it does not cover plain HTTP to the receiver's port)
+    let cases = [
+        (addr.to_string(), "without a scheme a grant means HTTPS"),
+        (format!("https://{addr}"), "HTTPS only"),
+        (
+            format!("http://{}:{}", addr.ip(), addr.port().wrapping_add(1)),
+            "another port",
+        ),
+        (
+            format!("http://{}", addr.ip()),
+            "port 80 when none is written",
+        ),
+    ];
+    for (grant, why) in cases {
+        let grants = Grants {
+            http: vec![grant.clone()],
+            db: Vec::new(),
+        };
+        let notify = load(&host, "notify", grants, limits());
+        let report = call(
+            &host,
+            &notify,
+            json!({"slack_webhook": receiver.url("/hook"), "text": "hi"}),
+        )
+        .await;
+        let (kind, message, _) = failure(&report);
+        assert_eq!(kind, ErrorKind::Fatal, "{grant} ({why}): {message}");
+        assert!(
+            message.contains("http://host"),
+            "{grant} ({why}): {message}"
+        );
+        assert!(report.http_calls[0].refused, "{grant} ({why})");
+    }
+    assert!(receiver.seen().is_empty(), "{:#?}", receiver.seen());
+}
+
+/// Checks that every request `capture` saw was framed by a `Content-Length` equal to its body.
+fn assert_length_framed(capture: &Capture) {
+    for req in capture.seen() {
+        assert_eq!(
+            req.header("content-length"),
+            Some(req.body.len().to_string().as_str()),
+            "{} {}",
+            req.method,
+            req.path
+        );
+        assert_eq!(
+            req.header("transfer-encoding"),
+            None,
+            "{} {}",
+            req.method,
+            req.path
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_bodies_carry_content_length_to_a_receiver_that_refuses_chunked() {
+    let receiver = Capture::start_length_required().await;
+    receiver.answer([
+        Answer::new(200, "ok"),
+        Answer::json(200, json!({"id": "1180000000000000000"})),
+        Answer::new(202, ""),
+        Answer::new(200, "ok"),
+        Answer::json(200, json!({"id": "rs-1"})),
+    ]);
+    let host = host();
+    let notify = load(&host, "notify", http_grant(&receiver), limits());
+    let inputs = [
+        json!({"slack_webhook": receiver.url("/slack"), "text": "Zoë pushed ✓"}),
+        json!({"discord_webhook": receiver.url("/discord"), "content": "hi"}),
+        json!({"teams_webhook": receiver.url("/teams"), "title": "T", "text": "x"}),
+        json!({"webhook": receiver.url("/inbox"), "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+        json!({"email": "resend", "api_key": "k", "api_url": receiver.url(""), "from": "a@example.org", "to": "b@example.org", "subject": "s", "text": "t"}),
+    ];
+    for input in inputs {
+        output(&call(&host, &notify, input).await);
+    }
+    assert_eq!(receiver.seen().len(), 5);
+    assert_length_framed(&receiver);
+
+    let api = Capture::start_length_required().await;
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    // Larger than one 4 KiB body write, so the length spans several.
+    let big = "x".repeat(100_000);
+    let inputs = [
+        json!({"method": "PUT", "url": api.url("/json"), "body": {"version": "1.2.3"}}),
+        json!({"url": api.url("/form"), "body": {"a": "b c"}, "body_format": "form"}),
+        json!({"method": "PATCH", "url": api.url("/raw"), "body": big, "body_format": "raw"}),
+        json!({"method": "DELETE", "url": api.url("/delete"), "body": {"id": 7}}),
+        json!({"method": "POST", "url": api.url("/empty")}),
+    ];
+    for input in inputs {
+        output(&call(&host, &call_api, input).await);
+    }
+    let seen = api.seen();
+    assert_eq!(seen.len(), 5, "{seen:#?}");
+    assert_eq!(seen[2].body.len(), 100_000);
+    assert_eq!(seen[4].header("content-length"), Some("0"));
+    assert_length_framed(&api);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_party_call_api_get_sends_no_body_framing() {
+    let api = Capture::start().await;
+    let host = host();
+    let call_api = load(&host, "call-api", http_grant(&api), limits());
+    output(
+        &call(
+            &host,
+            &call_api,
+            json!({"method": "GET", "url": api.url("/get")}),
+        )
+        .await,
+    );
+    let req = api.one();
+    assert_eq!(req.method, "GET");
+    assert!(req.body.is_empty());
+    assert_eq!(req.header("content-length"), None);
+    assert_eq!(req.header("transfer-encoding"), None);
 }
 
 // ---- call-api --------------------------------------------------------------------------
@@ -1721,7 +1867,7 @@ async fn first_party_plugins_run_from_a_served_rule() {
          rules: rules.yaml\n\
          sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
          plugins:\n  \
-           - {{ name: notify, allow: {{ http: [\"{addr}\"] }} }}\n  \
+           - {{ name: notify, allow: {{ http: [\"http://{addr}\"] }} }}\n  \
            - {{ name: write-db, allow: {{ db: [app] }} }}\n\
          connections:\n  app: sqlite://app.db\n",
         addr = receiver.addr

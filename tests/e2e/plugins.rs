@@ -438,7 +438,12 @@ fn http_grants(entries: &[String]) -> Grants {
 async fn http_to_a_granted_address_works_and_is_recorded() {
     let (addr, seen) = test_server().await;
     let host = host();
-    let plugin = load(&host, "hostile", limits(), http_grants(&[addr.to_string()]));
+    let plugin = load(
+        &host,
+        "hostile",
+        limits(),
+        http_grants(&[format!("http://{addr}")]),
+    );
     let url = format!("http://{addr}/echo?token=secret");
     let report = call_with_key(
         &host,
@@ -484,12 +489,12 @@ async fn http_refusals_happen_before_connecting() {
             "loopback without grant",
         ),
         (
-            vec![format!("127.0.0.1:{}", port.wrapping_add(1))],
+            vec![format!("http://127.0.0.1:{}", port.wrapping_add(1))],
             format!("http://127.0.0.1:{port}/echo"),
             "other port granted",
         ),
         (
-            vec![format!("POST 127.0.0.1:{port}")],
+            vec![format!("POST http://127.0.0.1:{port}")],
             format!("http://127.0.0.1:{port}/echo"),
             "method not granted",
         ),
@@ -499,7 +504,7 @@ async fn http_refusals_happen_before_connecting() {
             "ipv6 loopback without grant",
         ),
         (
-            vec!["10.0.0.1".into()],
+            vec!["http://10.0.0.1".into()],
             "http://10.0.0.1/".into(),
             "private address granted by name only",
         ),
@@ -509,22 +514,22 @@ async fn http_refusals_happen_before_connecting() {
             "private address not granted",
         ),
         (
-            vec!["169.254.169.254".into()],
+            vec!["http://169.254.169.254".into()],
             "http://169.254.169.254/latest/meta-data/".into(),
             "metadata address",
         ),
         (
-            vec!["localhost".into()],
+            vec![format!("http://localhost:{port}")],
             format!("http://localhost:{port}/echo"),
             "name resolving to loopback",
         ),
         (
-            vec!["api.example.com".into()],
+            vec!["http://api.example.com".into()],
             "http://other.example.org/".into(),
             "host not granted",
         ),
         (
-            vec!["*.example.com".into()],
+            vec!["http://*.example.com".into()],
             "http://example.com/".into(),
             "wildcard does not cover the apex",
         ),
@@ -573,7 +578,7 @@ async fn http_response_size_is_capped() {
             max_http_response_bytes: 1000,
             ..limits()
         },
-        http_grants(&[addr.to_string()]),
+        http_grants(&[format!("http://{addr}")]),
     );
     let report = call(
         &host,
@@ -607,7 +612,7 @@ async fn http_request_time_is_capped() {
             http_timeout: Duration::from_millis(300),
             ..limits()
         },
-        http_grants(&[addr.to_string()]),
+        http_grants(&[format!("http://{addr}")]),
     );
     let started = Instant::now();
     let report = call(
@@ -649,7 +654,7 @@ async fn http_request_count_is_capped() {
             max_http_requests: 0,
             ..limits()
         },
-        http_grants(&[addr.to_string()]),
+        http_grants(&[format!("http://{addr}")]),
     );
     let report = call(
         &host,

@@ -127,7 +127,10 @@ fn http_grant(entry: String) -> Grants {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_fetch_reaches_a_granted_server() {
     let (addr, seen) = test_server().await;
-    let plugin = load("js.wasm", http_grant(format!("127.0.0.1:{}", addr.port())));
+    let plugin = load(
+        "js.wasm",
+        http_grant(format!("http://127.0.0.1:{}", addr.port())),
+    );
     let url = format!("http://127.0.0.1:{}/echo?from=js", addr.port());
     let report = call(&plugin, json!({ "url": url })).await;
     assert_eq!(
@@ -158,7 +161,7 @@ async fn js_fetch_to_a_server_not_granted_is_refused() {
     // Another port on the same address is granted, this one is not.
     let plugin = load(
         "js.wasm",
-        http_grant(format!("127.0.0.1:{}", addr.port().wrapping_add(1))),
+        http_grant(format!("http://127.0.0.1:{}", addr.port().wrapping_add(1))),
     );
     let url = format!("http://127.0.0.1:{}/echo", addr.port());
     let report = call(&plugin, json!({ "url": url })).await;

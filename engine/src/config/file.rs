@@ -249,8 +249,11 @@ pub struct LimitsFile {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowFile {
-    /// Hosts the plugin may call over HTTP: `api.example.com`, `*.example.com`, or an address
-    /// and port such as `127.0.0.1:8080` (private and loopback addresses need this form).
+    /// Where the plugin may send HTTP requests, each `[METHOD[,METHOD...] ][SCHEME://]HOST[:PORT]`.
+    /// Without a scheme and port an entry means HTTPS on port 443 only: `api.example.com`,
+    /// `*.example.com` (subdomains); `http://host` is plain HTTP on 80, `host:8443` HTTPS on
+    /// 8443, `POST host` only that method. Private and loopback addresses need their address
+    /// and port written: `http://127.0.0.1:8080`.
     #[serde(default)]
     pub http: Vec<String>,
     /// Names of `connections` the plugin may use.

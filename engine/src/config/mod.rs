@@ -7,6 +7,7 @@
 //! three becomes a runtime [`Config`].
 
 pub mod file;
+pub mod http_grant;
 mod secrets;
 pub mod units;
 
@@ -904,8 +905,11 @@ impl Checker<'_> {
                 }
             }
             for (j, host) in allow.http.iter().enumerate() {
-                if let Err(e) = check_http_grant(host) {
-                    self.problem(&format!("/plugins/{i}/allow/http/{j}"), e);
+                if let Err(e) = http_grant::check_entry(host) {
+                    self.problem(
+                        &format!("/plugins/{i}/allow/http/{j}"),
+                        format!("http grant `{host}`: {e}"),
+                    );
                 }
             }
             let plugin = Plugin {
@@ -950,28 +954,6 @@ fn is_identifier(s: &str, allow_dash: bool) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dash && c == '-'))
-}
-
-/// Checks one `allow.http` entry: `host`, `*.domain`, or `ip:port`.
-fn check_http_grant(entry: &str) -> Result<(), String> {
-    if entry.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    let host = entry.strip_prefix("*.").unwrap_or(entry);
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{entry}` is not a host name, `*.domain` or `ip:port`"
-        ))
-    }
 }
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).

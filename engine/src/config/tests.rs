@@ -503,3 +503,42 @@ sources:
         );
     }
 }
+
+#[test]
+fn http_grants_are_checked_with_the_plugin_host_grammar() {
+    // Every form the plugin host accepts passes the config check.
+    let c = load(
+        r#"insecure_http: true
+plugins:
+  - name: notify
+    allow:
+      http: ["hooks.slack.com", "POST api.github.com", "GET,HEAD *.example.com:8443",
+             "http://intranet.example", "https://api.example.com:443", "http://127.0.0.1:8080",
+             "[::1]:9000"]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let notify = c.plugins.iter().find(|p| p.name == "notify").unwrap();
+    assert_eq!(notify.allow_http.len(), 7);
+    // Each bad entry is reported at its place, all at once, saying what is wrong.
+    let got = problems(
+        r#"insecure_http: true
+plugins:
+  - name: notify
+    allow:
+      http: ["https://hooks.slack.com/services/T0", "ftp://files.example", "user@x.com",
+             "x.com:0", "ok.example", "PSOT x.com"]
+"#,
+    );
+    assert_eq!(got.len(), 5, "{got:#?}");
+    for (problem, (line, needle)) in got.iter().zip([
+        ("5:", "path `/services/T0`"),
+        ("5:", "unknown scheme \"ftp\""),
+        ("5:", "userinfo `user@`"),
+        ("6:", "invalid port \"0\""),
+        ("6:", "unknown method \"PSOT\""),
+    ]) {
+        assert!(problem.starts_with(line), "{problem} is not on line {line}");
+        assert!(problem.contains(needle), "{problem} lacks {needle}");
+    }
+}

@@ -1,8 +1,8 @@
-//! Outbound HTTP for plugins: parsing `http` grants, the address policy
-//! (no loopback/private/link-local/metadata targets unless granted by exact
-//! `ip:port`), and the `wasi:http` send hook that enforces both, resolves DNS
-//! itself, connects to the address it checked, caps time and response size,
-//! adds `Idempotency-Key`, and records every request.
+//! Outbound HTTP for plugins: the address policy (no loopback/private/link-local/metadata
+//! targets unless granted by exact `ip:port`), and the `wasi:http` send hook that enforces it
+//! and the plugin's `http` grant (scheme, host, port, method), resolves DNS itself, connects to
+//! the address it checked, caps time and response size, adds `Idempotency-Key`, and records
+//! every request.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderValue, Uri};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -22,161 +22,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+pub use crate::config::http_grant::HttpGrant;
+use crate::config::http_grant::{Scheme, normalise_host};
+
 /// Header the host sets on every outbound request.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Time allowed for resolving a host name.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One entry of a plugin's `http` grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    /// `api.example.com` or `api.example.com:8443` (also a bare public IP).
-    Host { name: String, port: Option<u16> },
-    /// `*.example.com[:port]`: any subdomain, not the apex.
-    Wildcard { suffix: String, port: Option<u16> },
-    /// `127.0.0.1:8080` / `[::1]:8080`: the only way to reach a restricted address.
-    Address(SocketAddr),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct GrantRule {
-    /// `None` means every method.
-    methods: Option<Vec<Method>>,
-    target: Target,
-}
-
-/// The compiled `http` grant of one plugin.
-///
-/// Entry syntax: `[METHOD[,METHOD...] ]TARGET`, e.g. `api.github.com`,
-/// `POST hooks.slack.com`, `GET,HEAD *.example.com:8443`, `127.0.0.1:8080`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpGrant {
-    rules: Vec<GrantRule>,
-}
-
-impl HttpGrant {
-    /// Parses every entry, reporting every bad one.
-    pub fn parse(entries: &[String]) -> Result<Self, Vec<String>> {
-        let mut rules = Vec::new();
-        let mut problems = Vec::new();
-        for entry in entries {
-            match parse_rule(entry) {
-                Ok(rule) => rules.push(rule),
-                Err(problem) => problems.push(format!("http grant {entry:?}: {problem}")),
-            }
-        }
-        if problems.is_empty() {
-            Ok(Self { rules })
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// Whether `method` to `host:port` (host already normalised) is granted.
-    fn allows(&self, method: &Method, host: &str, port: u16) -> bool {
-        self.rules.iter().any(|rule| {
-            let method_ok = rule
-                .methods
-                .as_ref()
-                .is_none_or(|methods| methods.contains(method));
-            let target_ok = match &rule.target {
-                Target::Host { name, port: p } => name == host && p.is_none_or(|p| p == port),
-                Target::Wildcard { suffix, port: p } => {
-                    host.len() > suffix.len()
-                        && host.ends_with(suffix.as_str())
-                        && p.is_none_or(|p| p == port)
-                }
-                Target::Address(addr) => {
-                    host.parse::<IpAddr>().is_ok_and(|ip| ip == addr.ip()) && addr.port() == port
-                }
-            };
-            method_ok && target_ok
-        })
-    }
-
-    /// Whether this exact address was granted (needed for restricted addresses).
-    fn address_granted(&self, addr: SocketAddr) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.target == Target::Address(addr))
-    }
-}
-
-fn parse_rule(entry: &str) -> Result<GrantRule, String> {
-    let entry = entry.trim();
-    let (methods, target) = match entry.split_once(char::is_whitespace) {
-        Some((methods, target)) => {
-            let methods = methods
-                .split(',')
-                .map(|m| {
-                    Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
-                        .map_err(|_| format!("invalid method {m:?}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (Some(methods), target.trim())
-        }
-        None => (None, entry),
-    };
-    if target.is_empty() {
-        return Err("empty target".to_string());
-    }
-    if target.contains("://") || target.contains('/') {
-        return Err("expected a host name (with optional :port), not a URL".to_string());
-    }
-    if let Ok(addr) = target.parse::<SocketAddr>() {
-        return Ok(GrantRule {
-            methods,
-            target: Target::Address(addr),
-        });
-    }
-    let (host, port) = match target.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| format!("invalid port {port:?}"))?;
-            (host, Some(port))
-        }
-        _ => (target, None),
-    };
-    let host = normalise_host(host);
-    if let Some(suffix) = host.strip_prefix("*.") {
-        check_host_name(suffix)?;
-        return Ok(GrantRule {
-            methods,
-            target: Target::Wildcard {
-                suffix: format!(".{suffix}"),
-                port,
-            },
-        });
-    }
-    if host.parse::<IpAddr>().is_err() {
-        check_host_name(&host)?;
-    }
-    Ok(GrantRule {
-        methods,
-        target: Target::Host { name: host, port },
-    })
-}
-
-fn check_host_name(host: &str) -> Result<(), String> {
-    let ok = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid host name {host:?}"))
-    }
-}
-
-/// Lower case, no IPv6 brackets, no trailing dot.
-fn normalise_host(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-}
 
 /// Addresses a plugin may only reach when granted by exact `ip:port`:
 /// loopback, private, link-local, CGNAT, unspecified, multicast, reserved
@@ -395,20 +247,20 @@ impl CallHttpState {
     ) -> Result<(http::Response<WasiBody>, IoFuture), SendError> {
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
         let uri = request.uri().clone();
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(SendError::Failed(HttpError::HttpRequestUriInvalid)),
-        };
+        let scheme = uri
+            .scheme_str()
+            .and_then(Scheme::parse)
+            .ok_or(SendError::Failed(HttpError::HttpRequestUriInvalid))?;
         let host = uri
             .host()
             .map(normalise_host)
             .ok_or(SendError::Failed(HttpError::HttpRequestUriInvalid))?;
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        if !self.grant.allows(request.method(), &host, port) {
+        let port = uri.port_u16().unwrap_or(scheme.default_port());
+        let method = request.method().clone();
+        if !self.grant.allows(&method, scheme, &host, port) {
             return Err(SendError::Refused(Refusal::NotGranted(format!(
-                "{} {host}:{port} is not granted",
-                request.method()
+                "{method} {}://{host}:{port} is not granted",
+                scheme.as_str()
             ))));
         }
         let candidates: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -434,11 +286,14 @@ impl CallHttpState {
         let allowed: Vec<SocketAddr> = candidates
             .iter()
             .copied()
-            .filter(|addr| !is_restricted(addr.ip()) || self.grant.address_granted(*addr))
+            .filter(|addr| {
+                !is_restricted(addr.ip()) || self.grant.address_granted(&method, scheme, *addr)
+            })
             .collect();
         if allowed.is_empty() {
             return Err(SendError::Refused(Refusal::Restricted(format!(
-                "{host}:{port} resolves only to restricted addresses ({candidates:?}); grant the exact ip:port to allow"
+                "{host}:{port} resolves only to restricted addresses ({candidates:?}); grant the exact address and port (`{}://ip:port`) to allow",
+                scheme.as_str()
             ))));
         }
         let mut last_error = None;
@@ -458,7 +313,7 @@ impl CallHttpState {
                 None => HttpError::ConnectionRefused,
             }));
         };
-        let io: Box<dyn Io> = if https {
+        let io: Box<dyn Io> = if scheme == Scheme::Https {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|_| SendError::Failed(HttpError::TlsCertificateError))?;
             let config =
@@ -627,49 +482,6 @@ fn redact(uri: &Uri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn grant(entries: &[&str]) -> HttpGrant {
-        HttpGrant::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn grants_match_exact_wildcard_port_and_method() {
-        let g = grant(&[
-            "api.github.com",
-            "POST *.example.com:8443",
-            "127.0.0.1:9000",
-        ]);
-        assert!(g.allows(&Method::GET, "api.github.com", 443));
-        assert!(!g.allows(&Method::GET, "github.com", 443));
-        assert!(g.allows(&Method::POST, "a.example.com", 8443));
-        assert!(!g.allows(&Method::GET, "a.example.com", 8443));
-        assert!(!g.allows(&Method::POST, "example.com", 8443));
-        assert!(!g.allows(&Method::POST, "a.example.com", 443));
-        assert!(!g.allows(&Method::POST, "evilexample.com", 8443));
-        assert!(g.allows(&Method::GET, "127.0.0.1", 9000));
-        assert!(!g.allows(&Method::GET, "127.0.0.1", 9001));
-        assert!(
-            g.address_granted(
-                "127.0.0.1:9000"
-                    .parse()
-                    .unwrap_or(SocketAddr::from(([0; 4], 0)))
-            )
-        );
-    }
-
-    #[test]
-    fn bad_grants_are_all_reported() {
-        let problems = HttpGrant::parse(&[
-            "https://x.com/".to_string(),
-            "FO O x.com".to_string(),
-            "x.com:99999".to_string(),
-            "ok.com".to_string(),
-        ])
-        .err()
-        .unwrap_or_default();
-        assert_eq!(problems.len(), 3, "{problems:?}");
-    }
 
     #[test]
     fn restricted_addresses() {

@@ -119,8 +119,9 @@ pub enum WasmSource {
 /// Capabilities granted to a plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// `[METHOD[,METHOD]] host[:port]`, `*.example.com`, or an exact
-    /// `ip:port` (the only way to reach loopback/private addresses).
+    /// `[METHOD[,METHOD]] [scheme://]host[:port]` (HTTPS and 443 unless written),
+    /// `*.example.com`, or an address with its port written, such as `http://127.0.0.1:9000`
+    /// (the only way to reach loopback/private addresses).
     pub http: Vec<String>,
     /// Names of DB connections the plugin may use.
     pub db: Vec<String>,

@@ -1,7 +1,7 @@
 //! A small blocking HTTP client over `wasi:http/outgoing-handler`.
 //!
 //! Only hosts granted to the plugin are reachable; the host adds the
-//! `Idempotency-Key` header itself.
+//! `Idempotency-Key` header itself. A request with a body carries `Content-Length`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +15,8 @@ use crate::bindings::wasi::io::streams::StreamError;
 
 /// Largest chunk handed to one `blocking-write-and-flush` (the WASI limit is 4096).
 const WRITE_CHUNK: usize = 4096;
+/// The header that carries the request body's length.
+const CONTENT_LENGTH: &str = "content-length";
 /// Bytes asked for per read of the response body.
 const READ_CHUNK: u64 = 64 * 1024;
 
@@ -95,6 +97,9 @@ pub fn send(
 /// Sends one request and reads the whole response within `timeout` (from the start of the
 /// request to the last body byte; `None`: only the host's limit applies). Errors say what
 /// kind of failure it was, so callers can tell retryable from fatal.
+///
+/// A body goes out with its `Content-Length` (a `content-length` in `headers` is replaced),
+/// never chunked; so does an empty `POST`, `PUT` or `PATCH` (`Content-Length: 0`).
 pub fn request(
     method: &str,
     url: &str,
@@ -115,14 +120,25 @@ pub fn request(
     if authority.is_empty() {
         return Err(invalid(format!("no host in URL: {url}")));
     }
+    let method = method.to_ascii_uppercase();
+    let length = content_length(&method, body);
     let fields = Fields::new();
     for (name, value) in headers {
+        // The length is the body's own; a caller's value could only disagree with it.
+        if name.eq_ignore_ascii_case(CONTENT_LENGTH) {
+            continue;
+        }
         fields
             .append(name, value.as_bytes())
             .map_err(|e| invalid(format!("header {name}: {e:?}")))?;
     }
+    if let Some(length) = length {
+        fields
+            .append(CONTENT_LENGTH, length.to_string().as_bytes())
+            .map_err(|e| invalid(format!("header {CONTENT_LENGTH}: {e:?}")))?;
+    }
     let request = OutgoingRequest::new(fields);
-    let method = match method.to_ascii_uppercase().as_str() {
+    let method = match method.as_str() {
         "GET" => Method::Get,
         "POST" => Method::Post,
         "PUT" => Method::Put,
@@ -150,30 +166,20 @@ pub fn request(
         .set_path_with_query(Some(&path))
         .map_err(|()| invalid(format!("invalid path {path:?}")))?;
 
-    let outgoing_body = request
-        .body()
-        .map_err(|()| invalid("request body already taken".to_string()))?;
+    // Without a body resource the host sends none (and no length), as a GET should.
+    let outgoing_body = match length {
+        Some(_) => Some(
+            request
+                .body()
+                .map_err(|()| invalid("request body already taken".to_string()))?,
+        ),
+        None => None,
+    };
     let future = outgoing_handler::handle(request, None).map_err(classify)?;
     // A body that cannot be written usually means the host refused or failed the request;
     // the response future then says why, so it is consulted before the write error.
-    let mut write_error = None;
-    if let Some(bytes) = body {
-        let stream = outgoing_body
-            .write()
-            .map_err(|()| invalid("request body stream already taken".to_string()))?;
-        for chunk in bytes.chunks(WRITE_CHUNK) {
-            if let Err(e) = stream.blocking_write_and_flush(chunk) {
-                write_error = Some(Error::new(
-                    ErrorKind::Network,
-                    format!("writing request body: {e:?}"),
-                ));
-                break;
-            }
-        }
-    }
-    if let Err(code) = OutgoingBody::finish(outgoing_body, None) {
-        write_error.get_or_insert_with(|| classify(code));
-    }
+    let write_error =
+        outgoing_body.and_then(|outgoing| write_body(outgoing, body.unwrap_or_default()).err());
 
     let response = loop {
         match future.get() {
@@ -218,6 +224,47 @@ pub fn request(
         headers,
         body,
     })
+}
+
+/// The `Content-Length` a request carries: the body's length when there is a body, 0 for a
+/// method that is expected to carry one (`POST`, `PUT`, `PATCH`) but has none, else none.
+///
+/// A known length goes out as `Content-Length` so the host sends the body as is: without
+/// it the body would go out chunked, which some receivers refuse (411) or mis-read.
+fn content_length(method: &str, body: Option<&[u8]>) -> Option<usize> {
+    match body {
+        Some(bytes) => Some(bytes.len()),
+        None if matches!(method, "POST" | "PUT" | "PATCH") => Some(0),
+        None => None,
+    }
+}
+
+/// Writes the whole body and finishes it. The host checks the bytes written against the
+/// `Content-Length` sent: more fail the write, fewer fail `finish`.
+fn write_body(outgoing: OutgoingBody, bytes: &[u8]) -> Result<(), Error> {
+    let mut result = Ok(());
+    {
+        // The stream is a child of the body: it must be gone before `finish`.
+        let stream = outgoing.write().map_err(|()| {
+            Error::new(
+                ErrorKind::Invalid,
+                "request body stream already taken".to_string(),
+            )
+        })?;
+        for chunk in bytes.chunks(WRITE_CHUNK) {
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                result = Err(Error::new(
+                    ErrorKind::Network,
+                    format!("writing request body: {e:?}"),
+                ));
+                break;
+            }
+        }
+    }
+    match OutgoingBody::finish(outgoing, None) {
+        Err(code) if result.is_ok() => Err(classify(code)),
+        _ => result,
+    }
 }
 
 /// Blocks until `ready` fires, or fails with a timeout once `deadline` has passed.
@@ -275,7 +322,8 @@ fn parse_http_date(value: &str) -> Option<u64> {
     let mut parts = value.split_whitespace();
     let _weekday = parts.next()?;
     let day: u64 = parts.next()?.parse().ok()?;
-    let month = MONTHS.iter().position(|m| Some(*m) == parts.next())? as u64 + 1;
+    let month_name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)? as u64 + 1;
     let year: u64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
@@ -304,7 +352,20 @@ fn parse_http_date(value: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_http_date;
+    use super::{content_length, parse_http_date};
+
+    #[test]
+    fn requests_with_a_known_body_carry_its_length() {
+        assert_eq!(content_length("POST", Some(b"{\"a\":1}")), Some(7));
+        assert_eq!(content_length("GET", Some(b"x")), Some(1));
+        assert_eq!(content_length("DELETE", Some(b"")), Some(0));
+        assert_eq!(content_length("POST", None), Some(0));
+        assert_eq!(content_length("PUT", None), Some(0));
+        assert_eq!(content_length("PATCH", None), Some(0));
+        assert_eq!(content_length("GET", None), None);
+        assert_eq!(content_length("HEAD", None), None);
+        assert_eq!(content_length("DELETE", None), None);
+    }
 
     #[test]
     fn http_dates() {

@@ -18,7 +18,8 @@ pub fn transport_error(what: &str, error: http::Error) -> PluginError {
     let message = format!("{what}: {}", error.message);
     match error.kind {
         ErrorKind::Refused => PluginError::fatal(format!(
-            "{message} (grant the host in the plugin's `allow.http`)"
+            "{message} (grant the destination in the plugin's `allow.http`: `host` means HTTPS \
+             on port 443 only, write `http://host` or `host:port` for the rest)"
         )),
         ErrorKind::Invalid => PluginError::fatal(message),
         ErrorKind::Timeout => PluginError::retryable(format!("{what}: timed out")),
