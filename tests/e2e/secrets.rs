@@ -481,3 +481,54 @@ async fn no_secret_is_stored_or_shown_with_postgres() {
     );
     db.drop_db().await.unwrap();
 }
+
+/// `hookwise test` shows `${secret:NAME}` where the payload or a header given holds a secret
+/// value, and where a rendered input holds one.
+#[test]
+fn a_dry_run_never_shows_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook_url = format!("https://hooks.example.com{HOOK_PATH}");
+    std::fs::write(
+        dir.path().join("hookwise.yaml"),
+        "secrets: { HOOK_URL: \"${env:HOOK_URL}\" }\n\
+         sources:\n  - { id: gh, provider: github, secrets: [\"${env:GH_SECRET}\"] }\n\
+         rules: rules.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - id: note\n    source: gh\n    events: [push]\n    actions:\n\
+         \x20     - plugin: notify\n        with: { webhook: \"${secret:HOOK_URL}\", body: { text: \"{{ payload.note }}\" } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("push.json"),
+        serde_json::json!({"ref": "refs/heads/main", "note": hook_url}).to_string(),
+    )
+    .unwrap();
+    for json in [true, false] {
+        let mut cmd = std::process::Command::new(hookwise_bin());
+        cmd.args(["test", "--config", "hookwise.yaml", "--source", "gh"])
+            .args(["--event-type", "push", "--payload", "push.json"])
+            .args(["--header", &format!("X-Leak: {GH_SECRET}")])
+            .current_dir(dir.path())
+            .env("HOOK_URL", &hook_url)
+            .env("GH_SECRET", GH_SECRET);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run hookwise test");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_clean(
+            "hookwise test",
+            stdout.as_bytes(),
+            &[HOOK_TAIL.to_string(), GH_SECRET.to_string()],
+        );
+        assert!(stdout.contains("${secret:HOOK_URL}"), "{stdout}");
+    }
+}
