@@ -300,28 +300,16 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
         .chain(extra_secrets)
         .map(|s| s.to_string())
         .collect();
-    secrets.push(hook_url.clone());
+    secrets.push(hook_url);
     let client = reqwest::Client::new();
     let admin = Admin {
         client: client.clone(),
         base: server.admin.clone(),
-        token: token.clone(),
+        token,
     };
 
     let event = deliver(&client, &server.base).await;
-    // A refused request with secrets in its source id, its query string and a header.
-    let refused = client
-        .post(format!(
-            "{}/hooks/{API_TOKEN}?next={API_TOKEN}",
-            server.base
-        ))
-        .header("x-leak", GH_SECRET)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 404);
-
+    refuse_with_secrets(&client, &server.base).await;
     let executions = finished_executions(&admin, &event).await;
     // The secrets were really used: the receiver got the secret path and header.
     let seen = receiver.seen();
@@ -330,24 +318,69 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
     let bearer = format!("Bearer {API_TOKEN}");
     assert_eq!(seen[0].authorization.as_deref(), Some(bearer.as_str()));
 
-    // Every admin answer fetched, checked raw.
+    let (story, refused) = check_admin_answers(&admin, &event, &executions, &secrets).await;
+    check_names_in_place(&story, &refused);
+    // The command line tells the same story without them.
+    for args in [
+        vec!["logs", &event, "--json"],
+        vec!["logs", &event],
+        vec!["events", "--json"],
+        vec!["dead-letters", "list", "--json"],
+    ] {
+        let out = server.cli(dir, &args);
+        assert_clean(&format!("hookwise {args:?}"), out.as_bytes(), &secrets);
+        if args[0] == "logs" {
+            assert!(out.contains("${secret:HOOK_URL}"), "{out}");
+        }
+    }
+
+    let stderr = server.stop().await;
+    assert_clean("the server's stderr", stderr.as_bytes(), &secrets);
+    // The failed attempt is logged, with the names in place of the values.
+    assert!(stderr.contains("${secret:HOOK_URL}"), "{stderr}");
+    secrets
+}
+
+/// A request refused for its unknown source, with secrets in its source id, its query string
+/// and a header.
+async fn refuse_with_secrets(client: &reqwest::Client, base: &str) {
+    let refused = client
+        .post(format!("{base}/hooks/{API_TOKEN}?next={API_TOKEN}"))
+        .header("x-leak", GH_SECRET)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+}
+
+/// Fetches every admin answer about the scenario and checks each raw; returns the event's
+/// story and the page of refused delivery attempts.
+async fn check_admin_answers(
+    admin: &Admin,
+    event: &str,
+    executions: &[Value],
+    secrets: &[String],
+) -> (Value, Value) {
     let (story_text, story) = admin.get(&format!("/api/v1/events/{event}")).await;
-    let mut answers = vec![("event story".to_string(), story_text.clone())];
-    for path in [
-        "/api/v1/events".to_string(),
-        "/api/v1/executions".to_string(),
-        "/api/v1/dead-letters".to_string(),
-        "/api/v1/rules".to_string(),
-        "/api/v1/plugins".to_string(),
-        "/metrics".to_string(),
+    let mut answers = vec![("event story".to_string(), story_text)];
+    let paths = [
+        "/api/v1/events",
+        "/api/v1/executions",
+        "/api/v1/dead-letters",
+        "/api/v1/rules",
+        "/api/v1/plugins",
+        "/metrics",
     ]
     .into_iter()
+    .map(String::from)
     .chain(executions.iter().map(|x| {
         format!(
             "/api/v1/executions/{}",
             x["id"].as_str().unwrap_or_default()
         )
-    })) {
+    }));
+    for path in paths {
         let r = admin
             .client
             .get(format!("{}{path}", admin.base))
@@ -358,13 +391,16 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
         assert!(r.status().is_success(), "{path}");
         answers.push((path, r.text().await.unwrap()));
     }
-    let (refused_text, refused_page) = refused_attempts(&admin).await;
+    let (refused_text, refused) = refused_attempts(admin).await;
     answers.push(("delivery attempts".into(), refused_text));
     for (place, text) in &answers {
-        assert_clean(place, text.as_bytes(), &secrets);
+        assert_clean(place, text.as_bytes(), secrets);
     }
+    (story, refused)
+}
 
-    // `${secret:NAME}` stands where the secrets were.
+/// `${secret:NAME}` (or `***`) stands where the secrets were.
+fn check_names_in_place(story: &Value, refused_page: &Value) {
     let by_rule = |rule: &str| {
         story["executions"]
             .as_array()
@@ -393,18 +429,9 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
     let failed = by_rule("echo-error");
     assert_eq!(failed["status"], "dead", "{failed}");
     let error = "cannot reach ${secret:HOOK_URL} with ${secret:API_TOKEN}";
-    assert!(
-        failed["attempts"][0]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains(error)),
-        "{failed}"
-    );
-    assert!(
-        failed["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains(error)),
-        "{failed}"
-    );
+    for text in [&failed["attempts"][0]["error"], &failed["last_error"]] {
+        assert!(text.as_str().is_some_and(|e| e.contains(error)), "{failed}");
+    }
     let delivery_headers = story["event"]["headers"].to_string();
     assert!(
         delivery_headers.contains("token ${secret:API_TOKEN}"),
@@ -415,27 +442,8 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
         refused["path"], "/hooks/${secret:API_TOKEN}",
         "{refused_page}"
     );
+    assert_eq!(refused["source"], "${secret:API_TOKEN}", "{refused_page}");
     assert_eq!(refused["headers"]["x-leak"], "***", "{refused_page}");
-
-    // The command line tells the same story without them.
-    for args in [
-        vec!["logs", &event, "--json"],
-        vec!["logs", &event],
-        vec!["events", "--json"],
-        vec!["dead-letters", "list", "--json"],
-    ] {
-        let out = server.cli(dir, &args);
-        assert_clean(&format!("hookwise {args:?}"), out.as_bytes(), &secrets);
-        if args[0] == "logs" {
-            assert!(out.contains("${secret:HOOK_URL}"), "{out}");
-        }
-    }
-
-    let stderr = server.stop().await;
-    assert_clean("the server's stderr", stderr.as_bytes(), &secrets);
-    // The failed attempt is logged, with the names in place of the values.
-    assert!(stderr.contains("${secret:HOOK_URL}"), "{stderr}");
-    secrets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
