@@ -15,6 +15,7 @@ pub mod retention;
 pub mod rfc3339;
 pub mod rules;
 pub mod schema;
+pub mod scrub;
 pub mod server;
 pub mod store;
 pub mod verify;

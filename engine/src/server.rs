@@ -17,10 +17,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::AdminToken;
 use crate::config::{Config, TlsMode};
 use crate::dispatch::{Dispatcher, Wake};
 use crate::plugin_host::Registry;
 use crate::rules::{LiveRules, RuleSet};
+use crate::scrub::Scrubber;
 use crate::store::{GroupCommitSettings, Store, StoreError};
 
 /// How long open connections get to finish once shutdown begins.
@@ -46,6 +48,8 @@ pub struct AppParts {
     /// The rules, when events are matched as they arrive (`serve`); without them events are
     /// stored unmatched and the dispatcher matches them.
     pub rules: Option<LiveRules>,
+    /// Replaces secret values in what is recorded, logged and answered.
+    pub scrubber: Arc<Scrubber>,
     shutting_down: AtomicBool,
 }
 
@@ -62,6 +66,7 @@ impl AppState {
         config: Arc<Config>,
         store: Store,
         rules: Option<LiveRules>,
+        scrubber: Arc<Scrubber>,
     ) -> Result<AppState, ServeError> {
         let ingress = crate::ingress::hooks::prepare(&config.sources)?;
         let rejections =
@@ -70,6 +75,7 @@ impl AppState {
         Ok(AppState(Arc::new(AppParts {
             rejections,
             rules,
+            scrubber,
             config,
             store,
             ingress,
@@ -180,6 +186,10 @@ pub async fn run(
         }
         TlsMode::Plain => None,
     };
+    // First, so that every later log line is scrubbed of the token too.
+    let admin_token = crate::admin::token::resolve_value(&config)?;
+    let scrubber = Arc::new(config.scrubber(Some(admin_token.expose())));
+    crate::scrub::logs::install(scrubber.clone());
     let rules = initial_rules(&config)?;
     let plugins = Registry::from_config(&config)
         .await
@@ -187,21 +197,24 @@ pub async fn run(
     let store = open_store(&config).await?;
     tracing::info!(rules = rules.len(), "rules loaded");
     let rules = LiveRules::new(rules);
-    let state = match AppState::new(Arc::new(config), store.clone(), Some(rules.clone())) {
+    let state = match AppState::new(
+        Arc::new(config),
+        store.clone(),
+        Some(rules.clone()),
+        scrubber.clone(),
+    ) {
         Ok(state) => state,
         Err(e) => {
             store.close().await;
             return Err(e);
         }
     };
-    let admin_state =
-        match crate::admin::AdminState::new(state.clone(), rules.clone(), plugins.clone()) {
-            Ok(admin) => admin,
-            Err(e) => {
-                store.close().await;
-                return Err(e.into());
-            }
-        };
+    let admin_state = crate::admin::AdminState::new(
+        state.clone(),
+        rules.clone(),
+        plugins.clone(),
+        AdminToken::new(admin_token.expose()),
+    );
     let dispatcher = Dispatcher::start(
         store.clone(),
         rules.clone(),
@@ -209,6 +222,7 @@ pub async fn run(
         state.config.clone(),
         state.wake.clone(),
         state.metrics.clone(),
+        scrubber,
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Ok(addr) = listeners.ingress.local_addr() {

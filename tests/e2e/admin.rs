@@ -698,9 +698,9 @@ async fn json_logs_carry_ids_and_never_a_secret() {
     let admin = format!("http://127.0.0.1:{admin_port}");
     assert!(wait_ready(&client, &format!("{base}/readyz"), Duration::from_secs(30)).await);
 
-    // A signed event, the same with the secret in a header, a bad signature.
+    // A signed event with the secret in a header and in its payload, a bad signature.
     let url = format!("{base}/hooks/gh");
-    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let body = format!(r#"{{"ref":"refs/heads/main","note":"{WEBHOOK_SECRET}"}}"#).into_bytes();
     let signed = hookwise::verify::sign_event(
         hookwise::verify::Provider::Github,
         WEBHOOK_SECRET,
@@ -757,8 +757,14 @@ async fn json_logs_carry_ids_and_never_a_secret() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // The stored event's headers do not hold the secret either.
+    // The story shows neither the header nor the payload (stored as sent) with the secret.
     assert!(!story.to_string().contains(WEBHOOK_SECRET), "{story}");
+    assert!(
+        story["event"]["payload"]
+            .as_str()
+            .is_some_and(|p| p.contains(r#""note":"***""#)),
+        "{story}"
+    );
 
     let pid = child.id().expect("pid").to_string();
     let status = std::process::Command::new("kill")

@@ -25,6 +25,7 @@ pub struct Seen {
     pub at: Instant,
     pub path: String,
     pub idempotency_key: Option<String>,
+    pub authorization: Option<String>,
     pub body: Value,
 }
 
@@ -71,6 +72,10 @@ impl Receiver {
                 path: uri.path().to_string(),
                 idempotency_key: headers
                     .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                authorization: headers
+                    .get("authorization")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
                 body: serde_json::from_slice(&body).unwrap_or(Value::Null),

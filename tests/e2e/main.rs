@@ -14,6 +14,7 @@ mod plugins_lang;
 mod quickstart;
 mod reload;
 mod rules;
+mod secrets;
 mod serve;
 mod store;
 mod support;

@@ -113,7 +113,7 @@ fn config(store: &str, http: std::net::SocketAddr) -> String {
          rules: rules.yaml\n\
          dispatch: {{ workers: 8, lease: 5s }}\n\
          sources:\n  - {{ id: open, provider: none }}\n\
-         plugins:\n  - name: hostile\n    path: {}\n    allow: {{ http: [\"{http}\"] }}\n",
+         plugins:\n  - name: hostile\n    path: {}\n    allow: {{ http: [\"http://{http}\"] }}\n",
         wasm("hostile").display()
     )
 }

@@ -47,19 +47,19 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// The admin state of a server; resolves (or makes) the token.
+    /// The admin state of a server whose requests must carry `token`.
     pub fn new(
         app: AppState,
         rules: LiveRules,
         plugins: Registry,
-    ) -> Result<AdminState, TokenError> {
-        let token = token::resolve(&app.config)?;
-        Ok(AdminState {
+        token: AdminToken,
+    ) -> AdminState {
+        AdminState {
             app,
             rules,
             plugins,
             token: Arc::new(token),
-        })
+        }
     }
 }
 
@@ -177,6 +177,10 @@ pub fn app(state: AdminState) -> Router {
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            scrub_answer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             require_token,
         ))
         .with_state(state.clone());
@@ -225,6 +229,37 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .into_response(),
         Some(_) => next.run(request).await,
     }
+}
+
+/// Replaces every secret value in an answer. Records are scrubbed when they are written; this
+/// also covers records written before that, event payloads as their senders sent them, and
+/// answers built from the config.
+async fn scrub_answer(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let scrubber = &state.app.scrubber;
+    if scrubber.is_empty() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Our own handlers' answers, already whole in memory: no size limit needed to read them.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) if scrubber.finds(text) => text,
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    let clean = match serde_json::from_str::<Value>(text) {
+        // Scrubbed as a tree, so that a replacement never cuts through JSON syntax.
+        Ok(mut value) => {
+            scrubber.scrub_value(&mut value);
+            value.to_string()
+        }
+        Err(_) => scrubber.scrub(text).into_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(clean))
 }
 
 #[cfg(test)]

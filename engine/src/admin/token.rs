@@ -1,6 +1,6 @@
 //! The admin API's bearer token: from the config (`admin.token`), or else generated on first
 //! run, kept in a file readable only by its owner beside the config (or, on the embedded
-//! default, in the working directory), printed once when made and reused afterwards.
+//! default, in the working directory) and reused afterwards. Its value is never printed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -70,22 +70,32 @@ impl AdminToken {
 
 /// The token for `config`: `admin.token` when set, else the stored one, else a new one.
 pub fn resolve(config: &Config) -> Result<AdminToken, TokenError> {
+    resolve_value(config).map(|t| AdminToken::new(t.expose()))
+}
+
+/// The token's text for `config` (to compare against, and to replace wherever it shows up):
+/// `admin.token` when set, else the stored one, else a new one.
+pub fn resolve_value(config: &Config) -> Result<Secret, TokenError> {
     if let Some(token) = &config.admin.token {
-        return from_secret(token);
+        let value = token.expose().trim();
+        if value.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        return Ok(Secret::new(value));
     }
     let path = config.base_dir.join(TOKEN_FILE);
-    load_or_create(&path).map(|t| AdminToken::new(&t))
+    load_or_create(&path).map(Secret::new)
 }
 
-fn from_secret(token: &Secret) -> Result<AdminToken, TokenError> {
-    let value = token.expose().trim();
-    if value.is_empty() {
-        return Err(TokenError::Empty);
-    }
-    Ok(AdminToken::new(value))
+/// The token made on an earlier run, if there is one (nothing is made): what commands other
+/// than `serve` must not show either.
+pub fn existing(config: &Config) -> Option<Secret> {
+    let text = std::fs::read_to_string(config.base_dir.join(TOKEN_FILE)).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| Secret::new(token))
 }
 
-/// Reads the token stored at `path`, or makes one, stores it (mode 0600) and prints it once.
+/// Reads the token stored at `path`, or makes one, stores it (mode 0600) and says where.
 pub fn load_or_create(path: &Path) -> Result<String, TokenError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
@@ -131,9 +141,10 @@ pub fn load_or_create(path: &Path) -> Result<String, TokenError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return load_or_create(path),
         Err(e) => return Err(write_err(e)),
     }
-    // Shown once, on the terminal that started the server; later runs reuse the file.
+    // The token itself is not printed: stderr often ends up in log collectors, and a secret
+    // is never logged. The file is readable by its owner only.
     eprintln!(
-        "hookwise: made an admin API token; it is stored in {} and shown only this once:\n  {token}",
+        "hookwise: made an admin API token; read it from {} (readable only by you)",
         path.display()
     );
     Ok(token)

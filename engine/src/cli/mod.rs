@@ -10,9 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::rules::{EventView, RuleInputs, rule_paths};
+use crate::scrub::Scrubber;
 use crate::verify::Provider;
 
 /// hookwise: verify, store and act on webhooks.
@@ -166,13 +168,23 @@ fn init_tracing(format: LogFormat, filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Every line is scrubbed of secrets once a command has read its config.
+        .with_writer(crate::scrub::logs::stderr)
         // Colours only on a terminal: logs piped to files or collectors stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The scrubber of `config` and of the admin token an earlier `serve` made (none is made
+/// here), installed for this command's logs too.
+fn scrubber_for(config: &Config) -> Arc<Scrubber> {
+    let token = crate::admin::token::existing(config);
+    let scrubber = Arc::new(config.scrubber(token.as_ref().map(|t| t.expose())));
+    crate::scrub::logs::install(scrubber.clone());
+    scrubber
 }
 
 fn print_problems(problems: &[crate::yamldoc::Diagnostic]) {
@@ -301,10 +313,18 @@ fn dry_run(
         payload: &payload_value,
     };
     let evaluation = rules.evaluate_all(&view);
+    // Rendered inputs show `${secret:NAME}` already; the payload and headers given may hold a
+    // secret value too.
+    let scrubber = scrubber_for(&config);
     if json {
-        println!("{}", crate::rules::dry_run_json(&evaluation));
+        let mut answer = crate::rules::dry_run_json(&evaluation);
+        scrubber.scrub_value(&mut answer);
+        println!("{answer}");
     } else {
-        print!("{}", crate::rules::render_text(&evaluation));
+        print!(
+            "{}",
+            scrubber.scrub(&crate::rules::render_text(&evaluation))
+        );
     }
     ExitCode::SUCCESS
 }

@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::dispatch::ops;
 use crate::model::{EventId, EventStatus, ExecutionId};
+use crate::scrub::Scrubber;
 use crate::store::{DeadLetterFilter, EventFilter, Store};
 
 use super::signing::usage;
@@ -108,7 +110,7 @@ pub struct DeadLetterArgs {
 /// Runs `f` with the store of the config named in `args`, on a small runtime.
 fn with_store<F, Fut>(args: &StoreArgs, f: F) -> ExitCode
 where
-    F: FnOnce(Config, Store) -> Fut,
+    F: FnOnce(Config, Store, Out) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
     let config = match Config::discover(args.config.as_deref()) {
@@ -136,7 +138,8 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let code = f(config, store.clone()).await;
+        let out = Out(super::scrubber_for(&config));
+        let code = f(config, store.clone(), out).await;
         store.close().await;
         code
     })
@@ -144,11 +147,32 @@ where
 
 use ops::parse_time;
 
-fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    );
+/// Standard output with every secret replaced. Records are scrubbed when they are written;
+/// this also covers older records and event payloads as their senders sent them.
+struct Out(Arc<Scrubber>);
+
+impl Out {
+    fn json(&self, value: &impl serde::Serialize) {
+        let text = match serde_json::to_value(value) {
+            Ok(mut value) => {
+                self.0.scrub_value(&mut value);
+                serde_json::to_string_pretty(&value)
+            }
+            Err(e) => Err(e),
+        };
+        println!(
+            "{}",
+            text.unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        );
+    }
+
+    fn line(&self, text: impl std::fmt::Display) {
+        println!("{}", self.0.scrub(&text.to_string()));
+    }
+
+    fn text(&self, text: &str) {
+        print!("{}", self.0.scrub(text));
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> ExitCode {
@@ -178,24 +202,24 @@ pub fn events(args: EventsArgs) -> ExitCode {
         limit: args.limit.clamp(1, 10_000),
     };
     let json = args.common.json;
-    with_store(&args.common, |_, store| async move {
+    with_store(&args.common, |_, store, out| async move {
         let events = match store.list_events(&filter).await {
             Ok(e) => e,
             Err(e) => return failed(e),
         };
         if json {
-            print_json(&events);
+            out.json(&events);
             return ExitCode::SUCCESS;
         }
         for e in &events {
-            println!(
+            out.line(format_args!(
                 "{}  {}  {:<12} {:<28} {}",
                 e.event.id,
                 e.event.received_at.to_rfc3339(),
                 e.event.source,
                 e.event.event_type,
                 e.event.status.as_str()
-            );
+            ));
         }
         if events.is_empty() {
             println!("no events");
@@ -210,14 +234,14 @@ pub fn logs(args: LogsArgs) -> ExitCode {
         Err(_) => return usage(format_args!("`{}` is not an event id", args.event_id)),
     };
     let json = args.common.json;
-    with_store(&args.common, |_, store| async move {
+    with_store(&args.common, |_, store, out| async move {
         match ops::story(&store, id).await {
             Ok(Some(story)) if json => {
-                print_json(&story);
+                out.json(&story);
                 ExitCode::SUCCESS
             }
             Ok(Some(story)) => {
-                print!("{}", ops::render_story(&story));
+                out.text(&ops::render_story(&story));
                 ExitCode::SUCCESS
             }
             Ok(None) => failed(format_args!("no event {id}")),
@@ -234,9 +258,9 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             Ok(id) => id,
             Err(_) => return usage(format_args!("`{execution}` is not an execution id")),
         };
-        return with_store(&args.common, |_, store| async move {
+        return with_store(&args.common, |_, store, out| async move {
             match ops::replay_execution(&store, id, dry_run).await {
-                Ok(r) => report_replays(&[r], dry_run, json),
+                Ok(r) => report_replays(&out, &[r], dry_run, json),
                 Err(e) => failed(e),
             }
         });
@@ -249,7 +273,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         Err(_) => return usage(format_args!("`{event}` is not an event id")),
     };
     let rule = args.rule.clone();
-    with_store(&args.common, |config, store| async move {
+    with_store(&args.common, |config, store, out| async move {
         let rules = match crate::rules::load_for(&config) {
             Ok(r) => r,
             Err(problems) => {
@@ -258,15 +282,15 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             }
         };
         match ops::replay_event(&store, &config, &rules, id, rule.as_deref(), dry_run).await {
-            Ok(r) => report_replays(&r, dry_run, json),
+            Ok(r) => report_replays(&out, &r, dry_run, json),
             Err(e) => failed(e),
         }
     })
 }
 
-fn report_replays(replays: &[ops::Replayed], dry_run: bool, json: bool) -> ExitCode {
+fn report_replays(out: &Out, replays: &[ops::Replayed], dry_run: bool, json: bool) -> ExitCode {
     if json {
-        print_json(&serde_json::json!({"dry_run": dry_run, "planned": replays}));
+        out.json(&serde_json::json!({"dry_run": dry_run, "planned": replays}));
         return ExitCode::SUCCESS;
     }
     let verb = if dry_run { "would plan" } else { "planned" };
@@ -311,16 +335,16 @@ pub fn dead_letters(command: DeadLetterCommand) -> ExitCode {
     };
     let json = args.common.json;
     let dry_run = matches!(command, DeadLetterCommand::Retry { dry_run: true, .. });
-    with_store(&args.common, |_, store| async move {
+    with_store(&args.common, |_, store, out| async move {
         match action {
             "list" => match ops::dead_letters(&store, &filter).await {
                 Ok(list) if json => {
-                    print_json(&list);
+                    out.json(&list);
                     ExitCode::SUCCESS
                 }
                 Ok(list) => {
                     for d in &list {
-                        println!(
+                        out.line(format_args!(
                             "{}  {}  {:<12} {:<24} execution {}  event {}",
                             d.created_at.to_rfc3339(),
                             d.reason,
@@ -328,7 +352,7 @@ pub fn dead_letters(command: DeadLetterCommand) -> ExitCode {
                             d.rule_id,
                             d.execution_id,
                             d.event_id
-                        );
+                        ));
                     }
                     if list.is_empty() {
                         println!("no dead letters");
@@ -338,13 +362,13 @@ pub fn dead_letters(command: DeadLetterCommand) -> ExitCode {
                 Err(e) => failed(e),
             },
             "retry" => match ops::retry_dead_letters(&store, &filter, dry_run).await {
-                Ok(r) => report_replays(&r, dry_run, json),
+                Ok(r) => report_replays(&out, &r, dry_run, json),
                 Err(e) => failed(e),
             },
             _ => match store.purge_dead_letters(&filter).await {
                 Ok(n) => {
                     if json {
-                        print_json(&serde_json::json!({"purged": n}));
+                        out.json(&serde_json::json!({"purged": n}));
                     } else {
                         println!("purged {n} dead letter{}", if n == 1 { "" } else { "s" });
                     }

@@ -34,12 +34,14 @@ pub struct ConfigFile {
     /// The admin listener (events, executions, replay, metrics).
     pub admin: Option<AdminFile>,
     /// Where events are stored: `sqlite://PATH` (default `sqlite://hookwise.db`) or
-    /// `postgres://user@host/db`. May use `${env:NAME}` / `${file:PATH}`.
+    /// `postgres://user@host/db`. May use `${env:NAME}` / `${file:PATH}`. A password in the URL
+    /// is a secret: at least 8 bytes, never shown.
     pub store: Option<String>,
     /// Rule files: a directory, a file, or a list of them. Default `rules/` when present.
     pub rules: Option<OneOrMany>,
     /// Secrets that rules may reference as `${secret:NAME}`. Each value must be
-    /// `${env:NAME}` or `${file:PATH}`: secrets are never written in this file.
+    /// `${env:NAME}` or `${file:PATH}`: secrets are never written in this file. Each is at least
+    /// 8 bytes; wherever a value would be stored, logged or shown, `${secret:NAME}` is.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Webhook senders. Each is served at `POST /hooks/{id}`.
@@ -54,7 +56,8 @@ pub struct ConfigFile {
     /// letters) and delivery attempts are pruned in the background. Default 30 days each.
     pub retention: Option<RetentionFile>,
     /// Databases that plugins may be granted (`allow.db`): `sqlite://`, `postgres://` or
-    /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`.
+    /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`. A password in a URL is a
+    /// secret: at least 8 bytes, never shown.
     #[serde(default)]
     pub connections: BTreeMap<String, String>,
 }
@@ -140,7 +143,7 @@ pub struct TlsFile {
 pub struct AdminFile {
     /// Address, `host:port`. Default `127.0.0.1:9091`.
     pub listen: Option<String>,
-    /// Bearer token for the admin API, as `${env:NAME}` or `${file:PATH}`.
+    /// Bearer token for the admin API, as `${env:NAME}` or `${file:PATH}`; at least 8 bytes.
     pub token: Option<String>,
 }
 
@@ -154,8 +157,8 @@ pub struct SourceFile {
     /// `hmac` (generic, see `hmac`) or `none`.
     #[schemars(schema_with = "provider_schema")]
     pub provider: String,
-    /// Signing secrets, as `${env:NAME}` or `${file:PATH}`. Several are tried in turn, so a
-    /// secret can be rotated without downtime.
+    /// Signing secrets, as `${env:NAME}` or `${file:PATH}`, each at least 8 bytes. Several are
+    /// tried in turn, so a secret can be rotated without downtime.
     #[serde(default)]
     pub secrets: Vec<String>,
     /// Public keys for providers that sign with one (Discord, SendGrid, Standard Webhooks v1a),

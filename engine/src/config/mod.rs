@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod http_grant;
+mod scrubbing;
 mod secrets;
 pub mod units;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 pub use secrets::{EnvLookup, Secret};
 
 use crate::schema::{self, EventSchemas, SourceSchemas};
+use crate::scrub::MIN_SECRET_LEN;
 use crate::verify::{HmacScheme, Provider};
 use crate::yamldoc::{Diagnostic, Document, Position};
 use file::ConfigFile;
@@ -434,7 +436,42 @@ impl Checker<'_> {
             );
             return Secret::new(String::new());
         }
-        self.interpolate(pointer, raw)
+        let before = self.problems.len();
+        let secret = self.interpolate(pointer, raw);
+        if self.problems.len() == before {
+            self.long_enough(pointer, "this secret", secret.expose().trim());
+        }
+        secret
+    }
+
+    /// Refuses a secret shorter than [`MIN_SECRET_LEN`]: hookwise replaces every secret value
+    /// in what it stores, logs and answers, and a short one cannot be told from other text.
+    fn long_enough(&mut self, pointer: &str, what: &str, value: &str) {
+        if value.len() < MIN_SECRET_LEN {
+            let size = match value.len() {
+                0 => "empty".to_string(),
+                n => format!("{n} bytes"),
+            };
+            self.problem(
+                pointer,
+                format!(
+                    "{what} is {size}; secrets must be at least {MIN_SECRET_LEN} bytes, so that \
+                     hookwise can replace them in everything it stores, logs and answers"
+                ),
+            );
+        }
+    }
+
+    /// Resolves a database URL, whose password (if any) is a secret.
+    fn url_with_password(&mut self, pointer: &str, raw: &str) -> Secret {
+        let before = self.problems.len();
+        let url = self.interpolate(pointer, raw);
+        if self.problems.len() == before
+            && let Some(password) = scrubbing::url_password(url.expose())
+        {
+            self.long_enough(pointer, "the password in this URL", password);
+        }
+        url
     }
 
     fn resolve(&mut self, raw: &ConfigFile, path: &Path) -> Config {
@@ -481,7 +518,8 @@ impl Checker<'_> {
         };
         let ingress = self.ingress(raw, tls == TlsMode::Plain && !insecure);
 
-        let store_url = self.interpolate("/store", raw.store.as_deref().unwrap_or(DEFAULT_STORE));
+        let store_url =
+            self.url_with_password("/store", raw.store.as_deref().unwrap_or(DEFAULT_STORE));
         let u = store_url.expose();
         if !(u.starts_with("sqlite://")
             || u.starts_with("postgres://")
@@ -534,7 +572,7 @@ impl Checker<'_> {
                 "/connections/{}",
                 crate::yamldoc::escape_pointer_token(name)
             );
-            let resolved = self.interpolate(&pointer, url);
+            let resolved = self.url_with_password(&pointer, url);
             let scheme_ok = [
                 "sqlite://",
                 "sqlite:",

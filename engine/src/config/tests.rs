@@ -8,6 +8,8 @@ fn env(name: &str) -> Option<String> {
         "SVIX_GOOD" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
         "SVIX_BAD" => Some("whsec_not base64!".into()),
         "EMPTY" => Some(String::new()),
+        "SEVEN" => Some("7-bytes".into()),
+        "EIGHT" => Some("8-bytes!".into()),
         _ => None,
     }
 }
@@ -252,6 +254,72 @@ sources:
         "insecure_http: true\nsources:\n  - { id: s, provider: svix, secrets: [\"${env:UNSET}\"] }\n",
     );
     assert_eq!(got.len(), 1, "{got:#?}");
+}
+
+#[test]
+fn secrets_shorter_than_eight_bytes_are_refused_everywhere_at_once() {
+    let text = r#"insecure_http: true
+admin: { token: "${env:SEVEN}" }
+store: "postgres://app:short@db/hookwise"
+secrets:
+  OK: "${env:EIGHT}"
+  TOO_SHORT: "${env:SEVEN}"
+sources:
+  - { id: gh, provider: github, secrets: ["${env:EIGHT}", "${env:SEVEN}"] }
+connections:
+  ok: "postgres://app:${env:EIGHT}@db/x"
+  no_password: "mysql://root@db/x"
+  short: "mysql://root:${env:SEVEN}@db/x"
+"#;
+    let got = problems(text);
+    let want = [
+        "2:17 this secret is 7 bytes",
+        "3:8 the password in this URL is 5 bytes",
+        "6:14 this secret is 7 bytes",
+        "8:59 this secret is 7 bytes",
+        "12:10 the password in this URL is 7 bytes",
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (got, want) in got.iter().zip(want) {
+        assert!(
+            got.starts_with(want) && got.contains("at least 8 bytes"),
+            "{got} does not start with {want}"
+        );
+        // The message never quotes the value.
+        assert!(!got.contains("7-bytes") && !got.contains("short@"), "{got}");
+    }
+    // Eight bytes are enough; a URL without a password needs none.
+    let ok = load(
+        "insecure_http: true\nadmin: { token: \"${env:EIGHT}\" }\n\
+         secrets: { OK: \"${env:EIGHT}\" }\nconnections: { a: \"mysql://root@db/x\" }\n",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn the_scrubber_knows_every_secret_of_the_config() {
+    let c = load(
+        r#"insecure_http: true
+admin: { token: "${env:ADMIN_TOKEN}" }
+store: "postgres://app:store-pass%21@db/hookwise"
+secrets: { SLACK: "${env:SLACK_URL}" }
+sources:
+  - { id: gh, provider: github, secrets: ["${env:GITHUB_SECRET}"] }
+connections:
+  a: "mysql://root:conn-password@db/x"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let s = c.scrubber(Some("generated-token-0123"));
+    let text = "https://hooks.slack.example/x gh-secret admin-token store-pass%21 store-pass! \
+                conn-password generated-token-0123";
+    assert_eq!(
+        s.scrub(text),
+        "${secret:SLACK} *** *** *** *** *** ***",
+        "every kind of secret is replaced"
+    );
+    let none = Config::embedded_default(std::path::Path::new("."));
+    assert!(none.scrubber(None).is_empty());
 }
 
 #[test]

@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) settings: DispatchSettings,
     pub(crate) wake: Wake,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Replaces secret values in the attempts recorded.
+    pub(crate) scrubber: Arc<crate::scrub::Scrubber>,
     /// This process's name in leases.
     pub(crate) owner: String,
     /// Running executions per plugin and per (rule, action), for concurrency limits.
@@ -113,6 +115,7 @@ impl Dispatcher {
         config: Arc<Config>,
         wake: Wake,
         metrics: Arc<crate::metrics::Metrics>,
+        scrubber: Arc<crate::scrub::Scrubber>,
     ) -> Dispatcher {
         let owner = format!(
             "{}:{}:{}",
@@ -128,6 +131,7 @@ impl Dispatcher {
             config,
             wake,
             metrics,
+            scrubber,
             owner,
             running: Mutex::new(Running::default()),
         });

@@ -11,6 +11,7 @@ use super::{EventParts, Shared, Slot};
 use crate::model::{AttemptOutcome, Millis};
 use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
 use crate::rules::RetryPolicy;
+use crate::scrub::Scrubber;
 use crate::store::{Execution, NewExecutionAttempt, NextStep, StoreError, StoredEvent};
 
 /// Longest wait a plugin's `retry_after` may ask for.
@@ -57,6 +58,7 @@ pub(crate) async fn run_execution(
     let (report, retry, received_at) = match prepared {
         Prepared::Fatal(reason) => {
             drop(slot);
+            let reason = shared.scrubber.scrub(&reason).into_owned();
             let attempt = NewExecutionAttempt {
                 attempt: x.attempts,
                 started_at,
@@ -143,7 +145,7 @@ pub(crate) async fn run_execution(
         Err(e) if e.is_retryable() => (AttemptOutcome::Retryable, Some(e.to_string()), None),
         Err(e) => (AttemptOutcome::Fatal, Some(e.to_string()), None),
     };
-    let attempt = NewExecutionAttempt {
+    let mut attempt = NewExecutionAttempt {
         attempt: x.attempts,
         started_at,
         finished_at,
@@ -164,7 +166,11 @@ pub(crate) async fn run_execution(
             .map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
         memory_peak: Some(i64::try_from(report.memory_peak).unwrap_or(i64::MAX)),
     };
-    let next = next_step(&report.result, x.attempts, &retry, finished_at);
+    scrub_attempt(&shared.scrubber, &mut attempt);
+    let next = scrub_step(
+        &shared.scrubber,
+        next_step(&report.result, x.attempts, &retry, finished_at),
+    );
     tracing::info!(
         event = %x.event_id,
         execution = %x.id,
@@ -178,6 +184,32 @@ pub(crate) async fn run_execution(
         "action attempt finished"
     );
     finish(shared, x, &attempt, next, Some(received_at)).await;
+}
+
+/// Replaces secret values in everything the attempt records: the plugin saw secrets rendered
+/// into its input and may echo them into its error, output or logs; the host's own records
+/// (URLs called, SQL run) may hold them too.
+fn scrub_attempt(scrubber: &Scrubber, attempt: &mut NewExecutionAttempt) {
+    if scrubber.is_empty() {
+        return;
+    }
+    if let Some(error) = attempt.error.as_mut() {
+        scrubber.scrub_string(error);
+    }
+    if let Some(output) = attempt.output.as_mut() {
+        scrubber.scrub_value(output);
+    }
+    scrubber.scrub_value(&mut attempt.logs);
+    scrubber.scrub_value(&mut attempt.http_calls);
+    scrubber.scrub_value(&mut attempt.db_statements);
+}
+
+/// `next` with secret values replaced in a dead letter's reason (it quotes the plugin's error).
+fn scrub_step(scrubber: &Scrubber, next: NextStep) -> NextStep {
+    match next {
+        NextStep::Dead(reason) => NextStep::Dead(scrubber.scrub(&reason).into_owned()),
+        other => other,
+    }
 }
 
 fn timed_out(t: Duration) -> CallReport {

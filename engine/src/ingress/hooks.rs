@@ -15,6 +15,7 @@ use sha2::Digest;
 
 use crate::config::{IngressSettings, Source};
 use crate::model::{DeliveryAttemptId, EventId, EventStatus, Millis, Verdict};
+use crate::scrub::Scrubber;
 use crate::server::{AppState, PlainOnTls};
 use crate::store::{NewDeliveryAttempt, NewEvent};
 use crate::verify::{self, Keys, VerifyOptions};
@@ -278,19 +279,21 @@ pub async fn receive(
         outcome.verdict,
         Verdict::Accepted | Verdict::Duplicate | Verdict::Quarantined
     ) {
+        // The source id, path and reason may quote what the client sent: scrubbed too.
+        let scrub = |text: &str| state.scrubber.scrub(text).into_owned();
         let describe = |headers: serde_json::Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
             id: DeliveryAttemptId::new(),
-            source: clip(source_id).to_string(),
+            source: scrub(clip(source_id)),
             received_at,
             remote_addr: Some(client.describe()),
             method: method.to_string(),
-            path: clip_path(&uri),
+            path: scrub(&clip_path(&uri)),
             headers,
             body,
             body_size,
             verdict: outcome.verdict,
             status: outcome.status.as_u16(),
-            reason: outcome.reason(),
+            reason: outcome.reason().map(|r| scrub(&r)),
         };
         let admitted = if outcome.verdict == Verdict::Rejected {
             let key = source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str());
@@ -305,7 +308,7 @@ pub async fn receive(
             }
         };
         if admitted.record {
-            let attempt = describe(redacted_headers(&headers, source), recorded_body);
+            let attempt = describe(redacted_headers(&headers, &state.scrubber), recorded_body);
             if outcome.verdict == Verdict::Rejected {
                 tracing::info!(
                     source = clip(source_id),
@@ -546,7 +549,7 @@ async fn handle(
         delivery_id,
         event_type: event_type.clone(),
         received_at,
-        headers: redacted_headers(headers, Some(source)),
+        headers: redacted_headers(headers, &state.scrubber),
         payload: payload.text(),
         status: if quarantined {
             EventStatus::Quarantined
@@ -824,26 +827,15 @@ fn public_url(state: &AppState, source: &Source, uri: &Uri, headers: &HeaderMap)
     format!("{scheme}://{host}{path}")
 }
 
-/// Header names and values as a JSON object, with credentials and secret values replaced.
-pub fn redacted_headers(headers: &HeaderMap, source: Option<&Source>) -> Value {
-    let secrets: Vec<&str> = source
-        .map(|s| {
-            s.secrets
-                .iter()
-                .map(|x| x.expose())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+/// Header names and values as a JSON object: credential headers replaced whole, secret values
+/// (of any source or config secret) replaced where they occur.
+pub fn redacted_headers(headers: &HeaderMap, scrubber: &Scrubber) -> Value {
     let mut out = serde_json::Map::new();
     for (name, value) in headers {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        let hidden =
-            SECRET_HEADERS.contains(&name.as_str()) || secrets.iter().any(|s| text.contains(s));
-        let text = if hidden {
+        let text = if SECRET_HEADERS.contains(&name.as_str()) {
             REDACTED.to_string()
         } else {
-            text.into_owned()
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
         };
         match out.get_mut(name.as_str()) {
             Some(Value::String(existing)) => {
@@ -855,7 +847,10 @@ pub fn redacted_headers(headers: &HeaderMap, source: Option<&Source>) -> Value {
             }
         }
     }
-    Value::Object(out)
+    // Scrubbed whole: one search for all headers (scrub_value), not one per header.
+    let mut out = Value::Object(out);
+    scrubber.scrub_value(&mut out);
+    out
 }
 
 /// Why a delivery id cannot be the key an event is stored under, if it cannot: longer than
@@ -890,7 +885,7 @@ fn clip_path(uri: &Uri) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_DELIVERY_ID, delivery_id_problem, source_of};
+    use super::{MAX_DELIVERY_ID, Scrubber, delivery_id_problem, redacted_headers, source_of};
 
     #[test]
     fn delivery_ids_are_bounded_and_free_of_control_characters() {
@@ -917,6 +912,30 @@ mod tests {
         for odd in ["a\nb", "a\tb", "a\u{7f}", "a\u{9b}"] {
             assert!(delivery_id_problem(odd).is_some(), "{odd:?}");
         }
+    }
+
+    #[test]
+    fn recorded_headers_hide_credentials_and_secret_values() {
+        let scrubber = Scrubber::new([(None, "webhook-secret-1"), (Some("TOKEN"), "api-token-22")]);
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer anything"),
+            ("x-hub-signature-256", "sha256=webhook-secret-1"),
+            ("x-forwarded", "a api-token-22 b"),
+            ("x-forwarded", "second"),
+            ("user-agent", "GitHub-Hookshot/1"),
+        ] {
+            headers.append(name, http::HeaderValue::from_static(value));
+        }
+        assert_eq!(
+            redacted_headers(&headers, &scrubber),
+            serde_json::json!({
+                "authorization": "[redacted]",
+                "x-hub-signature-256": "sha256=***",
+                "x-forwarded": "a ${secret:TOKEN} b, second",
+                "user-agent": "GitHub-Hookshot/1",
+            })
+        );
     }
 
     #[test]
