@@ -998,3 +998,195 @@ fn resend(base: &str, key: &str, mail: &Mail) -> Result<Value, PluginError> {
         "message_id": answer.get("id").cloned().unwrap_or(Value::Null),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message of a refusal, or a note that there was none.
+    fn refusal<T>(result: Result<T, PluginError>) -> String {
+        match result {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => {
+                assert_eq!(
+                    e.kind,
+                    hookwise_plugin_sdk::ErrorKind::Fatal,
+                    "{}",
+                    e.message
+                );
+                e.message
+            }
+        }
+    }
+
+    #[test]
+    fn webhook_urls_are_logged_without_their_secret_path() {
+        for (url, logged) in [
+            (
+                "https://hooks.slack.com/services/T0/B0/secret",
+                "https://hooks.slack.com/…",
+            ),
+            (
+                "http://127.0.0.1:9000/x?token=t#f",
+                "http://127.0.0.1:9000/…",
+            ),
+            ("https://example.com", "https://example.com/…"),
+            ("not a url", "(invalid URL)"),
+        ] {
+            assert_eq!(redact(url), logged, "{url}");
+        }
+    }
+
+    #[test]
+    fn addresses_parse_with_and_without_names() {
+        let a = Address::parse("to", " Ada Lovelace <ada@example.com> ").unwrap();
+        assert_eq!(
+            (a.name.as_deref(), a.email.as_str()),
+            (Some("Ada Lovelace"), "ada@example.com")
+        );
+        assert_eq!(a.display(), "Ada Lovelace <ada@example.com>");
+        assert_eq!(
+            a.sendgrid(),
+            json!({"email": "ada@example.com", "name": "Ada Lovelace"})
+        );
+
+        let quoted = Address::parse("to", "\"Ops, on call\" <ops@example.com>").unwrap();
+        assert_eq!(quoted.display(), "\"Ops, on call\" <ops@example.com>");
+
+        let bare = Address::parse("to", "ops@example.com").unwrap();
+        assert_eq!(bare.display(), "ops@example.com");
+        assert_eq!(bare.sendgrid(), json!({"email": "ops@example.com"}));
+    }
+
+    #[test]
+    fn bad_addresses_and_header_injection_are_refused() {
+        for text in [
+            "",
+            "no-at-sign",
+            "@example.com",
+            "ada@localhost",
+            "ada@.example.com",
+            "ada@example.com.",
+            "ada@exa mple.com",
+            "a@b@example.com",
+            "<ada@example.com",
+            "ada@example.com\r\nBcc: victim@example.com",
+            "Ada <ada@example.com>\nX-Injected: 1",
+        ] {
+            let message = refusal(Address::parse("to", text));
+            assert!(message.contains("`to`:"), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn address_lists_split_on_commas_and_skip_blanks() {
+        let list = addresses(
+            "cc",
+            Some(Addresses::One("a@example.com, b@example.com,".to_string())),
+        )
+        .unwrap();
+        let emails: Vec<&str> = list.iter().map(|a| a.email.as_str()).collect();
+        assert_eq!(emails, ["a@example.com", "b@example.com"]);
+        let many = addresses(
+            "bcc",
+            Some(Addresses::Many(vec!["c@example.com".into(), " ".into()])),
+        )
+        .unwrap();
+        assert_eq!(many.len(), 1);
+        assert!(addresses("cc", None).unwrap().is_empty());
+        assert!(refusal(addresses("cc", Some(Addresses::One("x".into())))).contains("`cc`"));
+    }
+
+    #[test]
+    fn standard_webhooks_secrets_are_checked() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert_eq!(
+            standard_webhooks_key(&format!("whsec_{key}")).unwrap(),
+            vec![7u8; 32]
+        );
+        assert!(refusal(standard_webhooks_key(&key)).contains("whsec_"));
+        assert!(refusal(standard_webhooks_key("whsec_not base64!")).contains("base64"));
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 16]);
+        assert!(refusal(standard_webhooks_key(&format!("whsec_{short}"))).contains("too short"));
+    }
+
+    fn slack(input: Value) -> Result<SlackMessage, PluginError> {
+        parse::<SlackMessage>(input)
+    }
+
+    #[test]
+    fn slack_messages_need_content_within_slack_limits() {
+        let ok = slack(json!({"text": "deployed", "mrkdwn": false})).unwrap();
+        assert!(ok.check().is_ok());
+        assert_eq!(
+            ok.body(),
+            json!({"text": "deployed", "mrkdwn": false})
+                .as_object()
+                .cloned()
+                .unwrap()
+        );
+
+        let blocks = slack(json!({"blocks": [{"type": "section"}]})).unwrap();
+        assert!(blocks.check().is_ok());
+
+        for (input, expected) in [
+            (json!({"text": "  "}), "needs `text`"),
+            (
+                json!({"text": "x".repeat(SLACK_MAX_TEXT + 1)}),
+                "longer than",
+            ),
+            (
+                json!({"blocks": vec![json!({"type": "divider"}); SLACK_MAX_BLOCKS + 1]}),
+                "at most",
+            ),
+            (
+                json!({"blocks": [{"type": "divider"}, {"text": "no type"}]}),
+                "`blocks[1]`",
+            ),
+        ] {
+            let message = refusal(slack(input).and_then(|m| m.check()));
+            assert!(message.contains(expected), "{message}");
+        }
+        assert!(refusal(slack(json!({"text": "x", "colour": "red"}))).contains("colour"));
+    }
+
+    #[test]
+    fn teams_simple_cards_hold_title_text_facts_and_link() {
+        let mut facts = Map::new();
+        facts.insert("env".to_string(), json!("prod"));
+        facts.insert("commits".to_string(), json!(3));
+        let card = simple_card(
+            Some("Deploy".into()),
+            Some("main is live".into()),
+            Some(facts),
+            Some(TeamsLink {
+                title: None,
+                url: "https://example.com/run/1".into(),
+            }),
+        )
+        .unwrap();
+        assert_eq!(card["type"], "AdaptiveCard");
+        assert_eq!(card["version"], ADAPTIVE_CARD_VERSION);
+        assert_eq!(card["body"][0]["text"], "Deploy");
+        assert_eq!(card["body"][1]["text"], "main is live");
+        assert_eq!(
+            card["body"][2]["facts"],
+            json!([{"title": "commits", "value": "3"}, {"title": "env", "value": "prod"}])
+        );
+        assert_eq!(card["actions"][0]["title"], "Open");
+        assert_eq!(card["actions"][0]["url"], "https://example.com/run/1");
+
+        assert!(refusal(simple_card(None, None, None, None)).contains("needs `title`"));
+        let bad_link = simple_card(
+            Some("t".into()),
+            None,
+            None,
+            Some(TeamsLink {
+                title: None,
+                url: "javascript:alert(1)".into(),
+            }),
+        );
+        let message = refusal(bad_link);
+        assert!(message.contains("link.url"), "{message}");
+    }
+}
