@@ -301,6 +301,33 @@ async fn arrivals_wait_while_the_workers_are_behind_and_are_stored_anyway() {
     }
 }
 
+/// `since` takes the one duration grammar on both the API and the CLI, `7d` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn since_takes_days_and_compound_ages_on_the_api_and_the_cli() {
+    let receiver = Receiver::start().await;
+    let server = start(&config_text(&receiver, ""), &forward_rule(&receiver)).await;
+    let a = Admin::new(&server);
+    let client = reqwest::Client::new();
+    let event = send(&client, &server.base, &json!({"ref": "refs/heads/main"})).await;
+
+    for since in ["7d", "1h30m", "2d12h", "90000ms"] {
+        let (status, events) = a.get(&format!("/api/v1/events?since={since}")).await;
+        assert_eq!(status, 200, "{since}: {events}");
+        assert_eq!(events["items"][0]["id"], event.to_string(), "{since}");
+        let (code, text) = server.cli(&["events", "--since", since, "--json"]);
+        assert_eq!(code, 0, "{since}");
+        let listed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(listed[0]["id"], event.to_string(), "{since}: {listed}");
+    }
+    let (status, body) = a.get("/api/v1/events?since=1h2d").await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("largest first"), "{detail}");
+    let (code, _) = server.cli(&["events", "--since", "1.5h"]);
+    assert_eq!(code, 2, "a bad age is a usage error");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
     let receiver = Receiver::start().await;

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::dispatch::ops;
-use crate::model::{EventId, EventStatus, ExecutionId};
+use crate::model::{EventId, EventStatus, ExecutionId, Millis};
 use crate::store::{DeadLetterFilter, EventFilter, Store};
 
 use super::signing::usage;
@@ -34,7 +34,7 @@ pub struct EventsArgs {
     /// Only events with this status: pending, planned or quarantined.
     #[arg(long)]
     pub status: Option<String>,
-    /// Only events received since: an RFC 3339 time, or an age such as `1h` or `30m`.
+    /// Only events received since: an RFC 3339 time, or an age such as `1h`, `1h30m` or `7d`.
     #[arg(long)]
     pub since: Option<String>,
     /// At most this many, newest first.
@@ -151,6 +151,13 @@ fn print_json(value: &impl serde::Serialize) {
     );
 }
 
+/// A `--since`/`--until` value, with the flag named in the error.
+fn time_arg(flag: &str, text: Option<&str>) -> Result<Option<Millis>, String> {
+    text.map(parse_time)
+        .transpose()
+        .map_err(|e| format!("{flag}: {e}"))
+}
+
 fn failed(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
@@ -166,7 +173,7 @@ pub fn events(args: EventsArgs) -> ExitCode {
             ));
         }
     };
-    let since = match args.since.as_deref().map(parse_time).transpose() {
+    let since = match time_arg("--since", args.since.as_deref()) {
         Ok(t) => t,
         Err(e) => return usage(e),
     };
@@ -292,8 +299,8 @@ fn dead_letter_filter(args: &DeadLetterArgs) -> Result<DeadLetterFilter, String>
     Ok(DeadLetterFilter {
         source: args.source.clone(),
         rule_id: args.rule.clone(),
-        since: args.since.as_deref().map(parse_time).transpose()?,
-        until: args.until.as_deref().map(parse_time).transpose()?,
+        since: time_arg("--since", args.since.as_deref())?,
+        until: time_arg("--until", args.until.as_deref())?,
         before: None,
         limit: args.limit.clamp(1, 100_000),
     })

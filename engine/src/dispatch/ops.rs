@@ -52,14 +52,13 @@ pub async fn story(store: &Store, event: EventId) -> Result<Option<Story>, Store
     }))
 }
 
-/// A `since`/`until` bound: an RFC 3339 time, or an age before now such as `1h` or `30m`.
+/// A `since`/`until` bound: an RFC 3339 time, or an age before now such as `1h`, `30m` or `7d`.
 pub fn parse_time(text: &str) -> Result<Millis, String> {
     if let Some(ms) = crate::rfc3339::parse_millis(text) {
         return Ok(Millis(ms));
     }
-    let age = crate::rules::parse_duration(text).map_err(|_| {
-        format!("`{text}` is neither an RFC 3339 time nor an age such as 1h or 30m")
-    })?;
+    let age = crate::config::units::parse_duration(text)
+        .map_err(|e| format!("neither an RFC 3339 time nor an age: {e}"))?;
     let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
     Ok(Millis(Millis::now().0.saturating_sub(age)))
 }
