@@ -365,6 +365,7 @@ async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
     assert_eq!(code, 0);
     let cli_story: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(story, cli_story);
+    assert_eq!(story["outcome"], "succeeded");
     let attempts = story["executions"][0]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0]["outcome"], "retryable");
@@ -513,6 +514,28 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     let expected: Vec<String> = events.iter().rev().map(ToString::to_string).collect();
     assert_eq!(ids, expected);
     assert_eq!(second["next_cursor"], Value::Null);
+    // Each listed event says what became of it: two dead letters, one success.
+    let outcomes: Vec<&Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&json!("succeeded"), &json!("dead"), &json!("dead")]
+    );
+    let (_, dead_story) = a.get(&format!("/api/v1/events/{}", events[0])).await;
+    assert_eq!(dead_story["outcome"], "dead");
+    assert_eq!(dead_story["event"]["status"], "planned");
+    let (code, text) = server.cli(&["events"]);
+    assert_eq!(code, 0);
+    let last_words: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(last_words, ["succeeded", "dead", "dead"], "{text}");
     // The same for executions and delivery attempts (cursor of time and id).
     for list in ["executions", "delivery-attempts"] {
         let mut seen = Vec::new();
@@ -578,6 +601,15 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     }
     let (_, empty) = a.get("/api/v1/dead-letters").await;
     assert_eq!(empty["items"], json!([]));
+    // The replays succeeded: the latest generation counts.
+    let (_, now) = a.get("/api/v1/events?limit=3").await;
+    let outcomes: Vec<&Value> = now["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&json!("succeeded"); 3], "{now}");
 
     // Replays of one event and one execution.
     let (status, r) = a

@@ -244,8 +244,8 @@ pub(super) async fn events(State(s): State<AdminState>, RawQuery(q): RawQuery) -
         )?,
         limit: p.limit()?,
     };
-    let items = s.app.store.list_events(&filter).await?;
-    page(&items, filter.limit, |e| e.seq.to_string())
+    let items = s.app.store.list_events_with_outcomes(&filter).await?;
+    page(&items, filter.limit, |e| e.stored.seq.to_string())
 }
 
 /// The whole story of one event: exactly what `hookwise logs --json` prints.

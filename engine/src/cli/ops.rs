@@ -186,7 +186,7 @@ pub fn events(args: EventsArgs) -> ExitCode {
     };
     let json = args.common.json;
     with_store(&args.common, |_, store| async move {
-        let events = match store.list_events(&filter).await {
+        let events = match store.list_events_with_outcomes(&filter).await {
             Ok(e) => e,
             Err(e) => return failed(e),
         };
@@ -194,14 +194,15 @@ pub fn events(args: EventsArgs) -> ExitCode {
             print_json(&events);
             return ExitCode::SUCCESS;
         }
-        for e in &events {
+        for listed in &events {
+            let e = &listed.stored.event;
             println!(
                 "{}  {}  {:<12} {:<28} {}",
-                e.event.id,
-                e.event.received_at.to_rfc3339(),
-                e.event.source,
-                e.event.event_type,
-                e.event.status.as_str()
+                e.id,
+                e.received_at.to_rfc3339(),
+                e.source,
+                e.event_type,
+                listed.outcome.as_str()
             );
         }
         if events.is_empty() {

@@ -142,6 +142,21 @@ pub(crate) fn claim(busy: &ClaimExclusions, lock: &str) -> String {
     sql
 }
 
+/// Tallies the current executions (the latest generation of each action) of the events whose
+/// ids follow, as `IN (...)`, then [`EXECUTION_TALLIES_END`]. `retrying` counts unfinished
+/// executions after a failed attempt: a retry waits with `attempts > 0`, or runs its second.
+pub(crate) const EXECUTION_TALLIES: &str = "SELECT x.event_id, COUNT(*) AS total, \
+     SUM(CASE WHEN x.status IN ('pending', 'running') THEN 1 ELSE 0 END) AS unfinished, \
+     SUM(CASE WHEN (x.status = 'pending' AND x.attempts > 0) \
+     OR (x.status = 'running' AND x.attempts > 1) THEN 1 ELSE 0 END) AS retrying, \
+     SUM(CASE WHEN x.status = 'dead' THEN 1 ELSE 0 END) AS dead \
+     FROM executions x WHERE x.event_id IN (";
+
+/// The end of [`EXECUTION_TALLIES`].
+pub(crate) const EXECUTION_TALLIES_END: &str = ") AND x.generation = (SELECT MAX(y.generation) \
+     FROM executions y WHERE y.event_id = x.event_id AND y.rule_id = x.rule_id \
+     AND y.action_index = x.action_index) GROUP BY x.event_id";
+
 #[cfg(test)]
 mod tests {
     use super::*;
