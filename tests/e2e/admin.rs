@@ -209,6 +209,7 @@ async fn admin_routes_need_the_bearer_token_in_the_header() {
         "/api/v1/events?limit=abc",
         "/api/v1/events?limit=1001",
         "/api/v1/events?status=weird",
+        "/api/v1/events?outcome=planned",
         "/api/v1/events?since=yesterday",
         "/api/v1/events?cursor=x",
         "/api/v1/events?bogus=1",
@@ -536,6 +537,20 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
         .filter_map(|l| l.split_whitespace().last())
         .collect();
     assert_eq!(last_words, ["succeeded", "dead", "dead"], "{text}");
+    let (_, dead_only) = a.get("/api/v1/events?outcome=dead").await;
+    let dead_ids: Vec<&str> = dead_only["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead_ids, [events[1].to_string(), events[0].to_string()]);
+    let (code, text) = server.cli(&["events", "--outcome", "dead", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed, dead_only["items"]);
+    let (code, _) = server.cli(&["events", "--outcome", "planned"]);
+    assert_eq!(code, 2, "planned is a status, not an outcome");
     // The same for executions and delivery attempts (cursor of time and id).
     for list in ["executions", "delivery-attempts"] {
         let mut seen = Vec::new();

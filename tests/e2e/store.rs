@@ -2008,6 +2008,19 @@ async fn listed_events_carry_their_outcome(place: &Place) {
         assert_eq!(got[&ev], outcome, "{ev}");
     }
     assert_eq!(got.len(), want.len());
+    // The outcome filter, decided in the query, keeps exactly the events with that outcome.
+    for (ev, outcome) in want {
+        let only = store
+            .list_events_with_outcomes(&EventFilter {
+                outcome: Some(outcome),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<EventId> = only.iter().map(|e| e.stored.event.id).collect();
+        assert_eq!(ids, [ev], "{outcome:?}");
+    }
 
     // A replay of the dead letter is a new generation: it alone counts for that action.
     let mut again = execution(dead, "r", 0);

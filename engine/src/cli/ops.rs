@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::dispatch::ops;
-use crate::model::{EventId, EventStatus, ExecutionId, Millis};
+use crate::model::{EventId, EventOutcome, EventStatus, ExecutionId, Millis};
 use crate::store::{DeadLetterFilter, EventFilter, Store};
 
 use super::signing::usage;
@@ -34,6 +34,10 @@ pub struct EventsArgs {
     /// Only events with this status: pending, planned or quarantined.
     #[arg(long)]
     pub status: Option<String>,
+    /// Only events with this outcome: pending, quarantined, no_match, running, failing,
+    /// succeeded or dead.
+    #[arg(long)]
+    pub outcome: Option<String>,
     /// Only events received since: an RFC 3339 time, or an age such as `1h`, `1h30m` or `7d`.
     #[arg(long)]
     pub since: Option<String>,
@@ -173,6 +177,16 @@ pub fn events(args: EventsArgs) -> ExitCode {
             ));
         }
     };
+    let outcome = match args.outcome.as_deref().map(|o| (o, EventOutcome::parse(o))) {
+        None => None,
+        Some((_, Some(o))) => Some(o),
+        Some((o, None)) => {
+            return usage(format_args!(
+                "unknown outcome `{o}`: use pending, quarantined, no_match, running, failing, \
+                 succeeded or dead"
+            ));
+        }
+    };
     let since = match time_arg("--since", args.since.as_deref()) {
         Ok(t) => t,
         Err(e) => return usage(e),
@@ -180,6 +194,7 @@ pub fn events(args: EventsArgs) -> ExitCode {
     let filter = EventFilter {
         source: args.source.clone(),
         status,
+        outcome,
         since,
         before_seq: None,
         limit: args.limit.clamp(1, 10_000),

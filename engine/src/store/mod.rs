@@ -161,6 +161,8 @@ pub struct Store {
 pub struct EventFilter {
     pub source: Option<String>,
     pub status: Option<crate::model::EventStatus>,
+    /// Only events with this outcome (decided in the query, so pages stay full).
+    pub outcome: Option<EventOutcome>,
     pub since: Option<Millis>,
     /// Only events that arrived before this one (for paging, newest first).
     pub before_seq: Option<i64>,

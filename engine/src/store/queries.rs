@@ -177,6 +177,9 @@ macro_rules! store_queries {
                 if let Some(status) = f.status {
                     q.push(" AND status = ").push_bind(status.as_str());
                 }
+                if let Some(outcome) = f.outcome {
+                    q.push(" AND ").push(crate::store::sql::outcome_condition(outcome));
+                }
                 if let Some(since) = f.since {
                     q.push(" AND received_at >= ").push_bind(since.0);
                 }
