@@ -164,6 +164,102 @@ impl EventStatus {
     }
 }
 
+/// What became of an event, as `hookwise events` and the admin API show it: its status until
+/// it is matched, then the state of its actions (the latest generation of each, so a replay
+/// that succeeds clears an old failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// Stored, not yet matched against the rules.
+    Pending,
+    /// Stored but invalid; waits for a fix and a replay.
+    Quarantined,
+    /// Matched against the rules; none matched, so nothing runs.
+    NoMatch,
+    /// Actions are waiting or running, and none has failed yet.
+    Running,
+    /// An attempt failed and the action is being retried.
+    Failing,
+    /// Every action succeeded.
+    Succeeded,
+    /// An action failed for good: it is a dead letter.
+    Dead,
+}
+
+impl EventOutcome {
+    /// Every outcome, in the order an event can pass through them.
+    pub const ALL: [EventOutcome; 7] = [
+        EventOutcome::Pending,
+        EventOutcome::Quarantined,
+        EventOutcome::NoMatch,
+        EventOutcome::Running,
+        EventOutcome::Failing,
+        EventOutcome::Succeeded,
+        EventOutcome::Dead,
+    ];
+
+    /// The outcome of an event with `status` whose current executions add up to `tally`.
+    pub fn of(status: EventStatus, tally: &ExecutionTally) -> EventOutcome {
+        match status {
+            EventStatus::Pending => EventOutcome::Pending,
+            EventStatus::Quarantined => EventOutcome::Quarantined,
+            EventStatus::Planned if tally.dead > 0 => EventOutcome::Dead,
+            EventStatus::Planned if tally.retrying > 0 => EventOutcome::Failing,
+            EventStatus::Planned if tally.unfinished > 0 => EventOutcome::Running,
+            EventStatus::Planned if tally.total == 0 => EventOutcome::NoMatch,
+            EventStatus::Planned => EventOutcome::Succeeded,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Pending => "pending",
+            EventOutcome::Quarantined => "quarantined",
+            EventOutcome::NoMatch => "no_match",
+            EventOutcome::Running => "running",
+            EventOutcome::Failing => "failing",
+            EventOutcome::Succeeded => "succeeded",
+            EventOutcome::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventOutcome> {
+        EventOutcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// Counts over an event's current executions (the latest generation of each action): all that
+/// its [`EventOutcome`] depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecutionTally {
+    pub total: i64,
+    /// Pending or running.
+    pub unfinished: i64,
+    /// Unfinished after a failed attempt: pending with an attempt made, or running a second
+    /// (or later) one.
+    pub retrying: i64,
+    pub dead: i64,
+}
+
+impl ExecutionTally {
+    /// Counts one execution with `status` and `attempts` started.
+    pub fn add(&mut self, status: ExecutionStatus, attempts: i32) {
+        self.total += 1;
+        match status {
+            ExecutionStatus::Pending | ExecutionStatus::Running => {
+                self.unfinished += 1;
+                let failed_before = match status {
+                    ExecutionStatus::Pending => attempts > 0,
+                    _ => attempts > 1,
+                };
+                self.retrying += i64::from(failed_before);
+            }
+            ExecutionStatus::Dead => self.dead += 1,
+            ExecutionStatus::Succeeded => {}
+        }
+    }
+}
+
 /// Where an execution is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -255,4 +351,54 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     pattern[pi..].chars().all(|c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_outcomes_follow_the_current_executions() {
+        use ExecutionStatus::{Dead, Pending, Running, Succeeded};
+        let planned: &[(&[(ExecutionStatus, i32)], EventOutcome)] = &[
+            (&[], EventOutcome::NoMatch),
+            (&[(Pending, 0)], EventOutcome::Running),
+            (&[(Running, 1), (Succeeded, 1)], EventOutcome::Running),
+            (&[(Pending, 1)], EventOutcome::Failing),
+            (&[(Running, 2), (Succeeded, 1)], EventOutcome::Failing),
+            (&[(Succeeded, 1), (Succeeded, 3)], EventOutcome::Succeeded),
+            (&[(Dead, 5), (Succeeded, 1)], EventOutcome::Dead),
+            (&[(Dead, 1), (Pending, 1)], EventOutcome::Dead),
+        ];
+        for (executions, want) in planned {
+            let mut tally = ExecutionTally::default();
+            for (status, attempts) in *executions {
+                tally.add(*status, *attempts);
+            }
+            assert_eq!(
+                EventOutcome::of(EventStatus::Planned, &tally),
+                *want,
+                "{executions:?}"
+            );
+        }
+        let busy = ExecutionTally {
+            total: 1,
+            dead: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            EventOutcome::of(EventStatus::Pending, &busy),
+            EventOutcome::Pending
+        );
+        assert_eq!(
+            EventOutcome::of(EventStatus::Quarantined, &busy),
+            EventOutcome::Quarantined
+        );
+        for outcome in EventOutcome::ALL {
+            assert_eq!(EventOutcome::parse(outcome.as_str()), Some(outcome));
+            let json = serde_json::to_value(outcome).unwrap();
+            assert_eq!(json, outcome.as_str());
+        }
+        assert_eq!(EventOutcome::parse("planned"), None);
+    }
 }

@@ -13,6 +13,8 @@ use serde_json::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+use crate::config::units::{DURATION_PATTERN, DurationError, parse_duration};
+
 /// A 1-based line and column in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Position {
@@ -161,6 +163,14 @@ impl Document {
                         out.push(self.error_at_key(&key_pointer, format!("unknown key `{key}`")));
                     }
                 }
+                // A regex is no answer to a person who wrote `1h2d`: the parser says what is
+                // wrong, also from inside the `anyOf` that an optional section becomes.
+                _ if !duration_mistakes(&err).is_empty() => {
+                    for (pointer, e) in duration_mistakes(&err) {
+                        let at = display_pointer(&pointer);
+                        out.push(self.error_at(&pointer, format!("{at}: {e}")));
+                    }
+                }
                 _ => {
                     let at = display_pointer(&pointer);
                     let message = if hide_value(&pointer) {
@@ -175,6 +185,27 @@ impl Document {
         out.sort_by_key(|d| d.position);
         out.dedup();
         out
+    }
+}
+
+/// The durations that `err` (or the alternatives it tried) rejects, with their pointers.
+fn duration_mistakes(err: &jsonschema::ValidationError<'_>) -> Vec<(String, DurationError)> {
+    match err.kind() {
+        jsonschema::error::ValidationErrorKind::Pattern { pattern }
+            if pattern == DURATION_PATTERN =>
+        {
+            let mistake = err.instance().as_str().map(parse_duration);
+            match mistake {
+                Some(Err(e)) => vec![(err.instance_path().as_str().to_string(), e)],
+                _ => Vec::new(),
+            }
+        }
+        jsonschema::error::ValidationErrorKind::AnyOf { context } => context
+            .iter()
+            .flatten()
+            .flat_map(duration_mistakes)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

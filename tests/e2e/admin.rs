@@ -209,6 +209,7 @@ async fn admin_routes_need_the_bearer_token_in_the_header() {
         "/api/v1/events?limit=abc",
         "/api/v1/events?limit=1001",
         "/api/v1/events?status=weird",
+        "/api/v1/events?outcome=planned",
         "/api/v1/events?since=yesterday",
         "/api/v1/events?cursor=x",
         "/api/v1/events?bogus=1",
@@ -301,6 +302,33 @@ async fn arrivals_wait_while_the_workers_are_behind_and_are_stored_anyway() {
     }
 }
 
+/// `since` takes the one duration grammar on both the API and the CLI, `7d` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn since_takes_days_and_compound_ages_on_the_api_and_the_cli() {
+    let receiver = Receiver::start().await;
+    let server = start(&config_text(&receiver, ""), &forward_rule(&receiver)).await;
+    let a = Admin::new(&server);
+    let client = reqwest::Client::new();
+    let event = send(&client, &server.base, &json!({"ref": "refs/heads/main"})).await;
+
+    for since in ["7d", "1h30m", "2d12h", "90000ms"] {
+        let (status, events) = a.get(&format!("/api/v1/events?since={since}")).await;
+        assert_eq!(status, 200, "{since}: {events}");
+        assert_eq!(events["items"][0]["id"], event.to_string(), "{since}");
+        let (code, text) = server.cli(&["events", "--since", since, "--json"]);
+        assert_eq!(code, 0, "{since}");
+        let listed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(listed[0]["id"], event.to_string(), "{since}: {listed}");
+    }
+    let (status, body) = a.get("/api/v1/events?since=1h2d").await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("largest first"), "{detail}");
+    let (code, _) = server.cli(&["events", "--since", "1.5h"]);
+    assert_eq!(code, 2, "a bad age is a usage error");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
     let receiver = Receiver::start().await;
@@ -338,6 +366,7 @@ async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
     assert_eq!(code, 0);
     let cli_story: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(story, cli_story);
+    assert_eq!(story["outcome"], "succeeded");
     let attempts = story["executions"][0]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0]["outcome"], "retryable");
@@ -486,6 +515,42 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     let expected: Vec<String> = events.iter().rev().map(ToString::to_string).collect();
     assert_eq!(ids, expected);
     assert_eq!(second["next_cursor"], Value::Null);
+    // Each listed event says what became of it: two dead letters, one success.
+    let outcomes: Vec<&Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&json!("succeeded"), &json!("dead"), &json!("dead")]
+    );
+    let (_, dead_story) = a.get(&format!("/api/v1/events/{}", events[0])).await;
+    assert_eq!(dead_story["outcome"], "dead");
+    assert_eq!(dead_story["event"]["status"], "planned");
+    let (code, text) = server.cli(&["events"]);
+    assert_eq!(code, 0);
+    let last_words: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(last_words, ["succeeded", "dead", "dead"], "{text}");
+    let (_, dead_only) = a.get("/api/v1/events?outcome=dead").await;
+    let dead_ids: Vec<&str> = dead_only["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead_ids, [events[1].to_string(), events[0].to_string()]);
+    let (code, text) = server.cli(&["events", "--outcome", "dead", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed, dead_only["items"]);
+    let (code, _) = server.cli(&["events", "--outcome", "planned"]);
+    assert_eq!(code, 2, "planned is a status, not an outcome");
     // The same for executions and delivery attempts (cursor of time and id).
     for list in ["executions", "delivery-attempts"] {
         let mut seen = Vec::new();
@@ -551,6 +616,15 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     }
     let (_, empty) = a.get("/api/v1/dead-letters").await;
     assert_eq!(empty["items"], json!([]));
+    // The replays succeeded: the latest generation counts.
+    let (_, now) = a.get("/api/v1/events?limit=3").await;
+    let outcomes: Vec<&Value> = now["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&json!("succeeded"); 3], "{now}");
 
     // Replays of one event and one execution.
     let (status, r) = a

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookwise::model::{
-    AttemptOutcome, DeliveryAttemptId, EventId, EventStatus, ExecutionId, ExecutionStatus, Millis,
-    Verdict,
+    AttemptOutcome, DeliveryAttemptId, EventId, EventOutcome, EventStatus, ExecutionId,
+    ExecutionStatus, Millis, Verdict,
 };
 use hookwise::store::{
     ClaimExclusions, Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, EventPlan,
@@ -168,6 +168,7 @@ suite!(
     payloads_read_back_exactly_whatever_their_form,
     accepted_attempts_are_listed_wherever_they_are_kept,
     outside_text_with_nul_is_stored_without_failing_a_batch,
+    listed_events_carry_their_outcome,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -1889,5 +1890,161 @@ async fn outside_text_with_nul_is_stored_without_failing_a_batch(place: &Place) 
     let planned = store.get_event(later).await.unwrap().unwrap();
     assert_eq!(planned.match_trace, Some(place.stored_json(&trace)));
     assert_eq!(store.batch_stats().split, 0);
+    store.close().await;
+}
+
+/// The outcome of every listed event, by id, read the way the admin API and the CLI read it;
+/// checked against the event story, which computes it on its own.
+async fn outcomes(store: &Store) -> std::collections::HashMap<EventId, EventOutcome> {
+    let listed = store
+        .list_events_with_outcomes(&EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = std::collections::HashMap::new();
+    for e in listed {
+        let story = hookwise::dispatch::ops::story(store, e.stored.event.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(story.outcome, e.outcome, "{}", e.stored.event.id);
+        out.insert(e.stored.event.id, e.outcome);
+    }
+    out
+}
+
+async fn listed_events_carry_their_outcome(place: &Place) {
+    let store = place.open().await;
+    let lease = Duration::from_secs(30);
+    let none = ClaimExclusions::default();
+    let pending = ingest_one(&store, "o-pending").await;
+    let mut invalid = event("github", "o-quarantined");
+    invalid.status = EventStatus::Quarantined;
+    let quarantined = store
+        .ingest(invalid, attempt("github", Verdict::Quarantined, 422))
+        .await
+        .unwrap()
+        .event_id;
+    let [no_match, ok, failing, dead, running] =
+        ["o-no-match", "o-ok", "o-failing", "o-dead", "o-running"].map(|d| ingest_one(&store, d));
+    let (no_match, ok, failing, dead, running) = (
+        no_match.await,
+        ok.await,
+        failing.await,
+        dead.await,
+        running.await,
+    );
+    let x_ok = execution(ok, "r", 0);
+    let x_failing = execution(failing, "r", 0);
+    let x_dead = execution(dead, "r", 0);
+    let x_dead_sibling = execution(dead, "r", 1);
+    store
+        .plan(&[
+            plan_of(no_match, &json!({}), &[]),
+            plan_of(ok, &json!({}), std::slice::from_ref(&x_ok)),
+            plan_of(failing, &json!({}), std::slice::from_ref(&x_failing)),
+            plan_of(dead, &json!({}), &[x_dead.clone(), x_dead_sibling.clone()]),
+        ])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim("w", 10, lease, Millis::now(), &none)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4);
+    // Claimed, none finished: running, whatever the attempt number says.
+    let now = outcomes(&store).await;
+    for ev in [ok, failing, dead] {
+        assert_eq!(now[&ev], EventOutcome::Running, "{ev}");
+    }
+    let later = Millis(Millis::now().0 + 3_600_000);
+    let steps = [
+        (&x_ok, AttemptOutcome::Succeeded, NextStep::Succeeded),
+        (
+            &x_failing,
+            AttemptOutcome::Retryable,
+            NextStep::RetryAt(later),
+        ),
+        (
+            &x_dead,
+            AttemptOutcome::Fatal,
+            NextStep::Dead("fatal: no".into()),
+        ),
+        (
+            &x_dead_sibling,
+            AttemptOutcome::Succeeded,
+            NextStep::Succeeded,
+        ),
+    ];
+    for (x, outcome, next) in steps {
+        store
+            .finish(x.id, "w", &run_attempt(1, outcome, None), next)
+            .await
+            .unwrap();
+    }
+    let x_running = execution(running, "r", 0);
+    store
+        .plan(&[plan_of(
+            running,
+            &json!({}),
+            std::slice::from_ref(&x_running),
+        )])
+        .await
+        .unwrap();
+
+    let got = outcomes(&store).await;
+    let want = [
+        (pending, EventOutcome::Pending),
+        (quarantined, EventOutcome::Quarantined),
+        (no_match, EventOutcome::NoMatch),
+        (ok, EventOutcome::Succeeded),
+        (failing, EventOutcome::Failing),
+        (dead, EventOutcome::Dead),
+        (running, EventOutcome::Running),
+    ];
+    for (ev, outcome) in want {
+        assert_eq!(got[&ev], outcome, "{ev}");
+    }
+    assert_eq!(got.len(), want.len());
+    // The outcome filter, decided in the query, keeps exactly the events with that outcome.
+    for (ev, outcome) in want {
+        let only = store
+            .list_events_with_outcomes(&EventFilter {
+                outcome: Some(outcome),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<EventId> = only.iter().map(|e| e.stored.event.id).collect();
+        assert_eq!(ids, [ev], "{outcome:?}");
+    }
+
+    // A replay of the dead letter is a new generation: it alone counts for that action.
+    let mut again = execution(dead, "r", 0);
+    again.generation = 1;
+    again.idempotency_key = NewExecution::key_for(dead, "r", 0, 1);
+    store
+        .plan_replay(dead, std::slice::from_ref(&again), &[x_dead.id])
+        .await
+        .unwrap();
+    assert_eq!(outcomes(&store).await[&dead], EventOutcome::Running);
+    let claimed = store
+        .claim("w", 10, lease, Millis::now(), &none)
+        .await
+        .unwrap();
+    assert!(claimed.iter().any(|x| x.id == again.id), "{claimed:?}");
+    store
+        .finish(
+            again.id,
+            "w",
+            &run_attempt(1, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes(&store).await[&dead], EventOutcome::Succeeded);
     store.close().await;
 }

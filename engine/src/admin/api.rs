@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use super::{AdminState, ApiError, OPENAPI};
 use crate::dispatch::ops::{self, ReplayError};
-use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
+use crate::model::{
+    EventId, EventOutcome, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict,
+};
 use crate::store::{
     Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, ExecutionFilter, StoreError,
 };
@@ -228,13 +230,21 @@ pub(super) async fn delivery_attempts(
 }
 
 pub(super) async fn events(State(s): State<AdminState>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = Params::parse(q, &["source", "status", "since", "limit", "cursor"])?;
+    let p = Params::parse(
+        q,
+        &["source", "status", "outcome", "since", "limit", "cursor"],
+    )?;
     let filter = EventFilter {
         source: p.text("source"),
         status: p.parsed(
             "status",
             EventStatus::parse,
             "an event status (pending, planned, quarantined)",
+        )?,
+        outcome: p.parsed(
+            "outcome",
+            EventOutcome::parse,
+            "an event outcome (pending, quarantined, no_match, running, failing, succeeded, dead)",
         )?,
         since: p.time("since")?,
         before_seq: p.parsed(
@@ -244,8 +254,8 @@ pub(super) async fn events(State(s): State<AdminState>, RawQuery(q): RawQuery) -
         )?,
         limit: p.limit()?,
     };
-    let items = s.app.store.list_events(&filter).await?;
-    page(&items, filter.limit, |e| e.seq.to_string())
+    let items = s.app.store.list_events_with_outcomes(&filter).await?;
+    page(&items, filter.limit, |e| e.stored.seq.to_string())
 }
 
 /// The whole story of one event: exactly what `hookwise logs --json` prints.

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::dispatch::ops;
-use crate::model::{EventId, EventStatus, ExecutionId};
+use crate::model::{EventId, EventOutcome, EventStatus, ExecutionId, Millis};
 use crate::scrub::Scrubber;
 use crate::store::{DeadLetterFilter, EventFilter, Store};
 
@@ -36,7 +36,11 @@ pub struct EventsArgs {
     /// Only events with this status: pending, planned or quarantined.
     #[arg(long)]
     pub status: Option<String>,
-    /// Only events received since: an RFC 3339 time, or an age such as `1h` or `30m`.
+    /// Only events with this outcome: pending, quarantined, no_match, running, failing,
+    /// succeeded or dead.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only events received since: an RFC 3339 time, or an age such as `1h`, `1h30m` or `7d`.
     #[arg(long)]
     pub since: Option<String>,
     /// At most this many, newest first.
@@ -175,6 +179,13 @@ impl Out {
     }
 }
 
+/// A `--since`/`--until` value, with the flag named in the error.
+fn time_arg(flag: &str, text: Option<&str>) -> Result<Option<Millis>, String> {
+    text.map(parse_time)
+        .transpose()
+        .map_err(|e| format!("{flag}: {e}"))
+}
+
 fn failed(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
@@ -190,20 +201,31 @@ pub fn events(args: EventsArgs) -> ExitCode {
             ));
         }
     };
-    let since = match args.since.as_deref().map(parse_time).transpose() {
+    let outcome = match args.outcome.as_deref().map(|o| (o, EventOutcome::parse(o))) {
+        None => None,
+        Some((_, Some(o))) => Some(o),
+        Some((o, None)) => {
+            return usage(format_args!(
+                "unknown outcome `{o}`: use pending, quarantined, no_match, running, failing, \
+                 succeeded or dead"
+            ));
+        }
+    };
+    let since = match time_arg("--since", args.since.as_deref()) {
         Ok(t) => t,
         Err(e) => return usage(e),
     };
     let filter = EventFilter {
         source: args.source.clone(),
         status,
+        outcome,
         since,
         before_seq: None,
         limit: args.limit.clamp(1, 10_000),
     };
     let json = args.common.json;
     with_store(&args.common, |_, store, out| async move {
-        let events = match store.list_events(&filter).await {
+        let events = match store.list_events_with_outcomes(&filter).await {
             Ok(e) => e,
             Err(e) => return failed(e),
         };
@@ -211,14 +233,15 @@ pub fn events(args: EventsArgs) -> ExitCode {
             out.json(&events);
             return ExitCode::SUCCESS;
         }
-        for e in &events {
+        for listed in &events {
+            let e = &listed.stored.event;
             out.line(format_args!(
                 "{}  {}  {:<12} {:<28} {}",
-                e.event.id,
-                e.event.received_at.to_rfc3339(),
-                e.event.source,
-                e.event.event_type,
-                e.event.status.as_str()
+                e.id,
+                e.received_at.to_rfc3339(),
+                e.source,
+                e.event_type,
+                listed.outcome.as_str()
             ));
         }
         if events.is_empty() {
@@ -316,8 +339,8 @@ fn dead_letter_filter(args: &DeadLetterArgs) -> Result<DeadLetterFilter, String>
     Ok(DeadLetterFilter {
         source: args.source.clone(),
         rule_id: args.rule.clone(),
-        since: args.since.as_deref().map(parse_time).transpose()?,
-        until: args.until.as_deref().map(parse_time).transpose()?,
+        since: time_arg("--since", args.since.as_deref())?,
+        until: time_arg("--until", args.until.as_deref())?,
         before: None,
         limit: args.limit.clamp(1, 100_000),
     })

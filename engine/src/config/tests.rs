@@ -398,6 +398,26 @@ fn retention_defaults_forever_and_limits() {
 }
 
 #[test]
+fn config_durations_take_compound_forms_and_explain_mistakes() {
+    let c =
+        load("retention: { events: 1d12h }\ntimeouts: { body_read: 1m30s, header_read: 1500ms }\n")
+            .unwrap();
+    assert_eq!(c.retention.events, Some(Duration::from_secs(36 * 3600)));
+    assert_eq!(c.ingress.body_read_timeout, Duration::from_secs(90));
+    assert_eq!(c.ingress.header_read_timeout, Duration::from_millis(1500));
+    let got = problems("retention:\n  events: 1h2d\ntimeouts: { body_read: 1.5s }\n");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].starts_with("2:") && got[0].contains("`1h2d`") && got[0].contains("largest first"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("3:") && got[1].contains("`1.5s`: use whole numbers"),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn dispatch_backlog_limit_follows_the_workers_unless_given() {
     let c = load("{}").unwrap();
     assert_eq!(c.dispatch.backlog_limit, 256);

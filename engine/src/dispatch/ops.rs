@@ -5,11 +5,13 @@
 //! the replayed actions happen again (receivers that dedupe on `Idempotency-Key` see a new
 //! key, DB writes through the capability apply again). That is the point of a replay.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::model::{EventId, ExecutionId, ExecutionStatus, Millis};
+use crate::model::{EventId, EventOutcome, ExecutionId, ExecutionStatus, ExecutionTally, Millis};
 use crate::rules::RuleSet;
 use crate::store::{
     DeadLetter, DeadLetterFilter, DeliveryAttempt, Execution, ExecutionAttempt, NewExecution,
@@ -20,6 +22,8 @@ use crate::store::{
 #[derive(Debug, Clone, Serialize)]
 pub struct Story {
     pub event: StoredEvent,
+    /// What became of the event, as `hookwise events` lists it.
+    pub outcome: EventOutcome,
     pub delivery_attempts: Vec<DeliveryAttempt>,
     pub executions: Vec<ExecutionStory>,
 }
@@ -45,21 +49,41 @@ pub async fn story(store: &Store, event: EventId) -> Result<Option<Story>, Store
             attempts,
         });
     }
+    let outcome = outcome_of(&stored, &executions);
     Ok(Some(Story {
         event: stored,
+        outcome,
         delivery_attempts,
         executions,
     }))
 }
 
-/// A `since`/`until` bound: an RFC 3339 time, or an age before now such as `1h` or `30m`.
+/// The outcome of `event` given all its executions: the latest generation of each action
+/// counts, as in the store's listing.
+fn outcome_of(event: &StoredEvent, executions: &[ExecutionStory]) -> EventOutcome {
+    let mut latest: HashMap<(&str, i32), &Execution> = HashMap::new();
+    for x in executions.iter().map(|x| &x.execution) {
+        let slot = latest
+            .entry((x.rule_id.as_str(), x.action_index))
+            .or_insert(x);
+        if x.generation > slot.generation {
+            *slot = x;
+        }
+    }
+    let mut tally = ExecutionTally::default();
+    for x in latest.values() {
+        tally.add(x.status, x.attempts);
+    }
+    EventOutcome::of(event.event.status, &tally)
+}
+
+/// A `since`/`until` bound: an RFC 3339 time, or an age before now such as `1h`, `30m` or `7d`.
 pub fn parse_time(text: &str) -> Result<Millis, String> {
     if let Some(ms) = crate::rfc3339::parse_millis(text) {
         return Ok(Millis(ms));
     }
-    let age = crate::rules::parse_duration(text).map_err(|_| {
-        format!("`{text}` is neither an RFC 3339 time nor an age such as 1h or 30m")
-    })?;
+    let age = crate::config::units::parse_duration(text)
+        .map_err(|e| format!("neither an RFC 3339 time nor an age: {e}"))?;
     let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
     Ok(Millis(Millis::now().0.saturating_sub(age)))
 }
@@ -213,7 +237,7 @@ pub fn render_story(story: &Story) -> String {
         e.event_type,
         e.delivery_id,
         e.received_at.to_rfc3339(),
-        e.status.as_str()
+        story.outcome.as_str()
     );
     let _ = writeln!(out, "\ndelivery attempts:");
     for d in &story.delivery_attempts {

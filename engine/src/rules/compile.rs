@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::config::{RuleConfig, parse_duration, rule_file_schema};
+use super::config::{RuleConfig, rule_file_schema};
 use super::index::{EventPattern, Index};
 use super::template::Templates;
 use super::{Action, CompileContext, IfExpr, RetryPolicy, Rule, RuleSet, condition};
+use crate::config::units::parse_duration;
 use crate::yamldoc::{Diagnostic, Document, Position, display_pointer, escape_pointer_token};
 
 /// Default total attempts of an action (the first one included).
@@ -332,8 +333,8 @@ fn compile_rule(
                     ));
                     None
                 }
-                Err(message) => {
-                    diags.push(error_at(doc, &format!("{at}/{key}"), message));
+                Err(error) => {
+                    diags.push(error_at(doc, &format!("{at}/{key}"), error.to_string()));
                     None
                 }
             }

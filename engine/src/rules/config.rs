@@ -2,14 +2,11 @@
 //!
 //! Nothing here is used for matching: `compile` turns these into `Rule`s once.
 
-use std::time::Duration;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Accepted duration syntax: one or more `<digits><unit>` groups, units `ms`, `s`, `m`, `h`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
+use crate::config::units::DURATION_PATTERN;
 
 /// A rule file: one or more rules.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -302,86 +299,9 @@ fn strip_null(value: &mut Value) {
     map.values_mut().for_each(strip_null);
 }
 
-/// Parses a duration such as `2s`, `10m`, `500ms`, `1h` or `1m30s`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration `{text}` (expected e.g. 500ms, 2s, 10m, 1h, 1m30s)");
-    if text.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit_ms, unit_len) = if rest.starts_with("ms") {
-            (1u64, 2)
-        } else if rest.starts_with('s') {
-            (1_000, 1)
-        } else if rest.starts_with('m') {
-            (60_000, 1)
-        } else if rest.starts_with('h') {
-            (3_600_000, 1)
-        } else {
-            return Err(bad());
-        };
-        rest = &rest[unit_len..];
-        let ms = number.checked_mul(unit_ms).ok_or_else(bad)?;
-        total = total
-            .checked_add(Duration::from_millis(ms))
-            .ok_or_else(bad)?;
-    }
-    Ok(total)
-}
-
-/// Formats a duration the way rule files write it (`2s`, `10m`, `1h30m`, `250ms`).
-pub fn format_duration(d: Duration) -> String {
-    let mut ms = d.as_millis();
-    if ms == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, size) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
-        if ms >= size {
-            out.push_str(&format!("{}{unit}", ms / size));
-            ms %= size;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_and_format() {
-        let cases: &[(&str, Option<u64>)] = &[
-            ("2s", Some(2_000)),
-            ("10m", Some(600_000)),
-            ("500ms", Some(500)),
-            ("1h", Some(3_600_000)),
-            ("1m30s", Some(90_000)),
-            ("0s", Some(0)),
-            ("", None),
-            ("2", None),
-            ("s", None),
-            ("2 s", None),
-            ("2d", None),
-            ("-1s", None),
-            ("99999999999999999999h", None),
-        ];
-        for (text, want) in cases {
-            let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
-            assert_eq!(got, *want, "{text}");
-        }
-        assert_eq!(format_duration(Duration::from_millis(90_500)), "1m30s500ms");
-        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
-        assert_eq!(format_duration(Duration::ZERO), "0s");
-    }
 
     #[test]
     fn schema_is_generated_with_descriptions() {

@@ -23,12 +23,13 @@ use serde_json::Value;
 pub use compile::{
     DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, compile_files, load_paths,
 };
-pub use config::{RuleConfig, RuleFile, format_duration, parse_duration, rule_file_schema};
+pub use config::{RuleConfig, RuleFile, rule_file_schema};
 pub use live::{LiveRules, ReloadError, ReloadStatus};
 pub use trace::{
     ActionTrace, ConditionTrace, IfTrace, LeafTrace, RuleTrace, dry_run_json, render_text,
 };
 
+use crate::config::units::format_duration;
 use crate::yamldoc::Position;
 use condition::Condition;
 use index::{EventPattern, Index};

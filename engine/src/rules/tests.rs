@@ -810,3 +810,41 @@ fn evaluation_snapshot() {
         );
     }
 }
+
+#[test]
+fn rule_durations_take_compound_forms_and_explain_mistakes() {
+    let f = Fixture::new();
+    let set = f.set(
+        "rules:\n  - {id: x, source: github, events: [push], actions: [{plugin: notify, timeout: 1m30s, retry: {backoff: 1500ms, max_backoff: 1h30m}}]}\n",
+    );
+    let action = &set.rules[0].actions[0];
+    assert_eq!(action.timeout, Some(Duration::from_secs(90)));
+    assert_eq!(action.retry.backoff, Duration::from_millis(1500));
+    assert_eq!(action.retry.max_backoff, Duration::from_secs(5400));
+    let day = f.set(
+        "rules:\n  - {id: x, source: github, events: [push], actions: [{plugin: notify, timeout: 1d}]}\n",
+    );
+    assert_eq!(
+        day.rules[0].actions[0].timeout,
+        Some(Duration::from_secs(86_400))
+    );
+
+    let diags = f
+        .compile(&[(
+            "r.yaml",
+            "rules:\n  - id: x\n    source: github\n    events: [push]\n    actions:\n      - plugin: notify\n        timeout: 30s1m\n        retry: { backoff: 1.5s, max_backoff: 2d }\n",
+        )])
+        .unwrap_err();
+    let shown: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    assert_eq!(shown.len(), 2, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("r.yaml:7:")
+            && shown[0].contains("`30s1m`")
+            && shown[0].contains("largest first"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[1].starts_with("r.yaml:8:") && shown[1].contains("`1.5s`: use whole numbers"),
+        "{shown:#?}"
+    );
+}

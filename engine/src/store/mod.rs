@@ -22,7 +22,7 @@ pub use group::{BatchStats, GroupCommitSettings};
 pub use records::*;
 pub use text::NUL_REPLACEMENT;
 
-use crate::model::{EventId, ExecutionId, Millis};
+use crate::model::{EventId, EventOutcome, EventStatus, ExecutionId, ExecutionTally, Millis};
 
 /// Row counts of the multi-row INSERTs a batch is split into. A few fixed sizes keep the number
 /// of distinct statements small, so each one is prepared once and then found in the
@@ -161,6 +161,8 @@ pub struct Store {
 pub struct EventFilter {
     pub source: Option<String>,
     pub status: Option<crate::model::EventStatus>,
+    /// Only events with this outcome (decided in the query, so pages stay full).
+    pub outcome: Option<EventOutcome>,
     pub since: Option<Millis>,
     /// Only events that arrived before this one (for paging, newest first).
     pub before_seq: Option<i64>,
@@ -400,6 +402,32 @@ impl Store {
     /// Events, newest first.
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
         with_backend!(self, b => b.list_events(filter).await)
+    }
+
+    /// Events, newest first, each with its outcome: the listing and one aggregate over the
+    /// page's executions, however many events the page holds (see `execution_tallies`).
+    pub async fn list_events_with_outcomes(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<Vec<ListedEvent>, StoreError> {
+        let events = self.list_events(filter).await?;
+        let planned: Vec<EventId> = events
+            .iter()
+            .filter(|e| e.event.status == EventStatus::Planned)
+            .map(|e| e.event.id)
+            .collect();
+        let tallies: std::collections::HashMap<EventId, ExecutionTally> =
+            with_backend!(self, b => b.execution_tallies(&planned).await)?
+                .into_iter()
+                .collect();
+        Ok(events
+            .into_iter()
+            .map(|stored| {
+                let tally = tallies.get(&stored.event.id).copied().unwrap_or_default();
+                let outcome = EventOutcome::of(stored.event.status, &tally);
+                ListedEvent { stored, outcome }
+            })
+            .collect())
     }
 
     pub async fn count_events(&self) -> Result<i64, StoreError> {

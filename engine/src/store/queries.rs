@@ -21,7 +21,7 @@ macro_rules! store_queries {
         use sqlx::{QueryBuilder, Row};
         use uuid::Uuid;
 
-        use crate::model::{EventId, ExecutionId, ExecutionStatus, Millis};
+        use crate::model::{EventId, ExecutionId, ExecutionStatus, ExecutionTally, Millis};
         use crate::store::queries::EVENTS_PER_READ;
         use crate::store::text::TextPolicy;
         use crate::store::records::{
@@ -177,6 +177,9 @@ macro_rules! store_queries {
                 if let Some(status) = f.status {
                     q.push(" AND status = ").push_bind(status.as_str());
                 }
+                if let Some(outcome) = f.outcome {
+                    q.push(" AND ").push(crate::store::sql::outcome_condition(outcome));
+                }
                 if let Some(since) = f.since {
                     q.push(" AND received_at >= ").push_bind(since.0);
                 }
@@ -186,6 +189,35 @@ macro_rules! store_queries {
                 q.push(" ORDER BY seq DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 convert(rows)
+            }
+
+            /// What the current executions of these events add up to, per event (events
+            /// without executions are left out): one aggregate per [`EVENTS_PER_READ`] events,
+            /// over the `(event_id, rule_id, action_index, generation)` unique index.
+            pub(crate) async fn execution_tallies(
+                &self,
+                ids: &[EventId],
+            ) -> Result<Vec<(EventId, ExecutionTally)>, StoreError> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(EVENTS_PER_READ) {
+                    let mut q = QueryBuilder::<$Db>::new(crate::store::sql::EXECUTION_TALLIES);
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.0);
+                    }
+                    q.push(crate::store::sql::EXECUTION_TALLIES_END);
+                    let rows = q.build().fetch_all(&self.pool).await?;
+                    for row in rows {
+                        let tally = ExecutionTally {
+                            total: row.try_get("total")?,
+                            unfinished: row.try_get("unfinished")?,
+                            retrying: row.try_get("retrying")?,
+                            dead: row.try_get("dead")?,
+                        };
+                        out.push((EventId(row.try_get("event_id")?), tally));
+                    }
+                }
+                Ok(out)
             }
 
             pub(crate) async fn count_events(&self) -> Result<i64, StoreError> {

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::model::{
-    AttemptOutcome, DeliveryAttemptId, EventId, EventStatus, ExecutionId, ExecutionStatus, Millis,
-    Verdict,
+    AttemptOutcome, DeliveryAttemptId, EventId, EventOutcome, EventStatus, ExecutionId,
+    ExecutionStatus, Millis, Verdict,
 };
 
 /// One HTTP request to an ingress route, as it is recorded.
@@ -63,6 +63,14 @@ pub struct StoredEvent {
     pub event: NewEvent,
     pub match_trace: Option<Value>,
     pub planned_at: Option<Millis>,
+}
+
+/// An event as listed: the stored event and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListedEvent {
+    #[serde(flatten)]
+    pub stored: StoredEvent,
+    pub outcome: EventOutcome,
 }
 
 /// One (event, rule, action) run to plan.

@@ -4,6 +4,7 @@
 //! number may repeat.
 
 use super::ClaimExclusions;
+use crate::model::EventOutcome;
 
 macro_rules! event_columns {
     () => {
@@ -140,6 +141,54 @@ pub(crate) fn claim(busy: &ClaimExclusions, lock: &str) -> String {
         next()
     ));
     sql
+}
+
+/// Tallies the current executions (the latest generation of each action) of the events whose
+/// ids follow, as `IN (...)`, then [`EXECUTION_TALLIES_END`]. `retrying` counts unfinished
+/// executions after a failed attempt: a retry waits with `attempts > 0`, or runs its second.
+pub(crate) const EXECUTION_TALLIES: &str = "SELECT x.event_id, COUNT(*) AS total, \
+     SUM(CASE WHEN x.status IN ('pending', 'running') THEN 1 ELSE 0 END) AS unfinished, \
+     SUM(CASE WHEN (x.status = 'pending' AND x.attempts > 0) \
+     OR (x.status = 'running' AND x.attempts > 1) THEN 1 ELSE 0 END) AS retrying, \
+     SUM(CASE WHEN x.status = 'dead' THEN 1 ELSE 0 END) AS dead \
+     FROM executions x WHERE x.event_id IN (";
+
+/// The end of [`EXECUTION_TALLIES`].
+pub(crate) const EXECUTION_TALLIES_END: &str = ") AND x.generation = (SELECT MAX(y.generation) \
+     FROM executions y WHERE y.event_id = x.event_id AND y.rule_id = x.rule_id \
+     AND y.action_index = x.action_index) GROUP BY x.event_id";
+
+/// `x` is one of the current executions (the latest generation of its action) of the listed
+/// event, `events` in the listing query.
+const CURRENT_EXECUTION: &str = "x.event_id = events.id AND x.generation = \
+     (SELECT MAX(y.generation) FROM executions y WHERE y.event_id = x.event_id \
+     AND y.rule_id = x.rule_id AND y.action_index = x.action_index)";
+
+/// The listing condition that keeps the events with `outcome`: the rules of
+/// [`EventOutcome::of`] over the same executions as [`EXECUTION_TALLIES`].
+pub(crate) fn outcome_condition(outcome: EventOutcome) -> String {
+    let current = |condition: &str| {
+        format!("EXISTS (SELECT 1 FROM executions x WHERE {CURRENT_EXECUTION} AND {condition})")
+    };
+    let dead = current("x.status = 'dead'");
+    let retrying = current(
+        "((x.status = 'pending' AND x.attempts > 0) OR (x.status = 'running' AND x.attempts > 1))",
+    );
+    let unfinished = current("x.status IN ('pending', 'running')");
+    let unsucceeded = current("x.status <> 'succeeded'");
+    let any = "EXISTS (SELECT 1 FROM executions x WHERE x.event_id = events.id)";
+    let planned = "events.status = 'planned'";
+    match outcome {
+        EventOutcome::Pending => "events.status = 'pending'".to_string(),
+        EventOutcome::Quarantined => "events.status = 'quarantined'".to_string(),
+        EventOutcome::NoMatch => format!("{planned} AND NOT {any}"),
+        EventOutcome::Dead => format!("{planned} AND {dead}"),
+        EventOutcome::Failing => format!("{planned} AND NOT {dead} AND {retrying}"),
+        EventOutcome::Running => {
+            format!("{planned} AND NOT {dead} AND NOT {retrying} AND {unfinished}")
+        }
+        EventOutcome::Succeeded => format!("{planned} AND {any} AND NOT {unsucceeded}"),
+    }
 }
 
 #[cfg(test)]
