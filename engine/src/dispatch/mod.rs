@@ -1,4 +1,4 @@
-//! The asynchronous half of the pipeline (DESIGN §2 steps 7-10): stored events are matched
+//! The asynchronous half of the pipeline (match, plan, run, retry): stored events are matched
 //! against the rules and their executions planned (the match trace is stored with the event),
 //! then a bounded pool of workers claims executions with leases, runs each through the plugin
 //! host, records the attempt and retries, finishes or dead-letters it.

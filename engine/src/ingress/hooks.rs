@@ -1,4 +1,4 @@
-//! `POST /hooks/{source}`: DESIGN §2 steps 1-6. Receive with limits, verify the raw bytes,
+//! `POST /hooks/{source}`, from receiving to the ack. Receive with limits, verify the raw bytes,
 //! answer handshakes, identify, validate, store once, acknowledge. Every request, whatever
 //! happens to it, becomes a delivery attempt record.
 

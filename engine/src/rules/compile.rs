@@ -148,7 +148,7 @@ pub fn compile_files(
 
 /// A diagnostic at the node `pointer`. For a mapping the position is that of its first key:
 /// yaml-rust2 marks a block mapping's start at the first key's `:`, which reads as off by a few
-/// columns (see the note in the hand-off report about `yamldoc`).
+/// columns.
 fn error_at(doc: &Document, pointer: &str, message: impl Into<String>) -> Diagnostic {
     let mut d = doc.error_at(pointer, message);
     d.position = node_position(doc, pointer);

@@ -1,4 +1,4 @@
-//! Payload schemas (DESIGN §2 step 4): the provider schemas shipped inside the binary
+//! Payload schemas (the validate step after identification): the provider schemas shipped inside the binary
 //! (`schemas/providers/`), the schemas a source names, compiled once at start-up; which schema an
 //! event is checked against; validation errors as JSON pointers. Pure: no files, no HTTP. The
 //! config reads a source's schema files and hands their JSON here.
