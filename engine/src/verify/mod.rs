@@ -703,4 +703,6 @@ fn unix_millis(t: SystemTime) -> i64 {
 }
 
 #[cfg(test)]
+mod sdk_cases;
+#[cfg(test)]
 mod tests;
