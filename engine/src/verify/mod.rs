@@ -469,8 +469,9 @@ pub fn check_keys(provider: Provider, keys: &Keys) -> Vec<(bool, usize, String)>
     let mut problems = Vec::new();
     for (i, secret) in keys.secrets.iter().enumerate() {
         let text = secret.expose();
-        let problem = if text.is_empty() {
-            Some("the secret is empty".to_string())
+        // A blank secret would match a blank token (GitLab) or sign with an empty key.
+        let problem = if text.trim().is_empty() {
+            Some("the secret is empty or only whitespace".to_string())
         } else if provider.uses_public_key() {
             Some(format!(
                 "provider `{provider}` verifies with `public_keys`, not secrets"
