@@ -16,6 +16,10 @@ const DISCORD_PRIVATE: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b3269197
 /// The P-256 key of sendgrid-go's webhook test (SEC1 DER, base64).
 const SENDGRID_PRIVATE: &str = "MHcCAQEEIEQmZgBEh9DcU9zMl34czK3xov4AYvm9P3r7rNB2dNXtoAoGCCqGSM49AwEHoUQDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
 
+/// The `signed_content` and public URL of the `hmac-url` sources.
+const URL_CONTENT: &str = "{method} {url}.{body}";
+const URL_PUBLIC: &str = "https://hooks.example.com/in";
+
 fn hmac_scheme() -> HmacScheme {
     serde_json::from_value(json!({"header": "X-Signature", "algorithm": "sha256", "encoding": "hex", "prefix": "sha256="}))
         .expect("scheme")
@@ -81,6 +85,18 @@ async fn start_with(extra: &str) -> Server {
                 config.push_str(&format!("  - {{ id: {id}, provider: {id}, secrets: [\"${{env:OLD_{env}}}\", \"${{env:{env}}}\"] }}\n"))
             }
         }
+    }
+    // Generic HMAC over the URL: rebuilt from the request, and the configured public one.
+    for (id, url) in [("hmac-url", ""), ("hmac-url-public", URL_PUBLIC)] {
+        let url = if url.is_empty() {
+            String::new()
+        } else {
+            format!("url: \"{url}\", ")
+        };
+        config.push_str(&format!(
+            "  - {{ id: {id}, provider: hmac, {url}secrets: [\"${{env:HMAC}}\"], \
+             hmac: {{ header: X-Signature, prefix: \"sha256=\", signed_content: \"{URL_CONTENT}\" }} }}\n"
+        ));
     }
     config.push_str("  - { id: small, provider: none, max_body: 1KiB }\n");
     config
@@ -641,6 +657,130 @@ async fn allowlist_rate_limit_and_schema_quarantine() {
         attempts[0].attempt.body.as_deref(),
         Some(&br#"{"id": 7}"#[..]),
         "kept for replay"
+    );
+    store.close().await;
+}
+
+/// One request's answer: status, `duplicate`, `event_id`.
+async fn answer_of(url: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Value, Value) {
+    let (status, answer, _) = post(url, headers, body.to_vec()).await;
+    (
+        status,
+        answer["duplicate"].clone(),
+        answer["event_id"].clone(),
+    )
+}
+
+/// Replaces one header's value (the name compared without case).
+fn with_header(headers: &[(String, String)], name: &str, value: String) -> Vec<(String, String)> {
+    let mut out: Vec<_> = headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case(name))
+        .cloned()
+        .collect();
+    out.push((name.to_string(), value));
+    out
+}
+
+/// Hostile senders: a malformed signature entry beside a valid one is accepted (Stripe,
+/// Paddle); a Standard Webhooks request signed with `svix-*` headers and replayed with an
+/// added `webhook-id` is a duplicate, not a second event; a generic `hmac` source whose scheme
+/// signs `{url}` verifies against the URL the ingress rebuilds (or the configured one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_senders_malformed_entries_signed_ids_and_url_schemes() {
+    let server = start().await;
+    let base = server.base.clone();
+    let now = SystemTime::now();
+    let sign = |p: Provider, url: &str, body: &str, opts: &VerifyOptions| {
+        verify::sign_request(p, &secret(p, 0), opts, "POST", url, body.as_bytes(), now)
+            .expect("sign")
+    };
+    let header_of = |headers: &[(String, String)], name: &str| -> String {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .expect(name)
+    };
+
+    // Stripe: `t=...,v1=<valid>,v1=bad_signature`.
+    let url = format!("{base}/hooks/stripe");
+    let body = r#"{"id":"evt_hostile","type":"invoice.paid"}"#;
+    let signed = sign(Provider::Stripe, &url, body, &VerifyOptions::default());
+    let value = format!(
+        "{},v1=bad_signature",
+        header_of(&signed.headers, "Stripe-Signature")
+    );
+    let headers = with_header(&signed.headers, "Stripe-Signature", value);
+    let (status, duplicate, _) = answer_of(&url, &headers, body.as_bytes()).await;
+    assert_eq!((status, duplicate), (200, json!(false)), "stripe");
+
+    // Paddle: `ts=...;h1=dummy;h1=<valid>`.
+    let url = format!("{base}/hooks/paddle");
+    let body = r#"{"event_id":"evt_hostile","event_type":"transaction.paid"}"#;
+    let signed = sign(Provider::Paddle, &url, body, &VerifyOptions::default());
+    let value = header_of(&signed.headers, "Paddle-Signature").replacen(";h1=", ";h1=dummy;h1=", 1);
+    let headers = with_header(&signed.headers, "Paddle-Signature", value);
+    let (status, duplicate, _) = answer_of(&url, &headers, body.as_bytes()).await;
+    assert_eq!((status, duplicate), (200, json!(false)), "paddle");
+
+    // Standard Webhooks, signed with the `svix-*` set, then replayed with a new `webhook-id`.
+    let url = format!("{base}/hooks/standard-webhooks");
+    let body = r#"{"type":"user.created","data":{"id":"u1"}}"#;
+    let svix = verify::sign_request(
+        Provider::Svix,
+        &secret(Provider::StandardWebhooks, 0),
+        &VerifyOptions::default(),
+        "POST",
+        &url,
+        body.as_bytes(),
+        now,
+    )
+    .expect("sign");
+    let (status, duplicate, first) = answer_of(&url, &svix.headers, body.as_bytes()).await;
+    assert_eq!((status, duplicate), (200, json!(false)), "svix-signed");
+    let replayed = with_header(&svix.headers, "webhook-id", "msg_replayed".to_string());
+    let (status, duplicate, again) = answer_of(&url, &replayed, body.as_bytes()).await;
+    assert_eq!(
+        (status, duplicate),
+        (200, json!(true)),
+        "replay with webhook-id"
+    );
+    assert_eq!(again, first, "the replay names the first event");
+
+    // Generic hmac over `{method} {url}.{body}`.
+    let scheme: HmacScheme = serde_json::from_value(
+        json!({"header": "X-Signature", "prefix": "sha256=", "signed_content": URL_CONTENT}),
+    )
+    .expect("scheme");
+    let opts = VerifyOptions {
+        tolerance: None,
+        hmac: Some(scheme),
+    };
+    let body = r#"{"id":"evt_url"}"#;
+    for (source, signed_url) in [
+        ("hmac-url", format!("{base}/hooks/hmac-url")),
+        ("hmac-url-public", URL_PUBLIC.to_string()),
+    ] {
+        let url = format!("{base}/hooks/{source}");
+        let signed = sign(Provider::Hmac, &signed_url, body, &opts);
+        let (status, _, text) = post(&url, &signed.headers, body.as_bytes().to_vec()).await;
+        assert_eq!(status, 200, "{source}: {text}");
+        // Signed over another URL: refused.
+        let elsewhere = sign(Provider::Hmac, "https://elsewhere.example/x", body, &opts);
+        let (status, answer, text) = post(&url, &elsewhere.headers, body.as_bytes().to_vec()).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{source}: {text}"
+        );
+    }
+
+    let (store, _dir) = server.stop().await;
+    assert_eq!(
+        store.count_events().await.unwrap(),
+        5,
+        "stripe, paddle, svix once, two hmac-url"
     );
     store.close().await;
 }

@@ -458,13 +458,13 @@ async fn handle(
     }
 
     // Step 2: verify the raw bytes. Nothing below runs for an unverified request.
-    // Built only for the providers whose signature covers it.
-    let url = if source.provider.signs_url() {
+    // Built only for the sources whose signature covers it (an `hmac` scheme may, with `{url}`).
+    let (keys, opts) = (&runtime.keys, &runtime.opts);
+    let url = if verify::needs_url(source.provider, opts) {
         public_url(state, source, uri, headers)
     } else {
         String::new()
     };
-    let (keys, opts) = (&runtime.keys, &runtime.opts);
     let request = verify::Request {
         method: method.as_str(),
         url: &url,

@@ -165,6 +165,26 @@ fn candidates(sig: &SigHeader, value: &str) -> Result<(Alg, Vec<Vec<u8>>), Verif
     }
 }
 
+/// DocuSign: one signature per active key in `<name>-1` .. `<name>-100`. As in every list of
+/// signatures, a malformed one is passed over as long as another decodes.
+fn numbered_candidates(
+    sig: &SigHeader,
+    headers: &http::HeaderMap,
+) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let mut values = Vec::new();
+    for n in 1..=DOCUSIGN_MAX_KEYS {
+        let name = format!("{}-{n}", sig.name);
+        if let Some(value) = opt_header(headers, &name)? {
+            values.push(value);
+        }
+    }
+    let first = format!("{}-1", sig.name);
+    if values.is_empty() {
+        return Err(VerifyError::MissingHeader(first));
+    }
+    decode_all(&first, sig.enc, values)
+}
+
 pub(super) fn verify(ctx: &Ctx) -> Result<Matched, VerifyError> {
     let Some(spec) = spec_for(ctx.provider) else {
         return Err(VerifyError::BadKey(format!(
@@ -179,18 +199,7 @@ pub(super) fn verify(ctx: &Ctx) -> Result<Matched, VerifyError> {
         .copied()
         .ok_or(VerifyError::NoSignatureMatched)?;
     let (alg, sigs) = if spec.numbered {
-        let base = first;
-        let mut sigs = Vec::new();
-        for n in 1..=DOCUSIGN_MAX_KEYS {
-            let name = format!("{}-{n}", base.name);
-            if let Some(value) = opt_header(headers, &name)? {
-                sigs.extend(decode_all(&name, base.enc, [value])?);
-            }
-        }
-        if sigs.is_empty() {
-            return Err(VerifyError::MissingHeader(format!("{}-1", base.name)));
-        }
-        (base.alg, sigs)
+        (first.alg, numbered_candidates(&first, headers)?)
     } else {
         let mut found = None;
         for sig in spec.headers {

@@ -158,26 +158,30 @@ pub(super) fn pairs(text: &str, sep: char) -> impl Iterator<Item = (&str, &str)>
         .map(|(k, v)| (k.trim(), v.trim()))
 }
 
-/// Decodes every candidate signature; an undecodable one is a malformed header, and having none
-/// at all is too.
+/// Decodes the candidate signatures, skipping any that do not decode: one malformed entry must
+/// not sink a header that also carries a valid signature, and every provider SDK that lists
+/// signatures (Stripe, Paddle, PagerDuty, Standard Webhooks) skips it the same way. A header
+/// whose entries all fail to decode is malformed, and so is one with no entry at all.
 pub(super) fn decode_all<'a>(
     name: &str,
     enc: Enc,
     texts: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<Vec<u8>>, VerifyError> {
     let mut out = Vec::new();
-    for text in texts {
-        let bytes = enc.decode(text).ok_or_else(|| {
-            let what = match enc {
-                Enc::Hex => "signature is not hex",
-                Enc::Base64 => "signature is not base64",
-            };
-            malformed(name, what)
-        })?;
-        out.push(bytes);
+    let mut undecodable = false;
+    for text in texts.into_iter().filter(|t| !t.is_empty()) {
+        match enc.decode(text) {
+            Some(bytes) => out.push(bytes),
+            None => undecodable = true,
+        }
     }
     if out.is_empty() {
-        return Err(malformed(name, "no signature found"));
+        let what = match (undecodable, enc) {
+            (false, _) => "no signature found",
+            (true, Enc::Hex) => "signature is not hex",
+            (true, Enc::Base64) => "signature is not base64",
+        };
+        return Err(malformed(name, what));
     }
     Ok(out)
 }
@@ -349,6 +353,27 @@ mod tests {
         assert!(check_time_at(now, None, i64::MIN, Window::BothWays).is_ok());
         assert!(check_time_at(now, tol, i64::MAX, Window::BothWays).is_err());
         assert!(check_time_at(now, tol, i64::MIN, Window::BothWays).is_err());
+    }
+
+    #[test]
+    fn decode_all_skips_bad_entries_but_not_all_of_them() {
+        let hex_ok = "00ff";
+        assert_eq!(
+            decode_all("X", Enc::Hex, ["bad_signature", hex_ok, ""]),
+            Ok(vec![vec![0x00, 0xff]])
+        );
+        assert_eq!(
+            decode_all("X", Enc::Hex, ["bad_signature", "0"]),
+            Err(malformed("X", "signature is not hex"))
+        );
+        assert_eq!(
+            decode_all("X", Enc::Base64, ["@@@"]),
+            Err(malformed("X", "signature is not base64"))
+        );
+        assert_eq!(
+            decode_all("X", Enc::Hex, []),
+            Err(malformed("X", "no signature found"))
+        );
     }
 
     #[test]

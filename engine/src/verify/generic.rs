@@ -81,6 +81,13 @@ impl HmacScheme {
         Ok(())
     }
 
+    /// Whether the signed content covers the request URL (`{url}`), which the ingress then
+    /// rebuilds as the sender sees it.
+    pub fn signs_url(&self) -> bool {
+        self.parts()
+            .is_ok_and(|parts| parts.iter().any(|p| matches!(p, Part::Url)))
+    }
+
     fn template(&self) -> &str {
         self.signed_content.as_deref().unwrap_or("{body}")
     }
@@ -204,8 +211,10 @@ pub(super) fn verify(ctx: &Ctx) -> Result<Matched, VerifyError> {
     }
     let sigs = decode_all(&scheme.header, scheme.enc(), texts)?;
     let ts_text = ts.map_or("", |(text, _)| text);
+    // Without the URL a `{url}` scheme can only fail to match; say why instead.
+    let url = if scheme.signs_url() { ctx.url()? } else { "" };
     let content = scheme
-        .content(ctx.req.body, ts_text, ctx.req.method, ctx.req.url)
+        .content(ctx.req.body, ts_text, ctx.req.method, url)
         .map_err(|e| VerifyError::BadKey(format!("hmac scheme: {e}")))?;
     let keys = ctx.secret_bytes()?;
     let key_index = find_key(&keys, &sigs, |key| hmac(scheme.alg(), key, &[&content]))?;
@@ -301,6 +310,25 @@ mod tests {
     }
 
     #[test]
+    fn only_schemes_with_url_placeholder_need_the_url() {
+        let with = scheme(serde_json::json!({"header": "X", "signed_content": "{url}|{body}"}));
+        let without = scheme(serde_json::json!({"header": "X", "signed_content": "{{url}}{body}"}));
+        assert!(with.signs_url());
+        assert!(!without.signs_url());
+        let opts = |s: &HmacScheme| VerifyOptions {
+            tolerance: None,
+            hmac: Some(s.clone()),
+        };
+        assert!(super::super::needs_url(Provider::Hmac, &opts(&with)));
+        assert!(!super::super::needs_url(Provider::Hmac, &opts(&without)));
+        assert!(!super::super::needs_url(Provider::Github, &opts(&with)));
+        assert!(super::super::needs_url(
+            Provider::Twilio,
+            &VerifyOptions::default()
+        ));
+    }
+
+    #[test]
     fn cases() {
         let s = scheme(serde_json::json!({
             "header": "X-Signature",
@@ -358,6 +386,19 @@ mod tests {
                 Case::new("missing", body)
                     .header("X-Timestamp", "1")
                     .expect(Expect::Missing("X-Signature")),
+            ],
+        );
+        run_cases_with(
+            Provider::Hmac,
+            &Keys::secrets(["k"]),
+            &opts,
+            &[
+                base("other url")
+                    .url("https://example.com/hooks/y")
+                    .expect(Expect::NoMatch),
+                base("no url given")
+                    .url("")
+                    .expect(Expect::Other(VerifyError::MissingUrl)),
             ],
         );
         run_cases_with(

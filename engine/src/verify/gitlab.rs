@@ -8,11 +8,17 @@ use super::{Ctx, Matched, SignCtx, SignError, SignedRequest, VerifyError};
 const TOKEN: &str = "X-Gitlab-Token";
 
 pub(super) fn verify(ctx: &Ctx) -> Result<Matched, VerifyError> {
-    let given = sha256(&[header(ctx.req.headers, TOKEN)?.as_bytes()]);
+    let token = header(ctx.req.headers, TOKEN)?;
+    // An empty token proves nothing, whatever the secrets are; a blank secret never matches.
+    if token.is_empty() {
+        return Err(VerifyError::NoSignatureMatched);
+    }
+    let given = sha256(&[token.as_bytes()]);
     let secrets = ctx.secrets()?;
     let key_index = secrets
         .iter()
-        .position(|s| ct_eq(&sha256(&[s.expose().trim().as_bytes()]), &given))
+        .map(|s| s.expose().trim())
+        .position(|s| !s.is_empty() && ct_eq(&sha256(&[s.as_bytes()]), &given))
         .ok_or(VerifyError::NoSignatureMatched)?;
     Ok(Matched {
         timestamp: None,
@@ -60,6 +66,45 @@ mod tests {
                     .expect(Expect::NoMatch),
                 Case::new("missing", body).expect(Expect::Missing(TOKEN)),
             ],
+        );
+    }
+
+    /// A blank secret (whitespace only; the config check refuses it, but keys can be built
+    /// elsewhere) never matches, not even an empty or blank token.
+    #[test]
+    fn blank_secrets_and_tokens_never_match() {
+        let body = br#"{"object_kind":"push"}"#;
+        run_cases(
+            Provider::Gitlab,
+            &["   ", "s3cret"],
+            &[
+                Case::new("empty token", body)
+                    .header(TOKEN, "")
+                    .expect(Expect::NoMatch),
+                Case::new("blank token", body)
+                    .header(TOKEN, "   ")
+                    .expect(Expect::NoMatch),
+                Case::new("the real secret still works", body)
+                    .header(TOKEN, "s3cret")
+                    .expect(Expect::Ok(1)),
+            ],
+        );
+        run_cases(
+            Provider::Gitlab,
+            &[""],
+            &[Case::new("empty secret, empty token", body)
+                .header(TOKEN, "")
+                .expect(Expect::NoMatch)],
+        );
+        let problems =
+            super::super::check_keys(Provider::Gitlab, &super::super::Keys::secrets([" \t "]));
+        assert_eq!(
+            problems,
+            vec![(
+                false,
+                0,
+                "the secret is empty or only whitespace".to_string()
+            )]
         );
     }
 }

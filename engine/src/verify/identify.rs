@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | github | `X-GitHub-Delivery` | `X-GitHub-Event` + `.` + body `action` when present (`pull_request.opened`, `push`) |
 //! | stripe | body `id` | body `type` |
-//! | standard-webhooks, svix, clerk, resend | `webhook-id` / `svix-id` | body `type` |
+//! | standard-webhooks, svix, clerk, resend | the signed `svix-id` (when present), else `webhook-id` | body `type` |
 //! | slack | body `event_id` | body `event.type`, else `type`; `slash_command` for slash commands |
 //! | shopify | `X-Shopify-Webhook-Id` | `X-Shopify-Topic` |
 //! | twilio | `I-Twilio-Idempotency-Token` | body `EventType`, else `message.<MessageStatus or SmsStatus>`, else `call.<CallStatus>` |
@@ -34,7 +34,7 @@ use serde_json::Value;
 use super::Payload;
 use super::common::hmac;
 use super::common::{Alg, opt_header};
-use super::{Keys, Provider};
+use super::{Keys, Provider, standard_webhooks};
 
 /// The provider's own name for a delivery and its event type, where it gives them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,7 +124,7 @@ pub fn identify(provider: Provider, headers: &http::HeaderMap, payload: &Payload
         }
         Provider::Stripe => (p("/id"), p("/type")),
         Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
-            (h("webhook-id").or_else(|| h("svix-id")), p("/type"))
+            (standard_webhooks::signed_id(provider, headers), p("/type"))
         }
         Provider::Slack => {
             let event = p("/event/type").or_else(|| p("/type")).or_else(|| {

@@ -112,9 +112,9 @@ impl Provider {
         Provider::None,
     ];
 
-    /// The id used in config files and on the command line, e.g. `"standard-webhooks"`.
     /// Whether the signature covers the URL the provider posted to, so [`Request::url`] must
-    /// be given (the others ignore it).
+    /// be given (the others ignore it). The `hmac` provider signs it only when its scheme says
+    /// so: ask [`needs_url`] for a source.
     pub fn signs_url(&self) -> bool {
         matches!(
             self,
@@ -122,6 +122,7 @@ impl Provider {
         )
     }
 
+    /// The id used in config files and on the command line, e.g. `"standard-webhooks"`.
     pub fn id(&self) -> &'static str {
         match self {
             Provider::Github => "github",
@@ -230,6 +231,14 @@ impl FromStr for Provider {
             given: s.to_owned(),
         })
     }
+}
+
+/// Whether verifying a source's requests needs [`Request::url`], the URL the provider posted
+/// to: for the providers that sign it, and for an `hmac` scheme whose `signed_content` uses
+/// `{url}`.
+pub fn needs_url(provider: Provider, opts: &VerifyOptions) -> bool {
+    provider.signs_url()
+        || (provider == Provider::Hmac && opts.hmac.as_ref().is_some_and(HmacScheme::signs_url))
 }
 
 /// A secret value (a signing secret exactly as the provider's dashboard shows it, a token, a
@@ -469,8 +478,9 @@ pub fn check_keys(provider: Provider, keys: &Keys) -> Vec<(bool, usize, String)>
     let mut problems = Vec::new();
     for (i, secret) in keys.secrets.iter().enumerate() {
         let text = secret.expose();
-        let problem = if text.is_empty() {
-            Some("the secret is empty".to_string())
+        // A blank secret would match a blank token (GitLab) or sign with an empty key.
+        let problem = if text.trim().is_empty() {
+            Some("the secret is empty or only whitespace".to_string())
         } else if provider.uses_public_key() {
             Some(format!(
                 "provider `{provider}` verifies with `public_keys`, not secrets"
@@ -702,5 +712,7 @@ fn unix_millis(t: SystemTime) -> i64 {
     }
 }
 
+#[cfg(test)]
+mod sdk_cases;
 #[cfg(test)]
 mod tests;

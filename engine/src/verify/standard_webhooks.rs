@@ -7,7 +7,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use super::common::{
     self, Alg, Window, b64_decode, b64_encode, check_time, find_key, header, hmac, malformed,
-    parse_secs,
+    opt_header, parse_secs,
 };
 use super::{Ctx, Matched, Provider, SignCtx, SignError, SignedRequest, VerifyError};
 
@@ -35,11 +35,63 @@ const SVIX: Names = Names {
 
 /// The header names the request uses: `svix-*` when `svix-id` is present, `webhook-*` when
 /// `webhook-id` is; otherwise the provider's own names, so a missing header is named right.
-fn names_for(ctx: &Ctx) -> &'static Names {
-    let headers = ctx.req.headers;
+/// Verification and [`signed_id`] both read this one set, so the id that dedupes a delivery is
+/// always the id its signature covers.
+fn names_for(provider: Provider, headers: &http::HeaderMap) -> &'static Names {
     let svix = headers.contains_key(SVIX.id)
-        || (!headers.contains_key(WEBHOOK.id) && ctx.provider != Provider::StandardWebhooks);
+        || (!headers.contains_key(WEBHOOK.id) && provider != Provider::StandardWebhooks);
     if svix { &SVIX } else { &WEBHOOK }
+}
+
+/// The message id that [`verify`] checked the signature over (`svix-id` or `webhook-id`,
+/// whichever set the request was verified with), for deduplication. A second id header added
+/// to a replayed request is not signed and is ignored.
+pub(super) fn signed_id(provider: Provider, headers: &http::HeaderMap) -> Option<String> {
+    opt_header(headers, names_for(provider, headers).id)
+        .ok()
+        .flatten()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+/// The decoded signatures of a `webhook-signature` list, by version.
+struct Signatures {
+    /// HMAC-SHA256 signatures.
+    v1: Vec<Vec<u8>>,
+    /// Ed25519 signatures.
+    v1a: Vec<Vec<u8>>,
+}
+
+/// The `v1` (HMAC) and `v1a` (Ed25519) signatures of a `webhook-signature` list. Like the
+/// Standard Webhooks and Svix libraries, entries of other versions and entries that do not
+/// decode are skipped, so one malformed entry beside a valid one does not refuse the request;
+/// a list with nothing usable is malformed.
+fn signatures(name: &str, list: &str) -> Result<Signatures, VerifyError> {
+    let (mut v1, mut v1a) = (Vec::new(), Vec::new());
+    let mut undecodable = false;
+    for entry in list.split_whitespace() {
+        let Some((version, sig)) = entry.split_once(',') else {
+            continue;
+        };
+        let target = match version {
+            "v1" => &mut v1,
+            "v1a" => &mut v1a,
+            _ => continue,
+        };
+        match b64_decode(sig).filter(|b| !b.is_empty()) {
+            Some(bytes) => target.push(bytes),
+            None => undecodable = true,
+        }
+    }
+    if v1.is_empty() && v1a.is_empty() {
+        let reason = if undecodable {
+            "signature is not base64"
+        } else {
+            "no `v1,` or `v1a,` signature"
+        };
+        return Err(malformed(name, reason));
+    }
+    Ok(Signatures { v1, v1a })
 }
 
 /// The HMAC key of a `whsec_` secret (the prefix is optional, as in the reference libraries).
@@ -83,31 +135,13 @@ fn decode_private_key(key: &str) -> Result<SigningKey, SignError> {
 }
 
 pub(super) fn verify(ctx: &Ctx) -> Result<Matched, VerifyError> {
-    let names = names_for(ctx);
     let headers = ctx.req.headers;
+    let names = names_for(ctx.provider, headers);
     let id = header(headers, names.id)?;
     let ts_text = header(headers, names.timestamp)?;
     let list = header(headers, names.signature)?;
     let ts = parse_secs(names.timestamp, ts_text)?;
-
-    let mut v1 = Vec::new();
-    let mut v1a = Vec::new();
-    for entry in list.split_whitespace() {
-        let Some((version, sig)) = entry.split_once(',') else {
-            continue;
-        };
-        let target = match version {
-            "v1" => &mut v1,
-            "v1a" => &mut v1a,
-            _ => continue,
-        };
-        let bytes =
-            b64_decode(sig).ok_or_else(|| malformed(names.signature, "signature is not base64"))?;
-        target.push(bytes);
-    }
-    if v1.is_empty() && v1a.is_empty() {
-        return Err(malformed(names.signature, "no `v1,` or `v1a,` signature"));
-    }
+    let Signatures { v1, v1a } = signatures(names.signature, list)?;
     if ctx.keys.secrets.is_empty() && ctx.keys.public_keys.is_empty() {
         return Err(VerifyError::NoSecretConfigured);
     }
@@ -282,6 +316,65 @@ mod tests {
                     "secret is not whsec_ + base64".into(),
                 ))),
             ],
+        );
+    }
+
+    /// A request signed with the `svix-*` headers, replayed with an added `webhook-id`: it still
+    /// verifies (the signed headers are intact) and the id that dedupes it is the signed one.
+    #[test]
+    fn the_dedupe_id_is_the_signed_id() {
+        let signed = super::super::tests::header_map(&[
+            ("svix-id".into(), ID.into()),
+            ("svix-timestamp".into(), TS.into()),
+            ("svix-signature".into(), SIG.into()),
+        ]);
+        let mut replayed = signed.clone();
+        replayed.insert("webhook-id", http::HeaderValue::from_static("msg_new"));
+        let payload = super::super::Payload::read(BODY).expect("JSON body");
+        for provider in [
+            Provider::StandardWebhooks,
+            Provider::Svix,
+            Provider::Clerk,
+            Provider::Resend,
+        ] {
+            for headers in [&signed, &replayed] {
+                let req = super::super::Request {
+                    method: "POST",
+                    url: "",
+                    headers,
+                    body: BODY,
+                };
+                let verified = super::super::verify(
+                    provider,
+                    &Keys::secrets([SECRET]),
+                    &VerifyOptions::default(),
+                    &req,
+                    at(1_614_265_330),
+                );
+                assert!(verified.is_ok(), "{provider}: {verified:?}");
+                let id = super::super::identify(provider, headers, &payload).delivery_id;
+                assert_eq!(id.as_deref(), Some(ID), "{provider}");
+            }
+        }
+        // Signed with `webhook-*`, replayed with an added `svix-id`: the `svix-*` set is then
+        // the one read, and it is incomplete, so the replay is refused rather than stored anew.
+        let mut other = super::super::tests::header_map(&[
+            ("webhook-id".into(), ID.into()),
+            ("webhook-timestamp".into(), TS.into()),
+            ("webhook-signature".into(), SIG.into()),
+        ]);
+        assert_eq!(
+            signed_id(Provider::StandardWebhooks, &other).as_deref(),
+            Some(ID)
+        );
+        other.insert("svix-id", http::HeaderValue::from_static("msg_new"));
+        run_cases_with(
+            Provider::StandardWebhooks,
+            &Keys::secrets([SECRET]),
+            &VerifyOptions::default(),
+            &[vector("webhook-* plus svix-id", "webhook")
+                .header("svix-id", "msg_new")
+                .expect(Expect::Missing("svix-timestamp"))],
         );
     }
 
