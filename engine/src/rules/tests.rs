@@ -550,8 +550,6 @@ fn never_panics_on_odd_input() {
         "&a [*a]",
         "rules: &x\n  - *x\n",
         "\u{feff}rules: []",
-        "rules:\n  - id: x\n    source: github\n    events: [push]\n    if: '${secret:API_TOKEN} == 1'\n    actions: [{plugin: notify}]\n",
-        "rules:\n  - id: x\n    source: github\n    events: [push]\n    actions: [{plugin: notify, order_key: '${secret:API_TOKEN}'}]\n",
     ];
     for text in texts {
         let _ = f.compile(&[("odd.yaml", text)]);
@@ -847,4 +845,28 @@ fn rule_durations_take_compound_forms_and_explain_mistakes() {
         shown[1].starts_with("r.yaml:8:") && shown[1].contains("`1.5s`: use whole numbers"),
         "{shown:#?}"
     );
+}
+
+/// A secret can go only into an action's input (which is redacted in every trace); in `if`
+/// or an order key it would be evaluated into traces, so the rule is refused where it says so.
+#[test]
+fn secrets_are_refused_outside_action_inputs() {
+    let f = Fixture::new();
+    let cases = [
+        (
+            "rules:\n  - id: x\n    source: github\n    events: [push]\n    if: '${secret:API_TOKEN} == 1'\n    actions: [{plugin: notify}]\n",
+            "odd.yaml:5:9: invalid `if` expression: secrets (`${secret:...}`) cannot be used in `if`",
+        ),
+        (
+            "rules:\n  - id: x\n    source: github\n    events: [push]\n    actions: [{plugin: notify, order_key: '${secret:API_TOKEN}'}]\n",
+            "odd.yaml:5:43: invalid order_key: secrets (`${secret:...}`) cannot be used here",
+        ),
+    ];
+    for (text, expected) in cases {
+        let errors: Vec<String> = match f.compile(&[("odd.yaml", text)]) {
+            Ok(_) => vec!["compiled".to_string()],
+            Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+        };
+        assert_eq!(errors, [expected], "{text}");
+    }
 }
