@@ -172,9 +172,11 @@ fn check_text(dialect: Dialect, sql: &str) -> Result<(), Refused> {
             "{EFFECTS_TABLE} belongs to the host and cannot be read or written"
         ));
     }
-    let compact: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
-    if dialect == Dialect::Postgres && (compact.contains("u&\"") || compact.contains("u&'")) {
-        return refuse("Unicode-escaped names and strings (U&) are not accepted");
+    if dialect == Dialect::Postgres {
+        let compact: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.contains("u&\"") || compact.contains("u&'") {
+            return refuse("Unicode-escaped names and strings (U&) are not accepted");
+        }
     }
     if dialect == Dialect::MySql && (lower.contains("/*!") || lower.contains("/*m!")) {
         return refuse("executable comments (/*! ... */) are not accepted");
