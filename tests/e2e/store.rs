@@ -1667,6 +1667,26 @@ fn object(pairs: &[(&str, serde_json::Value)]) -> serde_json::Value {
     )
 }
 
+/// Ingests of ordinary GitHub events `fine-{i}`, to share batches with the writes under test.
+fn spawn_ordinary_ingests(
+    tasks: &mut tokio::task::JoinSet<Result<(), StoreError>>,
+    store: &Store,
+    range: std::ops::Range<usize>,
+) {
+    for i in range {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .ingest(
+                    event("github", &format!("fine-{i}")),
+                    attempt("github", Verdict::Accepted, 200),
+                )
+                .await
+                .map(|_| ())
+        });
+    }
+}
+
 /// U+0000 in every column that takes text from outside, written in the same moment as ordinary
 /// ingests: nothing fails, no batch is split, everything reads back (as it was on SQLite, with
 /// U+FFFD on PostgreSQL), and lookups by the same text find it.
@@ -1706,18 +1726,7 @@ async fn outside_text_with_nul_is_stored_without_failing_a_batch(place: &Place) 
 
     // Everything at once, beside 64 ordinary ingests.
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..64 {
-        let store = store.clone();
-        tasks.spawn(async move {
-            store
-                .ingest(
-                    event("github", &format!("fine-{i}")),
-                    attempt("github", Verdict::Accepted, 200),
-                )
-                .await
-                .map(|_| ())
-        });
-    }
+    spawn_ordinary_ingests(&mut tasks, &store, 0..64);
     {
         let (store, odd, arrival) = (store.clone(), odd.clone(), odd_arrival.clone());
         let plan = plan_of(odd.id, &trace, std::slice::from_ref(&first));
@@ -1729,20 +1738,26 @@ async fn outside_text_with_nul_is_stored_without_failing_a_batch(place: &Place) 
         });
     }
     {
-        let (store, mut again, arrival) = (store.clone(), odd.clone(), duplicate_arrival.clone());
-        again.id = EventId::new();
-        tasks.spawn(async move { store.ingest(again, arrival).await.map(|_| ()) });
-    }
-    {
         let (store, refused) = (store.clone(), refused.clone());
         tasks.spawn(async move { store.record_attempt(refused).await });
     }
     while let Some(done) = tasks.join_next().await {
         done.unwrap().expect("every write lands");
     }
+    // The same delivery again, beside 64 more ordinary ingests. It goes in a second round: sent
+    // in the first, it could land before its original and become the stored event itself.
+    spawn_ordinary_ingests(&mut tasks, &store, 64..128);
+    {
+        let (store, mut again, arrival) = (store.clone(), odd.clone(), duplicate_arrival.clone());
+        again.id = EventId::new();
+        tasks.spawn(async move { store.ingest(again, arrival).await.map(|_| ()) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().expect("every write lands");
+    }
     let stats = store.batch_stats();
     assert_eq!(stats.split, 0, "no batch failed as a whole: {stats:?}");
-    assert_eq!(store.count_events().await.unwrap(), 65);
+    assert_eq!(store.count_events().await.unwrap(), 129);
 
     // The event, its headers, trace and arrival.
     let stored = store.get_event(odd.id).await.unwrap().expect("stored");
