@@ -126,7 +126,7 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn hookwise_config(ports: (u16, u16), store: &str, extra: &str) -> String {
+pub(crate) fn hookwise_config(ports: (u16, u16), store: &str, extra: &str) -> String {
     format!(
         "# hookwise-bench all: plain HTTP on loopback, a GitHub source, a SQLite file.\n\
          listen: 127.0.0.1:{}\n\

@@ -113,10 +113,20 @@ impl Server {
 
 /// A signed request for event `n`: about 2 KiB, a GitHub push.
 pub fn signed(url: &str, run: &str, n: usize) -> (Vec<u8>, Vec<(String, String)>) {
+    signed_with(SECRET, url, run, n)
+}
+
+/// A request for event `n` signed with `secret`, under delivery id `{run}-{n}`.
+pub fn signed_with(
+    secret: &str,
+    url: &str,
+    run: &str,
+    n: usize,
+) -> (Vec<u8>, Vec<(String, String)>) {
     let body = crate::payload(n).into_bytes();
     let signed = hookwise::verify::sign_event(
         Provider::Github,
-        SECRET,
+        secret,
         &VerifyOptions::default(),
         "POST",
         url,

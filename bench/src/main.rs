@@ -12,8 +12,10 @@
 
 mod all;
 mod drain;
+mod flood;
 mod plugins;
 mod procs;
+mod soak;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +84,57 @@ enum Command {
         #[arg(long, default_value = "bench/run.sh")]
         command: String,
         /// Replace the `all` section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Hostile senders and one honest provider at once against a release `hookwise serve`:
+    /// connections trickling 1 MiB bodies, bad signatures at wrk's full rate, and valid
+    /// deliveries at a provider's pace. Needs wrk and a release `hookwise` next to this binary.
+    Flood {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Connections that announce a 1 MiB body and trickle it.
+        #[arg(long, default_value_t = 1000)]
+        tricklers: usize,
+        /// Bytes each trickling connection sends per second.
+        #[arg(long, default_value_t = 1024)]
+        trickle_bytes_per_s: usize,
+        /// wrk connections (one thread) sending bad signatures.
+        #[arg(long, default_value_t = 32)]
+        bad_connections: usize,
+        /// Valid deliveries per second.
+        #[arg(long, default_value_t = 100)]
+        valid_rate: u64,
+        /// The hookwise binary. Default: `hookwise` next to this binary.
+        #[arg(long)]
+        hookwise: Option<PathBuf>,
+        /// The command to name in the report.
+        #[arg(long, default_value = "hookwise-bench flood")]
+        command: String,
+        /// Replace the flood section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// A long steady load on a release `hookwise serve` whose every event runs the no-op
+    /// plugin, at half its measured sustained rate; compares the last minute with the second.
+    Soak {
+        /// Minutes of load.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Seconds of the wrk run that measures the sustained rate.
+        #[arg(long, default_value_t = 15)]
+        measure_seconds: u64,
+        /// Offered events per second (default: half the measured sustained rate).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// The hookwise binary. Default: `hookwise` next to this binary.
+        #[arg(long)]
+        hookwise: Option<PathBuf>,
+        /// The command to name in the report.
+        #[arg(long, default_value = "hookwise-bench soak")]
+        command: String,
+        /// Replace the soak section of this file (e.g. BENCHMARKS.md).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -557,6 +610,24 @@ fn target_dir(repo: &Path) -> PathBuf {
         .unwrap_or_else(|_| repo.join("target"))
 }
 
+/// The hookwise binary to put under load: the one given, or `hookwise` next to this binary.
+fn hookwise_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench binary has no folder")?
+            .join("hookwise"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "no hookwise binary at {}: build it with `cargo build --release -p hookwise -p \
+         hookwise-bench`",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// The `bare` subcommand: answers 200 to every request, after reading its body.
 async fn bare(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let app = axum::Router::new()
@@ -584,13 +655,7 @@ async fn main() -> anyhow::Result<()> {
             command,
             write,
         } => {
-            let hookwise = match hookwise {
-                Some(path) => path,
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("the bench binary has no folder")?
-                    .join("hookwise"),
-            };
+            let hookwise = hookwise_binary(hookwise)?;
             let settings = all::Settings {
                 rounds,
                 seconds,
@@ -608,6 +673,52 @@ async fn main() -> anyhow::Result<()> {
             print!("{out}");
             if let Some(file) = write {
                 replace_section(&file, "all", &out)?;
+            }
+        }
+        Command::Flood {
+            seconds,
+            tricklers,
+            trickle_bytes_per_s,
+            bad_connections,
+            valid_rate,
+            hookwise,
+            command,
+            write,
+        } => {
+            let settings = flood::Settings {
+                hookwise: hookwise_binary(hookwise)?,
+                seconds,
+                tricklers,
+                trickle_bytes_per_s,
+                bad_connections,
+                valid_rate,
+            };
+            let result = flood::run(&settings).await?;
+            let out = flood::report(&settings, &result, &command);
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "flood", &out)?;
+            }
+        }
+        Command::Soak {
+            minutes,
+            measure_seconds,
+            rate,
+            hookwise,
+            command,
+            write,
+        } => {
+            let settings = soak::Settings {
+                hookwise: hookwise_binary(hookwise)?,
+                minutes,
+                measure_seconds,
+                rate,
+            };
+            let result = soak::run(&settings).await?;
+            let out = soak::report(&result, &command);
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "soak", &out)?;
             }
         }
         Command::Bare { listen } => bare(listen).await?,

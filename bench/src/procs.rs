@@ -243,10 +243,38 @@ impl Server {
 
     /// Reads hookwise's /metrics (admin listener).
     pub async fn metrics(&self, client: &reqwest::Client) -> anyhow::Result<Metrics> {
-        let (admin, token) = self.admin.as_ref().context("not a hookwise server")?;
+        self.admin()?.metrics(client).await
+    }
+
+    /// Waits until nothing is left to do (no event to match, no execution pending or running).
+    pub async fn wait_idle(
+        &self,
+        client: &reqwest::Client,
+        limit: Duration,
+    ) -> anyhow::Result<Metrics> {
+        self.admin()?.wait_idle(client, limit).await
+    }
+
+    /// Where this server's admin listener is, to read its metrics from another task.
+    pub fn admin(&self) -> anyhow::Result<Admin> {
+        let (url, token) = self.admin.clone().context("not a hookwise server")?;
+        Ok(Admin { url, token })
+    }
+}
+
+/// A hookwise server's admin listener: base URL and bearer token.
+#[derive(Clone)]
+pub struct Admin {
+    url: String,
+    token: String,
+}
+
+impl Admin {
+    /// Reads hookwise's /metrics.
+    pub async fn metrics(&self, client: &reqwest::Client) -> anyhow::Result<Metrics> {
         let text = client
-            .get(format!("{admin}/metrics"))
-            .bearer_auth(token)
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.token)
             .send()
             .await?
             .error_for_status()?

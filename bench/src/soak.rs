@@ -1,0 +1,318 @@
+//! `soak`: a long steady load on a real `hookwise serve` (a child process, SQLite store) whose
+//! every event runs the no-op plugin. First measures the sustained rate of that server under
+//! wrk, then offers half of it for many minutes and compares the last minute with the second:
+//! resident memory, backlog and ack p99 must stay where they were, and nothing may be lost.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::Mutex;
+
+use crate::procs::{self, Server};
+use crate::wrk::{self, Expect, Load};
+
+const SECRET: &str = "soak-secret";
+
+pub struct Settings {
+    pub hookwise: std::path::PathBuf,
+    pub minutes: u64,
+    /// Seconds of the wrk run that measures the sustained rate.
+    pub measure_seconds: u64,
+    /// Offered events per second; measured (half the sustained rate) when None.
+    pub rate: Option<u64>,
+}
+
+/// One minute of the soak.
+#[derive(Clone, Debug, Default)]
+pub struct Minute {
+    pub sent: usize,
+    pub acked: usize,
+    pub ack_p99_ms: f64,
+    /// Highest resident memory sampled in the minute, bytes.
+    pub rss_max: u64,
+    /// Mean of the backlog sampled each second.
+    pub backlog_mean: f64,
+}
+
+pub struct Soak {
+    pub measured_per_s: f64,
+    pub rate: u64,
+    pub minutes: Vec<Minute>,
+    pub acked: usize,
+    pub events_stored: u64,
+    pub succeeded: u64,
+    pub peak_rss: u64,
+}
+
+impl Soak {
+    /// Whether `last` is within 10% of `second`.
+    fn steady(second: f64, last: f64) -> bool {
+        (last - second).abs() <= 0.10 * second
+    }
+
+    pub fn goals(&self) -> Vec<(&'static str, bool, String)> {
+        let (Some(second), Some(last)) = (self.minutes.get(1), self.minutes.last()) else {
+            return vec![("at least two minutes", false, String::new())];
+        };
+        vec![
+            (
+                "RSS of the last minute within 10% of the second's",
+                Self::steady(second.rss_max as f64, last.rss_max as f64),
+                format!(
+                    "{:.1} -> {:.1} MB",
+                    second.rss_max as f64 / 1048576.0,
+                    last.rss_max as f64 / 1048576.0
+                ),
+            ),
+            (
+                "backlog of the last minute within 10% of the second's",
+                Self::steady(second.backlog_mean, last.backlog_mean),
+                format!("{:.1} -> {:.1}", second.backlog_mean, last.backlog_mean),
+            ),
+            (
+                "ack p99 of the last minute within 10% of the second's",
+                Self::steady(second.ack_p99_ms, last.ack_p99_ms),
+                format!("{:.2} -> {:.2} ms", second.ack_p99_ms, last.ack_p99_ms),
+            ),
+            (
+                "events stored = acknowledged",
+                self.events_stored == self.acked as u64,
+                format!("{} = {}", self.events_stored, self.acked),
+            ),
+            (
+                "executions succeeded = events",
+                self.succeeded == self.events_stored,
+                format!("{} = {}", self.succeeded, self.events_stored),
+            ),
+        ]
+    }
+}
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+async fn start(s: &Settings, dir: &Path, db: &str, noop: &Path) -> anyhow::Result<Server> {
+    let extra = format!(
+        "rules: rules.yaml\nplugins:\n  - name: noop\n    path: {}\n",
+        noop.display()
+    );
+    let ports = procs::free_ports()?;
+    let config = crate::all::hookwise_config(ports, db, &extra);
+    procs::start_hookwise(&s.hookwise, dir, &config, ports, &[("GH_SECRET", SECRET)]).await
+}
+
+/// The sustained rate of a fresh server with the no-op action on every event: wrk (1 thread,
+/// 64 connections) for `seconds` after a 2 s warm-up.
+async fn measure(s: &Settings, dir: &Path, noop: &Path) -> anyhow::Result<f64> {
+    let server = start(s, dir, "measure.db", noop).await?;
+    let load = Load::new(SECRET)?;
+    let url = format!("{}/hooks/github", server.base);
+    let mut runs = Vec::new();
+    for seconds in [2, s.measure_seconds] {
+        let (script, file, url) = (load.script.clone(), load.good.clone(), url.clone());
+        runs.push(
+            tokio::task::spawn_blocking(move || {
+                wrk::run(
+                    &script,
+                    &file,
+                    &url,
+                    64,
+                    1,
+                    Duration::from_secs(seconds),
+                    Expect::Success,
+                )
+            })
+            .await??,
+        );
+    }
+    let client = reqwest::Client::new();
+    server.wait_idle(&client, Duration::from_secs(600)).await?;
+    server.stop()?;
+    Ok(runs.last().context("no wrk run")?.per_s())
+}
+
+pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
+    wrk::check()?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = crate::target_dir(&repo);
+    let noop = crate::drain::build_noop(&repo, &target.join("bench-plugins"))?;
+    let scratch_parent = s.hookwise.parent().unwrap_or(Path::new("."));
+    let dir = tempfile::Builder::new()
+        .prefix("hookwise-bench-soak-")
+        .tempdir_in(scratch_parent)?;
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n",
+    )?;
+    let measured = measure(s, dir.path(), &noop).await?;
+    let rate = s.rate.unwrap_or((measured / 2.0) as u64).max(1);
+    eprintln!(
+        "[soak] sustained {measured:.0}/s; offering {rate}/s for {} minutes",
+        s.minutes
+    );
+
+    let server = start(s, dir.path(), "soak.db", &noop).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let before = server.metrics(&client).await?;
+    let url = format!("{}/hooks/github", server.base);
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let minutes = s.minutes as usize;
+    // Per minute: ack latencies (ms) of acknowledged requests, requests sent.
+    let latencies: Arc<Vec<Mutex<Vec<f64>>>> =
+        Arc::new((0..minutes).map(|_| Mutex::new(Vec::new())).collect());
+    let mut sent = vec![0usize; minutes];
+    let mut samples: Vec<Vec<(u64, u64)>> = vec![Vec::new(); minutes];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, pid) = (stop.clone(), server.pid());
+        let (admin, client) = (server.admin()?, client.clone());
+        let started = Instant::now();
+        // Samples (RSS, backlog) once a second, tagged with their minute.
+        tokio::spawn(async move {
+            let mut out: Vec<(usize, u64, u64)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let minute = (started.elapsed().as_secs() / 60) as usize;
+                let backlog = admin.metrics(&client).await.map(|m| m.backlog).unwrap_or(0);
+                out.push((minute, rss(pid), backlog));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            out
+        })
+    };
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n = 0usize;
+    let mut failed = 0usize;
+    loop {
+        tick.tick().await;
+        let minute = (started.elapsed().as_secs() / 60) as usize;
+        if minute >= minutes {
+            break;
+        }
+        let (body, headers) = crate::drain::signed_with(SECRET, &url, &run_id, n);
+        n += 1;
+        sent[minute] += 1;
+        let mut req = client.post(&url).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let latencies = latencies.clone();
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
+            if ok {
+                latencies[minute]
+                    .lock()
+                    .await
+                    .push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            ok
+        });
+        // Reap finished requests as we go, so the set stays small.
+        while let Some(done) = tasks.try_join_next() {
+            if !done.unwrap_or(false) {
+                failed += 1;
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        if !done.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (minute, rss, backlog) in sampler.await? {
+        if let Some(m) = samples.get_mut(minute) {
+            m.push((rss, backlog));
+        }
+    }
+    let after = server.wait_idle(&client, Duration::from_secs(600)).await?;
+    let memory = server.stop()?;
+    if failed > 0 {
+        eprintln!("[soak] {failed} requests were not acknowledged");
+    }
+
+    let mut out = Vec::with_capacity(minutes);
+    let mut acked = 0;
+    for (i, cell) in latencies.iter().enumerate() {
+        let mut l = cell.lock().await.clone();
+        l.sort_by(f64::total_cmp);
+        acked += l.len();
+        let p99 = l
+            .get(((l.len().max(1) - 1) as f64 * 0.99).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let s = &samples[i];
+        out.push(Minute {
+            sent: sent[i],
+            acked: l.len(),
+            ack_p99_ms: p99,
+            rss_max: s.iter().map(|x| x.0).max().unwrap_or(0),
+            backlog_mean: s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len().max(1) as f64,
+        });
+    }
+    Ok(Soak {
+        measured_per_s: measured,
+        rate,
+        minutes: out,
+        acked,
+        events_stored: after.events - before.events,
+        succeeded: after.succeeded - before.succeeded,
+        peak_rss: memory.peak,
+    })
+}
+
+pub fn report(s: &Soak, command: &str) -> String {
+    let mut out = format!(
+        "Measured {} on {}, with `{command}`: one rule sends every event to the no-op Rust \
+         plugin; wrk (1 thread, 64 connections) measured the sustained rate of that server at \
+         {:.0} events/s; then {} signed 2 KiB GitHub pushes a second were offered for {} \
+         minutes from one client (a request started on each tick). hookwise: release build, \
+         SQLite store, default limits. Peak RSS over the whole soak: {:.0} MB.\n\n\
+         | minute | sent | acked | ack p99 | RSS max | backlog (mean) |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        crate::today(),
+        crate::machine(),
+        s.measured_per_s,
+        s.rate,
+        s.minutes.len(),
+        s.peak_rss as f64 / 1048576.0
+    );
+    for (i, m) in s.minutes.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} ms | {:.1} MB | {:.1} |\n",
+            i + 1,
+            m.sent,
+            m.acked,
+            m.ack_p99_ms,
+            m.rss_max as f64 / 1048576.0,
+            m.backlog_mean
+        ));
+    }
+    out.push_str("\n| goal | met | figure |\n|---|---|---:|\n");
+    for (name, met, figure) in s.goals() {
+        out.push_str(&format!(
+            "| {name} | {} | {figure} |\n",
+            if met { "yes" } else { "**no**" }
+        ));
+    }
+    out
+}
