@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9's benchmark in one command, from the repository root:
+# The headline benchmark in one command, from the repository root:
 #   bench/run.sh            # runs everything and rewrites the `all` section of BENCHMARKS.md
 #   bench/run.sh --rounds 3 # any other `hookwise-bench all` option is passed on
 # Installs the load generator (wrk 4.1.0, Debian's package) when it is missing, builds the

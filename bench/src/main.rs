@@ -4,7 +4,10 @@
 //! `drain`: a whole server: sustained ingest and drain rates with the no-op plugin, and
 //! ack / ack-to-done latency at a fixed offered load.
 //!
-//! `all`: issue 9 in one command (bench/run.sh): a bare axum server, hookwise's ingest, reject
+//! `flood`: hostile senders beside one honest provider; `soak`: a long steady load with an
+//! action per event.
+//!
+//! `all`: the headline figures in one command (bench/run.sh): a bare axum server, hookwise's ingest, reject
 //! and drain paths under wrk, the plugin call and rule matching, with ratios to the bare server.
 //!
 //! `store`: event inserts per second through the group-commit path versus one transaction per
@@ -41,7 +44,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything of issue 9 in one run: a bare axum server (the ceiling), hookwise's durable
+    /// The headline figures in one run: a bare axum server (the ceiling), hookwise's durable
     /// ingest, the bad-signature reject path and ingest with drain under wrk, then the plugin
     /// call and rule matching. Needs wrk and a release `hookwise` binary next to this one;
     /// `bench/run.sh` installs and builds both.
