@@ -286,7 +286,7 @@ pub fn report(s: &Settings, f: &Flood, command: &str) -> String {
         "Measured {} on {}, with `{command}`: {} connections each announcing a 1 MiB body and \
          sending {} bytes a second, wrk 1 thread x {} connections of bad signatures, and a \
          provider sending {} valid signed 2 KiB GitHub pushes a second, for {:.0} s of \
-         measured load. hookwise: release build, SQLite store, default limits.\n\n\
+         measured load. hookwise: `{}`, SQLite store, default limits.\n\n\
          | figure | value |\n|---|---:|\n",
         crate::today(),
         crate::machine(),
@@ -294,7 +294,8 @@ pub fn report(s: &Settings, f: &Flood, command: &str) -> String {
         s.trickle_bytes_per_s,
         s.bad_connections,
         s.valid_rate,
-        f.seconds
+        f.seconds,
+        s.hookwise.display()
     );
     for (name, value) in [
         (

@@ -718,7 +718,7 @@ async fn main() -> anyhow::Result<()> {
                 rate,
             };
             let result = soak::run(&settings).await?;
-            let out = soak::report(&result, &command);
+            let out = soak::report(&settings, &result, &command);
             print!("{out}");
             if let Some(file) = write {
                 replace_section(&file, "soak", &out)?;

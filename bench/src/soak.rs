@@ -280,13 +280,13 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     })
 }
 
-pub fn report(s: &Soak, command: &str) -> String {
+pub fn report(settings: &Settings, s: &Soak, command: &str) -> String {
     let mut out = format!(
         "Measured {} on {}, with `{command}`: one rule sends every event to the no-op Rust \
          plugin; wrk (1 thread, 64 connections) measured the sustained rate of that server at \
          {:.0} events/s; then {} signed 2 KiB GitHub pushes a second were offered for {} \
-         minutes from one client (a request started on each tick). hookwise: release build, \
-         SQLite store, default limits. Peak RSS over the whole soak: {:.0} MB.\n\n\
+         minutes from one client (a request started on each tick). hookwise: `{}`, SQLite \
+         store, default limits. Peak RSS over the whole soak: {:.0} MB.\n\n\
          | minute | sent | acked | ack p99 | RSS max | backlog (mean) |\n\
          |---:|---:|---:|---:|---:|---:|\n",
         crate::today(),
@@ -294,6 +294,7 @@ pub fn report(s: &Soak, command: &str) -> String {
         s.measured_per_s,
         s.rate,
         s.minutes.len(),
+        settings.hookwise.display(),
         s.peak_rss as f64 / 1048576.0
     );
     for (i, m) in s.minutes.iter().enumerate() {
