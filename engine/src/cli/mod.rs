@@ -3,6 +3,7 @@
 mod ops;
 mod plugins;
 mod signing;
+mod story;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
