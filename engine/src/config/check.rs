@@ -4,7 +4,7 @@
 //! runtime [`Config`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,8 +12,9 @@ use super::file::{self, ConfigFile};
 use super::{
     AdminSettings, BACKLOG_PER_WORKER, BUILTIN_PLUGINS, Cidr, Config, DEFAULT_ADMIN_LISTEN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, DEFAULT_RULES,
-    DEFAULT_STORE, DispatchSettings, EnvLookup, IngressSettings, Plugin, RetentionSettings, Secret,
-    Source, TlsMode, default_plugins, http_grant, scrubbing, secrets,
+    DEFAULT_STORE, DispatchSettings, EnvLookup, IngressSettings, MIN_ADMIN_TOKEN_LEN, Plugin,
+    RetentionSettings, Secret, Source, TlsFiles, TlsMode, default_plugins, http_grant, scrubbing,
+    secrets,
 };
 use crate::schema::{self, EventSchemas, SourceSchemas};
 use crate::scrub::MIN_SECRET_LEN;
@@ -166,25 +167,7 @@ impl Checker<'_> {
     fn resolve(&mut self, raw: &ConfigFile, path: &Path) -> Config {
         let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = self.addr("/listen", listen_text);
-        let admin_raw = raw.admin.clone().unwrap_or_default();
-        let admin_listen = self.addr(
-            "/admin/listen",
-            admin_raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
-        );
-        if let (Some(a), Some(b)) = (listen, admin_listen)
-            && a.port() == b.port()
-            && a.port() != 0
-            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-        {
-            self.problem(
-                "/admin/listen",
-                "the admin listener must not share the ingress address",
-            );
-        }
-        let token = admin_raw
-            .token
-            .as_deref()
-            .map(|t| self.secret("/admin/token", t));
+        let admin = self.admin(raw, listen);
 
         let insecure = raw.insecure_http.unwrap_or(false);
         let tls = match (&raw.tls, insecure) {
@@ -195,10 +178,10 @@ impl Checker<'_> {
                 );
                 TlsMode::Plain
             }
-            (Some(t), false) => TlsMode::Files {
-                cert: self.existing_file("/tls/cert", &t.cert, "certificate file"),
-                key: self.existing_file("/tls/key", &t.key, "key file"),
-            },
+            (Some(t), false) => {
+                let TlsFiles { cert, key } = self.tls_files("/tls", t);
+                TlsMode::Files { cert, key }
+            }
             (None, true) => TlsMode::Plain,
             (None, false) if !raw.trusted_proxies.is_empty() => TlsMode::Plain,
             (None, false) => TlsMode::SelfSigned {
@@ -291,10 +274,7 @@ impl Checker<'_> {
             base_dir: self.base.to_path_buf(),
             listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
             tls,
-            admin: AdminSettings {
-                listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091))),
-                token,
-            },
+            admin,
             store_url,
             rules,
             secrets: secret_map,
@@ -305,6 +285,80 @@ impl Checker<'_> {
             retention,
             ingress,
         }
+    }
+
+    /// The certificate and key files named at `pointer`, which must exist.
+    fn tls_files(&mut self, pointer: &str, t: &file::TlsFile) -> TlsFiles {
+        TlsFiles {
+            cert: self.existing_file(&format!("{pointer}/cert"), &t.cert, "certificate file"),
+            key: self.existing_file(&format!("{pointer}/key"), &t.key, "key file"),
+        }
+    }
+
+    /// The admin listener: its address (apart from the ingress's, and reachable from other
+    /// hosts only over TLS or by explicit choice), token and TLS.
+    fn admin(&mut self, raw: &ConfigFile, ingress: Option<SocketAddr>) -> AdminSettings {
+        let admin_raw = raw.admin.clone().unwrap_or_default();
+        let listen = self.addr(
+            "/admin/listen",
+            admin_raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        );
+        if let (Some(a), Some(b)) = (ingress, listen)
+            && a.port() == b.port()
+            && a.port() != 0
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        {
+            self.problem(
+                "/admin/listen",
+                "the admin listener must not share the ingress address",
+            );
+        }
+        let token = admin_raw
+            .token
+            .as_deref()
+            .map(|t| self.admin_token("/admin/token", t));
+        let insecure_http = admin_raw.insecure_http.unwrap_or(false);
+        let tls = match (&admin_raw.tls, insecure_http) {
+            (Some(_), true) => {
+                self.problem(
+                    "/admin/insecure_http",
+                    "`admin.insecure_http: true` and `admin.tls` contradict each other",
+                );
+                None
+            }
+            (Some(t), false) => Some(self.tls_files("/admin/tls", t)),
+            (None, _) => None,
+        };
+        let settings = AdminSettings {
+            listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9091))),
+            token,
+            tls,
+            insecure_http,
+        };
+        if listen.is_some()
+            && let Some(problem) = admin_listen_problem(&settings)
+        {
+            self.problem("/admin/listen", problem);
+        }
+        settings
+    }
+
+    /// Resolves `admin.token`: a secret reference whose value is at least
+    /// [`MIN_ADMIN_TOKEN_LEN`] characters.
+    fn admin_token(&mut self, pointer: &str, raw: &str) -> Secret {
+        let before = self.problems.len();
+        let token = self.secret(pointer, raw);
+        let length = token.expose().trim().chars().count();
+        if self.problems.len() == before && length < MIN_ADMIN_TOKEN_LEN {
+            self.problem(
+                pointer,
+                format!(
+                    "the admin token is {length} characters; it must be at least \
+                     {MIN_ADMIN_TOKEN_LEN}: make one with `openssl rand -hex 32`"
+                ),
+            );
+        }
+        token
     }
 
     fn ingress(&mut self, raw: &ConfigFile, proxy_only: bool) -> IngressSettings {
@@ -658,6 +712,31 @@ impl Checker<'_> {
             }
         }
         out
+    }
+}
+
+/// Why the admin listener may not speak as configured, if it may not: plain HTTP on an
+/// address other hosts can reach would carry the token and every payload readable, so it
+/// needs `admin.tls`, or `admin.insecure_http: true` where a proxy in front terminates TLS.
+pub fn admin_listen_problem(admin: &AdminSettings) -> Option<String> {
+    if admin.tls.is_some() || admin.insecure_http || is_loopback(admin.listen.ip()) {
+        return None;
+    }
+    Some(format!(
+        "the admin listener `{}` is reachable from other hosts, and plain HTTP would carry the \
+         admin token and every payload readable: set `admin.tls` (cert and key), listen on \
+         127.0.0.1, or set `admin.insecure_http: true` if a proxy in front terminates TLS",
+        admin.listen
+    ))
+}
+
+/// Whether `ip` is this host only: 127.0.0.0/8, ::1, or 127.0.0.0/8 mapped into IPv6.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        IpAddr::V4(v4) => v4.is_loopback(),
     }
 }
 

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use check::admin_listen_problem;
 pub use secrets::{EnvLookup, Secret};
 
 use crate::schema::SourceSchemas;
@@ -54,12 +55,27 @@ pub enum TlsMode {
     Plain,
 }
 
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The admin listener.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
     pub token: Option<Secret>,
+    /// HTTPS with these files; None speaks plain HTTP (see [`admin_listen_problem`]).
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP on an address other hosts can reach, by the operator's explicit choice.
+    pub insecure_http: bool,
 }
+
+/// Shortest admin token, in characters: the token opens every stored payload and replays, so
+/// one short enough to guess is refused. (A generated token has 64.)
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 /// One webhook sender, resolved.
 #[derive(Debug, Clone)]
@@ -230,6 +246,8 @@ impl Config {
             admin: AdminSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
                 token: None,
+                tls: None,
+                insecure_http: false,
             },
             store_url: Secret::new(DEFAULT_STORE),
             rules: vec![dir.join(DEFAULT_RULES)],
