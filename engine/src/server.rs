@@ -186,6 +186,7 @@ pub async fn run(
         }
         TlsMode::Plain => None,
     };
+    let admin_tls = crate::admin::transport::acceptor(&config.admin)?;
     // First, so that every later log line is scrubbed of the token too.
     let admin_token = crate::admin::token::resolve_value(&config)?;
     let scrubber = Arc::new(config.scrubber(Some(admin_token.expose())));
@@ -243,9 +244,9 @@ pub async fn run(
     ));
     let admin = tokio::spawn(serve(
         listeners.admin,
-        crate::admin::app(admin_state),
+        crate::admin::transport::https_only(crate::admin::app(admin_state)),
         None,
-        None,
+        admin_tls,
         Timeouts::default(),
         stop_rx.clone(),
     ));

@@ -728,7 +728,7 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
 #[tokio::test]
 async fn json_logs_carry_ids_and_never_a_secret() {
     const WEBHOOK_SECRET: &str = "s3cr3t-webhook-value-7f1c";
-    const ADMIN_TOKEN: &str = "adm1n-token-value-93be";
+    const ADMIN_TOKEN: &str = "adm1n-token-value-93be-4c1d-a07e-5f2b";
     let dir = tempfile::tempdir().unwrap();
     let (port, admin_port) = (free_port(), free_port());
     std::fs::write(

@@ -2,6 +2,7 @@
 //! binary), on random ports, with temp dirs and fresh PostgreSQL databases.
 
 mod admin;
+mod admin_tls;
 mod cli;
 mod crash;
 mod dispatch;

@@ -4,6 +4,7 @@
 
 mod api;
 pub mod token;
+pub mod transport;
 
 use std::sync::Arc;
 

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, MIN_ADMIN_TOKEN_LEN, Secret};
 
 /// File name of the generated token.
 pub const TOKEN_FILE: &str = "hookwise-admin-token";
 /// Random bytes in a generated token (hex-encoded: 64 characters).
 const TOKEN_BYTES: usize = 32;
+// A generated token must pass the rule a configured one must.
+const _: () = assert!(2 * TOKEN_BYTES >= MIN_ADMIN_TOKEN_LEN);
 
 /// Why the token could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,11 @@ pub enum TokenError {
     },
     #[error("the admin token file {0} is empty; delete it to have a new token made")]
     EmptyFile(PathBuf),
+    #[error(
+        "the admin token in {path} is {length} characters; tokens must be at least \
+         {MIN_ADMIN_TOKEN_LEN}: delete the file to have a new token made"
+    )]
+    ShortFile { path: PathBuf, length: usize },
     #[error(
         "the admin token file {path} may be read by others (mode {mode:o}); run `chmod 600` on it"
     )]
@@ -103,6 +110,13 @@ pub fn load_or_create(path: &Path) -> Result<String, TokenError> {
             let token = text.trim();
             if token.is_empty() {
                 return Err(TokenError::EmptyFile(path.to_path_buf()));
+            }
+            let length = token.chars().count();
+            if length < MIN_ADMIN_TOKEN_LEN {
+                return Err(TokenError::ShortFile {
+                    path: path.to_path_buf(),
+                    length,
+                });
             }
             return Ok(token.to_string());
         }
@@ -182,6 +196,7 @@ mod tests {
         let path = dir.path().join(TOKEN_FILE);
         let first = load_or_create(&path).unwrap();
         assert_eq!(first.len(), 2 * TOKEN_BYTES);
+        assert!(first.chars().count() >= MIN_ADMIN_TOKEN_LEN);
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
         #[cfg(unix)]
         {
@@ -209,5 +224,23 @@ mod tests {
             load_or_create(&path),
             Err(TokenError::Exposed { mode: 0o644, .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stored_token_shorter_than_a_configured_one_may_be_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TOKEN_FILE);
+        let short = "x".repeat(MIN_ADMIN_TOKEN_LEN - 1);
+        std::fs::write(&path, format!("{short}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let refused = load_or_create(&path);
+        assert!(
+            matches!(refused, Err(TokenError::ShortFile { length: 31, .. })),
+            "{refused:?}"
+        );
+        std::fs::write(&path, format!("{short}x\n")).unwrap();
+        assert_eq!(load_or_create(&path).unwrap(), format!("{short}x"));
     }
 }

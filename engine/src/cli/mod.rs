@@ -3,6 +3,7 @@
 mod ops;
 mod plugins;
 mod signing;
+mod story;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,7 +52,8 @@ pub enum Command {
         /// Override the ingress address (`host:port`).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Override the admin address (`host:port`).
+        /// Override the admin address (`host:port`). One other hosts can reach needs
+        /// `admin.tls` (or `admin.insecure_http: true`) in the config.
         #[arg(long)]
         admin_listen: Option<std::net::SocketAddr>,
     },
@@ -346,6 +348,10 @@ fn serve(
     }
     if let Some(addr) = admin_listen {
         config.admin.listen = addr;
+        if let Some(problem) = crate::config::admin_listen_problem(&config.admin) {
+            eprintln!("error: --admin-listen {addr}: {problem}");
+            return ExitCode::FAILURE;
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

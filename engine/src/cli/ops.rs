@@ -15,6 +15,7 @@ use crate::scrub::Scrubber;
 use crate::store::{DeadLetterFilter, EventFilter, Store};
 
 use super::signing::usage;
+use super::story::render_story;
 
 #[derive(Debug, Args)]
 pub struct StoreArgs {
@@ -264,7 +265,7 @@ pub fn logs(args: LogsArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(Some(story)) => {
-                out.text(&ops::render_story(&story));
+                out.text(&render_story(&story));
                 ExitCode::SUCCESS
             }
             Ok(None) => failed(format_args!("no event {id}")),

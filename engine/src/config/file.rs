@@ -127,7 +127,7 @@ impl OneOrMany {
     }
 }
 
-/// PEM files for the ingress listener.
+/// PEM files for a listener (the ingress, or the admin listener).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
@@ -141,10 +141,20 @@ pub struct TlsFile {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
-    /// Address, `host:port`. Default `127.0.0.1:9091`.
+    /// Address, `host:port`. Default `127.0.0.1:9091`. An address other hosts can reach
+    /// (anything but 127.0.0.0/8 and ::1) needs `tls`, or `insecure_http: true`.
     pub listen: Option<String>,
-    /// Bearer token for the admin API, as `${env:NAME}` or `${file:PATH}`; at least 8 bytes.
+    /// Bearer token for the admin API, as `${env:NAME}` or `${file:PATH}`; at least 32
+    /// characters (`openssl rand -hex 32` makes a good one). Without it, hookwise makes one on
+    /// first run.
     pub token: Option<String>,
+    /// Certificate and key for the admin listener, in the same form as the ingress's `tls`:
+    /// the admin API and `/metrics` are then served over HTTPS only.
+    pub tls: Option<TlsFile>,
+    /// Serve the admin listener as plain HTTP on an address other hosts can reach. Only for a
+    /// listener behind a proxy that terminates TLS: without TLS the token and every payload
+    /// cross the network readable.
+    pub insecure_http: Option<bool>,
 }
 
 /// One webhook sender.

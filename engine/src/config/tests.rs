@@ -3,7 +3,9 @@ use super::*;
 fn env(name: &str) -> Option<String> {
     match name {
         "GITHUB_SECRET" => Some("gh-secret".into()),
-        "ADMIN_TOKEN" => Some("admin-token".into()),
+        "ADMIN_TOKEN" => Some("admin-token-of-at-least-32-chars".into()),
+        "TOKEN_31" => Some("t".repeat(31)),
+        "TOKEN_32" => Some("t".repeat(32)),
         "SLACK_URL" => Some("https://hooks.slack.example/x".into()),
         "SVIX_GOOD" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
         "SVIX_BAD" => Some("whsec_not base64!".into()),
@@ -83,7 +85,7 @@ connections:
     assert_eq!(c.tls, TlsMode::Plain);
     assert_eq!(
         c.admin.token.as_ref().map(|t| t.expose()),
-        Some("admin-token")
+        Some("admin-token-of-at-least-32-chars")
     );
     assert_eq!(
         c.secrets["SLACK_DEPLOYS_URL"].expose(),
@@ -290,7 +292,7 @@ connections:
     }
     // Eight bytes are enough; a URL without a password needs none.
     let ok = load(
-        "insecure_http: true\nadmin: { token: \"${env:EIGHT}\" }\n\
+        "insecure_http: true\n\
          secrets: { OK: \"${env:EIGHT}\" }\nconnections: { a: \"mysql://root@db/x\" }\n",
     );
     assert!(ok.is_ok(), "{ok:?}");
@@ -311,7 +313,8 @@ connections:
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     let s = c.scrubber(Some("generated-token-0123"));
-    let text = "https://hooks.slack.example/x gh-secret admin-token store-pass%21 store-pass! \
+    let text = "https://hooks.slack.example/x gh-secret admin-token-of-at-least-32-chars \
+                store-pass%21 store-pass! \
                 conn-password generated-token-0123";
     assert_eq!(
         s.scrub(text),
@@ -629,4 +632,143 @@ plugins:
         assert!(problem.starts_with(line), "{problem} is not on line {line}");
         assert!(problem.contains(needle), "{problem} lacks {needle}");
     }
+}
+
+/// Loads `text` from a folder that holds `cert.pem` and `key.pem`.
+fn load_with_cert_files(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["cert.pem", "key.pem"] {
+        std::fs::write(dir.path().join(name), "PEM").unwrap();
+    }
+    load_str(&dir.path().join("hookwise.yaml"), text, &env)
+}
+
+const REACHABLE_PLAIN: &str = "is reachable from other hosts, and plain HTTP would carry the \
+                               admin token and every payload readable: set `admin.tls`";
+
+#[test]
+fn a_loopback_admin_listener_may_speak_plain_http() {
+    for listen in [
+        "127.0.0.1:9999",
+        "127.8.9.10:9999",
+        "\"[::1]:9999\"",
+        "\"[::ffff:127.0.0.1]:9999\"",
+    ] {
+        let c = load(&format!(
+            "insecure_http: true\nadmin: {{ listen: {listen} }}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{listen}: {e:?}"));
+        assert!(c.admin.tls.is_none() && !c.admin.insecure_http, "{listen}");
+    }
+}
+
+#[test]
+fn a_reachable_admin_listener_without_tls_is_refused_at_its_listen_key() {
+    for (listen, column) in [
+        ("0.0.0.0:9999", 11),
+        ("10.0.0.5:9999", 11),
+        ("\"[::]:9999\"", 11),
+    ] {
+        let got = problems(&format!(
+            "insecure_http: true\nadmin:\n  token: \"${{env:TOKEN_32}}\"\n  listen: {listen}\n"
+        ));
+        let shown = listen.trim_matches('"');
+        let want = format!("4:{column} the admin listener `{shown}` {REACHABLE_PLAIN}");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with(&want),
+            "{}\ndoes not start with\n{want}",
+            got[0]
+        );
+        assert!(got[0].contains("admin.insecure_http: true"), "{}", got[0]);
+    }
+}
+
+#[test]
+fn a_reachable_admin_listener_speaks_over_tls_or_by_explicit_choice() {
+    let insecure =
+        load("insecure_http: true\nadmin: { listen: 0.0.0.0:9999, insecure_http: true }\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(insecure.admin.insecure_http && insecure.admin.tls.is_none());
+
+    let tls = load_with_cert_files(
+        "insecure_http: true\nadmin:\n  listen: 0.0.0.0:9999\n  tls: { cert: cert.pem, key: key.pem }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let files = tls.admin.tls.expect("admin TLS");
+    assert_eq!(files.cert, tls.base_dir.join("cert.pem"));
+    assert_eq!(files.key, tls.base_dir.join("key.pem"));
+    assert!(!tls.admin.insecure_http);
+}
+
+#[test]
+fn admin_tls_files_must_exist_and_exclude_insecure_http() {
+    let got = problems(
+        "insecure_http: true\nadmin:\n  listen: 0.0.0.0:9999\n  tls: { cert: nope.pem, key: nokey.pem }\n",
+    );
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].starts_with("4:16 certificate file `")
+            && got[0].ends_with("nope.pem` does not exist"),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].starts_with("4:31 key file `"), "{}", got[1]);
+
+    let both = load_with_cert_files(
+        "insecure_http: true\nadmin:\n  tls: { cert: cert.pem, key: key.pem }\n  insecure_http: true\n",
+    );
+    let got: Vec<String> = both.unwrap_err().iter().map(|d| d.to_string()).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("hookwise.yaml:4:18"), "{}", got[0]);
+    assert!(got[0].contains("contradict each other"), "{}", got[0]);
+}
+
+#[test]
+fn an_admin_token_shorter_than_32_characters_is_refused_at_its_key() {
+    let got = problems("insecure_http: true\nadmin:\n  token: \"${env:TOKEN_31}\"\n");
+    assert_eq!(
+        got,
+        [
+            "3:10 the admin token is 31 characters; it must be at least 32: make one with \
+          `openssl rand -hex 32`"
+        ]
+    );
+    // The whole line as `hookwise check` prints it names the file too.
+    let printed = load("insecure_http: true\nadmin:\n  token: \"${env:TOKEN_31}\"\n").unwrap_err()
+        [0]
+    .to_string();
+    assert!(printed.contains("hookwise.yaml:3:10"), "{printed}");
+    // The value itself is never shown.
+    assert!(!printed.contains("ttttttt"), "{printed}");
+
+    let ok = load("insecure_http: true\nadmin:\n  token: \"${env:TOKEN_32}\"\n")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(ok.admin.token.map(|t| t.expose().len()), Some(32));
+}
+
+#[test]
+fn an_admin_token_file_is_measured_by_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("short"), format!("{}\n", "f".repeat(31))).unwrap();
+    std::fs::write(dir.path().join("long"), format!("{}\n", "f".repeat(32))).unwrap();
+    let path = dir.path().join("hookwise.yaml");
+    let short = load_str(
+        &path,
+        "insecure_http: true\nadmin: { token: \"${file:short}\" }\n",
+        &env,
+    );
+    let got: Vec<String> = short.unwrap_err().iter().map(|d| d.to_string()).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("hookwise.yaml:2:17") && got[0].contains("31 characters"),
+        "{}",
+        got[0]
+    );
+    let long = load_str(
+        &path,
+        "insecure_http: true\nadmin: { token: \"${file:long}\" }\n",
+        &env,
+    );
+    assert!(long.is_ok(), "{long:?}");
 }
