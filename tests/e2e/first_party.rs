@@ -1660,7 +1660,7 @@ async fn first_party_plugins_run_from_a_served_rule() {
         url = receiver.url("/pushes")
     );
     let server = start(&config, &rules).await;
-    let app_db = server.dir.path().join("app.db");
+    let app_db = server.dir.join("app.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", app_db.display()))
         .await
         .unwrap();
