@@ -101,14 +101,6 @@ pub fn hookwise_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hookwise"))
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
 /// Polls `url` until it answers 200 or `limit` passes.
 pub async fn wait_ready(client: &reqwest::Client, url: &str, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
