@@ -350,8 +350,23 @@ async fn order_key_runs_one_at_a_time_in_arrival_order() {
     sorted.sort();
     assert_eq!(other, sorted, "repo other ran out of order: {other:?}");
     assert_eq!(one.len() + other.len(), 12);
-    // Within one key, never two at once: each request starts after the previous one ended.
-    // (The receiver sleeps 30 ms per request; two keys may overlap each other.)
+    // Within one key, never two at once: each request starts after the previous one ended,
+    // so at least the receiver's 30 ms after the previous one arrived. Two keys may overlap
+    // each other, never more.
+    for repo in ["one", "other"] {
+        let arrivals: Vec<Instant> = seen
+            .iter()
+            .filter(|s| s.json()["repo"] == repo)
+            .map(|s| s.at)
+            .collect();
+        for pair in arrivals.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(30),
+                "repo {repo}: a request came {:?} after the one before it",
+                pair[1] - pair[0]
+            );
+        }
+    }
     assert!(
         receiver.max_in_flight() <= 2,
         "{}",
