@@ -3,15 +3,14 @@
 //! strict Prometheus text-format parser, and JSON logs that never show a secret.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use hookwise::model::ExecutionStatus;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::dispatch::{Receiver, Running, config_text, send, start, wait_done};
-use crate::support::{free_port, hookwise_bin, wait_ready};
+use crate::dispatch::{config_text, send, start, wait_done};
+use crate::support::{Answer, Receiver, Server, server};
 
 const FAST_RETRY: &str = "        retry: { attempts: 3, backoff: 100ms, max_backoff: 1s }\n";
 
@@ -23,8 +22,8 @@ fn forward_rule(receiver: &Receiver) -> String {
 }
 
 /// The token the server generated on first run.
-fn token(server: &Running) -> String {
-    std::fs::read_to_string(server.dir.path().join(hookwise::admin::token::TOKEN_FILE))
+fn token(server: &Server) -> String {
+    std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE))
         .expect("generated token file")
         .trim()
         .to_string()
@@ -37,7 +36,7 @@ struct Admin {
 }
 
 impl Admin {
-    fn new(server: &Running) -> Admin {
+    fn new(server: &Server) -> Admin {
         Admin {
             client: reqwest::Client::new(),
             base: server.admin.clone(),
@@ -94,7 +93,7 @@ async fn admin_routes_need_the_bearer_token_in_the_header() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let path = server.dir.path().join(hookwise::admin::token::TOKEN_FILE);
+        let path = server.dir.join(hookwise::admin::token::TOKEN_FILE);
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -295,7 +294,7 @@ async fn arrivals_wait_while_the_workers_are_behind_and_are_stored_anyway() {
             for ev in &events {
                 wait_done(&store, *ev, 1, Duration::from_secs(60)).await;
             }
-            assert_eq!(receiver.seen().len(), 7);
+            assert_eq!(receiver.answered(), 7, "{:#?}", receiver.seen());
         }
         store.close().await;
         server.stop().await;
@@ -332,7 +331,7 @@ async fn since_takes_days_and_compound_ages_on_the_api_and_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
     let receiver = Receiver::start().await;
-    receiver.script(&[(503, None), (503, None)]);
+    receiver.answer([Answer::status(503), Answer::status(503)]);
     let server = start(&config_text(&receiver, ""), &forward_rule(&receiver)).await;
     let a = Admin::new(&server);
     let before = a.metrics().await;
@@ -484,7 +483,7 @@ async fn event_endpoint_tells_the_same_story_as_logs_json_and_metrics_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     let receiver = Receiver::start().await;
-    receiver.script(&[(400, None), (400, None)]);
+    receiver.answer([Answer::status(400), Answer::status(400)]);
     let server = start(&config_text(&receiver, ""), &forward_rule(&receiver)).await;
     let a = Admin::new(&server);
     let client = reqwest::Client::new();
@@ -673,7 +672,7 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     );
     assert_eq!(rules["status"]["rules"], 1);
     assert_eq!(rules["status"]["last_error"], Value::Null);
-    let rules_file = server.dir.path().join("rules.yaml");
+    let rules_file = server.dir.join("rules.yaml");
     let good = std::fs::read_to_string(&rules_file).unwrap();
     std::fs::write(&rules_file, "rules:\n  - id: broken\n    source: gh\n    events: [push]\n    actions:\n      - plugin: no-such-plugin\n").unwrap();
     let (status, failed) = a.post("/api/v1/rules/reload", json!({})).await;
@@ -729,48 +728,19 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
 async fn json_logs_carry_ids_and_never_a_secret() {
     const WEBHOOK_SECRET: &str = "s3cr3t-webhook-value-7f1c";
     const ADMIN_TOKEN: &str = "adm1n-token-value-93be-4c1d-a07e-5f2b";
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin_port) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("hookwise.yaml"),
-        format!(
-            "listen: 127.0.0.1:{port}\ninsecure_http: true\n\
-             admin: {{ listen: \"127.0.0.1:{admin_port}\", token: \"${{env:ADMIN_TOKEN}}\" }}\n\
-             sources:\n  - {{ id: gh, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n"
-        ),
+    let server = server(
+        "listen: 127.0.0.1:0\ninsecure_http: true\n\
+         admin: { listen: 127.0.0.1:0, token: \"${env:ADMIN_TOKEN}\" }\n\
+         sources:\n  - { id: gh, provider: github, secrets: [\"${env:GH_SECRET}\"] }\n",
     )
-    .unwrap();
-    let mut child = tokio::process::Command::new(hookwise_bin())
-        .args([
-            "serve",
-            "--config",
-            "hookwise.yaml",
-            "--log-format",
-            "json",
-            "--log",
-            "debug",
-        ])
-        .current_dir(dir.path())
-        .env("GH_SECRET", WEBHOOK_SECRET)
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("HOOKWISE_LOG")
-        .env_remove("HOOKWISE_LOG_FORMAT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hookwise");
-    // Read stderr as it comes: at debug level a full pipe would block the server.
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr_pipe, &mut buf).await;
-        buf
-    });
+    .env("GH_SECRET", WEBHOOK_SECRET)
+    .env("ADMIN_TOKEN", ADMIN_TOKEN)
+    .args(&["--log-format", "json", "--log", "debug"])
+    .spawn()
+    .await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    assert!(wait_ready(&client, &format!("{base}/readyz"), Duration::from_secs(30)).await);
+    let base = server.base.clone();
+    let admin = server.admin.clone();
 
     // A signed event with the secret in a header and in its payload, a bad signature.
     let url = format!("{base}/hooks/gh");
@@ -840,18 +810,7 @@ async fn json_logs_carry_ids_and_never_a_secret() {
         "{story}"
     );
 
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stops on SIGTERM")
-        .unwrap();
-    let stderr_bytes = stderr_task.await.unwrap();
-    let stderr = String::from_utf8_lossy(&stderr_bytes);
+    let stderr = server.stop().await.stderr;
     assert!(!stderr.is_empty());
     assert!(
         !stderr.contains(WEBHOOK_SECRET),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{free_port, hookwise_bin, wait_ready};
+use crate::support::{hookwise_bin, server, wait_ready};
 
 /// A token as long as a generated one.
 const ADMIN_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -34,29 +34,22 @@ async fn the_admin_api_speaks_https_with_admin_tls_and_refuses_plain_http() {
     let tls_dir = dir.path().join("admin-tls");
     let (_, cert) = hookwise::ingress::tls::self_signed(&tls_dir).expect("self-signed pair");
     let key = tls_dir.join(hookwise::ingress::tls::SELF_SIGNED_KEY);
-    let (port, admin) = (free_port(), free_port());
     // Every address, so that the listener is one other hosts can reach: TLS makes that fine.
-    std::fs::write(
-        dir.path().join("hookwise.yaml"),
-        format!(
-            "listen: 127.0.0.1:{port}\ninsecure_http: true\n\
-             admin:\n  listen: 0.0.0.0:{admin}\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
-             tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(hookwise_bin())
-        .args(["serve", "--config", "hookwise.yaml"])
-        .current_dir(dir.path())
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("HOOKWISE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hookwise");
+    let running = server(format!(
+        "listen: 127.0.0.1:0\ninsecure_http: true\n\
+         admin:\n  listen: 0.0.0.0:0\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
+         tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    ))
+    .env("ADMIN_TOKEN", ADMIN_TOKEN)
+    .spawn()
+    .await;
+    let admin = running
+        .admin
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .expect("admin port");
 
     // The client trusts that certificate and nothing else.
     let pem = std::fs::read(&cert).unwrap();
@@ -109,13 +102,14 @@ async fn the_admin_api_speaks_https_with_admin_tls_and_refuses_plain_http() {
         .unwrap();
     assert_eq!(plain_health.status(), 400);
 
-    child.kill().await.unwrap();
+    running.stop().await;
 }
 
 #[test]
 fn check_and_serve_refuse_a_reachable_plain_admin_listener_and_a_short_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
+    // Nothing binds: both commands stop at the config, so any port number does.
+    let (port, admin) = (8080, 9091);
     std::fs::write(
         dir.path().join("hookwise.yaml"),
         format!(

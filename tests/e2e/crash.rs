@@ -5,9 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use hookwise::model::{EventId, ExecutionStatus};
@@ -16,18 +15,18 @@ use hookwise::verify::{Provider, VerifyOptions};
 use sqlx::Row;
 
 use crate::dispatch::SECRET;
-use crate::support::{TempPostgres, free_port, hookwise_bin, wait_ready, wasm};
+use crate::support::{Server, TempPostgres, server, wasm};
 
 const EVENTS: usize = 2_000;
 const CLIENTS: usize = 32;
 /// Acknowledged events before the kill.
 const KILL_AFTER: usize = 700;
 
-fn config(store_url: &str, port: u16, admin: u16) -> String {
+fn config(store_url: &str) -> String {
     format!(
-        "listen: 127.0.0.1:{port}\n\
+        "listen: 127.0.0.1:0\n\
          insecure_http: true\n\
-         admin: {{ listen: 127.0.0.1:{admin} }}\n\
+         admin: {{ listen: 127.0.0.1:0 }}\n\
          store: \"{store_url}\"\n\
          rules: rules.yaml\n\
          dispatch: {{ workers: 16, lease: 3s }}\n\
@@ -53,28 +52,30 @@ const RULES: &str = r#"rules:
         retry: { attempts: 10, backoff: 100ms, max_backoff: 1s }
 "#;
 
-fn spawn(dir: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(hookwise_bin())
-        .args(["serve", "--config", "hookwise.yaml", "--log", "warn"])
-        .current_dir(dir)
+/// `hookwise serve` in `dir`, quiet but for the lines that say where it listens.
+async fn spawn(dir: &Path, store_url: &str) -> Server {
+    server(config(store_url))
+        .in_dir(dir)
+        .file("rules.yaml", RULES)
         .env("GH_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
+        .args(&["--log", "warn,hookwise::server=info"])
         .spawn()
-        .expect("start hookwise")
+        .await
 }
 
 /// Sends event `n` until it is acknowledged (as a provider redelivers); returns its id, or
-/// None when `deadline` passes.
+/// None when `deadline` passes. `hooks` is the URL of the server running now: a restarted
+/// server listens on another port.
 async fn deliver(
     client: &reqwest::Client,
-    url: &str,
+    hooks: &RwLock<String>,
     n: usize,
     deadline: Instant,
 ) -> Option<EventId> {
     let body = serde_json::to_vec(&serde_json::json!({"n": n, "ref": "refs/heads/main"})).unwrap();
     while Instant::now() < deadline {
+        let url = hooks.read().unwrap().clone();
+        let url = url.as_str();
         let signed = hookwise::verify::sign_event(
             Provider::Github,
             SECRET,
@@ -110,13 +111,6 @@ async fn deliver(
 
 async fn crash_and_recover(store_url: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("hookwise.yaml"),
-        config(store_url, port, admin),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
     // The sink: no unique key, so only the effects table can keep a row from being written twice.
     let sink_url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
     let sink = sqlx::SqlitePool::connect(&sink_url).await.unwrap();
@@ -129,24 +123,22 @@ async fn crash_and_recover(store_url: &str) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let health = format!("http://127.0.0.1:{port}/readyz");
-    let mut child = spawn(dir.path());
-    assert!(wait_ready(&client, &health, Duration::from_secs(60)).await);
-
-    let url = format!("http://127.0.0.1:{port}/hooks/gh");
+    let child = spawn(dir.path(), store_url).await;
+    let hooks = Arc::new(RwLock::new(format!("{}/hooks/gh", child.base)));
     let next = Arc::new(AtomicUsize::new(0));
     let acked = Arc::new(std::sync::Mutex::new(HashMap::<usize, EventId>::new()));
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, url, next, acked) = (client.clone(), url.clone(), next.clone(), acked.clone());
+        let (client, hooks, next, acked) =
+            (client.clone(), hooks.clone(), next.clone(), acked.clone());
         clients.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= EVENTS {
                     return;
                 }
-                let id = deliver(&client, &url, n, deadline)
+                let id = deliver(&client, &hooks, n, deadline)
                     .await
                     .expect("delivered before the deadline");
                 acked.lock().unwrap().insert(n, id);
@@ -157,16 +149,15 @@ async fn crash_and_recover(store_url: &str) {
     while acked.lock().unwrap().len() < KILL_AFTER {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
+    let status = child.kill().await;
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
     let acked_at_kill: HashMap<usize, EventId> = acked.lock().unwrap().clone();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut child = spawn(dir.path());
-    assert!(wait_ready(&client, &health, Duration::from_secs(60)).await);
+    let child = spawn(dir.path(), store_url).await;
+    *hooks.write().unwrap() = format!("{}/hooks/gh", child.base);
     for c in clients {
         c.await.unwrap();
     }
@@ -246,8 +237,7 @@ async fn crash_and_recover(store_url: &str) {
     }
     store.close().await;
     sink.close().await;
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+    child.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

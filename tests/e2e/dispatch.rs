@@ -2,10 +2,6 @@
 //! a local HTTP receiver that fails on purpose; retries, back-off, `Retry-After`, dead letters,
 //! replays, order keys and concurrency limits, and the story `hookwise logs` tells.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use hookwise::model::{EventId, ExecutionStatus};
@@ -13,128 +9,9 @@ use hookwise::store::{DeadLetterFilter, GroupCommitSettings, Store};
 use hookwise::verify::{Provider, VerifyOptions};
 use serde_json::{Value, json};
 
-use crate::support::{TempPostgres, hookwise_bin, wait_ready, wasm};
+use crate::support::{Answer, Receiver, Server, TempPostgres, server, wasm};
 
 pub const SECRET: &str = "dispatch-test-secret";
-
-// ---- a receiver that answers what it is told ---------------------------------------------
-
-/// One request the receiver saw.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub at: Instant,
-    pub path: String,
-    pub idempotency_key: Option<String>,
-    pub authorization: Option<String>,
-    pub body: Value,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    /// Answers to give, in order; when empty, 200.
-    script: VecDeque<(u16, Option<&'static str>)>,
-    seen: Vec<Seen>,
-    in_flight: usize,
-    max_in_flight: usize,
-    delay: Duration,
-}
-
-/// A local HTTP server standing in for the service an action calls.
-#[derive(Clone)]
-pub struct Receiver {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<ReceiverState>>,
-}
-
-impl Receiver {
-    pub async fn start() -> Receiver {
-        use axum::extract::State;
-        use axum::http::{HeaderMap, StatusCode, Uri};
-        use axum::response::IntoResponse;
-
-        async fn hook(
-            State(state): State<Arc<Mutex<ReceiverState>>>,
-            uri: Uri,
-            headers: HeaderMap,
-            body: axum::body::Bytes,
-        ) -> axum::response::Response {
-            let delay = {
-                let mut s = state.lock().unwrap();
-                s.in_flight += 1;
-                s.max_in_flight = s.max_in_flight.max(s.in_flight);
-                s.delay
-            };
-            tokio::time::sleep(delay).await;
-            let mut s = state.lock().unwrap();
-            s.in_flight -= 1;
-            s.seen.push(Seen {
-                at: Instant::now(),
-                path: uri.path().to_string(),
-                idempotency_key: headers
-                    .get("idempotency-key")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                authorization: headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            });
-            let (status, retry_after) = s.script.pop_front().unwrap_or((200, None));
-            let status = StatusCode::from_u16(status).unwrap();
-            match retry_after {
-                Some(after) => (status, [("retry-after", after)], "scripted").into_response(),
-                None => (status, "scripted").into_response(),
-            }
-        }
-
-        let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let app = axum::Router::new()
-            .route("/{*path}", axum::routing::post(hook))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { addr, state }
-    }
-
-    /// Answers for the next requests (status, Retry-After).
-    pub fn script(&self, answers: &[(u16, Option<&'static str>)]) {
-        self.state
-            .lock()
-            .unwrap()
-            .script
-            .extend(answers.iter().copied());
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().delay = delay;
-    }
-
-    pub fn seen(&self) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.clone()
-    }
-
-    pub fn max_in_flight(&self) -> usize {
-        self.state.lock().unwrap().max_in_flight
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-// ---- a hookwise server in this process -----------------------------------------------------
-
-pub struct Running {
-    pub base: String,
-    /// The admin listener, `http://127.0.0.1:PORT`.
-    pub admin: String,
-    pub dir: tempfile::TempDir,
-    pub config_path: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), hookwise::server::ServeError>>,
-}
 
 /// Config of a test server: plain HTTP on a random port, SQLite in `dir`, source `gh`
 /// (GitHub), the `relay` example plugin granted `receiver`, and `rules`.
@@ -157,81 +34,13 @@ pub fn config_with_store(receiver: &Receiver, plugin_extra: &str, store: &str) -
     )
 }
 
-pub async fn start(config: &str, rules: &str) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
-    let config_path = dir.path().join("hookwise.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let env = |name: &str| (name == "GH_SECRET").then(|| SECRET.to_string());
-    let config =
-        hookwise::config::load_str(&config_path, config, &env).unwrap_or_else(|e| panic!("{e:#?}"));
-    let listeners = hookwise::server::Listeners::bind(&config).await.unwrap();
-    let addr = listeners.ingress.local_addr().unwrap();
-    let admin = format!("http://{}", listeners.admin.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(hookwise::server::run(config, listeners, async {
-        let _ = stopped.await;
-    }));
-    let base = format!("http://{addr}");
-    assert!(
-        wait_ready(
-            &reqwest::Client::new(),
-            &format!("{base}/readyz"),
-            Duration::from_secs(60)
-        )
-        .await,
-        "server did not become ready"
-    );
-    Running {
-        base,
-        admin,
-        dir,
-        config_path,
-        stop: Some(stop),
-        task,
-    }
-}
-
-impl Running {
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.unwrap().unwrap();
-        self.dir
-    }
-
-    /// A second handle on the server's store.
-    pub async fn store(&self) -> Store {
-        Store::open(
-            "sqlite://hookwise.db",
-            self.dir.path(),
-            GroupCommitSettings::default(),
-        )
-        .await
-        .unwrap()
-    }
-
-    /// Runs the hookwise binary against this server's config; returns (exit code, stdout).
-    pub fn cli(&self, args: &[&str]) -> (i32, String) {
-        cli(self.dir.path(), &self.config_path, args)
-    }
-}
-
-pub fn cli(dir: &Path, config: &Path, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(hookwise_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .current_dir(dir)
+/// A server in this process with `config` and `rules`, the `gh` secret in its environment.
+pub async fn start(config: &str, rules: &str) -> Server {
+    server(config)
+        .file("rules.yaml", rules)
         .env("GH_SECRET", SECRET)
-        .output()
-        .expect("run hookwise");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    (out.status.code().unwrap_or(-1), stdout)
+        .start()
+        .await
 }
 
 /// POSTs a GitHub-signed push event; returns its event id.
@@ -300,7 +109,7 @@ const FAST_RETRY: &str = "        retry: { attempts: 4, backoff: 100ms, max_back
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retried_twice_then_succeeded_and_logs_tell_the_whole_story() {
     let receiver = Receiver::start().await;
-    receiver.script(&[(503, None), (502, None)]);
+    receiver.answer([Answer::status(503), Answer::status(502)]);
     let server = start(
         &config_text(&receiver, ""),
         &forward_rule(&receiver, FAST_RETRY),
@@ -324,10 +133,10 @@ async fn retried_twice_then_succeeded_and_logs_tell_the_whole_story() {
     // Every attempt carried the same idempotency key: the execution's.
     assert!(
         seen.iter()
-            .all(|s| s.idempotency_key.as_deref() == Some(xs[0].idempotency_key.as_str())),
+            .all(|s| s.header("idempotency-key") == Some(xs[0].idempotency_key.as_str())),
         "{seen:?}"
     );
-    assert_eq!(seen[0].body["n"], 1);
+    assert_eq!(seen[0].json()["n"], 1);
     assert_eq!(seen[0].path, "/hook");
     // Back-off: at least half of 100 ms, then of 200 ms (equal jitter).
     assert!(seen[1].at - seen[0].at >= Duration::from_millis(50));
@@ -372,7 +181,7 @@ async fn retried_twice_then_succeeded_and_logs_tell_the_whole_story() {
 async fn fatal_and_exhausted_actions_become_dead_letters_and_replay_runs_them_again() {
     let receiver = Receiver::start().await;
     // Event 1: a fatal 400. Event 2: 503 until attempts run out (4).
-    receiver.script(&[(400, None)]);
+    receiver.answer([Answer::status(400)]);
     let server = start(
         &config_text(&receiver, ""),
         &forward_rule(&receiver, FAST_RETRY),
@@ -382,7 +191,12 @@ async fn fatal_and_exhausted_actions_become_dead_letters_and_replay_runs_them_ag
     let store = server.store().await;
     let fatal = send(&client, &server.base, &json!({"n": "fatal"})).await;
     wait_done(&store, fatal, 1, Duration::from_secs(30)).await;
-    receiver.script(&[(503, None), (503, None), (503, None), (503, None)]);
+    receiver.answer([
+        Answer::status(503),
+        Answer::status(503),
+        Answer::status(503),
+        Answer::status(503),
+    ]);
     let exhausted = send(&client, &server.base, &json!({"n": "exhausted"})).await;
     wait_done(&store, exhausted, 1, Duration::from_secs(30)).await;
 
@@ -479,7 +293,7 @@ async fn fatal_and_exhausted_actions_become_dead_letters_and_replay_runs_them_ag
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_from_the_receiver_is_honoured() {
     let receiver = Receiver::start().await;
-    receiver.script(&[(429, Some("2"))]);
+    receiver.answer([Answer::status(429).header("retry-after", "2")]);
     let server = start(
         &config_text(&receiver, ""),
         &forward_rule(&receiver, FAST_RETRY),
@@ -523,8 +337,8 @@ async fn order_key_runs_one_at_a_time_in_arrival_order() {
     let seen = receiver.seen();
     let order = |repo: &str| -> Vec<i64> {
         seen.iter()
-            .filter(|s| s.body["repo"] == repo)
-            .map(|s| s.body["n"].as_i64().unwrap())
+            .filter(|s| s.json()["repo"] == repo)
+            .map(|s| s.json()["n"].as_i64().unwrap())
             .collect()
     };
     let one = order("one");
@@ -536,8 +350,23 @@ async fn order_key_runs_one_at_a_time_in_arrival_order() {
     sorted.sort();
     assert_eq!(other, sorted, "repo other ran out of order: {other:?}");
     assert_eq!(one.len() + other.len(), 12);
-    // Within one key, never two at once: each request starts after the previous one ended.
-    // (The receiver sleeps 30 ms per request; two keys may overlap each other.)
+    // Within one key, never two at once: each request starts after the previous one ended,
+    // so at least the receiver's 30 ms after the previous one arrived. Two keys may overlap
+    // each other, never more.
+    for repo in ["one", "other"] {
+        let arrivals: Vec<Instant> = seen
+            .iter()
+            .filter(|s| s.json()["repo"] == repo)
+            .map(|s| s.at)
+            .collect();
+        for pair in arrivals.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(30),
+                "repo {repo}: a request came {:?} after the one before it",
+                pair[1] - pair[0]
+            );
+        }
+    }
     assert!(
         receiver.max_in_flight() <= 2,
         "{}",
@@ -606,7 +435,7 @@ async fn two_nodes_on_one_postgres_store_run_each_action_once() {
         let node = if n % 2 == 0 { &a } else { &b };
         events.push(send(&client, &node.base, &json!({"n": n})).await);
     }
-    let store = Store::open(&pg.url, a.dir.path(), GroupCommitSettings::default())
+    let store = Store::open(&pg.url, &a.dir, GroupCommitSettings::default())
         .await
         .unwrap();
     for ev in &events {
@@ -615,7 +444,7 @@ async fn two_nodes_on_one_postgres_store_run_each_action_once() {
     let mut ns: Vec<i64> = receiver
         .seen()
         .iter()
-        .map(|s| s.body["n"].as_i64().unwrap())
+        .map(|s| s.json()["n"].as_i64().unwrap())
         .collect();
     ns.sort();
     assert_eq!(

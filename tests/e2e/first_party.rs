@@ -5,10 +5,8 @@
 //! classification (500, 429 + Retry-After, timeout, 400), input validation, SQL injection
 //! attempts and exactly-once writes; then one event end to end through a running server.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hookwise::model::ExecutionStatus;
@@ -19,171 +17,7 @@ use hookwise::plugin_host::{
 use hookwise::verify::{Keys, Provider, Request, VerifyOptions};
 use serde_json::{Value, json};
 
-use crate::plugins::Backend;
-use crate::support::{TempMysql, TempPostgres};
-
-// ---- a receiver that records every request exactly -------------------------------------
-
-/// One request as it arrived.
-#[derive(Debug, Clone)]
-struct Captured {
-    method: String,
-    path: String,
-    query: Option<String>,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Captured {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-/// What the receiver answers next.
-#[derive(Debug, Clone)]
-struct Answer {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-    delay: Duration,
-}
-
-impl Answer {
-    fn new(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            headers: Vec::new(),
-            body: body.to_string(),
-            delay: Duration::ZERO,
-        }
-    }
-
-    fn json(status: u16, body: Value) -> Answer {
-        Answer::new(status, &body.to_string()).header("content-type", "application/json")
-    }
-
-    fn header(mut self, name: &'static str, value: &str) -> Answer {
-        self.headers.push((name, value.to_string()));
-        self
-    }
-
-    fn after(mut self, delay: Duration) -> Answer {
-        self.delay = delay;
-        self
-    }
-}
-
-#[derive(Default)]
-struct CaptureState {
-    answers: VecDeque<Answer>,
-    seen: Vec<Captured>,
-    /// Answer 411 to a request without `Content-Length` or with `Transfer-Encoding`, as
-    /// some receivers do.
-    length_required: bool,
-}
-
-/// A local HTTP server standing in for Slack, Discord, Teams, a mail API or any API.
-#[derive(Clone)]
-struct Capture {
-    addr: SocketAddr,
-    state: Arc<Mutex<CaptureState>>,
-}
-
-impl Capture {
-    async fn start() -> Capture {
-        use axum::extract::State;
-        use axum::response::IntoResponse;
-
-        async fn any(
-            State(state): State<Arc<Mutex<CaptureState>>>,
-            method: http::Method,
-            uri: http::Uri,
-            headers: http::HeaderMap,
-            body: axum::body::Bytes,
-        ) -> axum::response::Response {
-            let unframed = !headers.contains_key(http::header::CONTENT_LENGTH)
-                || headers.contains_key(http::header::TRANSFER_ENCODING);
-            let answer = {
-                let mut s = state.lock().unwrap();
-                let refuse = s.length_required && unframed;
-                s.seen.push(Captured {
-                    method: method.to_string(),
-                    path: uri.path().to_string(),
-                    query: uri.query().map(str::to_string),
-                    headers,
-                    body: body.to_vec(),
-                });
-                if refuse {
-                    Answer::new(411, "Length Required")
-                } else {
-                    s.answers
-                        .pop_front()
-                        .unwrap_or_else(|| Answer::new(200, "ok"))
-                }
-            };
-            tokio::time::sleep(answer.delay).await;
-            let mut response = (
-                http::StatusCode::from_u16(answer.status).unwrap(),
-                answer.body,
-            )
-                .into_response();
-            for (name, value) in answer.headers {
-                response
-                    .headers_mut()
-                    .insert(name, http::HeaderValue::from_str(&value).unwrap());
-            }
-            response
-        }
-
-        let state = Arc::new(Mutex::new(CaptureState::default()));
-        let app = axum::Router::new().fallback(any).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Capture { addr, state }
-    }
-
-    /// A receiver that answers 411 Length Required to any request whose body is not framed
-    /// by `Content-Length` (none given, or chunked).
-    async fn start_length_required() -> Capture {
-        let capture = Capture::start().await;
-        capture.state.lock().unwrap().length_required = true;
-        capture
-    }
-
-    fn answer(&self, answers: impl IntoIterator<Item = Answer>) {
-        self.state.lock().unwrap().answers.extend(answers);
-    }
-
-    fn seen(&self) -> Vec<Captured> {
-        self.state.lock().unwrap().seen.clone()
-    }
-
-    /// The only request received.
-    fn one(&self) -> Captured {
-        let seen = self.seen();
-        assert_eq!(seen.len(), 1, "{seen:#?}");
-        seen[0].clone()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
+use crate::support::{Answer, Backend, Receiver, TempDb, on_every_backend};
 
 // ---- calling the embedded plugins ------------------------------------------------------
 
@@ -221,7 +55,7 @@ fn load(host: &PluginHost, name: &str, grants: Grants, limits: Limits) -> Loaded
 }
 
 /// Plain HTTP to the receiver's exact address: a grant without a scheme would mean HTTPS.
-fn http_grant(capture: &Capture) -> Grants {
+fn http_grant(capture: &Receiver) -> Grants {
     Grants {
         http: vec![format!("http://{}", capture.addr)],
         db: Vec::new(),
@@ -307,7 +141,7 @@ async fn first_party_components_are_embedded_and_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_slack_incoming_webhook_request() {
-    let slack = Capture::start().await;
+    let slack = Receiver::start().await;
     let host = host();
     let notify = load(&host, "notify", http_grant(&slack), limits());
     let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*alice* pushed"}}]);
@@ -342,7 +176,7 @@ async fn first_party_notify_slack_incoming_webhook_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_slack_chat_post_message() {
-    let slack = Capture::start().await;
+    let slack = Receiver::start().await;
     slack.answer([
         Answer::json(
             200,
@@ -397,7 +231,7 @@ async fn first_party_notify_slack_chat_post_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_discord_webhook_request() {
-    let discord = Capture::start().await;
+    let discord = Receiver::start().await;
     discord.answer([Answer::json(200, json!({"id": "1180000000000000000"}))]);
     let host = host();
     let notify = load(&host, "notify", http_grant(&discord), limits());
@@ -436,7 +270,7 @@ async fn first_party_notify_discord_webhook_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_teams_workflow_adaptive_card() {
-    let teams = Capture::start().await;
+    let teams = Receiver::start().await;
     teams.answer([Answer::new(202, ""), Answer::new(202, "")]);
     let host = host();
     let notify = load(&host, "notify", http_grant(&teams), limits());
@@ -493,7 +327,7 @@ async fn first_party_notify_teams_workflow_adaptive_card() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_signed_webhook_passes_hookwise_verify() {
-    let receiver = Capture::start().await;
+    let receiver = Receiver::start().await;
     let host = host();
     let notify = load(&host, "notify", http_grant(&receiver), limits());
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -560,7 +394,7 @@ async fn first_party_notify_signed_webhook_passes_hookwise_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_email_apis_get_their_documented_requests() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     api.answer([
         Answer::new(202, "").header("x-message-id", "sg-1"),
         Answer::json(
@@ -711,7 +545,7 @@ async fn first_party_notify_email_apis_get_their_documented_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_classifies_failures() {
-    let receiver = Capture::start().await;
+    let receiver = Receiver::start().await;
     receiver.answer([
         Answer::new(500, "boom"),
         Answer::new(429, "slow down").header("retry-after", "7"),
@@ -744,7 +578,7 @@ async fn first_party_notify_classifies_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_refuses_bad_input_without_sending() {
-    let receiver = Capture::start().await;
+    let receiver = Receiver::start().await;
     let host = host();
     let notify = load(&host, "notify", http_grant(&receiver), limits());
     let url = receiver.url("/x");
@@ -801,7 +635,7 @@ async fn first_party_notify_refuses_bad_input_without_sending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_notify_without_an_http_grant_is_refused_fatally() {
-    let receiver = Capture::start().await;
+    let receiver = Receiver::start().await;
     let host = host();
     let notify = load(&host, "notify", Grants::default(), limits());
     let report = call(
@@ -817,7 +651,7 @@ async fn first_party_notify_without_an_http_grant_is_refused_fatally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_grants_name_the_scheme_and_port() {
-    let receiver = Capture::start().await;
+    let receiver = Receiver::start().await;
     let host = host();
     let addr = receiver.addr;
     // (grant, why it does not cover plain HTTP to the receiver's port)
@@ -857,7 +691,7 @@ async fn first_party_grants_name_the_scheme_and_port() {
 }
 
 /// Checks that every request `capture` saw was framed by a `Content-Length` equal to its body.
-fn assert_length_framed(capture: &Capture) {
+fn assert_length_framed(capture: &Receiver) {
     for req in capture.seen() {
         assert_eq!(
             req.header("content-length"),
@@ -878,7 +712,7 @@ fn assert_length_framed(capture: &Capture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_bodies_carry_content_length_to_a_receiver_that_refuses_chunked() {
-    let receiver = Capture::start_length_required().await;
+    let receiver = Receiver::length_required().await;
     receiver.answer([
         Answer::new(200, "ok"),
         Answer::json(200, json!({"id": "1180000000000000000"})),
@@ -901,7 +735,7 @@ async fn first_party_bodies_carry_content_length_to_a_receiver_that_refuses_chun
     assert_eq!(receiver.seen().len(), 5);
     assert_length_framed(&receiver);
 
-    let api = Capture::start_length_required().await;
+    let api = Receiver::length_required().await;
     let call_api = load(&host, "call-api", http_grant(&api), limits());
     // Larger than one 4 KiB body write, so the length spans several.
     let big = "x".repeat(100_000);
@@ -924,7 +758,7 @@ async fn first_party_bodies_carry_content_length_to_a_receiver_that_refuses_chun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_get_sends_no_body_framing() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     let host = host();
     let call_api = load(&host, "call-api", http_grant(&api), limits());
     output(
@@ -946,7 +780,7 @@ async fn first_party_call_api_get_sends_no_body_framing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_sends_the_exact_request_and_selects_fields() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     api.answer([Answer::json(
         201,
         json!({"data": {"id": "dep-42", "state": "queued"}, "links": [{"href": "/d/42"}]}),
@@ -998,7 +832,7 @@ async fn first_party_call_api_sends_the_exact_request_and_selects_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_form_raw_and_basic_auth() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     let host = host();
     let call_api = load(&host, "call-api", http_grant(&api), limits());
     output(
@@ -1047,7 +881,7 @@ async fn first_party_call_api_form_raw_and_basic_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_hmac_signature_passes_hookwise_verify() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     let host = host();
     let call_api = load(&host, "call-api", http_grant(&api), limits());
     let scheme = json!({
@@ -1101,7 +935,7 @@ async fn first_party_call_api_hmac_signature_passes_hookwise_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_classifies_failures() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     api.answer([
         Answer::new(503, "maintenance"),
         Answer::new(429, "slow down").header("retry-after", "12"),
@@ -1135,7 +969,7 @@ async fn first_party_call_api_classifies_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_logs_a_truncated_response() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     api.answer([Answer::new(200, &"x".repeat(20_000))]);
     let host = host();
     let call_api = load(&host, "call-api", http_grant(&api), limits());
@@ -1152,7 +986,7 @@ async fn first_party_call_api_logs_a_truncated_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_party_call_api_refuses_bad_input_without_sending() {
-    let api = Capture::start().await;
+    let api = Receiver::start().await;
     let host = host();
     let call_api = load(&host, "call-api", http_grant(&api), limits());
     let url = api.url("/x");
@@ -1195,13 +1029,6 @@ async fn first_party_call_api_refuses_bad_input_without_sending() {
 
 // ---- write-db --------------------------------------------------------------------------
 
-/// A fresh database that [`Db::close`] drops.
-enum TempDb {
-    Sqlite(tempfile::TempDir),
-    Postgres(TempPostgres),
-    MySql(TempMysql),
-}
-
 /// A fresh database of one backend, granted to `write-db` as connection `main`, with an
 /// independent pool for checking what was committed.
 struct Db {
@@ -1218,27 +1045,8 @@ impl Db {
     }
 
     async fn start_with(backend: Backend, limits: Limits) -> Db {
-        let (temp, url) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
-                (TempDb::Sqlite(dir), url)
-            }
-            Backend::Postgres => {
-                let pg = TempPostgres::create()
-                    .await
-                    .expect("PostgreSQL on 127.0.0.1:5432");
-                let url = pg.url.clone();
-                (TempDb::Postgres(pg), url)
-            }
-            Backend::MySql => {
-                let my = TempMysql::create()
-                    .await
-                    .expect("MariaDB/MySQL on 127.0.0.1:3306");
-                let url = my.url.clone();
-                (TempDb::MySql(my), url)
-            }
-        };
+        let temp = TempDb::create(backend, "app.db").await;
+        let url = temp.url().to_string();
         let pool: SqlPool = match backend {
             Backend::Sqlite => sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(2)
@@ -1350,11 +1158,7 @@ impl Db {
             SqlPool::Postgres(p) => p.close().await,
             SqlPool::MySql(p) => p.close().await,
         }
-        match temp {
-            TempDb::Sqlite(_dir) => {}
-            TempDb::Postgres(pg) => pg.drop_db().await.expect("drop database"),
-            TempDb::MySql(my) => my.drop_db().await.expect("drop database"),
-        }
+        temp.drop_db().await;
     }
 }
 
@@ -1374,36 +1178,9 @@ const ORDERS_MYSQL: &str = "CREATE TABLE orders (
 
 const ALL_ORDERS: &str = "SELECT order_id, total, status, \"order\" FROM orders ORDER BY order_id";
 
-/// One `#[tokio::test]` per backend for each write-db scenario, named
-/// `first_party::write_db::<scenario>::{sqlite,postgres,mysql}`.
-macro_rules! write_db_on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod write_db {
-            $(
-                mod $scenario {
-                    use super::super::{$scenario, Backend};
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn sqlite() {
-                        $scenario(Backend::Sqlite).await;
-                    }
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn postgres() {
-                        $scenario(Backend::Postgres).await;
-                    }
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn mysql() {
-                        $scenario(Backend::MySql).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-write_db_on_every_backend!(
+// `first_party::write_db::<scenario>::{sqlite,postgres,mysql}`.
+on_every_backend!(
+    write_db [sqlite, postgres, mysql]:
     insert_twice_with_one_key_writes_one_row,
     upsert_and_update,
     sql_injection_is_refused_or_bound,
@@ -1858,7 +1635,7 @@ async fn refuses_bad_input(backend: Backend) {
 async fn first_party_plugins_run_from_a_served_rule() {
     use crate::dispatch::{send, start, wait_done};
 
-    let receiver = Capture::start().await;
+    let receiver = Receiver::start().await;
     let config = format!(
         "listen: 127.0.0.1:0\n\
          insecure_http: true\n\
@@ -1883,7 +1660,7 @@ async fn first_party_plugins_run_from_a_served_rule() {
         url = receiver.url("/pushes")
     );
     let server = start(&config, &rules).await;
-    let app_db = server.dir.path().join("app.db");
+    let app_db = server.dir.join("app.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", app_db.display()))
         .await
         .unwrap();

@@ -5,11 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use hookwise::model::Verdict;
-use hookwise::store::{GroupCommitSettings, Store};
 use hookwise::verify::{self, HmacScheme, Provider, VerifyOptions};
 use serde_json::{Value, json};
 
-use crate::support::wait_ready;
+use crate::support::{Server, server};
 
 /// RFC 8032 test 1 seed (also in verify's tests).
 const DISCORD_PRIVATE: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -52,20 +51,12 @@ fn body_unsigned(p: Provider) -> bool {
     matches!(p, Provider::Mailgun | Provider::Gitlab | Provider::None)
 }
 
-struct Server {
-    base: String,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), hookwise::server::ServeError>>,
-}
-
 async fn start() -> Server {
     start_with("").await
 }
 
 /// [`start`], with `extra` top-level config.
 async fn start_with(extra: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
     let mut config =
         format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{extra}sources:\n");
     for p in Provider::ALL {
@@ -103,11 +94,6 @@ async fn start_with(extra: &str) -> Server {
         .push_str("  - { id: limited, provider: none, rate_limit: { per_second: 1, burst: 2 } }\n");
     config.push_str("  - { id: guarded, provider: none, allow_ips: [10.0.0.0/8] }\n");
     config.push_str("  - { id: strict, provider: none, schema: strict.schema.json }\n");
-    std::fs::write(
-        dir.path().join("strict.schema.json"),
-        r#"{"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}"#,
-    )
-    .unwrap();
     // Payload schemas: the ones hookwise ships, and one per event type.
     config.push_str(
         "  - { id: gh-shipped, provider: github, secrets: [\"${env:GITHUB}\"], schema: provider }\n",
@@ -116,73 +102,32 @@ async fn start_with(extra: &str) -> Server {
         "  - { id: gh-map, provider: github, secrets: [\"${env:GITHUB}\"], \
          schema: { push: push.schema.json, \"pull_request.*\": pr.schema.json } }\n",
     );
-    std::fs::write(
-        dir.path().join("push.schema.json"),
-        r#"{"type": "object", "required": ["ref"], "properties": {"ref": {"type": "string"}}}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("pr.schema.json"),
-        r#"{"type": "object", "required": ["number"], "properties": {"number": {"type": "integer"}}}"#,
-    )
-    .unwrap();
-    let path = dir.path().join("hookwise.yaml");
-    std::fs::write(&path, &config).unwrap();
     // OLD_<PROVIDER> is a rotated-out secret of the right form: every valid request below
     // matches the second secret, which is how a rotation looks.
-    let env = |name: &str| -> Option<String> {
-        let (name, old) = match name.strip_prefix("OLD_") {
-            Some(rest) => (rest, true),
-            None => (name, false),
-        };
-        let p = Provider::ALL.iter().find(|p| env_name(**p) == name)?;
-        Some(secret(*p, u8::from(old)))
-    };
-    let config =
-        hookwise::config::load_str(&path, &config, &env).unwrap_or_else(|e| panic!("{e:#?}"));
-    let listeners = hookwise::server::Listeners::bind(&config).await.unwrap();
-    let addr = listeners.ingress.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(hookwise::server::run(config, listeners, async {
-        let _ = stopped.await;
-    }));
-    let base = format!("https://{addr}");
-    assert!(
-        wait_ready(
-            &client(),
-            &format!("{base}/readyz"),
-            Duration::from_secs(20)
+    let mut spec = server(config)
+        .file(
+            "strict.schema.json",
+            r#"{"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}"#,
         )
-        .await
-    );
-    Server {
-        base,
-        dir,
-        stop: Some(stop),
-        task,
+        .file(
+            "push.schema.json",
+            r#"{"type": "object", "required": ["ref"], "properties": {"ref": {"type": "string"}}}"#,
+        )
+        .file(
+            "pr.schema.json",
+            r#"{"type": "object", "required": ["number"], "properties": {"number": {"type": "integer"}}}"#,
+        );
+    for p in Provider::ALL {
+        let name = env_name(*p);
+        spec = spec
+            .env(&format!("OLD_{name}"), secret(*p, 1))
+            .env(&name, secret(*p, 0));
     }
+    spec.start().await
 }
 
 fn env_name(p: Provider) -> String {
     p.id().to_uppercase().replace('-', "_")
-}
-
-impl Server {
-    /// Stops the server; returns the store it wrote and the folder that holds it.
-    async fn stop(mut self) -> (Store, tempfile::TempDir) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-        let store = Store::open(
-            "sqlite://hookwise.db",
-            self.dir.path(),
-            GroupCommitSettings::default(),
-        )
-        .await
-        .unwrap();
-        (store, self.dir)
-    }
 }
 
 fn client() -> reqwest::Client {
@@ -351,7 +296,7 @@ async fn every_provider_valid_tampered_wrong_secret_and_duplicate_and_cli_agrees
             }
         }
     }
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(store.count_events().await.unwrap(), expected_events);
     let attempts = store.list_delivery_attempts(None, 1000).await.unwrap();
@@ -499,7 +444,7 @@ async fn bad_requests_get_clear_answers_and_are_recorded() {
         "{text}"
     );
 
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     assert_eq!(store.count_events().await.unwrap(), 0);
     let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
     assert_eq!(attempts.len(), 8, "{attempts:#?}");
@@ -557,7 +502,7 @@ async fn a_flood_of_refused_requests_is_counted_not_recorded_one_by_one() {
         t.await.unwrap();
     }
 
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     let attempts = store
         .list_delivery_attempts(Some("github"), 1000)
         .await
@@ -640,7 +585,7 @@ async fn allowlist_rate_limit_and_schema_quarantine() {
     .await;
     assert_eq!(status, 200, "{text}");
 
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     let id: hookwise::model::EventId = quarantined.parse().unwrap();
     let event = store
         .get_event(id)
@@ -776,7 +721,7 @@ async fn hostile_senders_malformed_entries_signed_ids_and_url_schemes() {
         );
     }
 
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     assert_eq!(
         store.count_events().await.unwrap(),
         5,
@@ -894,7 +839,7 @@ async fn shipped_and_per_event_payload_schemas() {
     assert_eq!(status, 200, "no schema for issues: {text}");
 
     // The invalid push is stored, visible as quarantined, with its body kept for replay.
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     let id: hookwise::model::EventId = quarantined.parse().unwrap();
     let listed = store
         .list_events(&hookwise::store::EventFilter {

@@ -16,8 +16,8 @@ use hookwise::store::{
 };
 use serde_json::{Value, json};
 
-use crate::dispatch::{Running, start, wait_done};
-use crate::support::{TempPostgres, wasm};
+use crate::dispatch::{start, wait_done};
+use crate::support::{Answer, Receiver, Server, TempPostgres, wasm};
 
 /// The odd text every scenario sends.
 const NUL: &str = "a\u{0}b";
@@ -95,13 +95,11 @@ fn strings(value: &Value) -> Vec<&str> {
     }
 }
 
-/// A local server whose `GET /nul` answers a body holding U+0000.
+/// A local receiver whose `/nul` answers a body holding U+0000.
 async fn nul_server() -> std::net::SocketAddr {
-    let app = axum::Router::new().route("/nul", axum::routing::get(|| async { "a\u{0}b" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    let receiver = Receiver::start().await;
+    receiver.route("/nul", Answer::new(200, "a\u{0}b"));
+    receiver.addr
 }
 
 fn config(store: &str, http: std::net::SocketAddr) -> String {
@@ -159,9 +157,9 @@ async fn finished(store: &Store, event: EventId) -> Execution {
 }
 
 /// The group-commit batches this server had to split (`/metrics`).
-async fn splits(server: &Running) -> u64 {
-    let token = std::fs::read_to_string(server.dir.path().join(hookwise::admin::token::TOKEN_FILE))
-        .unwrap();
+async fn splits(server: &Server) -> u64 {
+    let token =
+        std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE)).unwrap();
     let text = reqwest::Client::new()
         .get(format!("{}/metrics", server.admin))
         .bearer_auth(token.trim())
@@ -224,7 +222,7 @@ async fn odd_text_everywhere(postgres: Option<&str>) {
         &RULES.replace("PORT", &http.port().to_string()),
     )
     .await;
-    let store = Store::open(url, server.dir.path(), GroupCommitSettings::default())
+    let store = Store::open(url, &server.dir, GroupCommitSettings::default())
         .await
         .unwrap();
     let pg = postgres.is_some();
@@ -243,7 +241,7 @@ async fn odd_text_everywhere(postgres: Option<&str>) {
 
 /// U+0000 in a plugin's log, output, error (retryable: retried, then dead; fatal: dead), in the
 /// HTTP answer it read, and in a payload string a rule's trace and order key quote.
-async fn plugins_say_odd_text(server: &Running, store: &Store, client: &reqwest::Client, pg: bool) {
+async fn plugins_say_odd_text(server: &Server, store: &Store, client: &reqwest::Client, pg: bool) {
     let base = &server.base;
     let odd = stored(pg, NUL);
     let output = send(
@@ -350,7 +348,7 @@ async fn plugins_say_odd_text(server: &Running, store: &Store, client: &reqwest:
 /// Refused requests to `/hooks/a%00b` and requests with a header value that is not UTF-8, sent
 /// in the same moment as valid deliveries: all are recorded, and every valid event is stored.
 async fn odd_requests_beside_valid_ones(
-    server: &Running,
+    server: &Server,
     store: &Store,
     client: &reqwest::Client,
     pg: bool,
@@ -419,7 +417,7 @@ async fn odd_requests_beside_valid_ones(
 /// Delivery ids of 256 bytes are taken, longer ones and ones with a control character are
 /// refused with `invalid_delivery_id` (and recorded); an event type holding U+0000 is stored.
 async fn delivery_ids_are_bounded(
-    server: &Running,
+    server: &Server,
     store: &Store,
     client: &reqwest::Client,
     pg: bool,
@@ -469,7 +467,7 @@ async fn delivery_ids_are_bounded(
 
 /// Makes the server's database refuse every execution attempt whose error mentions `boom`, as
 /// a database may refuse text for reasons of its own.
-async fn refuse_boom(server: &Running, url: &str) {
+async fn refuse_boom(server: &Server, url: &str) {
     if url.starts_with("postgres") {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
         sqlx::query(
@@ -481,7 +479,7 @@ async fn refuse_boom(server: &Running, url: &str) {
         .unwrap();
         pool.close().await;
     } else {
-        let db = rusqlite::Connection::open(server.dir.path().join("hookwise.db")).unwrap();
+        let db = rusqlite::Connection::open(server.dir.join("hookwise.db")).unwrap();
         db.busy_timeout(Duration::from_secs(10)).unwrap();
         db.execute_batch(
             "CREATE TRIGGER refuse_boom BEFORE INSERT ON execution_attempts \
@@ -496,7 +494,7 @@ async fn refuse_boom(server: &Running, url: &str) {
 /// retried, then dead, each attempt once. Left unrecorded, its lease would run out and the
 /// action run again, forever.
 async fn refused_records_are_recorded_reduced(
-    server: &Running,
+    server: &Server,
     store: &Store,
     client: &reqwest::Client,
     url: &str,

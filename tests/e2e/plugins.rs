@@ -3,7 +3,7 @@
 //! exactly-once, the compile cache and the command-module ABI.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookwise::plugin_host::{
@@ -13,7 +13,7 @@ use hookwise::plugin_host::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{TempMysql, TempPostgres, wasm};
+use crate::support::{Answer, Backend, Receiver, TempDb, TempPostgres, on_every_backend, wasm};
 
 fn settings() -> HostSettings {
     HostSettings {
@@ -378,53 +378,32 @@ async fn hostile_calls_do_not_disturb_a_concurrent_good_call() {
 
 // ---------- HTTP ----------
 
-/// (path and query, Idempotency-Key header) of each request the server saw.
-pub(crate) type SeenRequests = Vec<(String, Option<String>)>;
-
-/// What the test server saw (shared with `plugins_lang`).
-#[derive(Clone, Default)]
-pub(crate) struct Seen {
-    pub(crate) requests: Arc<Mutex<SeenRequests>>,
+/// A capturing receiver on 127.0.0.1 (shared with `plugins_lang`): `/echo` answers a fixed
+/// text, `/big` answers 100 kB, `/slow` answers after 5 s.
+pub(crate) async fn test_server() -> (SocketAddr, Receiver) {
+    let receiver = Receiver::start().await;
+    receiver.route("/echo", Answer::new(200, "hello from the test server"));
+    receiver.route("/big", Answer::new(200, &"b".repeat(100_000)));
+    receiver.route(
+        "/slow",
+        Answer::new(200, "too late").after(Duration::from_secs(5)),
+    );
+    (receiver.addr, receiver)
 }
 
-/// A capturing HTTP server on 127.0.0.1: `/echo` records the request and
-/// answers a fixed text, `/big` answers 100 kB, `/slow` answers after 5 s.
-pub(crate) async fn test_server() -> (SocketAddr, Seen) {
-    use axum::Router;
-    use axum::extract::State;
-    use axum::http::{HeaderMap, Uri};
-    use axum::routing::get;
-
-    async fn record(State(seen): State<Seen>, uri: Uri, headers: HeaderMap) -> String {
-        let key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        seen.requests
-            .lock()
-            .map(|mut r| r.push((uri.to_string(), key)))
-            .ok();
-        "hello from the test server".to_string()
-    }
-    async fn big() -> String {
-        "b".repeat(100_000)
-    }
-    async fn slow() -> String {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        "too late".to_string()
-    }
-    let seen = Seen::default();
-    let app = Router::new()
-        .route("/echo", get(record))
-        .route("/big", get(big))
-        .route("/slow", get(slow))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, seen)
+/// (path and query, Idempotency-Key header) of each request `receiver` saw.
+pub(crate) fn requests(receiver: &Receiver) -> Vec<(String, Option<String>)> {
+    receiver
+        .seen()
+        .iter()
+        .map(|r| {
+            let target = match &r.query {
+                Some(q) => format!("{}?{q}", r.path),
+                None => r.path.clone(),
+            };
+            (target, r.header("idempotency-key").map(str::to_string))
+        })
+        .collect()
 }
 
 fn http_grants(entries: &[String]) -> Grants {
@@ -456,7 +435,7 @@ async fn http_to_a_granted_address_works_and_is_recorded() {
         output(&report),
         json!({"status": 200, "body": "hello from the test server"})
     );
-    let requests = seen.requests.lock().map(|r| r.clone()).unwrap_or_default();
+    let requests = requests(&seen);
     assert_eq!(
         requests,
         vec![(
@@ -561,10 +540,7 @@ async fn http_refusals_happen_before_connecting() {
             report.http_calls[0]
         );
     }
-    assert!(
-        seen.requests.lock().map(|r| r.is_empty()).unwrap_or(false),
-        "nothing reached the server"
-    );
+    assert!(seen.seen().is_empty(), "nothing reached the server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,21 +644,6 @@ async fn http_request_count_is_capped() {
 
 // ---------- DB ----------
 
-/// The databases the `db` capability is tested against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-/// A fresh database that is dropped in [`DbFixture::close`].
-enum TempDb {
-    Sqlite(tempfile::TempDir),
-    Postgres(TempPostgres),
-    MySql(TempMysql),
-}
-
 /// A host whose connection `app` is a fresh database of one backend, holding
 /// `items (id, name TEXT NOT NULL, qty BIGINT NULL)`.
 struct DbFixture {
@@ -695,33 +656,22 @@ struct DbFixture {
 
 impl DbFixture {
     async fn new(backend: Backend) -> DbFixture {
-        let (db, url, items) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display());
-                let items =
-                    "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER)";
-                (TempDb::Sqlite(dir), url, items)
-            }
-            Backend::Postgres => {
-                let pg = TempPostgres::create()
-                    .await
-                    .expect("PostgreSQL on 127.0.0.1:5432");
-                let url = pg.url.clone();
-                let items =
-                    "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, qty BIGINT)";
-                (TempDb::Postgres(pg), url, items)
-            }
-            Backend::MySql => {
-                let my = TempMysql::create()
-                    .await
-                    .expect("MariaDB/MySQL on 127.0.0.1:3306");
-                // Exercise the `mariadb://` spelling too.
-                let url = my.url.replacen("mysql://", "mariadb://", 1);
-                let items = "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
-                             name TEXT NOT NULL, qty BIGINT) ENGINE=InnoDB";
-                (TempDb::MySql(my), url, items)
-            }
+        let db = TempDb::create(backend, "app.db").await;
+        let (url, items) = match backend {
+            Backend::Sqlite => (
+                db.url().to_string(),
+                "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER)",
+            ),
+            Backend::Postgres => (
+                db.url().to_string(),
+                "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, qty BIGINT)",
+            ),
+            // Exercise the `mariadb://` spelling too.
+            Backend::MySql => (
+                db.url().replacen("mysql://", "mariadb://", 1),
+                "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+                 name TEXT NOT NULL, qty BIGINT) ENGINE=InnoDB",
+            ),
         };
         let pool: SqlPool = match backend {
             Backend::Sqlite => sqlx::SqlitePool::connect(&url)
@@ -802,11 +752,7 @@ impl DbFixture {
             SqlPool::Postgres(p) => p.close().await,
             SqlPool::MySql(p) => p.close().await,
         }
-        match db {
-            TempDb::Sqlite(_dir) => {}
-            TempDb::Postgres(pg) => pg.drop_db().await.expect("drop database"),
-            TempDb::MySql(my) => my.drop_db().await.expect("drop database"),
-        }
+        db.drop_db().await;
     }
 }
 
@@ -817,35 +763,8 @@ fn db_grants() -> Grants {
     }
 }
 
-/// One `#[tokio::test]` per backend for each scenario below.
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod every_backend {
-            $(
-                mod $scenario {
-                    use super::super::{$scenario, Backend};
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn sqlite() {
-                        $scenario(Backend::Sqlite).await;
-                    }
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn postgres() {
-                        $scenario(Backend::Postgres).await;
-                    }
-
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn mysql() {
-                        $scenario(Backend::MySql).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 on_every_backend!(
+    every_backend [sqlite, postgres, mysql]:
     db_writes_apply_once_per_idempotency_key,
     concurrent_attempts_with_one_key_apply_once,
     failing_statement_rolls_back_everything,

@@ -14,7 +14,7 @@ use hookwise::plugin_host::{
 };
 use serde_json::{Value, json};
 
-use crate::plugins::test_server;
+use crate::plugins::{requests, test_server};
 
 /// Memory one call of the JS or Python plugin may use; these calls peak at
 /// about 9 MiB (SpiderMonkey) and 12 MiB (CPython).
@@ -137,7 +137,7 @@ async fn js_fetch_reaches_a_granted_server() {
         output(&report),
         json!({"status": 200, "body": "hello from the test server"})
     );
-    let requests = seen.requests.lock().map(|r| r.clone()).unwrap_or_default();
+    let requests = requests(&seen);
     assert_eq!(
         requests,
         vec![("/echo?from=js".to_string(), Some("idem-lang-7".to_string()))]
@@ -181,10 +181,7 @@ async fn js_fetch_to_a_server_not_granted_is_refused() {
     }
     assert_eq!(report.http_calls.len(), 1, "{:?}", report.http_calls);
     assert!(report.http_calls[0].refused, "{:?}", report.http_calls[0]);
-    assert!(
-        seen.requests.lock().map(|r| r.is_empty()).unwrap_or(false),
-        "nothing reached the server"
-    );
+    assert!(seen.seen().is_empty(), "nothing reached the server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,14 +8,12 @@
 //! named ones were. Run on both stores.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use hookwise::verify::{Provider, VerifyOptions};
 use serde_json::Value;
 
-use crate::dispatch::Receiver;
-use crate::support::{TempPostgres, free_port, hookwise_bin, wait_ready, wasm};
+use crate::support::{Receiver, TempPostgres, hookwise_bin, server, wasm};
 
 /// The secret part of the webhook URL (a Slack-style path).
 const HOOK_PATH: &str = "/services/T0S3CR3T/B0S3CR3T/hk7f3a9c1e5d";
@@ -25,11 +23,11 @@ const API_TOKEN: &str = "apitok-9e4c1b7a2f60";
 const GH_SECRET: &str = "ghsec-2d8f6a1c9b34";
 const STORE_PASSWORD: &str = "storepw-51c0e9d7";
 
-fn config(store: &str, port: u16, admin: u16, receiver: &Receiver) -> String {
+fn config(store: &str, receiver: &Receiver) -> String {
     format!(
-        "listen: 127.0.0.1:{port}\n\
+        "listen: 127.0.0.1:0\n\
          insecure_http: true\n\
-         admin: {{ listen: \"127.0.0.1:{admin}\" }}\n\
+         admin: {{ listen: 127.0.0.1:0 }}\n\
          store: \"{store}\"\n\
          rules: rules.yaml\n\
          dispatch: {{ workers: 4, lease: 5s }}\n\
@@ -72,86 +70,6 @@ const RULES: &str = r#"rules:
           error: "cannot reach ${secret:HOOK_URL} with ${secret:API_TOKEN}"
         retry: { attempts: 1 }
 "#;
-
-/// `hookwise serve` as a child process, its stderr collected.
-struct Server {
-    child: tokio::process::Child,
-    stderr: tokio::task::JoinHandle<Vec<u8>>,
-    base: String,
-    admin: String,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Server {
-    async fn start(dir: &Path, env: Vec<(&'static str, String)>, port: u16, admin: u16) -> Server {
-        let mut child = tokio::process::Command::new(hookwise_bin())
-            .args(["serve", "--config", "hookwise.yaml"])
-            .args(["--log-format", "json", "--log", "debug"])
-            .current_dir(dir)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("HOOKWISE_LOG")
-            .env_remove("HOOKWISE_LOG_FORMAT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start hookwise");
-        // Read stderr as it comes: at debug level a full pipe would block the server.
-        let mut pipe = child.stderr.take().expect("stderr");
-        let stderr = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut buf).await;
-            buf
-        });
-        let server = Server {
-            child,
-            stderr,
-            base: format!("http://127.0.0.1:{port}"),
-            admin: format!("http://127.0.0.1:{admin}"),
-            env,
-        };
-        let ready = wait_ready(
-            &reqwest::Client::new(),
-            &format!("{}/readyz", server.base),
-            Duration::from_secs(60),
-        )
-        .await;
-        assert!(ready, "server did not become ready");
-        server
-    }
-
-    /// Stops the server with SIGTERM; returns its stderr.
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().expect("pid").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("stops on SIGTERM")
-            .unwrap();
-        String::from_utf8_lossy(&self.stderr.await.unwrap()).into_owned()
-    }
-
-    /// Runs a `hookwise` command on the server's config; returns its stdout.
-    fn cli(&self, dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new(hookwise_bin())
-            .args(args)
-            .args(["--config", "hookwise.yaml"])
-            .current_dir(dir)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .expect("run hookwise");
-        assert!(
-            out.status.success(),
-            "hookwise {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 /// An admin API client.
 struct Admin {
@@ -277,19 +195,15 @@ fn with_password(url: &str, password: &str) -> Option<String> {
 async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<String> {
     let receiver = Receiver::start().await;
     let hook_url = receiver.url(HOOK_PATH);
-    let (port, admin_port) = (free_port(), free_port());
-    std::fs::write(
-        dir.join("hookwise.yaml"),
-        config(store_url, port, admin_port, &receiver),
-    )
-    .unwrap();
-    std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
-    let env = vec![
-        ("HOOK_URL", hook_url.clone()),
-        ("API_TOKEN", API_TOKEN.to_string()),
-        ("GH_SECRET", GH_SECRET.to_string()),
-    ];
-    let server = Server::start(dir, env, port, admin_port).await;
+    let server = server(config(store_url, &receiver))
+        .in_dir(dir)
+        .file("rules.yaml", RULES)
+        .env("HOOK_URL", hook_url.clone())
+        .env("API_TOKEN", API_TOKEN)
+        .env("GH_SECRET", GH_SECRET)
+        .args(&["--log-format", "json", "--log", "debug"])
+        .spawn()
+        .await;
     // The token made on first run is a secret too (without a name).
     let token = std::fs::read_to_string(dir.join(hookwise::admin::token::TOKEN_FILE))
         .expect("generated token")
@@ -316,7 +230,7 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].path, HOOK_PATH);
     let bearer = format!("Bearer {API_TOKEN}");
-    assert_eq!(seen[0].authorization.as_deref(), Some(bearer.as_str()));
+    assert_eq!(seen[0].header("authorization"), Some(bearer.as_str()));
 
     let (story, refused) = check_admin_answers(&admin, &event, &executions, &secrets).await;
     check_names_in_place(&story, &refused);
@@ -327,14 +241,15 @@ async fn scenario(dir: &Path, store_url: &str, extra_secrets: &[&str]) -> Vec<St
         vec!["events", "--json"],
         vec!["dead-letters", "list", "--json"],
     ] {
-        let out = server.cli(dir, &args);
+        let (code, out) = server.cli(&args);
+        assert_eq!(code, 0, "hookwise {args:?}");
         assert_clean(&format!("hookwise {args:?}"), out.as_bytes(), &secrets);
         if args[0] == "logs" {
             assert!(out.contains("${secret:HOOK_URL}"), "{out}");
         }
     }
 
-    let stderr = server.stop().await;
+    let stderr = server.stop().await.stderr;
     assert_clean("the server's stderr", stderr.as_bytes(), &secrets);
     // The failed attempt is logged, with the names in place of the values.
     assert!(stderr.contains("${secret:HOOK_URL}"), "{stderr}");

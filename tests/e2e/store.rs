@@ -15,7 +15,7 @@ use hookwise::store::{
 };
 use serde_json::json;
 
-use crate::support::TempPostgres;
+use crate::support::{Backend, TempPostgres, on_every_backend};
 
 /// Where a suite run keeps its data, and how to open a second, independent handle on it.
 enum Place {
@@ -24,15 +24,19 @@ enum Place {
 }
 
 impl Place {
-    async fn new(kind: &str) -> Place {
-        match kind {
-            "sqlite" => Place::Sqlite(tempfile::tempdir().expect("temp dir")),
-            _ => Place::Postgres(
+    /// Runs `scenario` in a fresh place on `backend`, then drops the place's database.
+    async fn run(backend: Backend, scenario: impl AsyncFnOnce(&Place)) {
+        let place = match backend {
+            Backend::Sqlite => Place::Sqlite(tempfile::tempdir().expect("temp dir")),
+            Backend::Postgres => Place::Postgres(
                 TempPostgres::create()
                     .await
                     .expect("PostgreSQL on 127.0.0.1:5432"),
             ),
-        }
+            Backend::MySql => panic!("the store does not run on MySQL"),
+        };
+        scenario(&place).await;
+        place.finish().await;
     }
 
     async fn open(&self) -> Store {
@@ -138,20 +142,8 @@ fn plan_of(event: EventId, trace: &serde_json::Value, executions: &[NewExecution
     }
 }
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-               async fn $name() { let place = super::Place::new("sqlite").await; super::$name(&place).await; place.finish().await; } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-               async fn $name() { let place = super::Place::new("postgres").await; super::$name(&place).await; place.finish().await; } )*
-        }
-    };
-}
-
-suite!(
+on_every_backend!(
+    suite [sqlite, postgres] in Place:
     duplicate_delivery_is_recorded_not_stored_twice,
     concurrent_inserts_land_exactly_once,
     callers_are_answered_only_after_commit,

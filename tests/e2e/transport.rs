@@ -3,65 +3,28 @@
 
 use std::time::Duration;
 
-use hookwise::store::{GroupCommitSettings, Store};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::wait_ready;
+use crate::support::{Server, server};
 
-struct Server {
-    addr: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), hookwise::server::ServeError>>,
-}
-
+/// A plain-HTTP server in this process with `config` after its listeners, ready once
+/// `/healthz` answers: load balancers' checks carry no X-Forwarded-Proto.
 async fn start(config: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hookwise.yaml");
-    let text = format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{config}");
-    std::fs::write(&path, &text).unwrap();
-    let config = hookwise::config::load_str(&path, &text, &|_: &str| None)
-        .unwrap_or_else(|e| panic!("{e:#?}"));
-    let listeners = hookwise::server::Listeners::bind(&config).await.unwrap();
-    let addr = listeners.ingress.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(hookwise::server::run(config, listeners, async {
-        let _ = stopped.await;
-    }));
-    // /healthz answers load balancers' checks, which carry no X-Forwarded-Proto.
-    assert!(
-        wait_ready(
-            &reqwest::Client::new(),
-            &format!("http://{addr}/healthz"),
-            Duration::from_secs(20)
-        )
-        .await
-    );
-    Server {
-        addr,
-        dir,
-        stop: Some(stop),
-        task,
-    }
+    server(format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{config}"
+    ))
+    .ready_at("/healthz")
+    .start()
+    .await
 }
 
-impl Server {
-    async fn stop(mut self) -> (Store, tempfile::TempDir) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-        let store = Store::open(
-            "sqlite://hookwise.db",
-            self.dir.path(),
-            GroupCommitSettings::default(),
-        )
-        .await
-        .unwrap();
-        (store, self.dir)
-    }
+/// Requests to one source of a transport test server.
+trait Post {
+    async fn post(&self, source: &str, headers: &[(&str, &str)]) -> (u16, Value);
+}
 
+impl Post for Server {
     async fn post(&self, source: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut req = reqwest::Client::new()
             .post(format!("http://{}/hooks/{source}", self.addr))
@@ -138,7 +101,7 @@ async fn trusted_proxies_forward_https_and_the_client_address() {
     let (status, _) = server.post("guarded", &[https]).await;
     assert_eq!(status, 403);
 
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
     assert_eq!(attempts.len(), 6, "{attempts:#?}");
     let remote: Vec<String> = attempts
@@ -188,7 +151,7 @@ async fn plain_http_from_an_untrusted_peer_is_refused() {
             .contains("127.0.0.1"),
         "{answer}"
     );
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     assert_eq!(store.count_events().await.unwrap(), 0);
     store.close().await;
 }
@@ -226,7 +189,7 @@ async fn slow_clients_are_cut_off() {
     let answer = stall(addr, "POST /hooks/open HTTP/1.1\r\nhost: x\r\n").await;
     assert!(!answer.contains("200 OK"), "{answer}");
 
-    let (store, _dir) = server.stop().await;
+    let (store, _stopped) = server.stop_and_open().await;
     let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0].attempt.status, 408);
