@@ -1,11 +1,10 @@
 //! Running hookwise: open the store, bind the listeners, serve until told to stop, then stop
-//! accepting, finish open requests and flush pending commits.
+//! accepting, finish open requests and flush pending commits. The composition root: it builds
+//! the shared state and both listeners' states, and nothing below imports it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,76 +18,15 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::AdminToken;
 use crate::config::{Config, TlsMode};
-use crate::dispatch::{Dispatcher, Wake};
+use crate::dispatch::Dispatcher;
+use crate::ingress::{IngressState, PlainOnTls};
 use crate::plugin_host::Registry;
 use crate::rules::{LiveRules, RuleSet};
-use crate::scrub::Scrubber;
+use crate::state::AppState;
 use crate::store::{GroupCommitSettings, Store, StoreError};
 
 /// How long open connections get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What every handler shares. Cheap to clone: one reference count per request, not one per
-/// part.
-#[derive(Clone)]
-pub struct AppState(Arc<AppParts>);
-
-/// The parts of [`AppState`].
-pub struct AppParts {
-    pub config: Arc<Config>,
-    pub store: Store,
-    /// Per-source schemas and rate limiters, compiled at start-up.
-    pub ingress: HashMap<String, crate::ingress::hooks::SourceRuntime>,
-    /// Tells the dispatcher that events were stored.
-    pub wake: Wake,
-    /// Counters and histograms for `/metrics`.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Which refused requests are recorded one by one.
-    pub rejections: crate::ingress::rejections::Rejections,
-    /// The rules, when events are matched as they arrive (`serve`); without them events are
-    /// stored unmatched and the dispatcher matches them.
-    pub rules: Option<LiveRules>,
-    /// Replaces secret values in what is recorded, logged and answered.
-    pub scrubber: Arc<Scrubber>,
-    shutting_down: AtomicBool,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppParts;
-    fn deref(&self) -> &AppParts {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The state of a server on `store`; with `rules`, events are matched as they arrive.
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        rules: Option<LiveRules>,
-        scrubber: Arc<Scrubber>,
-    ) -> Result<AppState, ServeError> {
-        let ingress = crate::ingress::hooks::prepare(&config.sources)?;
-        let rejections =
-            crate::ingress::rejections::Rejections::new(config.retention.rejected_per_second);
-        let wake = Wake::new(&config.dispatch);
-        Ok(AppState(Arc::new(AppParts {
-            rejections,
-            rules,
-            scrubber,
-            config,
-            store,
-            ingress,
-            wake,
-            metrics: Arc::default(),
-            shutting_down: AtomicBool::new(false),
-        })))
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-}
 
 /// Errors that stop `serve` from starting.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +41,7 @@ pub enum ServeError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::ingress::tls::TlsError),
     #[error("{0}")]
-    Ingress(#[from] crate::ingress::hooks::IngressSetupError),
+    Ingress(#[from] crate::ingress::IngressSetupError),
     #[error("{} problem{} in the rules:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, join_lines(.0))]
     Rules(Vec<crate::yamldoc::Diagnostic>),
     #[error("{} problem{} with plugins:\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, join_lines(.0))]
@@ -197,16 +135,17 @@ pub async fn run(
     let store = open_store(&config).await?;
     tracing::info!(rules = rules.len(), "rules loaded");
     let rules = LiveRules::new(rules);
-    let state = match AppState::new(
+    let state = AppState::new(
         Arc::new(config),
         store.clone(),
         Some(rules.clone()),
         scrubber.clone(),
-    ) {
-        Ok(state) => state,
+    );
+    let ingress_state = match IngressState::new(state.clone()) {
+        Ok(ingress_state) => ingress_state,
         Err(e) => {
             store.close().await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let admin_state = crate::admin::AdminState::new(
@@ -235,8 +174,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let ingress = tokio::spawn(serve(
         listeners.ingress,
-        crate::ingress::app(state.clone()),
-        Some(state.clone()),
+        crate::ingress::app(ingress_state.clone()),
+        Some(ingress_state.clone()),
         tls,
         Timeouts::from(&state.config.ingress),
         stop_rx.clone(),
@@ -254,16 +193,16 @@ pub async fn run(
         state.config.retention,
         stop_rx.clone(),
     ));
-    let summaries = tokio::spawn(summarise_rejections(state.clone(), stop_rx.clone()));
+    let summaries = tokio::spawn(summarise_rejections(ingress_state.clone(), stop_rx.clone()));
     let reloader = tokio::spawn(rules.watch(state.config.clone(), stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing open requests");
-    state.shutting_down.store(true, Ordering::Relaxed);
+    state.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = ingress.await;
     let _ = summaries.await;
-    flush_rejections(&state).await;
+    flush_rejections(&ingress_state).await;
     let _ = admin.await;
     let _ = reloader.await;
     let _ = pruner.await;
@@ -276,7 +215,7 @@ pub async fn run(
 /// Records, every second, the summaries of refused requests counted in the seconds that
 /// ended, until `stop`. (At shutdown, once the ingress stopped, [`flush_rejections`] records
 /// the rest.)
-async fn summarise_rejections(state: AppState, mut stop: watch::Receiver<bool>) {
+async fn summarise_rejections(state: IngressState, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*stop.borrow() {
@@ -285,15 +224,15 @@ async fn summarise_rejections(state: AppState, mut stop: watch::Receiver<bool>) 
             _ = stop.changed() => return,
         }
         for summary in state.rejections.ended(Some(crate::model::Millis::now())) {
-            crate::ingress::hooks::queue_summary(&state, summary).await;
+            crate::ingress::hooks::queue_summary(&state.app, summary).await;
         }
     }
 }
 
 /// Records the summaries of every refused request counted so far.
-async fn flush_rejections(state: &AppState) {
+async fn flush_rejections(state: &IngressState) {
     for summary in state.rejections.ended(None) {
-        crate::ingress::hooks::queue_summary(state, summary).await;
+        crate::ingress::hooks::queue_summary(&state.app, summary).await;
     }
 }
 
@@ -319,12 +258,6 @@ impl From<&crate::config::IngressSettings> for Timeouts {
     }
 }
 
-/// Marks a request that arrived as plain HTTP on a listener that speaks HTTPS. It is answered
-/// (with a reason and, on `/hooks/`, a delivery attempt record) rather than dropped, so the
-/// sender learns what is wrong.
-#[derive(Debug, Clone, Copy)]
-pub struct PlainOnTls;
-
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -337,7 +270,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    hooks: Option<AppState>,
+    hooks: Option<IngressState>,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,

@@ -22,10 +22,13 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, DispatchSettings};
-use crate::model::{ExecutionId, Millis};
+use crate::model::{EventStatus, ExecutionId, Millis};
 use crate::plugin_host::Registry;
 use crate::rules::{EventView, LiveRules, RuleSet};
-use crate::store::{ClaimExclusions, EventPlan, NewEvent, NewExecution, Store, StoredEvent};
+use crate::store::{
+    ClaimExclusions, EventPlan, IngestOutcome, NewDeliveryAttempt, NewEvent, NewExecution, Store,
+    StoredEvent,
+};
 
 /// Executions claimed per free worker slot, beyond the first: claiming ahead keeps the workers
 /// busy while the next claim waits for its commit.
@@ -219,26 +222,88 @@ async fn plan_pending(shared: &Shared) -> Result<usize, crate::store::StoreError
         .iter()
         .map(|e| plan_event(&rules, &shared.config, e, 0))
         .collect();
-    // Counted before the commit, so a claim can never see work the count does not hold yet.
     let planned: usize = plans.iter().map(|p| p.executions.len()).sum();
-    shared.wake.backlog.planned(planned);
-    let created = match shared.store.plan(&plans).await {
-        Ok(created) => created,
-        Err(e) => {
-            shared.wake.backlog.withdrawn(planned);
-            return Err(e);
-        }
-    };
-    shared
-        .wake
-        .backlog
-        .withdrawn(planned.saturating_sub(created.len()));
+    let commit = shared.store.plan(&plans);
+    let created = commit_counted(&shared.wake.backlog, planned, commit, Vec::len).await?;
     tracing::debug!(
         events = events.len(),
         executions = created.len(),
         "events planned"
     );
     Ok(events.len())
+}
+
+/// Commits `planned` new executions with the backlog counting them: counted before the commit,
+/// so no claim can see work the count does not hold yet; those not stored after all (`stored`
+/// of the result says how many were, a failed commit stores none) withdrawn after it.
+async fn commit_counted<T, E>(
+    backlog: &Backlog,
+    planned: usize,
+    commit: impl std::future::Future<Output = Result<T, E>>,
+    stored: impl FnOnce(&T) -> usize,
+) -> Result<T, E> {
+    backlog.planned(planned);
+    let result = commit.await;
+    let stored = result.as_ref().map_or(0, stored);
+    backlog.withdrawn(planned.saturating_sub(stored));
+    result
+}
+
+/// The dispatcher's side of ingress: stores each arriving event once, matched and planned when
+/// the rules are matched as events arrive, with its executions counted in the backlog, and
+/// wakes the dispatcher.
+pub struct Intake<'a> {
+    pub store: &'a Store,
+    pub config: &'a Config,
+    /// `None`: events are stored unmatched, and the matcher plans them.
+    pub rules: Option<&'a LiveRules>,
+    pub wake: &'a Wake,
+    pub metrics: &'a crate::metrics::Metrics,
+}
+
+impl Intake<'_> {
+    /// Stores `event` with its delivery `attempt` in one transaction; a valid event is stored
+    /// with its plan. `payload` gives the parsed payload, called only when some rule is
+    /// selected for the event's source and type.
+    pub async fn admit(
+        &self,
+        event: NewEvent,
+        attempt: NewDeliveryAttempt,
+        payload: impl FnOnce() -> Value,
+    ) -> Result<IngestOutcome, crate::store::StoreError> {
+        let quarantined = event.status == EventStatus::Quarantined;
+        // Matched and planned in the transaction that stores the event: rule matching costs
+        // microseconds, and the event is then written once, not stored and updated.
+        let plan = match self.rules {
+            Some(rules) if !quarantined => {
+                Some(plan_arrival(&rules.current(), self.config, &event, payload))
+            }
+            _ => None,
+        };
+        let matched = plan.is_some();
+        let planned = plan.as_ref().map_or(0, |p| p.executions.len());
+        if planned > 0 {
+            // Backpressure: while the workers are behind, the arrival waits (boundedly) before
+            // adding to their backlog.
+            let waited = self.wake.backlog.admit().await;
+            if !waited.is_zero() {
+                self.metrics.backlog_wait(waited);
+            }
+        }
+        let commit = self.store.ingest_planned(event, attempt, plan);
+        let stored = commit_counted(&self.wake.backlog, planned, commit, |o| {
+            if o.duplicate { 0 } else { planned }
+        })
+        .await?;
+        if !stored.duplicate && !quarantined {
+            match (matched, planned) {
+                (false, _) => self.wake.events(),
+                (true, 0) => {}
+                (true, _) => self.wake.work(),
+            }
+        }
+        Ok(stored)
+    }
 }
 
 /// Owned parts of an event that the rule engine borrows.
@@ -315,7 +380,7 @@ pub fn plan_event(
 /// transaction that stores it. `payload` gives its parsed payload, called only when some rule
 /// is selected for the event's source and type (most events of a busy source match none, and
 /// need neither the parsed payload nor the rest of what rules read).
-pub fn plan_arrival(
+fn plan_arrival(
     rules: &RuleSet,
     config: &Config,
     event: &NewEvent,

@@ -2,18 +2,26 @@
 
 pub mod hooks;
 pub mod rejections;
+mod state;
 pub mod tls;
+
+pub use state::{IngressSetupError, IngressState, SourceRuntime};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::server::AppState;
+use crate::health::{healthz, readyz};
+
+/// Marks a request that arrived as plain HTTP on a listener that speaks HTTPS. It is answered
+/// (with a reason and, on `/hooks/`, a delivery attempt record) rather than dropped, so the
+/// sender learns what is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainOnTls;
 
 /// The ingress routes.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: IngressState) -> Router {
     // `/hooks/` answers plain HTTP itself, so the hot path skips this middleware.
     let others = Router::new()
         .route("/healthz", get(healthz))
@@ -39,10 +47,7 @@ async fn refuse_plain_on_tls(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if request
-        .extensions()
-        .get::<crate::server::PlainOnTls>()
-        .is_some()
+    if request.extensions().get::<PlainOnTls>().is_some()
         && !request.uri().path().starts_with("/hooks/")
     {
         return (
@@ -59,23 +64,4 @@ async fn refuse_plain_on_tls(
 
 async fn not_found() -> StatusCode {
     StatusCode::NOT_FOUND
-}
-
-/// Liveness: the process answers.
-pub async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Readiness: the store answers and the server is not shutting down.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
-        }
-    }
 }

@@ -1,8 +1,9 @@
 //! Webhook signature verification, signing and identification for every supported provider.
 //!
 //! Everything here is a pure function over the raw body bytes, the request headers, the URL the
-//! provider posted to and a clock: no I/O, no async, no panics on any input. Only [`verify`] can
-//! produce a [`Verified`] value, so code that holds one knows the request was authentic.
+//! provider posted to and a clock: no I/O, no async, no panics on any input. Only [`verify`]
+//! produces a [`Verified`] value for a request, and only through one is a body read as a payload,
+//! identified or answered as a handshake, so code that gets that far knows it was authentic.
 //!
 //! One file per signature shape; providers that share a shape share a file and a table row:
 //! - `body_hmac`: an HMAC of the body (or URL + body) in one header (GitHub, Intercom, Bitbucket,
@@ -37,7 +38,8 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 pub use generic::{HmacAlgorithm, HmacScheme, SignatureEncoding};
-pub use identify::{HandshakeReply, Identity, handshake, identify};
+pub use identify::{HandshakeReply, Identity};
+use identify::{handshake, identify};
 pub use payload::Payload;
 
 /// A webhook sender whose signature scheme hookwise knows. The id (see [`Provider::id`]) is what
@@ -318,27 +320,50 @@ pub struct VerifyOptions {
     pub hmac: Option<HmacScheme>,
 }
 
-/// The parts of an incoming request that signatures cover.
+/// The parts of an incoming request that signatures cover. The headers and body (`'a`) are
+/// what a [`Verified`] goes on holding; the method and URL (`'u`) need only last the check.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub method: &'a str,
+pub struct Request<'u, 'a> {
+    pub method: &'u str,
     /// The full URL the provider posted to (scheme, host, path, query), as the provider sees it.
     /// Needed by Twilio, Square and HubSpot; behind a proxy this is the public URL.
-    pub url: &'a str,
+    pub url: &'u str,
     pub headers: &'a http::HeaderMap,
     /// The raw body bytes, before any parsing.
     pub body: &'a [u8],
 }
 
-/// Proof that a request passed its source's signature check. Only [`verify`] creates one.
+/// Proof that a request passed its source's signature check, holding what was checked: the
+/// headers and the raw body. Only [`verify`] creates one for a request, and reading the body
+/// as a payload, identifying it and answering handshakes are its methods, so nothing reaches
+/// them unverified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+pub struct Verified<'a> {
     provider: Provider,
     timestamp: Option<i64>,
     key_index: usize,
+    headers: &'a http::HeaderMap,
+    body: &'a [u8],
 }
 
-impl Verified {
+impl<'a> Verified<'a> {
+    /// Input the operator supplies themselves (a payload file given to `hookwise dry-run`),
+    /// which has no signature to check. Never for a request from the network: that is what
+    /// [`verify`] is for.
+    pub fn operator_supplied(
+        provider: Provider,
+        headers: &'a http::HeaderMap,
+        body: &'a [u8],
+    ) -> Verified<'a> {
+        Verified {
+            provider,
+            timestamp: None,
+            key_index: 0,
+            headers,
+            body,
+        }
+    }
+
     pub fn provider(&self) -> Provider {
         self.provider
     }
@@ -352,6 +377,27 @@ impl Verified {
     /// public-key schemes. Lets operators see when the old key of a rotation is no longer used.
     pub fn matched_key_index(&self) -> usize {
         self.key_index
+    }
+
+    /// The verified body, byte for byte.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// The body as a payload: see [`Payload`]. `None` when it is neither JSON nor a form.
+    pub fn payload(&self) -> Option<Payload<'a>> {
+        Payload::read(self.body)
+    }
+
+    /// The delivery id and event type, from the headers and `payload` (read from this body).
+    pub fn identify(&self, payload: &Payload<'_>) -> Identity {
+        identify(self.provider, self.headers, payload)
+    }
+
+    /// The answer to a provider's handshake (URL verification, ping, challenge), when
+    /// `payload` is one.
+    pub fn handshake(&self, keys: &Keys, payload: &Payload<'_>) -> Option<HandshakeReply> {
+        handshake(self.provider, keys, payload)
     }
 }
 
@@ -416,13 +462,13 @@ pub struct SignedRequest {
 
 /// Checks the request's signature for `provider` against every key in `keys`, and the signed
 /// timestamp against the tolerance. `now` is the clock (a parameter, so tests can fix it).
-pub fn verify(
+pub fn verify<'a>(
     provider: Provider,
     keys: &Keys,
     opts: &VerifyOptions,
-    req: &Request,
+    req: &Request<'_, 'a>,
     now: SystemTime,
-) -> Result<Verified, VerifyError> {
+) -> Result<Verified<'a>, VerifyError> {
     let ctx = Ctx {
         provider,
         keys,
@@ -468,6 +514,8 @@ pub fn verify(
         provider,
         timestamp: matched.timestamp,
         key_index: matched.key_index,
+        headers: req.headers,
+        body: req.body,
     })
 }
 
@@ -632,7 +680,7 @@ struct Ctx<'a> {
     provider: Provider,
     keys: &'a Keys,
     opts: &'a VerifyOptions,
-    req: &'a Request<'a>,
+    req: &'a Request<'a, 'a>,
     now_ms: i64,
     /// Resolved tolerance: `None` means no age check.
     tolerance: Option<Duration>,

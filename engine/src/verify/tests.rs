@@ -196,7 +196,7 @@ fn verify_signed(
     signed: &SignedRequest,
     body: &[u8],
     now: SystemTime,
-) -> Result<Verified, VerifyError> {
+) -> Result<Checked, VerifyError> {
     let headers = header_map(&signed.headers);
     let req = Request {
         method: "POST",
@@ -204,7 +204,33 @@ fn verify_signed(
         headers: &headers,
         body,
     };
-    verify(provider, keys, opts, &req, now)
+    verify(provider, keys, opts, &req, now).map(|v| Checked {
+        provider: v.provider(),
+        timestamp: v.timestamp(),
+        key_index: v.matched_key_index(),
+    })
+}
+
+/// What [`verify`] found, apart from the request it borrows.
+#[derive(Debug, PartialEq)]
+struct Checked {
+    provider: Provider,
+    timestamp: Option<i64>,
+    key_index: usize,
+}
+
+impl Checked {
+    fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    fn matched_key_index(&self) -> usize {
+        self.key_index
+    }
 }
 
 const ROUND_TRIP_BODY: &[u8] = br#"{"id":"evt_1","type":"test.event","action":"opened"}"#;
