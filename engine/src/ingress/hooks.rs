@@ -1,7 +1,7 @@
-//! `POST /hooks/{source}`, from receiving to the ack: receive with limits, check the client,
-//! verify the raw bytes, read the payload, answer handshakes, identify, validate, store once,
-//! acknowledge, one function per step. Every request, whatever happens to it, becomes a
-//! delivery attempt record.
+//! `POST /hooks/{source}`, from receiving to the ack: check the client (before the body is
+//! read), receive with limits, verify the raw bytes, read the payload, answer handshakes,
+//! identify, validate, store once, acknowledge, one function per step. Every request,
+//! whatever happens to it, becomes a delivery attempt record.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
@@ -164,9 +164,9 @@ impl From<Outcome> for Handled {
     }
 }
 
-/// `POST /hooks/{source_id}`: checks the transport, reads the body within the source's cap,
-/// handles it, records what produced no event, answers. Takes the request whole: its headers
-/// and URI are moved, not cloned per extractor.
+/// `POST /hooks/{source_id}`: checks the transport and the client, reads the body within the
+/// source's cap, handles it, records what produced no event, answers. Takes the request
+/// whole: its headers and URI are moved, not cloned per extractor.
 pub async fn receive(
     state: &IngressState,
     source_id: &str,
@@ -192,7 +192,7 @@ pub async fn receive(
             format!("no source `{}`", clip(source_id)),
         )
         .into(),
-        (None, Some(source)) => read_and_handle(state, source, &arrival, body).await,
+        (None, Some(source)) => handle_known(state, source, &arrival, body).await,
     };
     record_refusal(state, source, &arrival, &mut handled).await;
     state.app.metrics.delivery(
@@ -203,23 +203,29 @@ pub async fn receive(
     respond(handled.outcome)
 }
 
-/// Reads the body within the source's cap and time limit, then takes it through the steps.
-async fn read_and_handle(
+/// Checks the client first, then reads the body within the source's cap and time limit and
+/// takes it through the steps. Checks before work: a client the source refuses (its address,
+/// its rate) is answered before its body is read, so it costs no read and no buffer.
+async fn handle_known(
     state: &IngressState,
     source: &Source,
     arrival: &Arrival<'_>,
     body: axum::body::Body,
 ) -> Handled {
-    let bytes = match read_body(&state.app.config.ingress, source, arrival.headers, body).await {
-        Ok(bytes) => bytes,
-        Err(refused) => return refused.into(),
-    };
     let delivery = Delivery {
         state,
         source,
         arrival,
     };
-    let stop = handle(&delivery, &bytes).await;
+    let runtime = match check_client(&delivery) {
+        Ok(runtime) => runtime,
+        Err(refused) => return refused.outcome.into(),
+    };
+    let bytes = match read_body(&state.app.config.ingress, source, arrival.headers, body).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused.into(),
+    };
+    let stop = handle(&delivery, runtime, &bytes).await;
     Handled {
         outcome: stop.outcome,
         body_size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
@@ -425,11 +431,11 @@ impl Stop {
     }
 }
 
-/// The steps after reading the body: check, verify, read, answer handshakes, identify,
-/// validate, store, acknowledge. Each `?` is where a request may stop.
-async fn handle(d: &Delivery<'_>, body: &[u8]) -> Stop {
+/// The steps after reading the body of a client [`check_client`] let in: verify, read,
+/// answer handshakes, identify, validate, store, acknowledge. Each `?` is where a request
+/// may stop.
+async fn handle(d: &Delivery<'_>, runtime: &SourceRuntime, body: &[u8]) -> Stop {
     let steps = async {
-        let runtime = check_client(d)?;
         // Nothing below runs for an unverified request: the steps take `Verified`.
         let verified = verify_signature(d, runtime, body)?;
         let payload = read_payload(&verified)?;
