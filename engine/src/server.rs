@@ -194,15 +194,15 @@ impl Running {
             rules,
             plugins,
         } = states;
-        let dispatcher = Dispatcher::start(
-            app.store.clone(),
-            rules.clone(),
+        let dispatcher = Dispatcher::start(crate::dispatch::Setup {
+            store: app.store.clone(),
+            rules: rules.clone(),
             plugins,
-            app.config.clone(),
-            app.wake.clone(),
-            app.metrics.clone(),
-            app.scrubber.clone(),
-        );
+            config: app.config.clone(),
+            wake: app.wake.clone(),
+            metrics: app.metrics.clone(),
+            scrubber: app.scrubber.clone(),
+        });
         log_listening(&listeners, tls.is_some(), app.store.kind());
         let (stop, stop_rx) = watch::channel(false);
         let ingress = Site {

@@ -13,7 +13,7 @@ mod run;
 
 pub use backlog::Backlog;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,16 +110,31 @@ pub struct Dispatcher {
     listener: tokio::task::JoinHandle<()>,
 }
 
+/// What a dispatcher is started with.
+pub struct Setup {
+    pub store: Store,
+    pub rules: LiveRules,
+    pub plugins: Registry,
+    pub config: Arc<Config>,
+    /// Shared with ingress, which wakes the dispatcher and waits on its backlog.
+    pub wake: Wake,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Replaces secret values in the attempts recorded.
+    pub scrubber: Arc<crate::scrub::Scrubber>,
+}
+
 impl Dispatcher {
-    pub fn start(
-        store: Store,
-        rules: LiveRules,
-        plugins: Registry,
-        config: Arc<Config>,
-        wake: Wake,
-        metrics: Arc<crate::metrics::Metrics>,
-        scrubber: Arc<crate::scrub::Scrubber>,
-    ) -> Dispatcher {
+    /// Starts the matcher, the workers and the listener for other nodes' work.
+    pub fn start(setup: Setup) -> Dispatcher {
+        let Setup {
+            store,
+            rules,
+            plugins,
+            config,
+            wake,
+            metrics,
+            scrubber,
+        } = setup;
         let owner = format!(
             "{}:{}:{}",
             hostname(),
@@ -434,8 +449,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let (hard_stop_tx, hard_stop) = watch::channel(false);
     // Claimed, not started yet. The next claim is made while these still run, so the workers
     // do not wait for its commit: claiming overlaps running.
-    let mut queue: std::collections::VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)> =
-        Default::default();
+    let mut queue: VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)> = VecDeque::new();
     let mut claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>> =
         None;
     // After a claim found nothing (or failed): no new claim before this, unless woken.
@@ -474,23 +488,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             claimed = in_flight(&mut claiming), if claiming.is_some() => {
                 claiming = None;
-                match claimed {
-                    Ok(Ok(claimed)) if claimed.is_empty() => {
-                        idle_until = Some(tokio::time::Instant::now() + idle_pause(&shared).await);
-                    }
-                    Ok(Ok(claimed)) => {
-                        idle_until = None;
-                        queue.extend(claimed);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "claiming executions failed; retrying");
-                        idle_until = Some(tokio::time::Instant::now() + ERROR_PAUSE);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the claim task failed; retrying");
-                        idle_until = Some(tokio::time::Instant::now() + ERROR_PAUSE);
-                    }
-                }
+                idle_until = take_claim(&shared, claimed, &mut queue).await;
             }
             _ = shared.wake.work.notified() => {
                 // New or freed work: claim again without waiting out the pause.
@@ -504,31 +502,70 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     }
 
-    // Stopping: what was claimed but not started goes back unclaimed.
-    if let Some(claim) = claiming.take()
+    stop_claiming(&shared, claiming, queue).await;
+    drain(running, hard_stop_tx).await;
+}
+
+/// Queues what a finished claim brought. Returns until when not to claim again (unless woken):
+/// after a claim that found nothing, until the next execution is due; after a failure, a
+/// pause.
+async fn take_claim(
+    shared: &Shared,
+    claimed: Result<Result<Claimed, crate::store::StoreError>, tokio::task::JoinError>,
+    queue: &mut VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)>,
+) -> Option<tokio::time::Instant> {
+    match claimed {
+        Ok(Ok(claimed)) if claimed.is_empty() => {
+            Some(tokio::time::Instant::now() + idle_pause(shared).await)
+        }
+        Ok(Ok(claimed)) => {
+            queue.extend(claimed);
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "claiming executions failed; retrying");
+            Some(tokio::time::Instant::now() + ERROR_PAUSE)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the claim task failed; retrying");
+            Some(tokio::time::Instant::now() + ERROR_PAUSE)
+        }
+    }
+}
+
+/// Stopping: what was claimed but not started goes back unclaimed.
+async fn stop_claiming(
+    shared: &Shared,
+    claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>>,
+    mut queue: VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)>,
+) {
+    if let Some(claim) = claiming
         && let Ok(Ok(claimed)) = claim.await
     {
         queue.extend(claimed);
     }
     for (execution, _) in queue.drain(..) {
-        release(&shared, &execution).await;
+        release(shared, &execution).await;
     }
+}
 
-    // Shutdown: no more claims. Running actions get a grace period, then are stopped and
-    // given back (their attempt is not counted).
-    if !running.is_empty() {
-        tracing::info!(
-            running = running.len(),
-            "waiting for running actions to finish"
-        );
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            let _ = hard_stop_tx.send(true);
-            while running.join_next().await.is_some() {}
-        }
+/// Shutdown: no more claims. Running actions get a grace period, then are stopped and given
+/// back (their attempt is not counted).
+async fn drain(mut running: JoinSet<()>, hard_stop: watch::Sender<bool>) {
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        running = running.len(),
+        "waiting for running actions to finish"
+    );
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let _ = hard_stop.send(true);
+        while running.join_next().await.is_some() {}
     }
 }
 
