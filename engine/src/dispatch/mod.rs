@@ -727,3 +727,34 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Backlog, commit_counted};
+
+    /// The count holds the planned executions while the commit runs (a claim in that window
+    /// must not find the backlog short), and keeps only what the commit stored.
+    #[tokio::test]
+    async fn the_backlog_counts_before_the_commit_and_keeps_only_what_it_stored() {
+        let backlog = Backlog::default();
+        let stored = commit_counted(
+            &backlog,
+            3,
+            async {
+                assert_eq!(backlog.unclaimed(), 3, "counted before the commit");
+                Ok::<usize, ()>(1)
+            },
+            |n| *n,
+        )
+        .await;
+        assert_eq!(stored, Ok(1));
+        assert_eq!(backlog.unclaimed(), 1);
+
+        // A duplicate delivery stores none of its plan; a failed commit stores nothing.
+        let duplicate = commit_counted(&backlog, 2, async { Ok::<usize, ()>(0) }, |n| *n).await;
+        assert_eq!(duplicate, Ok(0));
+        let failed = commit_counted(&backlog, 4, async { Err::<usize, ()>(()) }, |n| *n).await;
+        assert_eq!(failed, Err(()));
+        assert_eq!(backlog.unclaimed(), 1);
+    }
+}

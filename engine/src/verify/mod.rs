@@ -450,7 +450,7 @@ impl<'a> Verified<'a> {
     /// Input the operator supplies themselves (a payload file given to `hookwise dry-run`),
     /// which has no signature to check. Never for a request from the network: that is what
     /// [`verify`] is for.
-    pub fn operator_supplied(
+    pub(crate) fn operator_supplied(
         provider: Provider,
         headers: &'a http::HeaderMap,
         body: &'a [u8],
