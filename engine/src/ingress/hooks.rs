@@ -391,7 +391,7 @@ fn too_large(max: u64) -> Outcome {
     )
 }
 
-/// One request of a known source whose body is read: what the steps after reading share.
+/// One request of a known source: what the steps from [`check_client`] on share.
 struct Delivery<'a> {
     state: &'a IngressState,
     source: &'a Source,
