@@ -13,7 +13,7 @@ use serde_json::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use crate::config::units::{DURATION_PATTERN, DurationError, parse_duration};
+use crate::units::{DURATION_PATTERN, DurationError, parse_duration};
 
 /// A 1-based line and column in a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

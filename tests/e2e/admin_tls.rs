@@ -32,8 +32,8 @@ async fn the_admin_api_speaks_https_with_admin_tls_and_refuses_plain_http() {
     let dir = tempfile::tempdir().unwrap();
     // A self-signed pair for localhost, made the way the ingress makes its own.
     let tls_dir = dir.path().join("admin-tls");
-    let (_, cert) = hookwise::ingress::tls::self_signed(&tls_dir).expect("self-signed pair");
-    let key = tls_dir.join(hookwise::ingress::tls::SELF_SIGNED_KEY);
+    let (_, cert) = hookwise::tls::self_signed(&tls_dir).expect("self-signed pair");
+    let key = tls_dir.join(hookwise::tls::SELF_SIGNED_KEY);
     // Every address, so that the listener is one other hosts can reach: TLS makes that fine.
     let running = server(format!(
         "listen: 127.0.0.1:0\ninsecure_http: true\n\

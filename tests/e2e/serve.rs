@@ -45,12 +45,7 @@ async fn embedded_default_serves_health_over_https_and_stops_on_sigterm() {
     assert!(plain.text().await.unwrap().contains("https_required"));
     // The defaults landed in the working directory.
     assert!(server.dir.join("hookwise.db").is_file());
-    assert!(
-        server
-            .dir
-            .join(hookwise::ingress::tls::SELF_SIGNED_CERT)
-            .is_file()
-    );
+    assert!(server.dir.join(hookwise::tls::SELF_SIGNED_CERT).is_file());
 
     // SIGTERM; the harness fails unless the exit is graceful and in time.
     server.stop().await;

@@ -196,3 +196,44 @@ async fn slow_clients_are_cut_off() {
     assert_eq!(store.count_events().await.unwrap(), 0);
     store.close().await;
 }
+
+/// Checks before work: a client the source refuses is answered as soon as its headers are in,
+/// without waiting for (or reading) its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_is_answered_before_its_body_is_read() {
+    // A long body read limit: were the body awaited, there would be no answer for a minute.
+    let server = start(
+        "insecure_http: true\ntimeouts: { body_read: 60s }\nsources:\n  - { id: guarded, provider: none, allow_ips: [203.0.113.0/24] }\n",
+    )
+    .await;
+    // 127.0.0.1 is outside 203.0.113.0/24. The body is announced and never sent in full.
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /hooks/guarded HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"partial\":",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    // Far below the 60 s body read limit: only an answer that does not wait for the body
+    // arrives in time.
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered before the body arrived")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("address_not_allowed"), "{answer}");
+    drop(stream);
+
+    let (store, _stopped) = server.stop_and_open().await;
+    let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    let refused = &attempts[0].attempt;
+    assert_eq!(
+        (refused.status, refused.body_size),
+        (403, 0),
+        "{refused:#?}"
+    );
+    store.close().await;
+}

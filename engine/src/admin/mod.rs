@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 
-use crate::ingress::{healthz, readyz};
+use crate::health::{healthz, readyz};
 use crate::plugin_host::Registry;
 use crate::rules::LiveRules;
-use crate::server::AppState;
+use crate::state::AppState;
 pub use token::{AdminToken, TokenError};
 
 /// The OpenAPI document of the admin routes, as committed in `schemas/`.

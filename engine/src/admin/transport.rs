@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::AdminSettings;
-use crate::ingress::tls::{TlsError, acceptor_from_files};
+use crate::tls::{TlsError, acceptor_from_files};
 
 /// The TLS acceptor of the admin listener, or None when it speaks plain HTTP.
 pub fn acceptor(admin: &AdminSettings) -> Result<Option<TlsAcceptor>, TlsError> {
@@ -30,7 +30,7 @@ pub fn https_only(app: Router) -> Router {
 async fn refuse_plain_on_tls(request: Request, next: Next) -> Response {
     if request
         .extensions()
-        .get::<crate::server::PlainOnTls>()
+        .get::<crate::tls::PlainOnTls>()
         .is_some()
     {
         return super::ApiError::new(

@@ -280,15 +280,14 @@ fn dry_run(
         Ok(b) => b,
         Err(e) => return usage(format_args!("cannot read {}: {e}", payload.display())),
     };
-    let Some(read) = crate::verify::Payload::read(&body) else {
+    let input = crate::verify::Verified::operator_supplied(provider, &http_headers, &body);
+    let Some(read) = input.payload() else {
         return usage(format_args!(
             "{} is neither JSON nor form-encoded",
             payload.display()
         ));
     };
-    let event_type = match event_type
-        .or_else(|| crate::verify::identify(provider, &http_headers, &read).event_type)
-    {
+    let event_type = match event_type.or_else(|| input.identify(&read).event_type) {
         Some(t) => t,
         None => {
             return usage("cannot tell the event type from headers and payload; pass --event-type");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::units::{ByteSize, HumanDuration};
+use crate::units::{ByteSize, HumanDuration};
 
 /// hookwise configuration. With no file at all, hookwise runs on its embedded default: HTTPS
 /// ingress on 127.0.0.1:8443 with a self-signed certificate, admin on 127.0.0.1:9091, the store

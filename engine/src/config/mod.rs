@@ -12,7 +12,6 @@ pub mod file;
 pub mod http_grant;
 mod scrubbing;
 mod secrets;
-pub mod units;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ mod run;
 
 pub use backlog::Backlog;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +22,13 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, DispatchSettings};
-use crate::model::{ExecutionId, Millis};
+use crate::model::{EventStatus, ExecutionId, Millis};
 use crate::plugin_host::Registry;
 use crate::rules::{EventView, LiveRules, RuleSet};
-use crate::store::{ClaimExclusions, EventPlan, NewEvent, NewExecution, Store, StoredEvent};
+use crate::store::{
+    ClaimExclusions, EventPlan, IngestOutcome, NewDeliveryAttempt, NewEvent, NewExecution, Store,
+    StoredEvent,
+};
 
 /// Executions claimed per free worker slot, beyond the first: claiming ahead keeps the workers
 /// busy while the next claim waits for its commit.
@@ -107,16 +110,31 @@ pub struct Dispatcher {
     listener: tokio::task::JoinHandle<()>,
 }
 
+/// What a dispatcher is started with.
+pub struct Setup {
+    pub store: Store,
+    pub rules: LiveRules,
+    pub plugins: Registry,
+    pub config: Arc<Config>,
+    /// Shared with ingress, which wakes the dispatcher and waits on its backlog.
+    pub wake: Wake,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Replaces secret values in the attempts recorded.
+    pub scrubber: Arc<crate::scrub::Scrubber>,
+}
+
 impl Dispatcher {
-    pub fn start(
-        store: Store,
-        rules: LiveRules,
-        plugins: Registry,
-        config: Arc<Config>,
-        wake: Wake,
-        metrics: Arc<crate::metrics::Metrics>,
-        scrubber: Arc<crate::scrub::Scrubber>,
-    ) -> Dispatcher {
+    /// Starts the matcher, the workers and the listener for other nodes' work.
+    pub fn start(setup: Setup) -> Dispatcher {
+        let Setup {
+            store,
+            rules,
+            plugins,
+            config,
+            wake,
+            metrics,
+            scrubber,
+        } = setup;
         let owner = format!(
             "{}:{}:{}",
             hostname(),
@@ -219,26 +237,88 @@ async fn plan_pending(shared: &Shared) -> Result<usize, crate::store::StoreError
         .iter()
         .map(|e| plan_event(&rules, &shared.config, e, 0))
         .collect();
-    // Counted before the commit, so a claim can never see work the count does not hold yet.
     let planned: usize = plans.iter().map(|p| p.executions.len()).sum();
-    shared.wake.backlog.planned(planned);
-    let created = match shared.store.plan(&plans).await {
-        Ok(created) => created,
-        Err(e) => {
-            shared.wake.backlog.withdrawn(planned);
-            return Err(e);
-        }
-    };
-    shared
-        .wake
-        .backlog
-        .withdrawn(planned.saturating_sub(created.len()));
+    let commit = shared.store.plan(&plans);
+    let created = commit_counted(&shared.wake.backlog, planned, commit, Vec::len).await?;
     tracing::debug!(
         events = events.len(),
         executions = created.len(),
         "events planned"
     );
     Ok(events.len())
+}
+
+/// Commits `planned` new executions with the backlog counting them: counted before the commit,
+/// so no claim can see work the count does not hold yet; those not stored after all (`stored`
+/// of the result says how many were, a failed commit stores none) withdrawn after it.
+async fn commit_counted<T, E>(
+    backlog: &Backlog,
+    planned: usize,
+    commit: impl std::future::Future<Output = Result<T, E>>,
+    stored: impl FnOnce(&T) -> usize,
+) -> Result<T, E> {
+    backlog.planned(planned);
+    let result = commit.await;
+    let stored = result.as_ref().map_or(0, stored);
+    backlog.withdrawn(planned.saturating_sub(stored));
+    result
+}
+
+/// The dispatcher's side of ingress: stores each arriving event once, matched and planned when
+/// the rules are matched as events arrive, with its executions counted in the backlog, and
+/// wakes the dispatcher.
+pub struct Intake<'a> {
+    pub store: &'a Store,
+    pub config: &'a Config,
+    /// `None`: events are stored unmatched, and the matcher plans them.
+    pub rules: Option<&'a LiveRules>,
+    pub wake: &'a Wake,
+    pub metrics: &'a crate::metrics::Metrics,
+}
+
+impl Intake<'_> {
+    /// Stores `event` with its delivery `attempt` in one transaction; a valid event is stored
+    /// with its plan. `payload` gives the parsed payload, called only when some rule is
+    /// selected for the event's source and type.
+    pub async fn admit(
+        &self,
+        event: NewEvent,
+        attempt: NewDeliveryAttempt,
+        payload: impl FnOnce() -> Value,
+    ) -> Result<IngestOutcome, crate::store::StoreError> {
+        let quarantined = event.status == EventStatus::Quarantined;
+        // Matched and planned in the transaction that stores the event: rule matching costs
+        // microseconds, and the event is then written once, not stored and updated.
+        let plan = match self.rules {
+            Some(rules) if !quarantined => {
+                Some(plan_arrival(&rules.current(), self.config, &event, payload))
+            }
+            _ => None,
+        };
+        let matched = plan.is_some();
+        let planned = plan.as_ref().map_or(0, |p| p.executions.len());
+        if planned > 0 {
+            // Backpressure: while the workers are behind, the arrival waits (boundedly) before
+            // adding to their backlog.
+            let waited = self.wake.backlog.admit().await;
+            if !waited.is_zero() {
+                self.metrics.backlog_wait(waited);
+            }
+        }
+        let commit = self.store.ingest_planned(event, attempt, plan);
+        let stored = commit_counted(&self.wake.backlog, planned, commit, |o| {
+            if o.duplicate { 0 } else { planned }
+        })
+        .await?;
+        if !stored.duplicate && !quarantined {
+            match (matched, planned) {
+                (false, _) => self.wake.events(),
+                (true, 0) => {}
+                (true, _) => self.wake.work(),
+            }
+        }
+        Ok(stored)
+    }
 }
 
 /// Owned parts of an event that the rule engine borrows.
@@ -315,7 +395,7 @@ pub fn plan_event(
 /// transaction that stores it. `payload` gives its parsed payload, called only when some rule
 /// is selected for the event's source and type (most events of a busy source match none, and
 /// need neither the parsed payload nor the rest of what rules read).
-pub fn plan_arrival(
+fn plan_arrival(
     rules: &RuleSet,
     config: &Config,
     event: &NewEvent,
@@ -369,8 +449,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let (hard_stop_tx, hard_stop) = watch::channel(false);
     // Claimed, not started yet. The next claim is made while these still run, so the workers
     // do not wait for its commit: claiming overlaps running.
-    let mut queue: std::collections::VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)> =
-        Default::default();
+    let mut queue: VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)> = VecDeque::new();
     let mut claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>> =
         None;
     // After a claim found nothing (or failed): no new claim before this, unless woken.
@@ -409,23 +488,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             claimed = in_flight(&mut claiming), if claiming.is_some() => {
                 claiming = None;
-                match claimed {
-                    Ok(Ok(claimed)) if claimed.is_empty() => {
-                        idle_until = Some(tokio::time::Instant::now() + idle_pause(&shared).await);
-                    }
-                    Ok(Ok(claimed)) => {
-                        idle_until = None;
-                        queue.extend(claimed);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "claiming executions failed; retrying");
-                        idle_until = Some(tokio::time::Instant::now() + ERROR_PAUSE);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the claim task failed; retrying");
-                        idle_until = Some(tokio::time::Instant::now() + ERROR_PAUSE);
-                    }
-                }
+                idle_until = take_claim(&shared, claimed, &mut queue).await;
             }
             _ = shared.wake.work.notified() => {
                 // New or freed work: claim again without waiting out the pause.
@@ -439,31 +502,70 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     }
 
-    // Stopping: what was claimed but not started goes back unclaimed.
-    if let Some(claim) = claiming.take()
+    stop_claiming(&shared, claiming, queue).await;
+    drain(running, hard_stop_tx).await;
+}
+
+/// Queues what a finished claim brought. Returns until when not to claim again (unless woken):
+/// after a claim that found nothing, until the next execution is due; after a failure, a
+/// pause.
+async fn take_claim(
+    shared: &Shared,
+    claimed: Result<Result<Claimed, crate::store::StoreError>, tokio::task::JoinError>,
+    queue: &mut VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)>,
+) -> Option<tokio::time::Instant> {
+    match claimed {
+        Ok(Ok(claimed)) if claimed.is_empty() => {
+            Some(tokio::time::Instant::now() + idle_pause(shared).await)
+        }
+        Ok(Ok(claimed)) => {
+            queue.extend(claimed);
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "claiming executions failed; retrying");
+            Some(tokio::time::Instant::now() + ERROR_PAUSE)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the claim task failed; retrying");
+            Some(tokio::time::Instant::now() + ERROR_PAUSE)
+        }
+    }
+}
+
+/// Stopping: what was claimed but not started goes back unclaimed.
+async fn stop_claiming(
+    shared: &Shared,
+    claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>>,
+    mut queue: VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)>,
+) {
+    if let Some(claim) = claiming
         && let Ok(Ok(claimed)) = claim.await
     {
         queue.extend(claimed);
     }
     for (execution, _) in queue.drain(..) {
-        release(&shared, &execution).await;
+        release(shared, &execution).await;
     }
+}
 
-    // Shutdown: no more claims. Running actions get a grace period, then are stopped and
-    // given back (their attempt is not counted).
-    if !running.is_empty() {
-        tracing::info!(
-            running = running.len(),
-            "waiting for running actions to finish"
-        );
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            let _ = hard_stop_tx.send(true);
-            while running.join_next().await.is_some() {}
-        }
+/// Shutdown: no more claims. Running actions get a grace period, then are stopped and given
+/// back (their attempt is not counted).
+async fn drain(mut running: JoinSet<()>, hard_stop: watch::Sender<bool>) {
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!(
+        running = running.len(),
+        "waiting for running actions to finish"
+    );
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let _ = hard_stop.send(true);
+        while running.join_next().await.is_some() {}
     }
 }
 
@@ -623,5 +725,36 @@ impl Shared {
         {
             *n = n.saturating_sub(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backlog, commit_counted};
+
+    /// The count holds the planned executions while the commit runs (a claim in that window
+    /// must not find the backlog short), and keeps only what the commit stored.
+    #[tokio::test]
+    async fn the_backlog_counts_before_the_commit_and_keeps_only_what_it_stored() {
+        let backlog = Backlog::default();
+        let stored = commit_counted(
+            &backlog,
+            3,
+            async {
+                assert_eq!(backlog.unclaimed(), 3, "counted before the commit");
+                Ok::<usize, ()>(1)
+            },
+            |n| *n,
+        )
+        .await;
+        assert_eq!(stored, Ok(1));
+        assert_eq!(backlog.unclaimed(), 1);
+
+        // A duplicate delivery stores none of its plan; a failed commit stores nothing.
+        let duplicate = commit_counted(&backlog, 2, async { Ok::<usize, ()>(0) }, |n| *n).await;
+        assert_eq!(duplicate, Ok(0));
+        let failed = commit_counted(&backlog, 4, async { Err::<usize, ()>(()) }, |n| *n).await;
+        assert_eq!(failed, Err(()));
+        assert_eq!(backlog.unclaimed(), 1);
     }
 }

@@ -81,7 +81,7 @@ pub fn parse_time(text: &str) -> Result<Millis, String> {
     if let Some(ms) = crate::rfc3339::parse_millis(text) {
         return Ok(Millis(ms));
     }
-    let age = crate::config::units::parse_duration(text)
+    let age = crate::units::parse_duration(text)
         .map_err(|e| format!("neither an RFC 3339 time nor an age: {e}"))?;
     let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
     Ok(Millis(Millis::now().0.saturating_sub(age)))

@@ -43,7 +43,7 @@ pub(crate) async fn run_execution(
     x: &Execution,
     event: Option<Arc<StoredEvent>>,
     slot: Slot,
-    mut hard_stop: watch::Receiver<bool>,
+    hard_stop: watch::Receiver<bool>,
 ) {
     let started_at = Millis::now();
     let prepared = match prepare(shared, x, event).await {
@@ -55,87 +55,116 @@ pub(crate) async fn run_execution(
             return;
         }
     };
-    let (report, retry, received_at) = match prepared {
+    let call = match prepared {
         Prepared::Fatal(reason) => {
             drop(slot);
-            let reason = shared.scrubber.scrub(&reason).into_owned();
-            let attempt = NewExecutionAttempt {
-                attempt: x.attempts,
-                started_at,
-                finished_at: Millis::now(),
-                outcome: AttemptOutcome::Fatal,
-                error: Some(reason.clone()),
-                output: None,
-                logs: json!([]),
-                http_calls: json!([]),
-                db_statements: json!([]),
-                fuel_used: None,
-                memory_peak: None,
-            };
-            finish(
-                shared,
-                x,
-                &attempt,
-                NextStep::Dead(format!("fatal: {reason}")),
-                None,
-            )
-            .await;
+            finish_fatal(shared, x, started_at, &reason).await;
             return;
         }
-        Prepared::Call(call) => {
-            let PreparedCall {
-                plugin,
-                ctx,
-                event,
-                input,
-                retry,
-                timeout,
-                received_at,
-            } = *call;
-            let host = shared.plugins.host();
-            let call = async {
-                let call = host.call(&plugin, ctx, event, input);
-                match timeout.filter(|t| *t < plugin.limits().timeout) {
-                    // The action's own timeout is shorter than the plugin's: dropping the call
-                    // stops the guest where it is.
-                    Some(t) => tokio::time::timeout(t, call)
-                        .await
-                        .unwrap_or_else(|_| timed_out(t)),
-                    None => call.await,
-                }
-            };
-            tokio::pin!(call);
-            let lease = shared.settings.lease;
-            let mut renew = tokio::time::interval(lease / 3);
-            renew.tick().await;
-            let report = loop {
-                tokio::select! {
-                    report = &mut call => break report,
-                    _ = renew.tick() => {
-                        let until = Millis::now().saturating_add(lease);
-                        match shared.store.renew_lease(x.id, &shared.owner, until).await {
-                            Ok(()) => {}
-                            Err(StoreError::LeaseLost(_)) => {
-                                tracing::warn!(event = %x.event_id, execution = %x.id, "lease lost while running; stopping this attempt");
-                                return;
-                            }
-                            Err(e) => tracing::warn!(execution = %x.id, error = %e, "lease renewal failed"),
-                        }
-                    }
-                    _ = hard_stop.changed() => {
-                        tracing::warn!(execution = %x.id, "shutdown deadline reached; giving the action back");
-                        let _ = shared.store.release(x.id, &shared.owner).await;
-                        return;
-                    }
-                }
-            };
-            drop(slot);
-            shared.metrics.plugin_call(&x.plugin, report.duration);
-            (report, retry, received_at)
+        Prepared::Call(call) => *call,
+    };
+    let PreparedCall {
+        plugin,
+        ctx,
+        event,
+        input,
+        retry,
+        timeout,
+        received_at,
+    } = call;
+    let host = shared.plugins.host();
+    let call = async {
+        let call = host.call(&plugin, ctx, event, input);
+        match timeout.filter(|t| *t < plugin.limits().timeout) {
+            // The action's own timeout is shorter than the plugin's: dropping the call stops
+            // the guest where it is.
+            Some(t) => tokio::time::timeout(t, call)
+                .await
+                .unwrap_or_else(|_| timed_out(t)),
+            None => call.await,
         }
     };
+    let Some(report) = call_under_lease(shared, x, call, hard_stop).await else {
+        return;
+    };
+    drop(slot);
+    shared.metrics.plugin_call(&x.plugin, report.duration);
 
     let finished_at = Millis::now();
+    let mut attempt = attempt_of(x, started_at, finished_at, &report);
+    scrub_attempt(&shared.scrubber, &mut attempt);
+    let next = scrub_step(
+        &shared.scrubber,
+        next_step(&report.result, x.attempts, &retry, finished_at),
+    );
+    log_attempt(x, &attempt, &report);
+    finish(shared, x, &attempt, next, Some(received_at)).await;
+}
+
+/// Records an attempt that could not call the plugin (the rule, action or plugin is gone, or
+/// the input does not render) and dead-letters the execution.
+async fn finish_fatal(shared: &Shared, x: &Execution, started_at: Millis, reason: &str) {
+    let reason = shared.scrubber.scrub(reason).into_owned();
+    let attempt = NewExecutionAttempt {
+        attempt: x.attempts,
+        started_at,
+        finished_at: Millis::now(),
+        outcome: AttemptOutcome::Fatal,
+        error: Some(reason.clone()),
+        output: None,
+        logs: json!([]),
+        http_calls: json!([]),
+        db_statements: json!([]),
+        fuel_used: None,
+        memory_peak: None,
+    };
+    let next = NextStep::Dead(format!("fatal: {reason}"));
+    finish(shared, x, &attempt, next, None).await;
+}
+
+/// Runs the plugin `call`, renewing `x`'s lease meanwhile. `None` when the attempt stops
+/// without a report: the lease was lost (another worker has the execution now), or shutdown
+/// reached its deadline (the execution is given back).
+async fn call_under_lease(
+    shared: &Shared,
+    x: &Execution,
+    call: impl std::future::Future<Output = CallReport>,
+    mut hard_stop: watch::Receiver<bool>,
+) -> Option<CallReport> {
+    tokio::pin!(call);
+    let lease = shared.settings.lease;
+    let mut renew = tokio::time::interval(lease / 3);
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            report = &mut call => return Some(report),
+            _ = renew.tick() => {
+                let until = Millis::now().saturating_add(lease);
+                match shared.store.renew_lease(x.id, &shared.owner, until).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost(_)) => {
+                        tracing::warn!(event = %x.event_id, execution = %x.id, "lease lost while running; stopping this attempt");
+                        return None;
+                    }
+                    Err(e) => tracing::warn!(execution = %x.id, error = %e, "lease renewal failed"),
+                }
+            }
+            _ = hard_stop.changed() => {
+                tracing::warn!(execution = %x.id, "shutdown deadline reached; giving the action back");
+                let _ = shared.store.release(x.id, &shared.owner).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// The record of an attempt whose plugin call ended with `report`.
+fn attempt_of(
+    x: &Execution,
+    started_at: Millis,
+    finished_at: Millis,
+    report: &CallReport,
+) -> NewExecutionAttempt {
     let (outcome, error, output) = match &report.result {
         Ok(out) => (
             AttemptOutcome::Succeeded,
@@ -145,7 +174,7 @@ pub(crate) async fn run_execution(
         Err(e) if e.is_retryable() => (AttemptOutcome::Retryable, Some(e.to_string()), None),
         Err(e) => (AttemptOutcome::Fatal, Some(e.to_string()), None),
     };
-    let mut attempt = NewExecutionAttempt {
+    NewExecutionAttempt {
         attempt: x.attempts,
         started_at,
         finished_at,
@@ -165,12 +194,10 @@ pub(crate) async fn run_execution(
             .fuel_used
             .map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
         memory_peak: Some(i64::try_from(report.memory_peak).unwrap_or(i64::MAX)),
-    };
-    scrub_attempt(&shared.scrubber, &mut attempt);
-    let next = scrub_step(
-        &shared.scrubber,
-        next_step(&report.result, x.attempts, &retry, finished_at),
-    );
+    }
+}
+
+fn log_attempt(x: &Execution, attempt: &NewExecutionAttempt, report: &CallReport) {
     tracing::info!(
         event = %x.event_id,
         execution = %x.id,
@@ -183,7 +210,6 @@ pub(crate) async fn run_execution(
         error = attempt.error.as_deref().unwrap_or(""),
         "action attempt finished"
     );
-    finish(shared, x, &attempt, next, Some(received_at)).await;
 }
 
 /// Replaces secret values in everything the attempt records: the plugin saw secrets rendered

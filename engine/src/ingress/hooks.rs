@@ -1,10 +1,9 @@
-//! `POST /hooks/{source}`, from receiving to the ack. Receive with limits, verify the raw bytes,
-//! answer handshakes, identify, validate, store once, acknowledge. Every request, whatever
-//! happens to it, becomes a delivery attempt record.
+//! `POST /hooks/{source}`, from receiving to the ack: check the client (before the body is
+//! read), receive with limits, verify the raw bytes, read the payload, answer handshakes,
+//! identify, validate, store once, acknowledge, one function per step. Every request,
+//! whatever happens to it, becomes a delivery attempt record.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -13,12 +12,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::Digest;
 
+use super::{IngressState, SourceRuntime};
 use crate::config::{IngressSettings, Source};
 use crate::model::{DeliveryAttemptId, EventId, EventStatus, Millis, Verdict};
 use crate::scrub::Scrubber;
-use crate::server::{AppState, PlainOnTls};
-use crate::store::{NewDeliveryAttempt, NewEvent};
-use crate::verify::{self, Keys, VerifyOptions};
+use crate::state::AppState;
+use crate::store::{IngestOutcome, NewDeliveryAttempt, NewEvent};
+use crate::tls::PlainOnTls;
+use crate::verify;
 
 /// Longest source id or path echoed back or recorded (they come from the client).
 const MAX_RECORDED_LEN: usize = 256;
@@ -36,83 +37,6 @@ const SECRET_HEADERS: &[&str] = &[
     "cookie",
     "x-gitlab-token",
 ];
-
-/// Per-source runtime pieces built once at start-up: keys, verify options, rate limiter. (The
-/// payload schemas were compiled with the config: `Source::schema`.)
-pub struct SourceRuntime {
-    keys: Keys,
-    opts: VerifyOptions,
-    limiter: Option<Mutex<TokenBucket>>,
-}
-
-/// Errors that keep the ingress from starting. None today: everything a source needs is checked
-/// and compiled when the config loads.
-#[derive(Debug, thiserror::Error)]
-pub enum IngressSetupError {}
-
-/// Builds what each configured source needs at request time.
-pub fn prepare(sources: &[Source]) -> Result<HashMap<String, SourceRuntime>, IngressSetupError> {
-    let mut out = HashMap::new();
-    for s in sources {
-        let limiter = s.rate_limit.as_ref().map(|r| {
-            Mutex::new(TokenBucket::new(
-                f64::from(r.per_second),
-                f64::from(r.burst.unwrap_or(r.per_second)),
-            ))
-        });
-        let keys = Keys {
-            secrets: s.secrets.clone(),
-            public_keys: s.public_keys.clone(),
-        };
-        let opts = VerifyOptions {
-            tolerance: s.tolerance,
-            hmac: s.hmac.clone(),
-        };
-        out.insert(
-            s.id.clone(),
-            SourceRuntime {
-                keys,
-                opts,
-                limiter,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// A token bucket: `rate` tokens a second, at most `burst` saved up.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64, burst: f64) -> TokenBucket {
-        let burst = burst.max(1.0);
-        TokenBucket {
-            rate: rate.max(f64::MIN_POSITIVE),
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes a token, or says how many whole seconds until one is there.
-    fn take(&mut self) -> Result<(), u64> {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - self.tokens) / self.rate).ceil().max(1.0) as u64)
-        }
-    }
-}
 
 /// What goes back in the response body.
 enum Reply {
@@ -187,7 +111,7 @@ pub fn source_of(path: &str) -> Option<&str> {
 
 /// The route handler, for the requests the listener does not take to [`receive`] itself.
 pub async fn routed(
-    State(state): State<AppState>,
+    State(state): State<IngressState>,
     Path(source_id): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
@@ -204,131 +128,200 @@ pub async fn routed(
     receive(&state, &source_id, peer, request).await
 }
 
-/// `POST /hooks/{source_id}`: reads the body within the source's cap, then delegates.
-/// Takes the request whole: its headers and URI are moved, not cloned per extractor.
+/// What arrived, apart from the body: what every step reads.
+struct Arrival<'a> {
+    /// The source id from the path, as the client sent it.
+    source_id: &'a str,
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    client: Client,
+    /// One reading of the wall clock: the record's time and the signature check's "now".
+    arrived: SystemTime,
+}
+
+impl Arrival<'_> {
+    fn received_at(&self) -> Millis {
+        Millis::from_system_time(self.arrived)
+    }
+}
+
+/// The outcome of one request, and its body as far as a record of the refusal keeps it.
+struct Handled {
+    outcome: Outcome,
+    /// The body, when a record of the request (not an event) keeps it.
+    kept_body: Option<Vec<u8>>,
+    /// Bytes read (0 when the body was not read).
+    body_size: i64,
+}
+
+impl From<Outcome> for Handled {
+    fn from(outcome: Outcome) -> Handled {
+        Handled {
+            outcome,
+            kept_body: None,
+            body_size: 0,
+        }
+    }
+}
+
+/// `POST /hooks/{source_id}`: checks the transport and the client, reads the body within the
+/// source's cap, handles it, records what produced no event, answers. Takes the request
+/// whole: its headers and URI are moved, not cloned per extractor.
 pub async fn receive(
-    state: &AppState,
+    state: &IngressState,
     source_id: &str,
     peer: Peer,
     request: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let http::request::Parts {
-        method,
-        uri,
-        headers,
-        ..
-    } = parts;
-    let Peer {
-        remote,
-        plain_on_tls,
-    } = peer;
     let started = Instant::now();
-    // One reading of the wall clock: the record's time and the signature check's "now".
-    let arrived = SystemTime::now();
-    let received_at = Millis::from_system_time(arrived);
-    let source = state.config.source(source_id);
-    let mut recorded_body = None;
-    let mut body_size = 0i64;
-    let client = client_address(&state.config.ingress, remote, &headers);
-    let outcome = match (
-        transport_refusal(state, plain_on_tls, remote, &headers),
-        source,
-    ) {
-        (Some(refused), _) => refused,
+    let (parts, body) = request.into_parts();
+    let arrival = Arrival {
+        source_id,
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        client: client_address(&state.app.config.ingress, peer.remote, &parts.headers),
+        arrived: SystemTime::now(),
+    };
+    let source = state.app.config.source(source_id);
+    let mut handled = match (transport_refusal(state, peer, arrival.headers), source) {
+        (Some(refused), _) => refused.into(),
         (None, None) => Outcome::reject(
             StatusCode::NOT_FOUND,
             "unknown_source",
             format!("no source `{}`", clip(source_id)),
-        ),
-        (None, Some(source)) => {
-            let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > source.max_body) {
-                too_large(source.max_body)
-            } else {
-                let limit = state.config.ingress.body_read_timeout;
-                match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
-                    Err(_) => Outcome::reject(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "body_timeout",
-                        format!("the body was not received within {}s", limit.as_secs_f64()),
-                    ),
-                    Ok(Err(_)) => too_large(source.max_body),
-                    Ok(Ok(bytes)) => {
-                        body_size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-                        let (outcome, keep) = handle(
-                            state, source, client, &method, &uri, &headers, &bytes, arrived,
-                        )
-                        .await;
-                        if keep {
-                            recorded_body = Some(bytes.to_vec());
-                        }
-                        outcome
-                    }
-                }
-            }
-        }
+        )
+        .into(),
+        (None, Some(source)) => handle_known(state, source, &arrival, body).await,
     };
+    record_refusal(state, source, &arrival, &mut handled).await;
+    state.app.metrics.delivery(
+        source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str()),
+        handled.outcome.verdict,
+        started.elapsed(),
+    );
+    respond(handled.outcome)
+}
 
-    // Accepted, duplicate and quarantined requests were recorded with their event; the rest here.
-    if !matches!(
+/// Checks the client first, then reads the body within the source's cap and time limit and
+/// takes it through the steps. Checks before work: a client the source refuses (its address,
+/// its rate) is answered before its body is read, so it costs no read and no buffer.
+async fn handle_known(
+    state: &IngressState,
+    source: &Source,
+    arrival: &Arrival<'_>,
+    body: axum::body::Body,
+) -> Handled {
+    let delivery = Delivery {
+        state,
+        source,
+        arrival,
+    };
+    let runtime = match check_client(&delivery) {
+        Ok(runtime) => runtime,
+        Err(refused) => return refused.outcome.into(),
+    };
+    let bytes = match read_body(&state.app.config.ingress, source, arrival.headers, body).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused.into(),
+    };
+    let stop = handle(&delivery, runtime, &bytes).await;
+    Handled {
+        outcome: stop.outcome,
+        body_size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+        kept_body: stop.keep_body.then(|| bytes.to_vec()),
+    }
+}
+
+/// The body, unless it is declared or turns out larger than the source's cap, or is not
+/// received within the time limit.
+async fn read_body(
+    settings: &IngressSettings,
+    source: &Source,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, Outcome> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > source.max_body) {
+        return Err(too_large(source.max_body));
+    }
+    let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
+    let limit = settings.body_read_timeout;
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+        Err(_) => Err(Outcome::reject(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body was not received within {}s", limit.as_secs_f64()),
+        )),
+        Ok(Err(_)) => Err(too_large(source.max_body)),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// Records a request that produced no event (accepted, duplicate and quarantined requests were
+/// recorded with their event). Under a flood of refusals, most are counted in a summary
+/// rather than recorded one by one (see `rejections`).
+async fn record_refusal(
+    state: &IngressState,
+    source: Option<&Source>,
+    arrival: &Arrival<'_>,
+    handled: &mut Handled,
+) {
+    let outcome = &handled.outcome;
+    if matches!(
         outcome.verdict,
         Verdict::Accepted | Verdict::Duplicate | Verdict::Quarantined
     ) {
-        // The source id, path and reason may quote what the client sent: scrubbed too.
-        let scrub = |text: &str| state.scrubber.scrub(text).into_owned();
-        let describe = |headers: serde_json::Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
-            id: DeliveryAttemptId::new(),
-            source: scrub(clip(source_id)),
-            received_at,
-            remote_addr: Some(client.describe()),
-            method: method.to_string(),
-            path: scrub(&clip_path(&uri)),
-            headers,
-            body,
-            body_size,
-            verdict: outcome.verdict,
-            status: outcome.status.as_u16(),
-            reason: outcome.reason().map(|r| scrub(&r)),
-        };
-        let admitted = if outcome.verdict == Verdict::Rejected {
-            let key = source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str());
-            // A summary does not hold one request's headers.
-            state.rejections.admit(key, received_at, || {
-                describe(serde_json::Value::Object(Default::default()), None)
-            })
-        } else {
-            crate::ingress::rejections::Admitted {
-                record: true,
-                summary: None,
-            }
-        };
-        if admitted.record {
-            let attempt = describe(redacted_headers(&headers, &state.scrubber), recorded_body);
-            if outcome.verdict == Verdict::Rejected {
-                tracing::info!(
-                    source = clip(source_id),
-                    status = outcome.status.as_u16(),
-                    reason = attempt.reason.as_deref().unwrap_or(""),
-                    "delivery rejected"
-                );
-            }
-            queue_attempt(state, attempt).await;
-        }
-        if let Some(summary) = admitted.summary {
-            queue_summary(state, summary).await;
-        }
+        return;
     }
-    state.metrics.delivery(
-        source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str()),
-        outcome.verdict,
-        started.elapsed(),
-    );
-    respond(outcome)
+    // The source id, path and reason may quote what the client sent: scrubbed too.
+    let scrub = |text: &str| state.app.scrubber.scrub(text).into_owned();
+    let describe = |headers: Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
+        id: DeliveryAttemptId::new(),
+        source: scrub(clip(arrival.source_id)),
+        received_at: arrival.received_at(),
+        remote_addr: Some(arrival.client.describe()),
+        method: arrival.method.to_string(),
+        path: scrub(&clip_path(arrival.uri)),
+        headers,
+        body,
+        body_size: handled.body_size,
+        verdict: outcome.verdict,
+        status: outcome.status.as_u16(),
+        reason: outcome.reason().map(|r| scrub(&r)),
+    };
+    let admitted = if outcome.verdict == Verdict::Rejected {
+        let key = source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str());
+        // A summary does not hold one request's headers.
+        state
+            .rejections
+            .admit(key, arrival.received_at(), || describe(json!({}), None))
+    } else {
+        super::rejections::Admitted {
+            record: true,
+            summary: None,
+        }
+    };
+    if admitted.record {
+        let headers = redacted_headers(arrival.headers, &state.app.scrubber);
+        let attempt = describe(headers, handled.kept_body.take());
+        if outcome.verdict == Verdict::Rejected {
+            tracing::info!(
+                source = clip(arrival.source_id),
+                status = outcome.status.as_u16(),
+                reason = attempt.reason.as_deref().unwrap_or(""),
+                "delivery rejected"
+            );
+        }
+        queue_attempt(&state.app, attempt).await;
+    }
+    if let Some(summary) = admitted.summary {
+        queue_summary(&state.app, summary).await;
+    }
 }
 
 /// Queues the record of a request that produced no event. Not awaited: the sender of a
@@ -399,283 +392,363 @@ fn too_large(max: u64) -> Outcome {
     )
 }
 
-/// Steps 2-6 for a request whose body is read. Returns the outcome and whether to keep the body
-/// with a recorded (non-event) attempt.
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    state: &AppState,
-    source: &Source,
-    client: Client,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    arrived: SystemTime,
-) -> (Outcome, bool) {
-    let received_at = Millis::from_system_time(arrived);
-    if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(client.ip)) {
-        return (
-            Outcome::reject(
-                StatusCode::FORBIDDEN,
-                "address_not_allowed",
-                format!("{} may not post to this source", client.ip),
-            ),
-            false,
-        );
-    }
-    let Some(runtime) = state.ingress.get(&source.id) else {
-        // prepare() made one for every configured source; this is a bug, not bad input.
-        return (
-            Outcome::reject(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "source not prepared",
-            ),
-            false,
-        );
-    };
-    if let Some(limiter) = runtime.limiter.as_ref() {
-        let verdict = match limiter.lock() {
-            Ok(mut bucket) => bucket.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Err(wait) = verdict {
-            let mut o = Outcome::reject(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "more than {} requests a second",
-                    source
-                        .rate_limit
-                        .as_ref()
-                        .map(|r| r.per_second)
-                        .unwrap_or(0)
-                ),
-            );
-            o.retry_after = Some(wait);
-            return (o, false);
+/// One request of a known source: what the steps from [`check_client`] on share.
+struct Delivery<'a> {
+    state: &'a IngressState,
+    source: &'a Source,
+    arrival: &'a Arrival<'a>,
+}
+
+/// Where the steps stop for one request: its outcome, and whether a record of it keeps the
+/// body (requests refused after verification, so an operator can see what was sent).
+struct Stop {
+    outcome: Outcome,
+    keep_body: bool,
+}
+
+impl Stop {
+    /// A refusal whose record does not keep the body.
+    fn refuse(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Stop {
+        Stop {
+            outcome: Outcome::reject(status, code, detail),
+            keep_body: false,
         }
     }
 
-    // Step 2: verify the raw bytes. Nothing below runs for an unverified request.
-    // Built only for the sources whose signature covers it (an `hmac` scheme may, with `{url}`).
-    let (keys, opts) = (&runtime.keys, &runtime.opts);
-    let url = if verify::needs_url(source.provider, opts) {
-        public_url(state, source, uri, headers)
+    /// A refusal of a verified request: its record keeps the body.
+    fn refuse_verified(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Stop {
+        Stop {
+            keep_body: true,
+            ..Stop::refuse(status, code, detail)
+        }
+    }
+
+    /// An answer that is not a refusal.
+    fn answer(outcome: Outcome) -> Stop {
+        Stop {
+            outcome,
+            keep_body: false,
+        }
+    }
+}
+
+/// The steps after reading the body of a client [`check_client`] let in: verify, read,
+/// answer handshakes, identify, validate, store, acknowledge. Each `?` is where a request
+/// may stop.
+async fn handle(d: &Delivery<'_>, runtime: &SourceRuntime, body: &[u8]) -> Stop {
+    let steps = async {
+        // Nothing below runs for an unverified request: the steps take `Verified`.
+        let verified = verify_signature(d, runtime, body)?;
+        let payload = read_payload(&verified)?;
+        if let Some(answer) = answer_handshake(&verified, runtime, &payload) {
+            return Ok(answer);
+        }
+        let identity = identify(&verified, &payload)?;
+        let errors = validate(d.source, &identity, &payload);
+        let stored = store(d, identity, payload, &errors).await?;
+        Ok(acknowledge(stored, errors))
+    };
+    match steps.await {
+        Ok(stop) | Err(stop) => stop,
+    }
+}
+
+/// Checks the client against the source's `allow_ips` and rate limit; returns the source's
+/// runtime pieces.
+fn check_client<'a>(d: &Delivery<'a>) -> Result<&'a SourceRuntime, Stop> {
+    let (source, client) = (d.source, d.arrival.client);
+    if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(client.ip)) {
+        return Err(Stop::refuse(
+            StatusCode::FORBIDDEN,
+            "address_not_allowed",
+            format!("{} may not post to this source", client.ip),
+        ));
+    }
+    let Some(runtime) = d.state.sources.get(&source.id) else {
+        // IngressState::new made one for every configured source; this is a bug, not bad input.
+        return Err(Stop::refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "source not prepared",
+        ));
+    };
+    let Some(limiter) = runtime.limiter.as_ref() else {
+        return Ok(runtime);
+    };
+    let taken = match limiter.lock() {
+        Ok(mut bucket) => bucket.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    let Err(wait) = taken else {
+        return Ok(runtime);
+    };
+    let per_second = source.rate_limit.as_ref().map_or(0, |r| r.per_second);
+    let mut stop = Stop::refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("more than {per_second} requests a second"),
+    );
+    stop.outcome.retry_after = Some(wait);
+    Err(stop)
+}
+
+/// The URL the provider posted to, for the sources whose signature covers it (an `hmac` scheme
+/// may, with `{url}`); empty for the others, which need not build it.
+fn signed_url(d: &Delivery<'_>, runtime: &SourceRuntime) -> String {
+    if verify::needs_url(d.source.provider, &runtime.opts) {
+        public_url(&d.state.app, d.source, d.arrival.uri, d.arrival.headers)
     } else {
         String::new()
-    };
+    }
+}
+
+/// Checks the signature over the raw bytes.
+fn verify_signature<'a>(
+    d: &Delivery<'a>,
+    runtime: &SourceRuntime,
+    body: &'a [u8],
+) -> Result<verify::Verified<'a>, Stop> {
+    let (source, arrival) = (d.source, d.arrival);
+    let url = signed_url(d, runtime);
     let request = verify::Request {
-        method: method.as_str(),
+        method: arrival.method.as_str(),
         url: &url,
-        headers,
+        headers: arrival.headers,
         body,
     };
-    let verified = match verify::verify(source.provider, keys, opts, &request, arrived) {
-        Ok(v) => v,
-        Err(e) => {
-            return (
-                Outcome::reject(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
-                false,
-            );
-        }
-    };
+    verify::verify(
+        source.provider,
+        &runtime.keys,
+        &runtime.opts,
+        &request,
+        arrival.arrived,
+    )
+    .map_err(|e| Stop::refuse(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()))
+}
 
-    // Step 3: parse, answer handshakes, identify.
-    if std::str::from_utf8(body).is_err() {
-        return (
-            Outcome::reject(
-                StatusCode::BAD_REQUEST,
-                "invalid_utf8",
-                "the body is not UTF-8",
-            ),
-            true,
-        );
+/// Reads the verified body as a payload: UTF-8, and JSON or a form.
+fn read_payload<'a>(verified: &verify::Verified<'a>) -> Result<verify::Payload<'a>, Stop> {
+    if std::str::from_utf8(verified.body()).is_err() {
+        return Err(Stop::refuse_verified(
+            StatusCode::BAD_REQUEST,
+            "invalid_utf8",
+            "the body is not UTF-8",
+        ));
     }
-    let Some(payload) = verify::Payload::read(body) else {
-        return (
-            Outcome::reject(
-                StatusCode::BAD_REQUEST,
-                "malformed_payload",
-                "the body is neither JSON nor form-encoded",
-            ),
-            true,
-        );
-    };
-    if let Some(reply) = verify::handshake(verified.provider(), keys, &payload) {
-        let outcome = Outcome {
-            status: StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
-            verdict: Verdict::Handshake,
-            body: Reply::Raw {
-                content_type: reply.content_type,
-                body: reply.body,
-            },
-            retry_after: None,
-            reason: Some("provider handshake answered".into()),
-        };
-        return (outcome, false);
-    }
-    let identity = verify::identify(verified.provider(), headers, &payload);
-    let delivery_id = identity
-        .delivery_id
-        .unwrap_or_else(|| format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))));
+    verified.payload().ok_or_else(|| {
+        Stop::refuse_verified(
+            StatusCode::BAD_REQUEST,
+            "malformed_payload",
+            "the body is neither JSON nor form-encoded",
+        )
+    })
+}
+
+/// The answer to a provider's handshake (URL verification, ping), when the payload is one.
+fn answer_handshake(
+    verified: &verify::Verified<'_>,
+    runtime: &SourceRuntime,
+    payload: &verify::Payload<'_>,
+) -> Option<Stop> {
+    let reply = verified.handshake(&runtime.keys, payload)?;
+    Some(Stop::answer(Outcome {
+        status: StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+        verdict: Verdict::Handshake,
+        body: Reply::Raw {
+            content_type: reply.content_type,
+            body: reply.body,
+        },
+        retry_after: None,
+        reason: Some("provider handshake answered".into()),
+    }))
+}
+
+/// What an event is stored under: its delivery id (the provider's, else a hash of the body)
+/// and event type.
+struct Identified {
+    delivery_id: String,
+    event_type: String,
+}
+
+/// Finds the delivery id and event type, and checks that the id can be a key.
+fn identify(
+    verified: &verify::Verified<'_>,
+    payload: &verify::Payload<'_>,
+) -> Result<Identified, Stop> {
+    let identity = verified.identify(payload);
+    let delivery_id = identity.delivery_id.unwrap_or_else(|| {
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(verified.body()))
+        )
+    });
     if let Some(why) = delivery_id_problem(&delivery_id) {
-        return (
-            Outcome::reject(StatusCode::BAD_REQUEST, "invalid_delivery_id", why),
-            true,
-        );
+        return Err(Stop::refuse_verified(
+            StatusCode::BAD_REQUEST,
+            "invalid_delivery_id",
+            why,
+        ));
     }
     let event_type = identity.event_type.unwrap_or_else(|| "unknown".to_string());
-
-    // Step 4: validate. Invalid payloads are stored as quarantined, never dropped.
-    let errors = source
-        .schema
-        .as_ref()
-        .map(|schemas| {
-            let incoming = crate::schema::Incoming {
-                event_type: &event_type,
-                payload: payload.value(),
-                body,
-            };
-            schemas.check(&incoming, MAX_SCHEMA_ERRORS)
-        })
-        .unwrap_or_default();
-    let quarantined = !errors.is_empty();
-
-    // Step 5: persist once (group commit), with the delivery attempt in the same transaction.
-    let event = NewEvent {
-        id: EventId::new(),
-        source: source.id.clone(),
+    Ok(Identified {
         delivery_id,
-        event_type: event_type.clone(),
-        received_at,
-        headers: redacted_headers(headers, &state.scrubber),
+        event_type,
+    })
+}
+
+/// Checks the payload against the source's schema for its event type. Invalid payloads are
+/// stored as quarantined, never dropped: the errors say why.
+fn validate(
+    source: &Source,
+    identity: &Identified,
+    payload: &verify::Payload<'_>,
+) -> Vec<crate::schema::PayloadError> {
+    let Some(schemas) = source.schema.as_ref() else {
+        return Vec::new();
+    };
+    let incoming = crate::schema::Incoming {
+        event_type: &identity.event_type,
+        payload: payload.value(),
+        body: payload.body(),
+    };
+    schemas.check(&incoming, MAX_SCHEMA_ERRORS)
+}
+
+/// Stores the event once (group commit), with its delivery attempt in the same transaction,
+/// and, when it is valid, its plan (see `dispatch::Intake`).
+async fn store(
+    d: &Delivery<'_>,
+    identity: Identified,
+    payload: verify::Payload<'_>,
+    errors: &[crate::schema::PayloadError],
+) -> Result<IngestOutcome, Stop> {
+    let quarantined = !errors.is_empty();
+    let event = new_event(d, identity, &payload, quarantined);
+    let attempt = accepted_attempt(d, payload.body(), errors);
+    let event_type = event.event_type.clone();
+    let stored = d
+        .state
+        .app
+        .intake()
+        .admit(event, attempt, || payload.into_value())
+        .await;
+    match stored {
+        Ok(stored) => {
+            tracing::debug!(
+                event = %stored.event_id,
+                source = %d.source.id,
+                event_type = %event_type,
+                duplicate = stored.duplicate,
+                quarantined,
+                "event stored"
+            );
+            Ok(stored)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, source = %d.source.id, "cannot store an event");
+            let mut stop = Stop::refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the event could not be stored; retry later",
+            );
+            stop.outcome.retry_after = Some(1);
+            Err(stop)
+        }
+    }
+}
+
+/// The event to store: pending, or quarantined when its payload failed validation.
+fn new_event(
+    d: &Delivery<'_>,
+    identity: Identified,
+    payload: &verify::Payload<'_>,
+    quarantined: bool,
+) -> NewEvent {
+    NewEvent {
+        id: EventId::new(),
+        source: d.source.id.clone(),
+        delivery_id: identity.delivery_id,
+        event_type: identity.event_type,
+        received_at: d.arrival.received_at(),
+        headers: redacted_headers(d.arrival.headers, &d.state.app.scrubber),
         payload: payload.text(),
         status: if quarantined {
             EventStatus::Quarantined
         } else {
             EventStatus::Pending
         },
-    };
+    }
+}
+
+/// The delivery attempt stored with the event. A quarantined event's attempt keeps the body
+/// and the number of schema errors.
+fn accepted_attempt(
+    d: &Delivery<'_>,
+    body: &[u8],
+    errors: &[crate::schema::PayloadError],
+) -> NewDeliveryAttempt {
+    let quarantined = !errors.is_empty();
     let (status, verdict, reason) = if quarantined {
+        let reason = format!(
+            "payload does not match the schema ({} errors)",
+            errors.len()
+        );
         (
             StatusCode::UNPROCESSABLE_ENTITY,
             Verdict::Quarantined,
-            Some(format!(
-                "payload does not match the schema ({} errors)",
-                errors.len()
-            )),
+            Some(reason),
         )
     } else {
         (StatusCode::OK, Verdict::Accepted, None)
     };
-    let attempt = NewDeliveryAttempt {
+    NewDeliveryAttempt {
         id: DeliveryAttemptId::new(),
-        source: source.id.clone(),
-        received_at,
-        remote_addr: Some(client.describe()),
-        method: method.to_string(),
-        path: clip_path(uri),
+        source: d.source.id.clone(),
+        received_at: d.arrival.received_at(),
+        remote_addr: Some(d.arrival.client.describe()),
+        method: d.arrival.method.to_string(),
+        path: clip_path(d.arrival.uri),
         headers: json!({}),
         body: quarantined.then(|| body.to_vec()),
         body_size: i64::try_from(body.len()).unwrap_or(i64::MAX),
         verdict,
         status: status.as_u16(),
         reason,
-    };
-    // Steps 7-8 (match, plan), in the transaction that stores the event: rule matching
-    // costs microseconds, and the event is then written once, not stored and updated.
-    let plan = match &state.rules {
-        Some(rules) if !quarantined => Some(crate::dispatch::plan_arrival(
-            &rules.current(),
-            &state.config,
-            &event,
-            || payload.into_value(),
-        )),
-        _ => None,
-    };
-    let planned = plan.as_ref().map(|p| p.executions.len());
-    let backlog = state.wake.backlog();
-    if let Some(n) = planned.filter(|n| *n > 0) {
-        // Backpressure: while the workers are behind, the arrival waits (boundedly) before
-        // adding to their backlog. Counted before the commit, so no claim can see work the
-        // count does not hold yet.
-        let waited = backlog.admit().await;
-        if !waited.is_zero() {
-            state.metrics.backlog_wait(waited);
-        }
-        backlog.planned(n);
     }
-    let stored = state.store.ingest_planned(event, attempt, plan).await;
-    let new_work = planned.unwrap_or(0);
-    match stored {
-        Ok(stored) => {
-            match planned {
-                _ if stored.duplicate || quarantined => backlog.withdrawn(new_work),
-                Some(0) => {}
-                Some(_) => state.wake.work(),
-                None => state.wake.events(),
-            }
-            tracing::debug!(
-                event = %stored.event_id,
-                source = %source.id,
-                event_type = %event_type,
-                duplicate = stored.duplicate,
-                quarantined,
-                "event stored"
-            );
-            // Step 6: acknowledge.
-            if quarantined && !stored.duplicate {
-                let body = json!({
-                    "event_id": stored.event_id,
-                    "duplicate": false,
-                    "code": "invalid_payload",
-                    "errors": errors,
-                });
-                (
-                    Outcome {
-                        status,
-                        verdict,
-                        body: Reply::Json(body),
-                        retry_after: None,
-                        reason: None,
-                    },
-                    false,
-                )
-            } else {
-                let verdict = if stored.duplicate {
-                    Verdict::Duplicate
-                } else {
-                    verdict
-                };
-                let body = Reply::Ack {
-                    event_id: stored.event_id,
-                    duplicate: stored.duplicate,
-                };
-                (
-                    Outcome {
-                        status: StatusCode::OK,
-                        verdict,
-                        body,
-                        retry_after: None,
-                        reason: None,
-                    },
-                    false,
-                )
-            }
-        }
-        Err(e) => {
-            backlog.withdrawn(new_work);
-            tracing::error!(error = %e, source = %source.id, "cannot store an event");
-            let mut o = Outcome::reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the event could not be stored; retry later",
-            );
-            o.retry_after = Some(1);
-            (o, false)
-        }
+}
+
+/// The answer to a stored event: the ack, or for a new quarantined event 422 with the schema
+/// errors.
+fn acknowledge(stored: IngestOutcome, errors: Vec<crate::schema::PayloadError>) -> Stop {
+    if !errors.is_empty() && !stored.duplicate {
+        return Stop::answer(Outcome {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            verdict: Verdict::Quarantined,
+            body: Reply::Json(json!({
+                "event_id": stored.event_id,
+                "duplicate": false,
+                "code": "invalid_payload",
+                "errors": errors,
+            })),
+            retry_after: None,
+            reason: None,
+        });
     }
+    let verdict = if stored.duplicate {
+        Verdict::Duplicate
+    } else {
+        Verdict::Accepted
+    };
+    Stop::answer(Outcome {
+        status: StatusCode::OK,
+        verdict,
+        body: Reply::Ack {
+            event_id: stored.event_id,
+            duplicate: stored.duplicate,
+        },
+        retry_after: None,
+        reason: None,
+    })
 }
 
 /// Who sent a request: the peer, or the client a trusted proxy forwarded it for.
@@ -755,12 +828,11 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 
 /// Why the way a request arrived refuses it, if it does: plain HTTP on the HTTPS listener, or,
 /// when plain HTTP is kept for trusted proxies, a request that is not from one forwarding HTTPS.
-fn transport_refusal(
-    state: &AppState,
-    plain_on_tls: bool,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Option<Outcome> {
+fn transport_refusal(state: &IngressState, peer: Peer, headers: &HeaderMap) -> Option<Outcome> {
+    let Peer {
+        remote: peer,
+        plain_on_tls,
+    } = peer;
     if plain_on_tls {
         return Some(Outcome::reject(
             StatusCode::BAD_REQUEST,
@@ -768,7 +840,7 @@ fn transport_refusal(
             "this listener speaks HTTPS only; send the request with https://",
         ));
     }
-    let ingress = &state.config.ingress;
+    let ingress = &state.app.config.ingress;
     if !ingress.proxy_only {
         return None;
     }

@@ -2,18 +2,21 @@
 
 pub mod hooks;
 pub mod rejections;
-pub mod tls;
+mod state;
+
+pub use state::{IngressSetupError, IngressState, SourceRuntime};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::server::AppState;
+use crate::health::{healthz, readyz};
+
+use crate::tls::PlainOnTls;
 
 /// The ingress routes.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: IngressState) -> Router {
     // `/hooks/` answers plain HTTP itself, so the hot path skips this middleware.
     let others = Router::new()
         .route("/healthz", get(healthz))
@@ -39,10 +42,7 @@ async fn refuse_plain_on_tls(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if request
-        .extensions()
-        .get::<crate::server::PlainOnTls>()
-        .is_some()
+    if request.extensions().get::<PlainOnTls>().is_some()
         && !request.uri().path().starts_with("/hooks/")
     {
         return (
@@ -59,23 +59,4 @@ async fn refuse_plain_on_tls(
 
 async fn not_found() -> StatusCode {
     StatusCode::NOT_FOUND
-}
-
-/// Liveness: the process answers.
-pub async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Readiness: the store answers and the server is not shutting down.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.is_shutting_down() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
-        }
-    }
 }

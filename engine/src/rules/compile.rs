@@ -13,7 +13,7 @@ use super::config::{RuleConfig, rule_file_schema};
 use super::index::{EventPattern, Index};
 use super::template::Templates;
 use super::{Action, CompileContext, IfExpr, RetryPolicy, Rule, RuleSet, condition};
-use crate::config::units::parse_duration;
+use crate::units::parse_duration;
 use crate::yamldoc::{Diagnostic, Document, Position, display_pointer, escape_pointer_token};
 
 /// Default total attempts of an action (the first one included).

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::units::DURATION_PATTERN;
+use crate::units::DURATION_PATTERN;
 
 /// A rule file: one or more rules.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -29,7 +29,7 @@ pub use trace::{
     ActionTrace, ConditionTrace, IfTrace, LeafTrace, RuleTrace, dry_run_json, render_text,
 };
 
-use crate::config::units::format_duration;
+use crate::units::format_duration;
 use crate::yamldoc::Position;
 use condition::Condition;
 use index::{EventPattern, Index};

@@ -1,8 +1,9 @@
 //! Webhook signature verification, signing and identification for every supported provider.
 //!
 //! Everything here is a pure function over the raw body bytes, the request headers, the URL the
-//! provider posted to and a clock: no I/O, no async, no panics on any input. Only [`verify`] can
-//! produce a [`Verified`] value, so code that holds one knows the request was authentic.
+//! provider posted to and a clock: no I/O, no async, no panics on any input. Only [`verify`]
+//! produces a [`Verified`] value for a request, and only through one is a body read as a payload,
+//! identified or answered as a handshake, so code that gets that far knows it was authentic.
 //!
 //! One file per signature shape; providers that share a shape share a file and a table row:
 //! - `body_hmac`: an HMAC of the body (or URL + body) in one header (GitHub, Intercom, Bitbucket,
@@ -37,7 +38,8 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 pub use generic::{HmacAlgorithm, HmacScheme, SignatureEncoding};
-pub use identify::{HandshakeReply, Identity, handshake, identify};
+pub use identify::{HandshakeReply, Identity};
+use identify::{handshake, identify};
 pub use payload::Payload;
 
 /// A webhook sender whose signature scheme hookwise knows. The id (see [`Provider::id`]) is what
@@ -76,8 +78,158 @@ pub enum Provider {
     None,
 }
 
-/// Seconds in one minute, for the tolerance table.
+/// Seconds in one minute, for the tolerance column.
 const MINUTE: u64 = 60;
+
+/// What keys a provider's signatures are checked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Shared secrets (`secrets:`), as the provider's dashboard shows them.
+    Secrets,
+    /// Public keys (`public_keys:`): the provider signs with a private key.
+    PublicKeys,
+    /// Either: a shared secret for HMAC signatures, or a public key for asymmetric ones.
+    SecretsOrPublicKeys,
+}
+
+impl KeyKind {
+    /// Whether shared secrets verify this provider's signatures.
+    pub fn secrets(self) -> bool {
+        matches!(self, KeyKind::Secrets | KeyKind::SecretsOrPublicKeys)
+    }
+
+    /// Whether public keys verify this provider's signatures.
+    pub fn public_keys(self) -> bool {
+        matches!(self, KeyKind::PublicKeys | KeyKind::SecretsOrPublicKeys)
+    }
+}
+
+/// The signature shape a provider uses: which file of this module checks and makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    BodyHmac,
+    Stripe,
+    StandardWebhooks,
+    Slack,
+    Twilio,
+    Gitlab,
+    Mailgun,
+    Sendgrid,
+    Hubspot,
+    Discord,
+    Twitch,
+    /// The configurable `hmac` provider.
+    Generic,
+    /// `none`: nothing is signed.
+    Unsigned,
+}
+
+/// Everything hookwise knows about one provider: one row of [`PROVIDERS`], which every
+/// question about a provider reads (its id, keys, tolerance, whether it signs the URL, which
+/// file verifies and signs it).
+#[derive(Debug)]
+struct Descriptor {
+    provider: Provider,
+    /// What a source's `provider:` key names.
+    id: &'static str,
+    scheme: Scheme,
+    keys: KeyKind,
+    /// Whether the signature covers the URL the provider posted to.
+    signs_url: bool,
+    /// How old (and, for some, how far ahead) a signed timestamp may be, in seconds. `None`:
+    /// the provider signs no timestamp or publishes no limit.
+    tolerance_secs: Option<u64>,
+}
+
+impl Descriptor {
+    /// A row with shared secrets, no signed URL and no tolerance.
+    const fn new(provider: Provider, id: &'static str, scheme: Scheme) -> Descriptor {
+        Descriptor {
+            provider,
+            id,
+            scheme,
+            keys: KeyKind::Secrets,
+            signs_url: false,
+            tolerance_secs: None,
+        }
+    }
+
+    const fn keys(mut self, keys: KeyKind) -> Descriptor {
+        self.keys = keys;
+        self
+    }
+
+    const fn signs_url(mut self) -> Descriptor {
+        self.signs_url = true;
+        self
+    }
+
+    const fn tolerance(mut self, secs: u64) -> Descriptor {
+        self.tolerance_secs = Some(secs);
+        self
+    }
+}
+
+/// Every provider, in the order of [`Provider`]'s variants (checked when compiling).
+///
+/// Public keys: Standard Webhooks signs `v1` with a `whsec_` secret or `v1a` with an Ed25519
+/// key pair whose public half is `whpk_` + base64 (standard-webhooks/standard-webhooks,
+/// `spec/standard-webhooks.md`, "Signature scheme"). Svix, and Clerk and Resend, which deliver
+/// through Svix, show a `whsec_` secret, and Svix's own verification library checks `v1`
+/// signatures only (svix/svix-webhooks, `javascript/src/webhook.ts`: entries whose version is
+/// not `v1` are skipped): secrets only.
+const PROVIDERS: &[Descriptor] = &[
+    Descriptor::new(Provider::Github, "github", Scheme::BodyHmac),
+    Descriptor::new(Provider::Stripe, "stripe", Scheme::Stripe).tolerance(5 * MINUTE),
+    Descriptor::new(
+        Provider::StandardWebhooks,
+        "standard-webhooks",
+        Scheme::StandardWebhooks,
+    )
+    .keys(KeyKind::SecretsOrPublicKeys)
+    .tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Svix, "svix", Scheme::StandardWebhooks).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Clerk, "clerk", Scheme::StandardWebhooks).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Resend, "resend", Scheme::StandardWebhooks).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Slack, "slack", Scheme::Slack).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Shopify, "shopify", Scheme::BodyHmac),
+    Descriptor::new(Provider::Twilio, "twilio", Scheme::Twilio).signs_url(),
+    Descriptor::new(Provider::Gitlab, "gitlab", Scheme::Gitlab),
+    // Paddle's SDKs allow five seconds.
+    Descriptor::new(Provider::Paddle, "paddle", Scheme::Stripe).tolerance(5),
+    Descriptor::new(Provider::Linear, "linear", Scheme::BodyHmac).tolerance(MINUTE),
+    Descriptor::new(Provider::Square, "square", Scheme::BodyHmac).signs_url(),
+    // Mailgun and Zoom ask for a freshness check without a number: hookwise uses five minutes.
+    Descriptor::new(Provider::Mailgun, "mailgun", Scheme::Mailgun).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Sendgrid, "sendgrid", Scheme::Sendgrid).keys(KeyKind::PublicKeys),
+    Descriptor::new(Provider::Pagerduty, "pagerduty", Scheme::BodyHmac),
+    Descriptor::new(Provider::Hubspot, "hubspot", Scheme::Hubspot)
+        .signs_url()
+        .tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Zoom, "zoom", Scheme::Slack).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::Discord, "discord", Scheme::Discord).keys(KeyKind::PublicKeys),
+    Descriptor::new(Provider::Twitch, "twitch", Scheme::Twitch).tolerance(10 * MINUTE),
+    Descriptor::new(Provider::Intercom, "intercom", Scheme::BodyHmac),
+    Descriptor::new(Provider::Typeform, "typeform", Scheme::BodyHmac),
+    Descriptor::new(Provider::Bitbucket, "bitbucket", Scheme::BodyHmac),
+    Descriptor::new(Provider::Jira, "jira", Scheme::BodyHmac),
+    Descriptor::new(Provider::Calendly, "calendly", Scheme::Stripe).tolerance(3 * MINUTE),
+    Descriptor::new(Provider::Docusign, "docusign", Scheme::BodyHmac),
+    // Applies only when the scheme names a timestamp header.
+    Descriptor::new(Provider::Hmac, "hmac", Scheme::Generic).tolerance(5 * MINUTE),
+    Descriptor::new(Provider::None, "none", Scheme::Unsigned),
+];
+
+// Row `i` of PROVIDERS and entry `i` of Provider::ALL describe variant `i`: lookups index them.
+const _: () = {
+    assert!(PROVIDERS.len() == Provider::ALL.len());
+    let mut i = 0;
+    while i < PROVIDERS.len() {
+        assert!(PROVIDERS[i].provider as usize == i);
+        assert!(Provider::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 impl Provider {
     /// Every provider, in the order the docs list them.
@@ -112,93 +264,43 @@ impl Provider {
         Provider::None,
     ];
 
+    /// This provider's row of the table.
+    fn descriptor(self) -> &'static Descriptor {
+        &PROVIDERS[self as usize]
+    }
+
     /// Whether the signature covers the URL the provider posted to, so [`Request::url`] must
     /// be given (the others ignore it). The `hmac` provider signs it only when its scheme says
     /// so: ask [`needs_url`] for a source.
     pub fn signs_url(&self) -> bool {
-        matches!(
-            self,
-            Provider::Twilio | Provider::Square | Provider::Hubspot
-        )
+        self.descriptor().signs_url
     }
 
     /// The id used in config files and on the command line, e.g. `"standard-webhooks"`.
     pub fn id(&self) -> &'static str {
-        match self {
-            Provider::Github => "github",
-            Provider::Stripe => "stripe",
-            Provider::StandardWebhooks => "standard-webhooks",
-            Provider::Svix => "svix",
-            Provider::Clerk => "clerk",
-            Provider::Resend => "resend",
-            Provider::Slack => "slack",
-            Provider::Shopify => "shopify",
-            Provider::Twilio => "twilio",
-            Provider::Gitlab => "gitlab",
-            Provider::Paddle => "paddle",
-            Provider::Linear => "linear",
-            Provider::Square => "square",
-            Provider::Mailgun => "mailgun",
-            Provider::Sendgrid => "sendgrid",
-            Provider::Pagerduty => "pagerduty",
-            Provider::Hubspot => "hubspot",
-            Provider::Zoom => "zoom",
-            Provider::Discord => "discord",
-            Provider::Twitch => "twitch",
-            Provider::Intercom => "intercom",
-            Provider::Typeform => "typeform",
-            Provider::Bitbucket => "bitbucket",
-            Provider::Jira => "jira",
-            Provider::Calendly => "calendly",
-            Provider::Docusign => "docusign",
-            Provider::Hmac => "hmac",
-            Provider::None => "none",
-        }
+        self.descriptor().id
     }
 
     /// The provider with this id (exact, lower case), if any.
     pub fn from_id(id: &str) -> Option<Provider> {
-        Provider::ALL.iter().copied().find(|p| p.id() == id)
+        PROVIDERS.iter().find(|d| d.id == id).map(|d| d.provider)
     }
 
     /// How old (and, for some providers, how far in the future) a signed timestamp may be before
     /// the request is refused. `None` means the provider signs no timestamp or publishes no limit.
     pub fn default_tolerance(&self) -> Option<Duration> {
-        let secs = match self {
-            // Published by the provider.
-            Provider::Stripe
-            | Provider::StandardWebhooks
-            | Provider::Svix
-            | Provider::Clerk
-            | Provider::Resend
-            | Provider::Slack
-            | Provider::Hubspot => 5 * MINUTE,
-            Provider::Twitch => 10 * MINUTE,
-            Provider::Calendly => 3 * MINUTE,
-            Provider::Linear => MINUTE,
-            // Paddle's SDKs allow five seconds.
-            Provider::Paddle => 5,
-            // The provider asks for a freshness check without a number: hookwise uses five minutes.
-            Provider::Zoom | Provider::Mailgun => 5 * MINUTE,
-            // Applies only when the scheme names a timestamp header.
-            Provider::Hmac => 5 * MINUTE,
-            _ => return None,
-        };
-        Some(Duration::from_secs(secs))
+        self.descriptor().tolerance_secs.map(Duration::from_secs)
     }
 
-    /// Whether verification needs [`Request::url`], the full URL the provider posted to.
-    pub fn needs_url(&self) -> bool {
-        matches!(
-            self,
-            Provider::Twilio | Provider::Square | Provider::Hubspot
-        )
+    /// What keys verify this provider's signatures.
+    pub fn keys(&self) -> KeyKind {
+        self.descriptor().keys
     }
 
-    /// Whether verification uses [`Keys::public_keys`] rather than shared secrets. Standard
-    /// Webhooks accepts either: a `whsec_` secret for `v1` or a `whpk_` public key for `v1a`.
+    /// Whether verification uses [`Keys::public_keys`] only, never shared secrets. (Standard
+    /// Webhooks accepts either: see [`Provider::keys`].)
     pub fn uses_public_key(&self) -> bool {
-        matches!(self, Provider::Discord | Provider::Sendgrid)
+        self.descriptor().keys == KeyKind::PublicKeys
     }
 }
 
@@ -318,27 +420,50 @@ pub struct VerifyOptions {
     pub hmac: Option<HmacScheme>,
 }
 
-/// The parts of an incoming request that signatures cover.
+/// The parts of an incoming request that signatures cover. The headers and body (`'a`) are
+/// what a [`Verified`] goes on holding; the method and URL (`'u`) need only last the check.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub method: &'a str,
+pub struct Request<'u, 'a> {
+    pub method: &'u str,
     /// The full URL the provider posted to (scheme, host, path, query), as the provider sees it.
     /// Needed by Twilio, Square and HubSpot; behind a proxy this is the public URL.
-    pub url: &'a str,
+    pub url: &'u str,
     pub headers: &'a http::HeaderMap,
     /// The raw body bytes, before any parsing.
     pub body: &'a [u8],
 }
 
-/// Proof that a request passed its source's signature check. Only [`verify`] creates one.
+/// Proof that a request passed its source's signature check, holding what was checked: the
+/// headers and the raw body. Only [`verify`] creates one for a request, and reading the body
+/// as a payload, identifying it and answering handshakes are its methods, so nothing reaches
+/// them unverified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+pub struct Verified<'a> {
     provider: Provider,
     timestamp: Option<i64>,
     key_index: usize,
+    headers: &'a http::HeaderMap,
+    body: &'a [u8],
 }
 
-impl Verified {
+impl<'a> Verified<'a> {
+    /// Input the operator supplies themselves (a payload file given to `hookwise dry-run`),
+    /// which has no signature to check. Never for a request from the network: that is what
+    /// [`verify`] is for.
+    pub(crate) fn operator_supplied(
+        provider: Provider,
+        headers: &'a http::HeaderMap,
+        body: &'a [u8],
+    ) -> Verified<'a> {
+        Verified {
+            provider,
+            timestamp: None,
+            key_index: 0,
+            headers,
+            body,
+        }
+    }
+
     pub fn provider(&self) -> Provider {
         self.provider
     }
@@ -352,6 +477,27 @@ impl Verified {
     /// public-key schemes. Lets operators see when the old key of a rotation is no longer used.
     pub fn matched_key_index(&self) -> usize {
         self.key_index
+    }
+
+    /// The verified body, byte for byte.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// The body as a payload: see [`Payload`]. `None` when it is neither JSON nor a form.
+    pub fn payload(&self) -> Option<Payload<'a>> {
+        Payload::read(self.body)
+    }
+
+    /// The delivery id and event type, from the headers and `payload` (read from this body).
+    pub fn identify(&self, payload: &Payload<'_>) -> Identity {
+        identify(self.provider, self.headers, payload)
+    }
+
+    /// The answer to a provider's handshake (URL verification, ping, challenge), when
+    /// `payload` is one.
+    pub fn handshake(&self, keys: &Keys, payload: &Payload<'_>) -> Option<HandshakeReply> {
+        handshake(self.provider, keys, payload)
     }
 }
 
@@ -416,13 +562,13 @@ pub struct SignedRequest {
 
 /// Checks the request's signature for `provider` against every key in `keys`, and the signed
 /// timestamp against the tolerance. `now` is the clock (a parameter, so tests can fix it).
-pub fn verify(
+pub fn verify<'a>(
     provider: Provider,
     keys: &Keys,
     opts: &VerifyOptions,
-    req: &Request,
+    req: &Request<'_, 'a>,
     now: SystemTime,
-) -> Result<Verified, VerifyError> {
+) -> Result<Verified<'a>, VerifyError> {
     let ctx = Ctx {
         provider,
         keys,
@@ -435,31 +581,20 @@ pub fn verify(
             None => provider.default_tolerance(),
         },
     };
-    let matched = match provider {
-        Provider::Github
-        | Provider::Intercom
-        | Provider::Bitbucket
-        | Provider::Jira
-        | Provider::Typeform
-        | Provider::Shopify
-        | Provider::Square
-        | Provider::Linear
-        | Provider::Pagerduty
-        | Provider::Docusign => body_hmac::verify(&ctx)?,
-        Provider::Stripe | Provider::Calendly | Provider::Paddle => stripe::verify(&ctx)?,
-        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
-            standard_webhooks::verify(&ctx)?
-        }
-        Provider::Slack | Provider::Zoom => slack::verify(&ctx)?,
-        Provider::Twilio => twilio::verify(&ctx)?,
-        Provider::Gitlab => gitlab::verify(&ctx)?,
-        Provider::Mailgun => mailgun::verify(&ctx)?,
-        Provider::Sendgrid => sendgrid::verify(&ctx)?,
-        Provider::Hubspot => hubspot::verify(&ctx)?,
-        Provider::Discord => discord::verify(&ctx)?,
-        Provider::Twitch => twitch::verify(&ctx)?,
-        Provider::Hmac => generic::verify(&ctx)?,
-        Provider::None => Matched {
+    let matched = match provider.descriptor().scheme {
+        Scheme::BodyHmac => body_hmac::verify(&ctx)?,
+        Scheme::Stripe => stripe::verify(&ctx)?,
+        Scheme::StandardWebhooks => standard_webhooks::verify(&ctx)?,
+        Scheme::Slack => slack::verify(&ctx)?,
+        Scheme::Twilio => twilio::verify(&ctx)?,
+        Scheme::Gitlab => gitlab::verify(&ctx)?,
+        Scheme::Mailgun => mailgun::verify(&ctx)?,
+        Scheme::Sendgrid => sendgrid::verify(&ctx)?,
+        Scheme::Hubspot => hubspot::verify(&ctx)?,
+        Scheme::Discord => discord::verify(&ctx)?,
+        Scheme::Twitch => twitch::verify(&ctx)?,
+        Scheme::Generic => generic::verify(&ctx)?,
+        Scheme::Unsigned => Matched {
             timestamp: None,
             key_index: 0,
         },
@@ -468,6 +603,8 @@ pub fn verify(
         provider,
         timestamp: matched.timestamp,
         key_index: matched.key_index,
+        headers: req.headers,
+        body: req.body,
     })
 }
 
@@ -475,20 +612,18 @@ pub fn verify(
 /// `provider` reads them in. Returns one message per bad key: `(is_public_key, index, message)`.
 /// Providers whose secrets are free text accept any non-empty secret.
 pub fn check_keys(provider: Provider, keys: &Keys) -> Vec<(bool, usize, String)> {
+    let row = provider.descriptor();
     let mut problems = Vec::new();
     for (i, secret) in keys.secrets.iter().enumerate() {
         let text = secret.expose();
         // A blank secret would match a blank token (GitLab) or sign with an empty key.
         let problem = if text.trim().is_empty() {
             Some("the secret is empty or only whitespace".to_string())
-        } else if provider.uses_public_key() {
+        } else if !row.keys.secrets() {
             Some(format!(
                 "provider `{provider}` verifies with `public_keys`, not secrets"
             ))
-        } else if matches!(
-            provider,
-            Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend
-        ) {
+        } else if row.scheme == Scheme::StandardWebhooks {
             standard_webhooks::check_secret(text).err()
         } else {
             None
@@ -498,13 +633,14 @@ pub fn check_keys(provider: Provider, keys: &Keys) -> Vec<(bool, usize, String)>
         }
     }
     for (i, key) in keys.public_keys.iter().enumerate() {
-        let checked = match provider {
-            Provider::Discord => discord::check_public_key(key),
-            Provider::Sendgrid => sendgrid::check_public_key(key),
-            Provider::StandardWebhooks => standard_webhooks::check_public_key(key),
-            _ => Err(format!(
+        let checked = match row.scheme {
+            _ if !row.keys.public_keys() => Err(format!(
                 "provider `{provider}` verifies with secrets, not public keys"
             )),
+            Scheme::Discord => discord::check_public_key(key),
+            Scheme::Sendgrid => sendgrid::check_public_key(key),
+            Scheme::StandardWebhooks => standard_webhooks::check_public_key(key),
+            _ => Ok(()),
         };
         if let Err(p) = checked {
             problems.push((true, i, p));
@@ -577,45 +713,36 @@ pub fn sign_event(
         body,
         now_ms: unix_millis(now),
     };
-    match provider {
-        Provider::Github
-        | Provider::Intercom
-        | Provider::Bitbucket
-        | Provider::Jira
-        | Provider::Typeform
-        | Provider::Shopify
-        | Provider::Square
-        | Provider::Linear
-        | Provider::Pagerduty
-        | Provider::Docusign => body_hmac::sign(&ctx),
-        Provider::Stripe | Provider::Calendly | Provider::Paddle => stripe::sign(&ctx),
-        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
-            standard_webhooks::sign(&ctx)
-        }
-        Provider::Slack | Provider::Zoom => slack::sign(&ctx),
-        Provider::Twilio => twilio::sign(&ctx),
-        Provider::Gitlab => gitlab::sign(&ctx),
-        Provider::Mailgun => mailgun::sign(&ctx),
-        Provider::Sendgrid => sendgrid::sign(&ctx),
-        Provider::Hubspot => hubspot::sign(&ctx),
-        Provider::Discord => discord::sign(&ctx),
-        Provider::Twitch => twitch::sign(&ctx),
-        Provider::Hmac => generic::sign(&ctx),
-        Provider::None => Ok(ctx.unchanged(Vec::new())),
+    match provider.descriptor().scheme {
+        Scheme::BodyHmac => body_hmac::sign(&ctx),
+        Scheme::Stripe => stripe::sign(&ctx),
+        Scheme::StandardWebhooks => standard_webhooks::sign(&ctx),
+        Scheme::Slack => slack::sign(&ctx),
+        Scheme::Twilio => twilio::sign(&ctx),
+        Scheme::Gitlab => gitlab::sign(&ctx),
+        Scheme::Mailgun => mailgun::sign(&ctx),
+        Scheme::Sendgrid => sendgrid::sign(&ctx),
+        Scheme::Hubspot => hubspot::sign(&ctx),
+        Scheme::Discord => discord::sign(&ctx),
+        Scheme::Twitch => twitch::sign(&ctx),
+        Scheme::Generic => generic::sign(&ctx),
+        Scheme::Unsigned => Ok(ctx.unchanged(Vec::new())),
     }
 }
 
 /// The public key, in the form [`verify`] takes, that matches a private key given to [`sign`]:
 /// Discord hex, SendGrid base64 DER (SPKI), Standard Webhooks `whpk_` + base64.
 pub fn public_key_for(provider: Provider, private_key: &str) -> Result<String, SignError> {
-    match provider {
-        Provider::Discord => discord::public_key_for(private_key),
-        Provider::Sendgrid => sendgrid::public_key_for(private_key),
-        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
-            standard_webhooks::public_key_for(private_key)
-        }
-        other => Err(SignError::BadKey(format!(
-            "{other} uses shared secrets, not key pairs"
+    let row = provider.descriptor();
+    match row.scheme {
+        _ if !row.keys.public_keys() => Err(SignError::BadKey(format!(
+            "{provider} uses shared secrets, not key pairs"
+        ))),
+        Scheme::Discord => discord::public_key_for(private_key),
+        Scheme::Sendgrid => sendgrid::public_key_for(private_key),
+        Scheme::StandardWebhooks => standard_webhooks::public_key_for(private_key),
+        _ => Err(SignError::BadKey(format!(
+            "{provider} uses shared secrets, not key pairs"
         ))),
     }
 }
@@ -632,13 +759,18 @@ struct Ctx<'a> {
     provider: Provider,
     keys: &'a Keys,
     opts: &'a VerifyOptions,
-    req: &'a Request<'a>,
+    req: &'a Request<'a, 'a>,
     now_ms: i64,
     /// Resolved tolerance: `None` means no age check.
     tolerance: Option<Duration>,
 }
 
 impl Ctx<'_> {
+    /// Whether public keys verify this provider's signatures (see [`Provider::keys`]).
+    fn accepts_public_keys(&self) -> bool {
+        self.provider.keys().public_keys()
+    }
+
     /// The configured secrets, or an error when there are none.
     fn secrets(&self) -> Result<&[Secret], VerifyError> {
         if self.keys.secrets.is_empty() {

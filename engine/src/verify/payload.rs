@@ -39,7 +39,7 @@ impl<'a> Payload<'a> {
     /// Twilio and Slack slash commands send) as an object of its fields (the last value of a
     /// repeated field wins), or the JSON in its only field `payload` (Slack interactivity).
     /// An empty body is the payload `null`. `None` for anything else, JSON `null` included.
-    pub fn read(body: &'a [u8]) -> Option<Payload<'a>> {
+    pub(super) fn read(body: &'a [u8]) -> Option<Payload<'a>> {
         if body.is_empty() {
             return Some(Payload {
                 body,
@@ -64,6 +64,11 @@ impl<'a> Payload<'a> {
             json: false,
             value: OnceLock::from(form),
         })
+    }
+
+    /// The body the payload was read from, byte for byte.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
     }
 
     /// The whole payload, parsed on first use.

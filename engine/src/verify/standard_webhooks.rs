@@ -160,7 +160,11 @@ pub(super) fn verify(ctx: &Ctx) -> Result<Matched, VerifyError> {
             .collect::<Result<Vec<_>, _>>()?;
         key_index = find_key(&keys, &v1, |key| hmac(Alg::Sha256, key, &content));
     }
-    if key_index.is_err() && !v1a.is_empty() && !ctx.keys.public_keys.is_empty() {
+    if key_index.is_err()
+        && !v1a.is_empty()
+        && ctx.accepts_public_keys()
+        && !ctx.keys.public_keys.is_empty()
+    {
         let keys = ctx
             .keys
             .public_keys
@@ -196,6 +200,12 @@ pub(super) fn sign(ctx: &SignCtx) -> Result<SignedRequest, SignError> {
     let ts = ctx.now_secs().to_string();
     let content = [id.as_bytes(), b".", ts.as_bytes(), b".", ctx.body];
     let signature = if ctx.secret.trim().starts_with(PRIVATE_KEY_PREFIX) {
+        if !ctx.provider.keys().public_keys() {
+            return Err(SignError::BadKey(format!(
+                "{} signs with whsec_ secrets only, not key pairs",
+                ctx.provider
+            )));
+        }
         let key = decode_private_key(ctx.secret)?;
         format!(
             "v1a,{}",

@@ -196,7 +196,7 @@ fn verify_signed(
     signed: &SignedRequest,
     body: &[u8],
     now: SystemTime,
-) -> Result<Verified, VerifyError> {
+) -> Result<Checked, VerifyError> {
     let headers = header_map(&signed.headers);
     let req = Request {
         method: "POST",
@@ -204,7 +204,33 @@ fn verify_signed(
         headers: &headers,
         body,
     };
-    verify(provider, keys, opts, &req, now)
+    verify(provider, keys, opts, &req, now).map(|v| Checked {
+        provider: v.provider(),
+        timestamp: v.timestamp(),
+        key_index: v.matched_key_index(),
+    })
+}
+
+/// What [`verify`] found, apart from the request it borrows.
+#[derive(Debug, PartialEq)]
+struct Checked {
+    provider: Provider,
+    timestamp: Option<i64>,
+    key_index: usize,
+}
+
+impl Checked {
+    fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    fn matched_key_index(&self) -> usize {
+        self.key_index
+    }
 }
 
 const ROUND_TRIP_BODY: &[u8] = br#"{"id":"evt_1","type":"test.event","action":"opened"}"#;
@@ -388,7 +414,7 @@ fn provider_ids_round_trip() {
         Provider::Stripe.default_tolerance(),
         Some(Duration::from_secs(300))
     );
-    assert!(Provider::Twilio.needs_url() && !Provider::Github.needs_url());
+    assert!(Provider::Twilio.signs_url() && !Provider::Github.signs_url());
     assert!(Provider::Sendgrid.uses_public_key() && !Provider::Stripe.uses_public_key());
 }
 
@@ -562,5 +588,109 @@ fn hostile_input_never_panics() {
                 }
             }
         }
+    }
+}
+
+/// Every question about public keys gives the same answer for a provider, from its row of the
+/// table: (the config check accepts a `whpk_` key, one can be derived, a `v1a` signature
+/// verifies with it).
+fn public_key_answers(provider: Provider) -> (bool, bool, bool) {
+    let private = format!("whsk_{}", common::b64_encode(&[7u8; 32]));
+    let public = standard_webhooks_public_key(&private);
+    let accepted_by_config = check_keys(provider, &Keys::public_keys([public.clone()])).is_empty();
+    let derivable = public_key_for(provider, &private).is_ok();
+    // A `v1a` signature (webhook-* headers, which the Svix family reads too).
+    let now = at(1_700_000_000);
+    let opts = VerifyOptions::default();
+    let signed = sign_request(
+        Provider::StandardWebhooks,
+        &private,
+        &opts,
+        "POST",
+        "",
+        b"{}",
+        now,
+    )
+    .expect("a v1a signature");
+    let headers = header_map(&signed.headers);
+    let req = Request {
+        method: "POST",
+        url: "",
+        headers: &headers,
+        body: b"{}",
+    };
+    let verifies = verify(provider, &Keys::public_keys([public]), &opts, &req, now).is_ok();
+    (accepted_by_config, derivable, verifies)
+}
+
+fn standard_webhooks_public_key(private: &str) -> String {
+    public_key_for(Provider::StandardWebhooks, private).expect("a whsk_ key")
+}
+
+/// The Standard Webhooks spec signs `v1` with a `whsec_` secret or `v1a` with an Ed25519 key
+/// pair, the public half serialized as `whpk_` + base64 (standard-webhooks/standard-webhooks,
+/// `spec/standard-webhooks.md`, "Signature scheme", the symmetric/asymmetric table).
+#[test]
+fn standard_webhooks_verifies_with_secrets_or_public_keys() {
+    assert_eq!(
+        Provider::StandardWebhooks.keys(),
+        KeyKind::SecretsOrPublicKeys
+    );
+    assert_eq!(
+        public_key_answers(Provider::StandardWebhooks),
+        (true, true, true)
+    );
+    assert!(check_keys(Provider::StandardWebhooks, &Keys::secrets([HMAC_SECRET])).is_empty());
+}
+
+/// Svix shows a `whsec_` secret, and its verification library checks `v1` signatures only:
+/// entries of any other version, `v1a` included, are skipped (svix/svix-webhooks,
+/// `javascript/src/webhook.ts`, `Webhook.verify`). Clerk and Resend deliver through Svix and
+/// point to that library. So these verify with secrets, never public keys.
+#[test]
+fn svix_clerk_and_resend_verify_with_secrets_only() {
+    for provider in [Provider::Svix, Provider::Clerk, Provider::Resend] {
+        assert_eq!(provider.keys(), KeyKind::Secrets, "{provider}");
+        assert_eq!(
+            public_key_answers(provider),
+            (false, false, false),
+            "{provider}"
+        );
+        assert!(check_keys(provider, &Keys::secrets([HMAC_SECRET])).is_empty());
+        let private = format!("whsk_{}", common::b64_encode(&[7u8; 32]));
+        let signed = sign_request(
+            provider,
+            &private,
+            &VerifyOptions::default(),
+            "POST",
+            "",
+            b"{}",
+            at(1),
+        );
+        assert!(signed.is_err(), "{provider} signed with a key pair");
+    }
+}
+
+/// Discord and SendGrid sign with a private key; their dashboards show the public key.
+#[test]
+fn discord_and_sendgrid_verify_with_public_keys_only() {
+    for provider in [Provider::Discord, Provider::Sendgrid] {
+        assert_eq!(provider.keys(), KeyKind::PublicKeys, "{provider}");
+        assert!(provider.uses_public_key());
+        let problems = check_keys(provider, &Keys::secrets(["a-shared-secret"]));
+        assert_eq!(problems.len(), 1, "{provider}: {problems:?}");
+    }
+    for provider in Provider::ALL {
+        let public_only = matches!(provider, Provider::Discord | Provider::Sendgrid);
+        assert_eq!(provider.uses_public_key(), public_only, "{provider}");
+    }
+}
+
+/// One row per provider, looked up by variant: every id maps back to its provider.
+#[test]
+fn every_provider_has_its_own_row() {
+    for provider in Provider::ALL {
+        assert_eq!(Provider::from_id(provider.id()), Some(*provider));
+        assert_eq!(provider.descriptor().provider, *provider);
     }
 }

@@ -1,5 +1,6 @@
-//! TLS for the ingress listener: certificates from files, or a self-signed one for localhost
-//! made on first run and kept beside the store.
+//! TLS for both listeners: certificates from files, or (for the ingress) a self-signed one for
+//! localhost made on first run and kept beside the store; and the mark on a request that came
+//! as plain HTTP to a listener that speaks HTTPS.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +8,12 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
+
+/// Marks a request that arrived as plain HTTP on a listener that speaks HTTPS. It is answered
+/// (with a reason and, on the ingress's `/hooks/`, a delivery attempt record) rather than
+/// dropped, so the sender learns what is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainOnTls;
 
 /// File names of the self-signed pair in its folder.
 pub const SELF_SIGNED_CERT: &str = "hookwise-tls-cert.pem";
