@@ -92,6 +92,10 @@ async fn start_with(extra: &str) -> Server {
     config.push_str("  - { id: small, provider: none, max_body: 1KiB }\n");
     config
         .push_str("  - { id: limited, provider: none, rate_limit: { per_second: 1, burst: 2 } }\n");
+    config.push_str(
+        "  - { id: gh-limited, provider: github, secrets: [\"${env:GITHUB}\"], \
+         rate_limit: { per_second: 1, burst: 2 } }\n",
+    );
     config.push_str("  - { id: guarded, provider: none, allow_ips: [10.0.0.0/8] }\n");
     config.push_str("  - { id: strict, provider: none, schema: strict.schema.json }\n");
     // Payload schemas: the ones hookwise ships, and one per event type.
@@ -870,5 +874,102 @@ async fn shipped_and_per_event_payload_schemas() {
         Some(broken_body.as_bytes()),
         "kept for replay"
     );
+    store.close().await;
+}
+
+/// A source's `rate_limit` is the budget of the provider's verified deliveries: requests
+/// with bad signatures, which anyone can send, are refused as such and spend none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_requests_do_not_spend_the_rate_limit() {
+    let server = start().await;
+    let base = server.base.clone();
+    let url = format!("{base}/hooks/gh-limited");
+    let forged = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("x-github-event".to_string(), "push".to_string()),
+        ("x-github-delivery".to_string(), "forged".to_string()),
+        (
+            "x-hub-signature-256".to_string(),
+            format!("sha256={}", "0".repeat(64)),
+        ),
+    ];
+    for _ in 0..10 {
+        let (status, answer, text) = post(&url, &forged, b"{}".to_vec()).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{text}"
+        );
+    }
+    // The whole burst of 2 is still there for the provider; then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let (status, answer, text) =
+            post_github(&base, "gh-limited", "push", &json!({ "n": i })).await;
+        statuses.push((status, answer["code"].as_str().map(str::to_string)));
+        if status != 200 {
+            assert!(text.contains("verified deliveries a second"), "{text}");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            (200, None),
+            (200, None),
+            (429, Some("rate_limited".to_string()))
+        ]
+    );
+    server.stop().await;
+}
+
+/// A refused request's record keeps at most 8 KiB of its headers, says what it cut, and never
+/// keeps the body of a request that was not verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_keep_bounded_headers_and_no_body() {
+    let server = start().await;
+    let url = format!("{}/hooks/github", server.base);
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("x-github-event".to_string(), "push".to_string()),
+        ("x-github-delivery".to_string(), "big-headers".to_string()),
+        (
+            "x-hub-signature-256".to_string(),
+            format!("sha256={}", "0".repeat(64)),
+        ),
+    ];
+    // 50 KB of headers: well within what the listener takes, far more than a record keeps.
+    for i in 0..50 {
+        headers.push((format!("x-pad-{i:03}"), "p".repeat(1000)));
+    }
+    let body = format!("{{\"big\": \"{}\"}}", "b".repeat(50_000)).into_bytes();
+    let (status, _, text) = post(&url, &headers, body).await;
+    assert_eq!(status, 401, "{text}");
+
+    let (store, _stopped) = server.stop_and_open().await;
+    let attempts = store.list_delivery_attempts(None, 10).await.unwrap();
+    let refused = attempts
+        .iter()
+        .map(|a| &a.attempt)
+        .find(|a| a.status == 401)
+        .expect("the refusal is recorded");
+    assert_eq!(refused.body, None, "an unverified body is never kept");
+    assert!(refused.body_size > 50_000, "{}", refused.body_size);
+    let stored = refused.headers.as_object().expect("headers object");
+    let note = stored[hookwise::ingress::hooks::CUT_HEADERS_KEY]
+        .as_str()
+        .expect("the cut is said");
+    assert!(note.ends_with("bytes) not kept"), "{note}");
+    let kept: usize = stored
+        .iter()
+        .filter(|(k, _)| *k != hookwise::ingress::hooks::CUT_HEADERS_KEY)
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    assert!(
+        kept <= hookwise::ingress::hooks::MAX_REFUSAL_HEADER_BYTES,
+        "{kept} bytes of headers kept"
+    );
+    // What is kept is what came first by name: the headers that explain the refusal.
+    assert_eq!(stored["x-github-delivery"], "big-headers");
+    assert_eq!(stored["content-type"], "application/json");
     store.close().await;
 }

@@ -26,6 +26,19 @@ const MAX_RECORDED_LEN: usize = 256;
 /// Longest delivery id, in bytes: providers' ids are UUIDs or shorter (36-64 bytes), and the
 /// id is half of the key every event is stored under once.
 const MAX_DELIVERY_ID: usize = 256;
+
+/// Bytes of header names and values a record of a refused request keeps, in all. Anyone can
+/// send refused requests, with headers as large as the listener takes (tens of KiB each):
+/// kept whole, a flood of them would fill the disk within the retention time.
+pub const MAX_REFUSAL_HEADER_BYTES: usize = 8 * 1024;
+
+/// Bytes of a verified but refused request's body its record keeps (an unverified request's
+/// body is never kept): enough to see why a provider's delivery was refused.
+pub const MAX_KEPT_BODY: usize = 64 * 1024;
+
+/// The key under which a record says what [`bounded_headers`] left out. Parentheses cannot
+/// appear in a header name, so no header the client sent can take this key.
+pub const CUT_HEADERS_KEY: &str = "(cut)";
 /// Most schema errors listed in a 422 answer.
 const MAX_SCHEMA_ERRORS: usize = 20;
 /// What redacted header values read as.
@@ -230,7 +243,9 @@ async fn handle_known(
     Handled {
         outcome: stop.outcome,
         body_size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-        kept_body: stop.keep_body.then(|| bytes.to_vec()),
+        kept_body: stop
+            .keep_body
+            .then(|| bytes[..bytes.len().min(MAX_KEPT_BODY)].to_vec()),
     }
 }
 
@@ -307,7 +322,11 @@ async fn record_refusal(
         }
     };
     if admitted.record {
-        let headers = redacted_headers(arrival.headers, &state.app.scrubber);
+        // Scrubbed first, then cut: a cut never leaves part of a secret unscrubbed.
+        let headers = bounded_headers(
+            redacted_headers(arrival.headers, &state.app.scrubber),
+            MAX_REFUSAL_HEADER_BYTES,
+        );
         let attempt = describe(headers, handled.kept_body.take());
         if outcome.verdict == Verdict::Rejected {
             tracing::info!(
@@ -439,6 +458,7 @@ async fn handle(d: &Delivery<'_>, runtime: &SourceRuntime, body: &[u8]) -> Stop 
     let steps = async {
         // Nothing below runs for an unverified request: the steps take `Verified`.
         let verified = verify_signature(d, runtime, body)?;
+        spend_budget(d, runtime)?;
         let payload = read_payload(&verified)?;
         if let Some(answer) = answer_handshake(&verified, runtime, &payload) {
             return Ok(answer);
@@ -453,8 +473,7 @@ async fn handle(d: &Delivery<'_>, runtime: &SourceRuntime, body: &[u8]) -> Stop 
     }
 }
 
-/// Checks the client against the source's `allow_ips` and rate limit; returns the source's
-/// runtime pieces.
+/// Checks the client against the source's `allow_ips`; returns the source's runtime pieces.
 fn check_client<'a>(d: &Delivery<'a>) -> Result<&'a SourceRuntime, Stop> {
     let (source, client) = (d.source, d.arrival.client);
     if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(client.ip)) {
@@ -472,21 +491,28 @@ fn check_client<'a>(d: &Delivery<'a>) -> Result<&'a SourceRuntime, Stop> {
             "source not prepared",
         ));
     };
+    Ok(runtime)
+}
+
+/// Spends one unit of the source's `rate_limit` on a verified delivery. Only verified ones
+/// spend it: requests anyone can send (bad signatures) must not use up the budget of the real
+/// provider's deliveries.
+fn spend_budget(d: &Delivery<'_>, runtime: &SourceRuntime) -> Result<(), Stop> {
     let Some(limiter) = runtime.limiter.as_ref() else {
-        return Ok(runtime);
+        return Ok(());
     };
     let taken = match limiter.lock() {
         Ok(mut bucket) => bucket.take(),
         Err(poisoned) => poisoned.into_inner().take(),
     };
     let Err(wait) = taken else {
-        return Ok(runtime);
+        return Ok(());
     };
-    let per_second = source.rate_limit.as_ref().map_or(0, |r| r.per_second);
+    let per_second = d.source.rate_limit.as_ref().map_or(0, |r| r.per_second);
     let mut stop = Stop::refuse(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
-        format!("more than {per_second} requests a second"),
+        format!("more than {per_second} verified deliveries a second"),
     );
     stop.outcome.retry_after = Some(wait);
     Err(stop)
@@ -925,6 +951,54 @@ pub fn redacted_headers(headers: &HeaderMap, scrubber: &Scrubber) -> Value {
     out
 }
 
+/// `headers` (a JSON object of header name to value) cut to at most `max` bytes of names and
+/// values, visibly: a value cut short ends with how many bytes were left out, and the headers
+/// that no longer fit are counted under [`CUT_HEADERS_KEY`].
+pub fn bounded_headers(headers: Value, max: usize) -> Value {
+    let Value::Object(map) = headers else {
+        return headers;
+    };
+    let mut out = serde_json::Map::new();
+    let mut used = 0usize;
+    let (mut left_out, mut left_out_bytes) = (0usize, 0usize);
+    for (name, value) in map {
+        let text = match value {
+            Value::String(text) => text,
+            other => other.to_string(),
+        };
+        let size = name.len() + text.len();
+        if used + size <= max {
+            used += size;
+            out.insert(name, Value::String(text));
+            continue;
+        }
+        // Room for the name and a useful part of the value: cut the value there.
+        let room = max.saturating_sub(used + name.len());
+        if left_out == 0 && room >= 64 {
+            let note_room = room - 32;
+            let mut end = note_room.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = format!("{}… ({} bytes cut)", &text[..end], text.len() - end);
+            used = max;
+            out.insert(name, Value::String(cut));
+            continue;
+        }
+        left_out += 1;
+        left_out_bytes += size;
+    }
+    if left_out > 0 {
+        out.insert(
+            CUT_HEADERS_KEY.to_string(),
+            Value::String(format!(
+                "{left_out} more headers ({left_out_bytes} bytes) not kept"
+            )),
+        );
+    }
+    Value::Object(out)
+}
+
 /// Why a delivery id cannot be the key an event is stored under, if it cannot: longer than
 /// [`MAX_DELIVERY_ID`] bytes, or holding a control character (U+0000 above all, which some
 /// databases cannot store). Ids from payloads (Stripe's `id`, ...) can hold anything.
@@ -957,7 +1031,65 @@ fn clip_path(uri: &Uri) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_DELIVERY_ID, Scrubber, delivery_id_problem, redacted_headers, source_of};
+    use super::{
+        CUT_HEADERS_KEY, MAX_DELIVERY_ID, Scrubber, bounded_headers, delivery_id_problem,
+        redacted_headers, source_of,
+    };
+    use serde_json::{Value, json};
+
+    /// Bytes of names and values, as the bound counts them.
+    fn size(headers: &Value) -> usize {
+        headers
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn refused_request_headers_are_cut_to_the_bound_visibly() {
+        // Small headers stay as they are.
+        let small = json!({"content-type": "application/json", "x-a": "1"});
+        assert_eq!(bounded_headers(small.clone(), 8192), small);
+
+        // One huge value: cut, and says how much.
+        let huge = json!({"x-a": "1", "x-big": "é".repeat(20_000), "x-z": "2"});
+        let cut = bounded_headers(huge, 8192);
+        let big = cut["x-big"].as_str().unwrap();
+        assert!(big.ends_with(" bytes cut)"), "{big}");
+        assert!(big.contains("… ("), "{big}");
+        assert_eq!(cut["x-a"], "1");
+        assert_eq!(
+            cut[CUT_HEADERS_KEY], "1 more headers (4 bytes) not kept",
+            "{cut}"
+        );
+        let without_note = {
+            let mut c = cut.clone();
+            c.as_object_mut().unwrap().remove(CUT_HEADERS_KEY);
+            c
+        };
+        assert!(size(&without_note) <= 8192, "{}", size(&without_note));
+
+        // Many small headers: the ones past the bound are counted, not kept.
+        let mut many = serde_json::Map::new();
+        for i in 0..2000 {
+            many.insert(format!("x-h{i:04}"), Value::String("v".repeat(10)));
+        }
+        let cut = bounded_headers(Value::Object(many), 8192);
+        let note = cut[CUT_HEADERS_KEY].as_str().unwrap();
+        assert!(note.ends_with("bytes) not kept"), "{note}");
+        let kept = cut.as_object().unwrap().len() - 1;
+        let left: usize = note.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(kept + left, 2000);
+        let mut without_note = cut.clone();
+        without_note
+            .as_object_mut()
+            .unwrap()
+            .remove(CUT_HEADERS_KEY);
+        assert!(size(&without_note) <= 8192);
+        assert!(size(&without_note) > 8000, "the bound is used, not wasted");
+    }
 
     #[test]
     fn delivery_ids_are_bounded_and_free_of_control_characters() {
