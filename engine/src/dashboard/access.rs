@@ -28,12 +28,7 @@ impl Dashboard {
     }
 
     fn set_cookie(&self, value: &str, max_age: u64) -> Option<HeaderValue> {
-        let secure = if self.tls { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-            self.cookie_name()
-        ))
-        .ok()
+        HeaderValue::from_str(&cookie_text(self.cookie_name(), self.tls, value, max_age)).ok()
     }
 
     /// The live session named by the request's cookie.
@@ -186,6 +181,13 @@ pub(super) async fn require_session(
     next.run(request).await
 }
 
+/// A `Set-Cookie` value for the session cookie: never readable by scripts, never sent by
+/// another site's requests, and over TLS never sent in the clear.
+fn cookie_text(name: &str, tls: bool, value: &str, max_age: u64) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
 fn sign_in_problem(d: &Dashboard, status: StatusCode, problem: &str) -> Response {
     let result = d.page("sign_in.html", minijinja::context! { problem => problem });
     let mut response = d.answer(result);
@@ -217,4 +219,21 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_secure_over_tls() {
+        let plain = cookie_text("hookwise_session", false, "abc", 60);
+        assert_eq!(
+            plain,
+            "hookwise_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        let tls = cookie_text("__Host-hookwise_session", true, "abc", 60);
+        assert!(tls.ends_with("; Secure"), "{tls}");
+        assert!(tls.starts_with("__Host-hookwise_session=abc; Path=/; HttpOnly"));
+    }
 }
