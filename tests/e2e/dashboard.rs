@@ -1,7 +1,8 @@
 //! The web dashboard against a running server: sign-in (wrong token, rate limit, cookie
 //! flags), CSRF and cross-site refusals, security headers, escaping of hostile event data,
-//! filters, keyset paging, the live stream, and a real browser (Debian's chromium, driven over
-//! the DevTools protocol) going through sign-in, a live update, a timeline and sign-out.
+//! filters, keyset paging, the live stream, replay after a dry-run preview, and a real browser
+//! (Debian's chromium, driven over the DevTools protocol) going through sign-in, a live update,
+//! a timeline, a replay and sign-out.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -419,6 +420,73 @@ async fn dashboard_lists_filters_pages_streams_and_escapes() {
     let (_, dead) = dash.page("/events?outcome=dead", &cookie).await;
     assert_eq!(listed_ids(&dead), Vec::<String>::new());
 
+    // Replay: a dry-run preview first, then the replay; both need the session's CSRF token.
+    let (_, html) = dash.page(&format!("/events/{hostile}"), &cookie).await;
+    let csrf = csrf_of(&html);
+    let origin = dash.origin();
+    let preview = format!("/events/{hostile}/replay/preview");
+    let confirm = format!("/events/{hostile}/replay");
+    for path in [&preview, &confirm] {
+        let r = dash
+            .post_form(path, Some(&cookie), &[("origin", &origin)], &[])
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "{path} without a CSRF token"
+        );
+    }
+    let r = dash
+        .post_form(
+            &preview,
+            Some(&cookie),
+            &[("origin", &origin)],
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let planned = unescape(&r.text().await.unwrap());
+    assert!(
+        planned.contains("<td><code>forward</code></td><td>0</td><td>relay</td><td>1</td>"),
+        "{planned}"
+    );
+    assert!(!planned.contains("tags-only"), "{planned}");
+    assert!(
+        planned.contains(&format!("action=\"{confirm}\"")),
+        "{planned}"
+    );
+    assert_eq!(
+        store.executions_for_event(hostile).await.unwrap().len(),
+        1,
+        "a preview runs nothing"
+    );
+    let r = dash
+        .post_form(
+            &confirm,
+            Some(&cookie),
+            &[("origin", &origin)],
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(r.headers()),
+        Some(format!("/events/{hostile}").as_str())
+    );
+    wait_done(&store, hostile, 2, Duration::from_secs(30)).await;
+    let (_, html) = dash.page(&format!("/events/{hostile}"), &cookie).await;
+    assert!(html.contains("generation 1"), "{html}");
+    let missing = format!("/events/{}/replay/preview", EventId::new());
+    let r = dash
+        .post_form(
+            &missing,
+            Some(&cookie),
+            &[("origin", &origin)],
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
     // Enough events for two pages (50 a page), each with a distinct delivery.
     let mut sent = vec![hostile.to_string()];
     for i in 0..54 {
@@ -644,6 +712,37 @@ async fn dashboard_in_a_real_browser() {
         browser.eval("typeof window.__xss").await,
         json!("undefined")
     );
+
+    // Replay: the preview shows what would run, the confirmation runs it.
+    browser
+        .eval("document.getElementById('replay-preview').click(); true")
+        .await;
+    browser
+        .wait_for("document.getElementById('replay-confirm') !== null")
+        .await;
+    let planned = browser
+        .eval("document.getElementById('planned').innerText")
+        .await;
+    assert!(
+        planned.as_str().unwrap_or_default().contains("forward"),
+        "{planned}"
+    );
+    browser
+        .eval("document.getElementById('replay-confirm').click(); true")
+        .await;
+    browser
+        .wait_for(&format!(
+            "location.pathname === '/events/{hostile}' && document.readyState === 'complete'"
+        ))
+        .await;
+    wait_done(&store, hostile, 2, Duration::from_secs(30)).await;
+    browser.navigate(&format!("{base}/events/{hostile}")).await;
+    browser
+        .wait_for(
+            "document.readyState === 'complete' && document.getElementById('timeline') !== null \
+             && document.getElementById('timeline').innerText.includes('generation 1')",
+        )
+        .await;
 
     // Sign out; the dashboard then sends the browser to the sign-in page.
     browser

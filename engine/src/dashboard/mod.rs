@@ -1,10 +1,11 @@
 //! The web dashboard on the admin listener, at `/`: sign-in with the admin token (a session
-//! cookie, CSRF tokens on every form), the events list with live updates, and each event's
-//! story as a timeline. Pages are rendered on the server; every asset is in the binary.
+//! cookie, CSRF tokens on every form), the events list with live updates, each event's
+//! story as a timeline, and its replay after a dry-run preview. Pages are rendered on the server; every asset is in the binary.
 
 mod access;
 mod events;
 mod render;
+mod replay;
 pub mod session;
 
 use std::sync::Arc;
@@ -70,6 +71,9 @@ pub enum DashboardError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request is understood but the event's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The dashboard routes for the admin listener's state.
@@ -96,6 +100,11 @@ pub fn router(admin: AdminState) -> Router {
         .route("/events", get(events::list))
         .route("/events/stream", get(events::stream))
         .route("/events/{id}", get(events::page))
+        .route(
+            "/events/{id}/replay/preview",
+            axum::routing::post(replay::preview),
+        )
+        .route("/events/{id}/replay", axum::routing::post(replay::replay))
         .route("/sign-out", axum::routing::post(access::sign_out))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -132,6 +141,7 @@ impl Dashboard {
             Ok(response) => response,
             Err(DashboardError::BadRequest(why)) => self.error_page(StatusCode::BAD_REQUEST, &why),
             Err(DashboardError::NotFound(why)) => self.error_page(StatusCode::NOT_FOUND, &why),
+            Err(DashboardError::Conflict(why)) => self.error_page(StatusCode::CONFLICT, &why),
             Err(e) => {
                 tracing::error!(error = %e, "dashboard request failed");
                 self.error_page(

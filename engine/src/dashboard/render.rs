@@ -19,6 +19,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("events.html", include_str!("templates/events.html")),
     ("event.html", include_str!("templates/event.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("replay.html", include_str!("templates/replay.html")),
 ];
 
 /// The template environment, built once per listener.
