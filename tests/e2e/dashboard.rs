@@ -13,6 +13,7 @@ use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 
 use crate::dispatch::{Receiver, Running, config_text, send, start, wait_done};
+use crate::support::{free_port, hookwise_bin, wait_ready};
 
 /// A payload a hostile sender could post: markup in keys and values.
 const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=\"window.__xss=1\">";
@@ -594,6 +595,77 @@ async fn dashboard_lists_filters_pages_streams_and_escapes() {
     );
 
     server.stop().await;
+}
+
+/// Over HTTPS (`admin.tls`) the session cookie is `Secure` with the `__Host-` prefix, and a
+/// form posted from the `http://` origin of the same host is cross-site.
+#[tokio::test]
+async fn dashboard_cookie_is_secure_on_an_https_admin_listener() {
+    const ADMIN_TOKEN: &str = "dashboard-tls-test-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("admin-tls");
+    let (_, cert) = hookwise::ingress::tls::self_signed(&tls_dir).expect("self-signed pair");
+    let key = tls_dir.join(hookwise::ingress::tls::SELF_SIGNED_KEY);
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("hookwise.yaml"),
+        format!(
+            "listen: 127.0.0.1:{port}\ninsecure_http: true\n\
+             admin:\n  listen: 127.0.0.1:{admin}\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
+             tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(hookwise_bin())
+        .args(["serve", "--config", "hookwise.yaml"])
+        .current_dir(dir.path())
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("HOOKWISE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hookwise");
+    let pem = std::fs::read(&cert).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{admin}");
+    assert!(
+        wait_ready(&client, &format!("{base}/healthz"), Duration::from_secs(30)).await,
+        "no HTTPS answer on {base}"
+    );
+    let sign_in = |origin: String| {
+        client
+            .post(format!("{base}/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", origin)
+            .body(format!("token={ADMIN_TOKEN}"))
+            .send()
+    };
+    let plain_origin = sign_in(format!("http://127.0.0.1:{admin}")).await.unwrap();
+    assert_eq!(plain_origin.status(), StatusCode::FORBIDDEN);
+    let r = sign_in(base.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let raw = set_cookie(r.headers()).expect("a session cookie");
+    assert!(raw.starts_with("__Host-hookwise_session="), "{raw}");
+    for flag in ["; Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(raw.contains(flag), "{flag} in {raw}");
+    }
+    let cookie = session_cookie(r.headers()).unwrap();
+    let events = client
+        .get(format!("{base}/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    child.kill().await.unwrap();
 }
 
 /// Reads server-sent events until `needle` shows up; returns what was read.
