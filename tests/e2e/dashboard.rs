@@ -214,6 +214,19 @@ async fn dashboard_sign_in_sessions_csrf_and_headers() {
         StatusCode::NOT_FOUND
     );
 
+    // Forms are bounded.
+    let huge = "x".repeat(9 * 1024);
+    let r = dash
+        .post_form(
+            "/sign-in",
+            None,
+            &[("origin", &origin)],
+            &[("token", &huge)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("too large"));
+
     // A wrong token: the page again, 401, no cookie.
     let r = dash
         .post_form(
@@ -573,6 +586,38 @@ async fn dashboard_lists_filters_pages_streams_and_escapes() {
         !text.contains(&sent[sent.len() - 1]),
         "only events after `after`: {text}"
     );
+
+    // More new events than one poll sends: the page is told to reload instead.
+    let mut behind = dash.get("/events/stream?after=0", Some(&cookie)).await;
+    let text = read_stream_until(&mut behind, "event: gap", Duration::from_secs(15)).await;
+    assert!(
+        !text.contains("event: event"),
+        "the gap comes first: {text}"
+    );
+    read_stream_until(&mut behind, "event: event", Duration::from_secs(15)).await;
+    // At most 32 live streams at once: `stream` and `behind` are open, 30 more fit; closing
+    // some frees their places.
+    let mut open = vec![behind];
+    for _ in 0..30 {
+        let r = dash.get("/events/stream", Some(&cookie)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        open.push(r);
+    }
+    let refused = dash.get("/events/stream", Some(&cookie)).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(open);
+    let start = Instant::now();
+    loop {
+        let r = dash.get("/events/stream", Some(&cookie)).await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "closed streams free their places"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Signing out ends the stream.
     let (_, html) = dash.page("/events", &cookie).await;
