@@ -5,6 +5,7 @@ mod admin;
 mod admin_tls;
 mod cli;
 mod crash;
+mod dashboard;
 mod dispatch;
 mod first_party;
 mod ingress;

@@ -44,7 +44,7 @@ pub struct AdminState {
     pub app: AppState,
     pub rules: LiveRules,
     pub plugins: Registry,
-    token: Arc<AdminToken>,
+    pub(crate) token: Arc<AdminToken>,
 }
 
 impl AdminState {
@@ -173,6 +173,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/read
 
 /// The admin routes.
 pub fn app(state: AdminState) -> Router {
+    let dashboard = crate::dashboard::router(state.clone());
     let (api, _) = api_routes();
     let api = api
         .fallback(api::not_found)
@@ -190,6 +191,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .with_state(state.app)
         .merge(api)
+        .merge(dashboard)
 }
 
 /// Lets a request through only with `Authorization: Bearer <token>` and no credential in the

@@ -1,0 +1,435 @@
+//! The events pages: the list (filters, keyset paging, live updates over server-sent events)
+//! and one event's story as a timeline, from the same `Story` as `hookwise logs --json`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::session::Session;
+use super::{Dashboard, DashboardError};
+use crate::dispatch::ops;
+use crate::model::{EventId, EventOutcome};
+use crate::store::{EventFilter, ListedEvent};
+
+/// Events per page.
+const PAGE_SIZE: i64 = 50;
+/// Live-update streams open at once on one listener (each polls the store).
+pub(super) const MAX_STREAMS: usize = 32;
+/// How often a live stream looks for new events.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Most new events one poll sends; past it the page is told to reload instead.
+const STREAM_BATCH: i64 = 50;
+/// How often an idle stream sends a comment, so that proxies keep it open.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The list's filters, as given in the query string (empty fields count as absent).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct ListQuery {
+    source: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    cursor: Option<i64>,
+    /// For streams: only events after this sequence number.
+    after: Option<i64>,
+}
+
+impl ListQuery {
+    fn parse(raw: Option<String>, allowed: &[&str]) -> Result<ListQuery, DashboardError> {
+        let mut q = ListQuery::default();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(DashboardError::BadRequest(format!(
+                    "unknown filter `{}`; this page takes: {}",
+                    clip(&k),
+                    allowed.join(", ")
+                )));
+            }
+            let v = v.trim();
+            if v.is_empty() {
+                continue;
+            }
+            let number = |what: &str| {
+                v.parse::<i64>()
+                    .map_err(|_| DashboardError::BadRequest(format!("`{what}` must be a number")))
+            };
+            match k.as_ref() {
+                "source" => q.source = Some(v.to_string()),
+                "outcome" => q.outcome = Some(v.to_string()),
+                "since" => q.since = Some(v.to_string()),
+                "cursor" => q.cursor = Some(number("cursor")?),
+                "after" => q.after = Some(number("after")?),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    /// The store filter for `limit` events before the cursor.
+    fn filter(&self, limit: i64) -> Result<EventFilter, DashboardError> {
+        let outcome = match &self.outcome {
+            None => None,
+            Some(o) => Some(EventOutcome::parse(o).ok_or_else(|| {
+                DashboardError::BadRequest(format!(
+                    "`{}` is not an outcome; outcomes: {}",
+                    clip(o),
+                    outcome_names().join(", ")
+                ))
+            })?),
+        };
+        let since = match &self.since {
+            None => None,
+            Some(s) => Some(
+                ops::parse_time(s)
+                    .map_err(|e| DashboardError::BadRequest(format!("`since`: {}", clip(&e))))?,
+            ),
+        };
+        Ok(EventFilter {
+            source: self.source.clone(),
+            status: None,
+            outcome,
+            since,
+            before_seq: self.cursor,
+            limit,
+        })
+    }
+
+    /// A query string with these filters and `cursor`/`after` as given.
+    fn url(&self, path: &str, cursor: Option<i64>, after: Option<i64>) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("source", &self.source),
+            ("outcome", &self.outcome),
+            ("since", &self.since),
+        ] {
+            if let Some(v) = v {
+                out.append_pair(k, v);
+            }
+        }
+        if let Some(c) = cursor {
+            out.append_pair("cursor", &c.to_string());
+        }
+        if let Some(a) = after {
+            out.append_pair("after", &a.to_string());
+        }
+        let query = out.finish();
+        if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        }
+    }
+}
+
+fn outcome_names() -> Vec<&'static str> {
+    EventOutcome::ALL.iter().map(|o| o.as_str()).collect()
+}
+
+fn clip(s: &str) -> &str {
+    const MAX: usize = 100;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+impl Dashboard {
+    /// Listed events as JSON values with every secret value replaced.
+    fn scrubbed(&self, events: &[ListedEvent]) -> Vec<Value> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let mut v = json!({
+                "seq": e.stored.seq,
+                "id": e.stored.event.id.to_string(),
+                "source": e.stored.event.source,
+                "event_type": e.stored.event.event_type,
+                "received_at": e.stored.event.received_at.0,
+                "outcome": e.outcome.as_str(),
+            });
+            self.admin.app.scrubber.scrub_value(&mut v);
+            out.push(v);
+        }
+        out
+    }
+}
+
+/// `GET /events`: one page of events, newest first.
+pub(super) async fn list(
+    State(d): State<Dashboard>,
+    Extension(session): Extension<Session>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let result = list_inner(&d, &session, raw).await;
+    d.answer(result)
+}
+
+async fn list_inner(
+    d: &Dashboard,
+    session: &Session,
+    raw: Option<String>,
+) -> Result<Response, DashboardError> {
+    let query = ListQuery::parse(raw, &["source", "outcome", "since", "cursor"])?;
+    // One more than shown: whether an older page exists, without counting.
+    let mut events = d
+        .admin
+        .app
+        .store
+        .list_events_with_outcomes(&query.filter(PAGE_SIZE + 1)?)
+        .await?;
+    let more = events.len() as i64 > PAGE_SIZE;
+    events.truncate(PAGE_SIZE as usize);
+    let next_url = more
+        .then(|| {
+            events
+                .last()
+                .map(|e| query.url("/events", Some(e.stored.seq), None))
+        })
+        .flatten();
+    // Live updates only on the newest page, where new events belong.
+    let live_url = query.cursor.is_none().then(|| {
+        let newest = events.first().map(|e| e.stored.seq).unwrap_or(0);
+        query.url("/events/stream", None, Some(newest))
+    });
+    let first_url = query
+        .cursor
+        .is_some()
+        .then(|| query.url("/events", None, None));
+    d.page(
+        "events.html",
+        minijinja::context! {
+            csrf => &session.csrf,
+            filter => minijinja::Value::from(minijinja::value::Serde(&query)),
+            outcomes => outcome_names(),
+            events => minijinja::Value::from(minijinja::value::Serde(d.scrubbed(&events))),
+            next_url => next_url,
+            first_url => first_url,
+            live_url => live_url,
+        },
+    )
+}
+
+/// `GET /events/{id}`: the event's story.
+pub(super) async fn page(
+    State(d): State<Dashboard>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = page_inner(&d, &session, &id).await;
+    d.answer(result)
+}
+
+async fn page_inner(
+    d: &Dashboard,
+    session: &Session,
+    id: &str,
+) -> Result<Response, DashboardError> {
+    let id: EventId = id
+        .parse()
+        .map_err(|_| DashboardError::BadRequest(format!("`{}` is not an event id", clip(id))))?;
+    let Some(story) = ops::story(&d.admin.app.store, id).await? else {
+        return Err(DashboardError::NotFound(format!("no event {id}")));
+    };
+    let mut story = serde_json::to_value(&story)
+        .map_err(|e| DashboardError::BadRequest(format!("cannot show the event: {e}")))?;
+    d.admin.app.scrubber.scrub_value(&mut story);
+    let (payload_json, payload_text) = payload_view(&story["event"]["payload"]);
+    for d in story["delivery_attempts"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        // The stored body is for replays; the payload is shown below.
+        if let Some(map) = d.as_object_mut() {
+            map.remove("body");
+        }
+    }
+    for x in story["executions"].as_array_mut().into_iter().flatten() {
+        for a in x["attempts"].as_array_mut().into_iter().flatten() {
+            a["log_lines"] = log_lines(&a["logs"]);
+        }
+    }
+    d.page(
+        "event.html",
+        minijinja::context! {
+            csrf => &session.csrf,
+            event => minijinja::Value::from(minijinja::value::Serde(&story["event"])),
+            outcome => minijinja::Value::from(minijinja::value::Serde(&story["outcome"])),
+            trace => minijinja::Value::from(minijinja::value::Serde(&story["event"]["match_trace"])),
+            delivery_attempts => minijinja::Value::from(minijinja::value::Serde(&story["delivery_attempts"])),
+            executions => minijinja::Value::from(minijinja::value::Serde(&story["executions"])),
+            payload_json => minijinja::Value::from(minijinja::value::Serde(&payload_json)),
+            payload_text => payload_text,
+        },
+    )
+}
+
+/// The payload parsed for the foldable view, or its text when it is not JSON.
+fn payload_view(payload: &Value) -> (Option<Value>, Option<String>) {
+    match payload {
+        Value::String(text) => match serde_json::from_str::<Value>(text) {
+            Ok(v) => (Some(v), None),
+            Err(_) => (None, Some(text.clone())),
+        },
+        Value::Null => (None, None),
+        other => (Some(other.clone()), None),
+    }
+}
+
+/// Log lines of an attempt: `{"lines": [...]}` as the dispatcher writes them, or a bare array.
+fn log_lines(logs: &Value) -> Value {
+    let lines = if logs.is_array() {
+        logs
+    } else {
+        &logs["lines"]
+    };
+    lines.clone()
+}
+
+/// `GET /events/stream`: new events of the list's filters as server-sent events (`event`
+/// with the row as JSON; `gap` when more arrived than one poll sends; `signed-out` before
+/// the stream closes because the session ended).
+pub(super) async fn stream(
+    State(d): State<Dashboard>,
+    Extension(session): Extension<Session>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let query = match ListQuery::parse(raw, &["source", "outcome", "after"]) {
+        Ok(q) => q,
+        Err(e) => return d.answer(Err(e)),
+    };
+    let filter = match query.filter(STREAM_BATCH) {
+        Ok(f) => f,
+        Err(e) => return d.answer(Err(e)),
+    };
+    let Ok(permit) = d.streams.clone().try_acquire_owned() else {
+        return d.error_page(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many live views are open; close one and reload",
+        );
+    };
+    let live = Live {
+        d: d.clone(),
+        session,
+        filter,
+        after: query.after.unwrap_or(0),
+        queue: VecDeque::new(),
+        first: true,
+        done: false,
+        _permit: permit,
+    };
+    let events = futures::stream::unfold(live, |mut live| async move {
+        let event = live.next().await?;
+        Some((Ok::<Event, std::convert::Infallible>(event), live))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response()
+}
+
+/// One live stream's position.
+struct Live {
+    d: Dashboard,
+    session: Session,
+    filter: EventFilter,
+    /// The newest sequence number sent.
+    after: i64,
+    /// Found, not yet sent (at most one poll's batch).
+    queue: VecDeque<Event>,
+    first: bool,
+    done: bool,
+    /// Held while the stream lives: counts against [`MAX_STREAMS`].
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Live {
+    /// The next event to send, waiting for new events; None ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            if !self.first {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            self.first = false;
+            let now = Instant::now();
+            if self.d.sessions.get(&self.session.id, now).is_none() {
+                self.done = true;
+                return Some(
+                    Event::default()
+                        .event("signed-out")
+                        .data("the session ended"),
+                );
+            }
+            if self.d.admin.app.is_shutting_down() {
+                return None;
+            }
+            self.poll().await;
+        }
+    }
+
+    async fn poll(&mut self) {
+        let found = match self
+            .d
+            .admin
+            .app
+            .store
+            .list_events_with_outcomes(&self.filter)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                // The page keeps what it shows; the next poll tries again.
+                tracing::warn!(error = %e, "dashboard: live events poll failed");
+                return;
+            }
+        };
+        let fresh: Vec<&ListedEvent> = found.iter().filter(|e| e.stored.seq > self.after).collect();
+        if fresh.len() as i64 >= STREAM_BATCH {
+            self.queue.push_back(
+                Event::default()
+                    .event("gap")
+                    .data("more new events than shown"),
+            );
+        }
+        let rows: Vec<ListedEvent> = fresh.into_iter().rev().cloned().collect();
+        for (row, value) in rows.iter().zip(self.d.scrubbed(&rows)) {
+            self.after = self.after.max(row.stored.seq);
+            self.queue
+                .push_back(Event::default().event("event").data(value.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_takes_known_filters_and_skips_empty_fields() {
+        let q = ListQuery::parse(
+            Some("source=gh&outcome=&since=1h&cursor=42".into()),
+            &["source", "outcome", "since", "cursor"],
+        )
+        .unwrap();
+        assert_eq!(q.source.as_deref(), Some("gh"));
+        assert_eq!(q.outcome, None);
+        assert_eq!(q.cursor, Some(42));
+        assert_eq!(
+            q.url("/events", Some(7), None),
+            "/events?source=gh&since=1h&cursor=7"
+        );
+        assert!(ListQuery::parse(Some("bogus=1".into()), &["source"]).is_err());
+        assert!(ListQuery::parse(Some("cursor=x".into()), &["cursor"]).is_err());
+        let bad_outcome = ListQuery::parse(Some("outcome=great".into()), &["outcome"]).unwrap();
+        assert!(bad_outcome.filter(1).is_err());
+        let bad_since = ListQuery::parse(Some("since=soon".into()), &["since"]).unwrap();
+        assert!(bad_since.filter(1).is_err());
+    }
+}
