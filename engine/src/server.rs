@@ -216,7 +216,9 @@ impl Running {
             timeouts: Timeouts::from(&app.config.ingress),
         };
         let admin = Site {
-            app: crate::admin::transport::https_only(crate::admin::app(admin_state)),
+            app: crate::admin::transport::https_only(
+                crate::admin::app(admin_state.clone()).merge(crate::dashboard::router(admin_state)),
+            ),
             hooks: None,
             tls: tls.admin,
             timeouts: Timeouts::default(),

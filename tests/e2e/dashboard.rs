@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use crate::dispatch::{Receiver, Running, config_text, send, start, wait_done};
-use crate::support::{free_port, hookwise_bin, wait_ready};
+use crate::dispatch::{config_text, send, start, wait_done};
+use crate::support::{Receiver, Server, server, wait_ready};
 
 /// A payload a hostile sender could post: markup in keys and values.
 const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=\"window.__xss=1\">";
@@ -27,8 +27,8 @@ fn rules(receiver: &Receiver) -> String {
 }
 
 /// The token the server generated on first run.
-fn token(server: &Running) -> String {
-    std::fs::read_to_string(server.dir.path().join(hookwise::admin::token::TOKEN_FILE))
+fn token(server: &Server) -> String {
+    std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE))
         .expect("generated token file")
         .trim()
         .to_string()
@@ -42,7 +42,7 @@ struct Dash {
 }
 
 impl Dash {
-    fn new(server: &Running) -> Dash {
+    fn new(server: &Server) -> Dash {
         Dash {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -649,30 +649,23 @@ async fn dashboard_cookie_is_secure_on_an_https_admin_listener() {
     const ADMIN_TOKEN: &str = "dashboard-tls-test-token-0123456789";
     let dir = tempfile::tempdir().unwrap();
     let tls_dir = dir.path().join("admin-tls");
-    let (_, cert) = hookwise::ingress::tls::self_signed(&tls_dir).expect("self-signed pair");
-    let key = tls_dir.join(hookwise::ingress::tls::SELF_SIGNED_KEY);
-    let (port, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("hookwise.yaml"),
-        format!(
-            "listen: 127.0.0.1:{port}\ninsecure_http: true\n\
-             admin:\n  listen: 127.0.0.1:{admin}\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
-             tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(hookwise_bin())
-        .args(["serve", "--config", "hookwise.yaml"])
-        .current_dir(dir.path())
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("HOOKWISE_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hookwise");
+    let (_, cert) = hookwise::tls::self_signed(&tls_dir).expect("self-signed pair");
+    let key = tls_dir.join(hookwise::tls::SELF_SIGNED_KEY);
+    let running = server(format!(
+        "listen: 127.0.0.1:0\ninsecure_http: true\n\
+         admin:\n  listen: 127.0.0.1:0\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
+         tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    ))
+    .env("ADMIN_TOKEN", ADMIN_TOKEN)
+    .spawn()
+    .await;
+    let admin = running
+        .admin
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .expect("admin port");
     let pem = std::fs::read(&cert).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
@@ -710,7 +703,7 @@ async fn dashboard_cookie_is_secure_on_an_https_admin_listener() {
         .await
         .unwrap();
     assert_eq!(events.status(), StatusCode::OK);
-    child.kill().await.unwrap();
+    running.stop().await;
 }
 
 /// Reads server-sent events until `needle` shows up; returns what was read.

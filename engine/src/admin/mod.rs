@@ -171,9 +171,8 @@ pub fn api_routes() -> (Router<AdminState>, Vec<(&'static str, &'static str)>) {
 /// Routes anyone may call.
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/readyz")];
 
-/// The admin routes.
+/// The admin routes: health, the JSON API and `/metrics` (the server adds the dashboard).
 pub fn app(state: AdminState) -> Router {
-    let dashboard = crate::dashboard::router(state.clone());
     let (api, _) = api_routes();
     let api = api
         .fallback(api::not_found)
@@ -191,7 +190,6 @@ pub fn app(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .with_state(state.app)
         .merge(api)
-        .merge(dashboard)
 }
 
 /// Lets a request through only with `Authorization: Bearer <token>` and no credential in the
