@@ -494,3 +494,36 @@ async fn a_client_refused_too_often_is_answered_429_until_its_budget_refills() {
     let (status, _, body) = deliver(TOKEN).await;
     assert!((200..300).contains(&status), "{status} {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+    use http_body_util::BodyExt;
+    let server = start_capped("{ idle_timeout: 1s }", "").await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{}/healthz", server.addr))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await;
+    let answered = std::time::Instant::now();
+    // The client keeps the connection; only the server's idle timer ends it.
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the server closed the idle connection")
+        .unwrap()
+        .ok();
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+    drop(sender);
+}

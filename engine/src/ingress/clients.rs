@@ -189,6 +189,23 @@ mod tests {
     }
 
     #[test]
+    fn only_the_clients_own_mistakes_spend_the_budget() {
+        let c = clients(1, 1);
+        let ip = IpAddr::from([198, 51, 100, 7]);
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::ACCEPTED,
+        ] {
+            c.refused(ip, status);
+        }
+        assert_eq!(c.check(ip), Ok(()));
+        c.refused(ip, StatusCode::UNAUTHORIZED);
+        assert!(c.check(ip).is_err());
+    }
+
+    #[test]
     fn a_disabled_limit_refuses_no_one() {
         let c = Clients::new(None);
         let ip = IpAddr::from([198, 51, 100, 7]);
