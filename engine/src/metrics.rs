@@ -104,6 +104,8 @@ pub struct Metrics {
     dead_letters: AtomicU64,
     backlog_waits: AtomicU64,
     backlog_wait_nanos: AtomicU64,
+    connections_refused: AtomicU64,
+    overloaded: AtomicU64,
     ack_latency: Histogram,
     ack_to_done: Histogram,
     plugin_calls: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
@@ -118,6 +120,8 @@ impl Default for Metrics {
             dead_letters: AtomicU64::new(0),
             backlog_waits: AtomicU64::new(0),
             backlog_wait_nanos: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
             ack_latency: Histogram::new(ACK_BUCKETS),
             ack_to_done: Histogram::new(DONE_BUCKETS),
             plugin_calls: Mutex::default(),
@@ -182,6 +186,16 @@ impl Metrics {
         self.backlog_waits.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.backlog_wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// A connection was closed as soon as it was accepted: the listener had `max_connections`.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was answered `503 overloaded`: the listener was handling `max_in_flight`.
+    pub fn overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An action of a first-run event succeeded `since_received` after the event arrived.
@@ -254,6 +268,18 @@ impl Metrics {
                 "{:.6}",
                 self.backlog_wait_nanos.load(Ordering::Relaxed) as f64 / 1e9
             ),
+        );
+        counter(
+            &mut out,
+            "hookwise_connections_refused_total",
+            "Connections closed as soon as they were accepted because the listener had listener.max_connections open.",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hookwise_requests_overloaded_total",
+            "Ingress requests answered 503 overloaded because listener.max_in_flight were being handled.",
+            self.overloaded.load(Ordering::Relaxed),
         );
         family(
             &mut out,

@@ -9,18 +9,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::AdminToken;
-use crate::config::{Config, TlsMode};
+use crate::config::{Config, ListenerSettings, TlsMode};
 use crate::dispatch::Dispatcher;
 use crate::ingress::IngressState;
+use crate::metrics::Metrics;
 use crate::plugin_host::Registry;
 use crate::rules::{LiveRules, RuleSet};
 use crate::state::AppState;
@@ -214,6 +215,8 @@ impl Running {
             hooks: Some(ingress_state.clone()),
             tls: tls.ingress,
             timeouts: Timeouts::from(&app.config.ingress),
+            limits: Limits::ingress(&app.config.listener),
+            metrics: app.metrics.clone(),
         };
         let admin = Site {
             app: crate::admin::transport::https_only(
@@ -222,6 +225,8 @@ impl Running {
             hooks: None,
             tls: tls.admin,
             timeouts: Timeouts::default(),
+            limits: Limits::admin(),
+            metrics: app.metrics.clone(),
         };
         let retention = app.config.retention;
         Running {
@@ -339,6 +344,52 @@ impl From<&crate::config::IngressSettings> for Timeouts {
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// Open connections the admin listener serves at once: operators, scripts and a metrics
+/// scraper need a handful.
+const ADMIN_MAX_CONNECTIONS: u32 = 64;
+
+/// How often a listener at its connection cap says so in the log.
+const REFUSALS_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// hyper's smallest HTTP/1 read buffer: it panics on less (the config refuses less too).
+const MIN_HTTP1_BUFFER: usize = 8 << 10;
+
+/// The caps of one listener (`listener:` in the config, for the ingress).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: u32,
+    /// Requests handled at once; None: no cap (the admin listener, whose clients hold the
+    /// token).
+    pub max_in_flight: Option<u32>,
+    pub http2_max_streams: u32,
+    pub http2_keep_alive: Duration,
+    pub max_header_bytes: u32,
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The ingress listener's caps.
+    pub fn ingress(s: &ListenerSettings) -> Limits {
+        Limits {
+            max_connections: s.max_connections,
+            max_in_flight: Some(s.max_in_flight),
+            http2_max_streams: s.http2_max_streams,
+            http2_keep_alive: s.http2_keep_alive,
+            max_header_bytes: s.max_header_bytes,
+            idle_timeout: s.idle_timeout,
+        }
+    }
+
+    /// The admin listener's caps: few connections, the ingress defaults otherwise.
+    pub fn admin() -> Limits {
+        Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            max_in_flight: None,
+            ..Limits::ingress(&ListenerSettings::default())
+        }
+    }
+}
+
 /// What one listener serves, and how.
 pub struct Site {
     /// The routes.
@@ -350,21 +401,59 @@ pub struct Site {
     pub hooks: Option<IngressState>,
     pub tls: Option<TlsAcceptor>,
     pub timeouts: Timeouts,
+    pub limits: Limits,
+    /// Where refused connections and overloaded requests are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 type HttpBuilder = auto::Builder<TokioExecutor>;
 
-/// Accepts connections on `listener` until `stop` turns true, then waits (bounded) for open
-/// connections to finish.
-pub async fn serve(listener: TcpListener, site: Site, mut stop: watch::Receiver<bool>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// What every connection of one listener shares.
+struct Shared {
+    site: Site,
+    builder: HttpBuilder,
+    /// Permits for requests handled at once (`max_in_flight`).
+    in_flight: Option<Semaphore>,
+}
+
+/// The HTTP/1 and HTTP/2 settings of a listener.
+fn http_builder(timeouts: &Timeouts, limits: &Limits) -> HttpBuilder {
+    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .header_read_timeout(site.timeouts.header_read)
-        .timer(hyper_util::rt::TokioTimer::new());
-    let builder = Arc::new(builder);
-    let site = Arc::new(site);
+        .header_read_timeout(timeouts.header_read)
+        .max_buf_size(header_bytes.max(MIN_HTTP1_BUFFER))
+        .timer(TokioTimer::new());
+    builder
+        .http2()
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.http2_keep_alive)
+        .keep_alive_timeout(limits.http2_keep_alive)
+        .max_header_list_size(limits.max_header_bytes)
+        .timer(TokioTimer::new());
+    builder
+}
+
+/// Accepts connections on `listener` until `stop` turns true, then waits (bounded) for open
+/// connections to finish.
+///
+/// A connection accepted beyond `max_connections` is closed at once rather than left in the
+/// kernel's queue: its sender learns at once and may retry, the queue keeps moving for the
+/// connections that will be served, and the refusal can be counted and logged.
+pub async fn serve(listener: TcpListener, site: Site, mut stop: watch::Receiver<bool>) {
+    let max_connections = site.limits.max_connections;
+    // Every open connection holds one slot: all slots back means every connection ended.
+    let slots = Arc::new(Semaphore::new(to_usize(max_connections)));
+    let shared = Arc::new(Shared {
+        builder: http_builder(&site.timeouts, &site.limits),
+        in_flight: site
+            .limits
+            .max_in_flight
+            .map(|n| Semaphore::new(to_usize(n))),
+        site,
+    });
+    let mut refusals = RefusalsLog::default();
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -378,17 +467,23 @@ pub async fn serve(listener: TcpListener, site: Site, mut stop: watch::Receiver<
             },
             _ = stop.changed() => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            shared.site.metrics.connection_refused();
+            refusals.refused(remote, max_connections);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let connection = Connection {
-            site: site.clone(),
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
+            shared: shared.clone(),
+            stop: stop.clone(),
             remote,
+            _slot: slot,
         };
         tokio::spawn(connection.serve(stream));
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(max_connections))
         .await
         .is_err()
     {
@@ -396,12 +491,45 @@ pub async fn serve(listener: TcpListener, site: Site, mut stop: watch::Receiver<
     }
 }
 
+fn to_usize(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Says, at most once a second, that connections are being refused, and how many.
+#[derive(Default)]
+struct RefusalsLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalsLog {
+    fn refused(&mut self, remote: SocketAddr, max_connections: u32) {
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSALS_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            %remote,
+            refused = self.unlogged,
+            max_connections,
+            "connection cap reached: closing new connections at once"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+}
+
 /// One accepted connection, and what serving it needs.
 struct Connection {
-    site: Arc<Site>,
-    builder: Arc<HttpBuilder>,
-    watcher: hyper_util::server::graceful::Watcher,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
     remote: SocketAddr,
+    /// Its place under `max_connections`, given back when the connection ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
@@ -409,10 +537,10 @@ impl Connection {
     /// as plain HTTP answered with a reason when a client sends plain HTTP to it.
     async fn serve(self, stream: tokio::net::TcpStream) {
         let remote = self.remote;
-        let result = match self.site.tls.clone() {
+        let result = match self.shared.site.tls.clone() {
             None => self.http(stream, false).await,
             Some(acceptor) => {
-                let timeout = self.site.timeouts.tls_handshake;
+                let timeout = self.shared.site.timeouts.tls_handshake;
                 // Peek at the first byte: plain HTTP gets an answer that says why it is
                 // refused, instead of a failed handshake the sender cannot read.
                 let mut first = [0u8; 1];
@@ -443,7 +571,8 @@ impl Connection {
         }
     }
 
-    /// Serves HTTP/1 or HTTP/2 on `io` until the client closes it or shutdown drains it.
+    /// Serves HTTP/1 or HTTP/2 on `io` until the client closes it, it stays idle for
+    /// `idle_timeout`, or shutdown drains it.
     async fn http<I>(
         self,
         io: I,
@@ -452,23 +581,143 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (site, remote) = (self.site, self.remote);
+        let Connection {
+            shared,
+            mut stop,
+            remote,
+            _slot,
+        } = self;
+        let activity = Activity::default();
+        let on_request = activity.clone();
+        let service_shared = shared.clone();
         let service = TowerToHyperService::new(tower::service_fn(
             move |req: axum::http::Request<hyper::body::Incoming>| {
-                route(site.clone(), remote, plain_on_tls, req)
+                let shared = service_shared.clone();
+                let busy = on_request.begin();
+                async move {
+                    let answer = shared.answer(remote, plain_on_tls, req).await;
+                    drop(busy);
+                    answer
+                }
             },
         ));
-        let conn = self
+        let conn = shared
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
-        self.watcher.watch(conn.into_owned()).await
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = stopping(&mut stop) => {}
+            _ = activity.idle_for(shared.site.limits.idle_timeout) => {
+                tracing::debug!(%remote, "idle connection closed");
+            }
+        }
+        // Finishes the requests in progress (HTTP/2: the streams already open), then closes.
+        conn.as_mut().graceful_shutdown();
+        match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
     }
+}
+
+/// Completes once `stop` is true.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The requests in progress on one connection, for its idle timer. (hyper has no idle timeout
+/// for HTTP/2, and for HTTP/1 only a header timeout.)
+#[derive(Clone, Default)]
+struct Activity(Arc<watch::Sender<usize>>);
+
+/// One request in progress; it ends when this is dropped.
+struct Busy(Arc<watch::Sender<usize>>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Activity {
+    /// A request started.
+    fn begin(&self) -> Busy {
+        self.0.send_modify(|n| *n += 1);
+        Busy(self.0.clone())
+    }
+
+    /// Completes once no request has been in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        let mut in_progress = self.0.subscribe();
+        loop {
+            let busy = *in_progress.borrow_and_update() > 0;
+            let changed = if busy {
+                in_progress.changed().await
+            } else {
+                match tokio::time::timeout(limit, in_progress.changed()).await {
+                    Ok(changed) => changed,
+                    Err(_) => return,
+                }
+            };
+            if changed.is_err() {
+                // The sender lives in `self`: unreachable, but never a busy loop.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// One request, within `max_in_flight`: beyond it, `503 overloaded` before anything is
+    /// read.
+    async fn answer(
+        &self,
+        remote: SocketAddr,
+        plain_on_tls: bool,
+        req: axum::http::Request<hyper::body::Incoming>,
+    ) -> Result<axum::response::Response, std::convert::Infallible> {
+        let _permit = match &self.in_flight {
+            None => None,
+            Some(permits) => match permits.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.site.metrics.overloaded();
+                    return Ok(overloaded());
+                }
+            },
+        };
+        route(&self.site, remote, plain_on_tls, req).await
+    }
+}
+
+/// The answer to a request beyond `max_in_flight`.
+fn overloaded() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({
+        "code": "overloaded",
+        "detail": "too many requests in progress; retry shortly",
+    });
+    let mut response = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(body),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 /// One request: `POST /hooks/{source}` straight to the hooks handler on the ingress, the rest
 /// through the site's router with the peer address (and plain-on-TLS mark) attached.
 async fn route(
-    site: Arc<Site>,
+    site: &Site,
     remote: SocketAddr,
     plain_on_tls: bool,
     mut req: axum::http::Request<hyper::body::Incoming>,

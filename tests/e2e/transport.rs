@@ -237,3 +237,293 @@ async fn a_refused_client_is_answered_before_its_body_is_read() {
     );
     store.close().await;
 }
+
+/// A plain-HTTP server with the `listener` caps `caps`, `config` after them, and an open
+/// source `open`.
+async fn start_capped(caps: &str, config: &str) -> Server {
+    start(&format!(
+        "insecure_http: true\nlistener: {caps}\n{config}sources:\n  - {{ id: open, provider: none }}\n"
+    ))
+    .await
+}
+
+/// A new connection on which `head` was sent, left open.
+async fn connect_and_send(addr: std::net::SocketAddr, head: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// What the server sends next on `stream` within `limit` ("" once it closed the connection);
+/// None when it sends nothing in time.
+async fn next_answer(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Err(_) => None,
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        // Reset by the server: closed.
+        Ok(Err(_)) => Some(String::new()),
+    }
+}
+
+const HEALTH: &str = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+const PARTIAL_BODY: &str = "POST /hooks/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"partial\":";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_max_connections_is_closed_while_open_ones_are_served() {
+    let server = start_capped("{ max_connections: 2 }", "").await;
+    // The readiness probe's connection closes with its client; give the server a moment to
+    // see it go.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_and_send(server.addr, HEALTH).await;
+        let answer = next_answer(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+        open.push(stream);
+    }
+    let mut third = connect_and_send(server.addr, HEALTH).await;
+    assert_eq!(
+        next_answer(&mut third, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some(""),
+        "the third connection is closed unanswered"
+    );
+    // The open connections are still served.
+    open[0].write_all(HEALTH.as_bytes()).await.unwrap();
+    let answer = next_answer(&mut open[0], Duration::from_secs(5)).await;
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    // A closed connection frees its place.
+    open.pop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = connect_and_send(server.addr, HEALTH).await;
+    let answer = next_answer(&mut again, Duration::from_secs(5)).await;
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_max_in_flight_is_answered_overloaded_at_once() {
+    let server = start_capped("{ max_in_flight: 2 }", "timeouts: { body_read: 60s }\n").await;
+    // Two requests whose bodies never end hold both places.
+    let held = [
+        connect_and_send(server.addr, PARTIAL_BODY).await,
+        connect_and_send(server.addr, PARTIAL_BODY).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/hooks/open", server.addr))
+        .body("{\"n\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "overloaded", "{body}");
+
+    // Once the held requests end, deliveries flow again.
+    drop(held);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = server.post("open", &[]).await.0;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((200..300).contains(&status), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let server = start_capped("{ idle_timeout: 1s }", "").await;
+    let mut stream = connect_and_send(server.addr, HEALTH).await;
+    let answer = next_answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    let answered = std::time::Instant::now();
+    let closed = next_answer(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(closed.as_deref(), Some(""), "closed, not kept open");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_beyond_http2_max_streams_wait_for_a_free_one() {
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    use hyper::body::{Bytes, Frame};
+
+    type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    // Two requests in flight at most: a third stream served at once would be answered 503.
+    let server = start_capped(
+        "{ http2_max_streams: 2, max_in_flight: 2 }",
+        "timeouts: { body_read: 60s }\n",
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let uri = format!("http://{}/hooks/open", server.addr);
+    let send = |body: Body| {
+        let mut sender = sender.clone();
+        let request = hyper::Request::post(uri.as_str())
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        tokio::spawn(async move { sender.send_request(request).await.map(|r| r.status()) })
+    };
+    // A body that ends only when `release` is dropped.
+    let held = || {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = futures::stream::iter([Ok(Frame::data(Bytes::from_static(b"{\"held\":")))]);
+        let rest = futures::stream::once(async move {
+            let _ = released.await;
+            Ok(Frame::data(Bytes::from_static(b"1}")))
+        });
+        let body: Body = BodyExt::boxed(http_body_util::StreamBody::new(first.chain(rest)));
+        (release, body)
+    };
+    let (release_a, body_a) = held();
+    let (release_b, body_b) = held();
+    let a = send(body_a);
+    let b = send(body_b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full: Body = BodyExt::boxed(http_body_util::Full::new(Bytes::from_static(b"{\"n\":3}")));
+    let mut third = send(full);
+    // The third stream waits for one of the two to end instead of being served beside them.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut third)
+            .await
+            .is_err(),
+        "a third stream was answered while two were open"
+    );
+    drop(release_a);
+    let first = a.await.unwrap().unwrap();
+    assert!(first.is_success(), "{first}");
+    let third = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a stream was free")
+        .unwrap()
+        .unwrap();
+    assert!(third.is_success(), "{third}");
+    drop(release_b);
+    assert!(b.await.unwrap().unwrap().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refused_too_often_is_answered_429_until_its_budget_refills() {
+    const TOKEN: &str = "gitlab-token-for-tests";
+    let server = server(
+        "listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\ninsecure_http: true\n\
+         timeouts: { body_read: 60s }\n\
+         listener: { refusals_per_client: { per_second: 2, burst: 2 } }\n\
+         sources:\n  - { id: gl, provider: gitlab, secrets: [\"${env:GL_TOKEN}\"] }\n",
+    )
+    .env("GL_TOKEN", TOKEN)
+    .ready_at("/healthz")
+    .start()
+    .await;
+    let deliver = |token: &'static str| {
+        let url = format!("http://{}/hooks/gl", server.addr);
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("x-gitlab-token", token)
+                .header("x-gitlab-event", "Push Hook")
+                .header("x-gitlab-event-uuid", format!("u-{}", rand_id()))
+                .header("content-type", "application/json")
+                .body("{\"object_kind\":\"push\"}")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().get("retry-after").cloned();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, retry_after, body)
+        }
+    };
+    // The budget: two refusals.
+    for _ in 0..2 {
+        assert_eq!(deliver("wrong-token-here").await.0, 401);
+    }
+    // The third is answered before its body is read (the body never arrives in full).
+    let mut stream = connect_and_send(
+        server.addr,
+        "POST /hooks/gl HTTP/1.1\r\nhost: x\r\nx-gitlab-token: wrong\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"partial\":",
+    )
+    .await;
+    let answer = next_answer(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("answered before the body arrived");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("refused_too_often"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    drop(stream);
+    for _ in 0..2 {
+        let (status, _, body) = deliver("wrong-token-here").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (429, Some("refused_too_often"))
+        );
+    }
+    // Until the budget refills, the client is refused whatever it sends...
+    let (status, retry_after, _) = deliver(TOKEN).await;
+    assert_eq!(status, 429);
+    let wait: u64 = retry_after
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("Retry-After");
+    // ... and once it has (the 429s did not spend it), a valid delivery is accepted.
+    tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(100)).await;
+    let (status, _, body) = deliver(TOKEN).await;
+    assert!((200..300).contains(&status), "{status} {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+    use http_body_util::BodyExt;
+    let server = start_capped("{ idle_timeout: 1s }", "").await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{}/healthz", server.addr))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await;
+    let answered = std::time::Instant::now();
+    // The client keeps the connection; only the server's idle timer ends it.
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the server closed the idle connection")
+        .unwrap()
+        .ok();
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+    drop(sender);
+}

@@ -12,9 +12,9 @@ use super::file::{self, ConfigFile};
 use super::{
     AdminSettings, BACKLOG_PER_WORKER, BUILTIN_PLUGINS, Cidr, Config, DEFAULT_ADMIN_LISTEN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, DEFAULT_RULES,
-    DEFAULT_STORE, DispatchSettings, EnvLookup, IngressSettings, MIN_ADMIN_TOKEN_LEN, Plugin,
-    RetentionSettings, Secret, Source, TlsFiles, TlsMode, default_plugins, http_grant, scrubbing,
-    secrets,
+    DEFAULT_STORE, DispatchSettings, EnvLookup, IngressSettings, ListenerSettings,
+    MIN_ADMIN_TOKEN_LEN, Plugin, RetentionSettings, Secret, Source, TlsFiles, TlsMode,
+    default_plugins, http_grant, scrubbing, secrets,
 };
 use crate::schema::{self, EventSchemas, SourceSchemas};
 use crate::scrub::MIN_SECRET_LEN;
@@ -31,6 +31,15 @@ const MAX_WORKERS: u32 = 1024;
 const MIN_LEASE: Duration = Duration::from_secs(1);
 /// The longest `dispatch.backlog_wait`: well under every provider's delivery time-out.
 const MAX_BACKLOG_WAIT: Duration = Duration::from_secs(2);
+
+/// Most connections or requests at once a listener cap may name.
+const MAX_LISTENER_COUNT: u32 = 1_000_000;
+/// Most concurrent streams per HTTP/2 connection a config may name.
+const MAX_HTTP2_STREAMS: u32 = 10_000;
+/// Smallest `max_header_bytes`: hyper's smallest HTTP/1 read buffer (it refuses less).
+const MIN_HEADER_BYTES: u32 = 8 << 10;
+/// Largest `max_header_bytes`: far beyond any provider's headers.
+const MAX_HEADER_BYTES: u32 = 16 << 20;
 
 /// Checks `raw` (read from `path`, whose parsed form is `doc`) and resolves it into a
 /// [`Config`], or returns every problem found, in file order.
@@ -189,6 +198,7 @@ impl Checker<'_> {
             },
         };
         let ingress = self.ingress(raw, tls == TlsMode::Plain && !insecure);
+        let listener = self.listener(raw);
 
         let store_url =
             self.url_with_password("/store", raw.store.as_deref().unwrap_or(DEFAULT_STORE));
@@ -284,6 +294,7 @@ impl Checker<'_> {
             dispatch,
             retention,
             ingress,
+            listener,
         }
     }
 
@@ -394,6 +405,90 @@ impl Checker<'_> {
                     *slot = v.0;
                 }
             }
+        }
+        out
+    }
+
+    /// The listener caps: each count at least 1 (`refusals_per_client.per_second` 0 turns
+    /// that limit off), each duration more than 0s, headers within hyper's bounds.
+    fn listener(&mut self, raw: &ConfigFile) -> ListenerSettings {
+        let mut out = ListenerSettings::default();
+        let Some(l) = &raw.listener else {
+            return out;
+        };
+        for (name, value, slot, max) in [
+            (
+                "max_connections",
+                l.max_connections,
+                &mut out.max_connections,
+                MAX_LISTENER_COUNT,
+            ),
+            (
+                "max_in_flight",
+                l.max_in_flight,
+                &mut out.max_in_flight,
+                MAX_LISTENER_COUNT,
+            ),
+            (
+                "http2_max_streams",
+                l.http2_max_streams,
+                &mut out.http2_max_streams,
+                MAX_HTTP2_STREAMS,
+            ),
+        ] {
+            match value {
+                None => {}
+                Some(n) if n == 0 || n > max => self.problem(
+                    &format!("/listener/{name}"),
+                    format!("{name} must be between 1 and {max}"),
+                ),
+                Some(n) => *slot = n,
+            }
+        }
+        for (name, value, slot) in [
+            (
+                "http2_keep_alive",
+                l.http2_keep_alive,
+                &mut out.http2_keep_alive,
+            ),
+            ("idle_timeout", l.idle_timeout, &mut out.idle_timeout),
+        ] {
+            match value {
+                None => {}
+                Some(d) if d.0.is_zero() => self.problem(
+                    &format!("/listener/{name}"),
+                    format!("{name} must be more than 0s"),
+                ),
+                Some(d) => *slot = d.0,
+            }
+        }
+        if let Some(size) = l.max_header_bytes {
+            match u32::try_from(size.0) {
+                Ok(n) if (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) => {
+                    out.max_header_bytes = n;
+                }
+                _ => self.problem(
+                    "/listener/max_header_bytes",
+                    "max_header_bytes must be between 8KiB and 16MiB",
+                ),
+            }
+        }
+        if let Some(r) = &l.refusals_per_client {
+            let burst = r.burst.unwrap_or(r.per_second);
+            out.refusals_per_client = if r.per_second == 0 {
+                None
+            } else if burst == 0 {
+                self.problem(
+                    "/listener/refusals_per_client/burst",
+                    "the burst must be at least 1 (set per_second: 0 to turn the limit off)",
+                );
+                None
+            } else {
+                Some(super::RefusalLimit {
+                    per_second: r.per_second,
+                    burst,
+                })
+            };
         }
         out
     }

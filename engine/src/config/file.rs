@@ -31,6 +31,10 @@ pub struct ConfigFile {
     pub trusted_proxies: Vec<String>,
     /// Limits against slow clients on the ingress listener.
     pub timeouts: Option<TimeoutsFile>,
+    /// Caps that keep hostile or broken clients from exhausting the ingress listener
+    /// (connections, requests at once, HTTP/2 streams, header size, idle connections, refused
+    /// requests per client), so valid deliveries keep flowing. Per node.
+    pub listener: Option<ListenerFile>,
     /// The admin listener (events, executions, replay, metrics).
     pub admin: Option<AdminFile>,
     /// Where events are stored: `sqlite://PATH` (default `sqlite://hookwise.db`) or
@@ -73,6 +77,37 @@ pub struct TimeoutsFile {
     /// The whole body, once the headers are read: a request still sending after this gets 408
     /// and is recorded. Default `30s`.
     pub body_read: Option<HumanDuration>,
+}
+
+/// Caps on the ingress listener, per node.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// Open connections at once. A connection accepted beyond it is closed at once (and
+    /// counted in `hookwise_connections_refused_total`). Default 4096.
+    pub max_connections: Option<u32>,
+    /// Requests handled at once, from their headers to their answer (body reading included).
+    /// A request beyond it is answered `503` `overloaded` with `Retry-After: 1` before its body
+    /// is read. Default 1024.
+    pub max_in_flight: Option<u32>,
+    /// Concurrent streams (requests) per HTTP/2 connection; a client opens more only as
+    /// others finish. Default 64.
+    pub http2_max_streams: Option<u32>,
+    /// Interval of HTTP/2 keep-alive pings, and how long the answer to one may take before
+    /// the connection is closed. Default `20s`.
+    pub http2_keep_alive: Option<HumanDuration>,
+    /// Largest request line and headers (HTTP/1) or header list (HTTP/2). Default `64KiB`,
+    /// at least `8KiB`.
+    pub max_header_bytes: Option<ByteSize>,
+    /// How long a connection with no request in progress stays open (HTTP/1 keep-alive and
+    /// HTTP/2 alike). Default `60s`.
+    pub idle_timeout: Option<HumanDuration>,
+    /// Refused requests (bad signature, unknown source, address not allowed, too large, ...)
+    /// per client address (IPv6 by /64) and second. Accepted requests are never counted, so
+    /// an honest sender is never slowed; a client past it gets `429` `refused_too_often` with
+    /// `Retry-After` before its body is read. Default 100 a second, burst 200;
+    /// `per_second: 0` turns it off.
+    pub refusals_per_client: Option<RateLimitFile>,
 }
 
 /// The workers that run actions.

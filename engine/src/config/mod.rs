@@ -133,6 +133,48 @@ pub struct Config {
     pub dispatch: DispatchSettings,
     pub retention: RetentionSettings,
     pub ingress: IngressSettings,
+    pub listener: ListenerSettings,
+}
+
+/// Caps on the ingress listener (see [`file::ListenerFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSettings {
+    pub max_connections: u32,
+    pub max_in_flight: u32,
+    pub http2_max_streams: u32,
+    pub http2_keep_alive: Duration,
+    pub max_header_bytes: u32,
+    pub idle_timeout: Duration,
+    /// None: refused requests are not limited per client.
+    pub refusals_per_client: Option<RefusalLimit>,
+}
+
+/// Refused requests allowed per client: `per_second` sustained, `burst` saved up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            // Far above what providers open (a few to a few dozen each), far below the
+            // descriptors a process gets once raised for a server (65,536 and up).
+            max_connections: 4096,
+            // Each request holds at most its body (1 MiB by default) in memory: 1024 of
+            // them bound ingress memory near 1 GiB at worst.
+            max_in_flight: 1024,
+            http2_max_streams: 64,
+            http2_keep_alive: Duration::from_secs(20),
+            max_header_bytes: 64 << 10,
+            idle_timeout: Duration::from_secs(60),
+            refusals_per_client: Some(RefusalLimit {
+                per_second: 100,
+                burst: 200,
+            }),
+        }
+    }
 }
 
 /// How the ingress listener treats its clients.
@@ -257,6 +299,7 @@ impl Config {
             dispatch: DispatchSettings::default(),
             retention: RetentionSettings::default(),
             ingress: IngressSettings::default(),
+            listener: ListenerSettings::default(),
         }
     }
 

@@ -772,3 +772,50 @@ fn an_admin_token_file_is_measured_by_what_it_holds() {
     );
     assert!(long.is_ok(), "{long:?}");
 }
+
+#[test]
+fn listener_caps_have_defaults_and_are_checked() {
+    let c = load("{}").unwrap();
+    assert_eq!(c.listener, super::ListenerSettings::default());
+    let c = load(
+        "listener: { max_connections: 10, max_in_flight: 3, http2_max_streams: 8, \
+         http2_keep_alive: 5s, max_header_bytes: 16KiB, idle_timeout: 1m30s, \
+         refusals_per_client: { per_second: 0 } }\n",
+    )
+    .unwrap();
+    let l = c.listener;
+    assert_eq!(
+        (l.max_connections, l.max_in_flight, l.http2_max_streams),
+        (10, 3, 8)
+    );
+    assert_eq!(l.http2_keep_alive, Duration::from_secs(5));
+    assert_eq!(l.max_header_bytes, 16 << 10);
+    assert_eq!(l.idle_timeout, Duration::from_secs(90));
+    assert_eq!(l.refusals_per_client, None, "0 turns the limit off");
+    let c = load("listener: { refusals_per_client: { per_second: 2 } }\n").unwrap();
+    let limit = c.listener.refusals_per_client.unwrap();
+    assert_eq!((limit.per_second, limit.burst), (2, 2));
+
+    let got = problems(
+        "listener:\n  max_connections: 0\n  max_in_flight: 0\n  idle_timeout: 0s\n  \
+         max_header_bytes: 1KiB\n  refusals_per_client: { per_second: 5, burst: 0 }\n",
+    );
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert!(
+        got[0].starts_with("2:20 ") && got[0].contains("between 1 and"),
+        "{got:#?}"
+    );
+    assert!(got[1].starts_with("3:18 "), "{got:#?}");
+    assert!(
+        got[2].starts_with("4:17 ") && got[2].contains("more than 0s"),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].starts_with("5:21 ") && got[3].contains("8KiB"),
+        "{got:#?}"
+    );
+    assert!(
+        got[4].starts_with("6:48 ") && got[4].contains("burst"),
+        "{got:#?}"
+    );
+}

@@ -293,6 +293,7 @@ async fn record_refusal(
     ) {
         return;
     }
+    state.clients.refused(arrival.client.ip, outcome.status);
     // The source id, path and reason may quote what the client sent: scrubbed too.
     let scrub = |text: &str| state.app.scrubber.scrub(text).into_owned();
     let describe = |headers: Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
@@ -476,6 +477,12 @@ async fn handle(d: &Delivery<'_>, runtime: &SourceRuntime, body: &[u8]) -> Stop 
 /// Checks the client against the source's `allow_ips`; returns the source's runtime pieces.
 fn check_client<'a>(d: &Delivery<'a>) -> Result<&'a SourceRuntime, Stop> {
     let (source, client) = (d.source, d.arrival.client);
+    if let Err(wait) = d.state.clients.check(client.ip) {
+        let (code, detail) = super::clients::REFUSED_TOO_OFTEN;
+        let mut stop = Stop::refuse(StatusCode::TOO_MANY_REQUESTS, code, detail);
+        stop.outcome.retry_after = Some(wait);
+        return Err(stop);
+    }
     if !source.allow_ips.is_empty() && !source.allow_ips.iter().any(|c| c.contains(client.ip)) {
         return Err(Stop::refuse(
             StatusCode::FORBIDDEN,

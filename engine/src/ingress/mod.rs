@@ -1,5 +1,6 @@
 //! The ingress listener: the routes providers and load balancers call.
 
+pub mod clients;
 pub mod hooks;
 pub mod rejections;
 mod state;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use axum::extract::FromRef;
 
+use super::clients::Clients;
 use super::rejections::Rejections;
 use crate::config::Source;
 use crate::state::AppState;
@@ -24,6 +25,8 @@ pub struct IngressParts {
     pub sources: HashMap<String, SourceRuntime>,
     /// Which refused requests are recorded one by one.
     pub rejections: Rejections,
+    /// Each client's budget of refused requests.
+    pub clients: Clients,
 }
 
 impl std::ops::Deref for IngressState {
@@ -44,10 +47,12 @@ impl IngressState {
     pub fn new(app: AppState) -> Result<IngressState, IngressSetupError> {
         let sources = prepare(&app.config.sources)?;
         let rejections = Rejections::new(app.config.retention.rejected_per_second);
+        let clients = Clients::new(app.config.listener.refusals_per_client);
         Ok(IngressState(Arc::new(IngressParts {
             app,
             sources,
             rejections,
+            clients,
         })))
     }
 }

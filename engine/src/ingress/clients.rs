@@ -1,0 +1,259 @@
+//! The per-client budget of refused requests (`listener.refusals_per_client`): a token bucket
+//! per client address that only refusals draw from, so a client flooding bad requests is
+//! answered `429` before its body is read, while accepted deliveries never cost anything.
+//!
+//! The buckets live in a bounded map. A client with a full bucket is the same as one without
+//! a bucket, so losing a bucket only ever forgives: the map keeps two generations and drops
+//! the older one, holding those untouched the longest, when the newer one fills up.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+
+use crate::config::RefusalLimit;
+
+/// The code and detail of the answer (`429`) to a client whose budget is spent.
+pub const REFUSED_TOO_OFTEN: (&str, &str) = (
+    "refused_too_often",
+    "too many refused requests from this address; retry later",
+);
+
+/// Most client addresses with a bucket at once (both generations together): about 3 MiB.
+pub const MAX_CLIENTS: usize = 65_536;
+
+/// A client as the budget sees it: an IPv4 address, or the /64 of an IPv6 address (one host
+/// commonly holds a whole /64, so counting addresses inside it would count nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ClientKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> ClientKey {
+        match ip {
+            IpAddr::V4(v4) => ClientKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(u32::from(v4)),
+                None => ClientKey::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Refusals one client may still get: `tokens`, as of `last`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The budgets of every client seen refused lately.
+pub struct Clients {
+    limit: Option<RefusalLimit>,
+    generations: Mutex<Generations>,
+}
+
+/// The buckets touched lately (`current`) and before that (`previous`).
+#[derive(Default)]
+struct Generations {
+    current: HashMap<ClientKey, Bucket>,
+    previous: HashMap<ClientKey, Bucket>,
+}
+
+impl Generations {
+    /// The client's bucket, moved into the current generation; None when it has none.
+    fn take(&mut self, key: ClientKey) -> Option<Bucket> {
+        self.current
+            .remove(&key)
+            .or_else(|| self.previous.remove(&key))
+    }
+
+    /// Puts a bucket into the current generation, retiring the generations when it is full.
+    fn put(&mut self, key: ClientKey, bucket: Bucket) {
+        if self.current.len() >= MAX_CLIENTS / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, bucket);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+impl Clients {
+    /// Budgets of `limit`; None counts nothing and refuses no one.
+    pub fn new(limit: Option<RefusalLimit>) -> Clients {
+        Clients {
+            limit,
+            generations: Mutex::default(),
+        }
+    }
+
+    /// Whether `ip` may be heard: Err with the whole seconds until it may, when its budget of
+    /// refusals is spent.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        self.check_at(ip, Instant::now())
+    }
+
+    /// Counts a request of `ip` refused with `status`, when the refusal is the client's doing
+    /// (4xx) and not a rate limit's (429: the limits' own refusals spending the budget would
+    /// keep a retrying client out for good).
+    pub fn refused(&self, ip: IpAddr, status: StatusCode) {
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            self.refused_at(ip, Instant::now());
+        }
+    }
+
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let key = ClientKey::from(ip);
+        let mut generations = self.lock();
+        let Some(bucket) = generations.take(key) else {
+            return Ok(());
+        };
+        let bucket = refill(bucket, limit, now);
+        generations.put(key, bucket);
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            let rate = f64::from(limit.per_second);
+            Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
+    fn refused_at(&self, ip: IpAddr, now: Instant) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        let key = ClientKey::from(ip);
+        let mut generations = self.lock();
+        let full = Bucket {
+            tokens: f64::from(limit.burst),
+            last: now,
+        };
+        let mut bucket = refill(generations.take(key).unwrap_or(full), limit, now);
+        // Refusals that passed the check together may overdraw; a debt would only lengthen
+        // the wait, so the budget stops at empty.
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        generations.put(key, bucket);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The bucket as of `now`: refilled at the limit's rate, up to its burst.
+fn refill(bucket: Bucket, limit: RefusalLimit, now: Instant) -> Bucket {
+    let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+    Bucket {
+        tokens: (bucket.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst)),
+        last: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn clients(per_second: u32, burst: u32) -> Clients {
+        Clients::new(Some(RefusalLimit { per_second, burst }))
+    }
+
+    #[test]
+    fn refusals_spend_the_budget_and_time_refills_it() {
+        let c = clients(2, 2);
+        let ip = IpAddr::from([198, 51, 100, 7]);
+        let t0 = Instant::now();
+        assert_eq!(c.check_at(ip, t0), Ok(()));
+        c.refused_at(ip, t0);
+        assert_eq!(c.check_at(ip, t0), Ok(()));
+        c.refused_at(ip, t0);
+        assert_eq!(c.check_at(ip, t0), Err(1));
+        // Checks do not spend: refused clients' retries do not keep the bucket empty.
+        assert_eq!(c.check_at(ip, t0), Err(1));
+        assert_eq!(c.check_at(ip, t0 + Duration::from_millis(500)), Ok(()));
+        // Another client is not touched.
+        assert_eq!(c.check_at(IpAddr::from([198, 51, 100, 8]), t0), Ok(()));
+    }
+
+    #[test]
+    fn only_the_clients_own_mistakes_spend_the_budget() {
+        let c = clients(1, 1);
+        let ip = IpAddr::from([198, 51, 100, 7]);
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::ACCEPTED,
+        ] {
+            c.refused(ip, status);
+        }
+        assert_eq!(c.check(ip), Ok(()));
+        c.refused(ip, StatusCode::UNAUTHORIZED);
+        assert!(c.check(ip).is_err());
+    }
+
+    #[test]
+    fn a_disabled_limit_refuses_no_one() {
+        let c = Clients::new(None);
+        let ip = IpAddr::from([198, 51, 100, 7]);
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            c.refused_at(ip, t0);
+        }
+        assert_eq!(c.check_at(ip, t0), Ok(()));
+        assert_eq!(c.lock().len(), 0);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let c = clients(1, 1);
+        let t0 = Instant::now();
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        c.refused_at(IpAddr::V6(a), t0);
+        assert_eq!(c.check_at(IpAddr::V6(same_64), t0), Err(1));
+        assert_eq!(c.check_at(IpAddr::V6(other_64), t0), Ok(()));
+        // An IPv4-mapped address is its IPv4 client.
+        let v4 = Ipv4Addr::new(192, 0, 2, 1);
+        c.refused_at(IpAddr::V4(v4), t0);
+        assert_eq!(c.check_at(IpAddr::V6(v4.to_ipv6_mapped()), t0), Err(1));
+    }
+
+    #[test]
+    fn the_map_stays_bounded_and_forgets_the_stalest_first() {
+        let c = clients(1, 1);
+        let t0 = Instant::now();
+        let first = IpAddr::from([10, 0, 0, 1]);
+        let kept = IpAddr::from([10, 0, 0, 2]);
+        c.refused_at(first, t0);
+        c.refused_at(kept, t0);
+        for n in 0..(MAX_CLIENTS as u32 * 2) {
+            c.refused_at(IpAddr::from((11u32 << 24 | n).to_be_bytes()), t0);
+            if n % 1000 == 0 {
+                // Touched now and then: never the stalest.
+                assert_eq!(c.check_at(kept, t0), Err(1));
+            }
+            assert!(c.lock().len() <= MAX_CLIENTS);
+        }
+        assert_eq!(
+            c.check_at(kept, t0),
+            Err(1),
+            "a client touched lately is kept"
+        );
+        assert_eq!(c.check_at(first, t0), Ok(()), "the stalest was forgotten");
+    }
+}
