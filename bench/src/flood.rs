@@ -17,6 +17,13 @@ use crate::wrk::{self, Expect, Load};
 
 const SECRET: &str = "flood-secret";
 
+/// Loopback addresses of the honest provider and of the trickling connections: each sender
+/// has an address of its own, as on the internet (wrk's bad signatures come from 127.0.0.1).
+const PROVIDER_ADDRESS: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const TRICKLER_ADDRESS: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
 /// What a flood run is made of.
 pub struct Settings {
     pub hookwise: std::path::PathBuf,
@@ -92,7 +99,7 @@ fn store_bytes(dir: &Path, name: &str) -> u64 {
 /// One connection after another that announces a 1 MiB body and sends it at `rate` bytes a
 /// second, until `stop`; the server cuts each off when its body-read timeout passes.
 async fn trickle(
-    addr: String,
+    addr: std::net::SocketAddr,
     rate: usize,
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
@@ -104,7 +111,12 @@ async fn trickle(
                 Content-Length: 1048576\r\n\r\n";
     let chunk = vec![b' '; rate.max(1)];
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+        let connected = async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::new(TRICKLER_ADDRESS, 0))?;
+            socket.connect(addr).await
+        };
+        let Ok(mut stream) = connected.await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -128,8 +140,11 @@ async fn trickle(
 /// each one's ack latency, None where it was not acknowledged.
 async fn provider(base: &str, rate: u64, seconds: u64) -> anyhow::Result<Vec<Option<Duration>>> {
     let url = format!("{base}/hooks/github");
+    // From an address of its own, as a provider is: the bad-signature stream (from 127.0.0.1)
+    // spends its own client's refusal budget, not the provider's.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .local_address(Some(PROVIDER_ADDRESS))
         .build()?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
@@ -181,14 +196,14 @@ pub async fn run(s: &Settings) -> anyhow::Result<Flood> {
     )
     .await?;
     let requests = Load::new(SECRET)?;
-    let addr = format!("127.0.0.1:{}", ports.0);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ports.0));
 
     let stop = Arc::new(AtomicBool::new(false));
     let (connections, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut tricklers = Vec::new();
     for _ in 0..s.tricklers {
         tricklers.push(tokio::spawn(trickle(
-            addr.clone(),
+            addr,
             s.trickle_bytes_per_s,
             stop.clone(),
             connections.clone(),
