@@ -6,6 +6,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingress;
 pub mod metrics;
 pub mod model;

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dispatch;
 mod first_party;
+mod fuzz_corpora;
 mod ingress;
 mod outside_text;
 mod plugins;
