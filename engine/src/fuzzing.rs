@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::io::AsyncWrite;
@@ -29,10 +31,10 @@ use crate::verify::{self, Keys, Payload, Provider, Request, VerifyOptions};
 const SEP: u8 = 0xFF;
 /// The clock every verification runs at: 2023-11-14T22:13:20Z.
 const NOW_SECS: u64 = 1_700_000_000;
-/// Shared secret of every secret-based provider: long and random, so no input guesses it.
+/// Root of the shared secrets: long and random, so no input guesses it. Each provider signs
+/// with its own secret made from it, so a signature one provider made (and a target compared)
+/// cannot pass for another provider's: the fuzzer learns compared values and replays them.
 const SECRET: &str = "fz7Qk2Lw9xVb4Rt8Yh1Nc6Jm3Pd5Gs0E";
-/// Standard Webhooks family secret: `whsec_` + base64 of 24 random bytes.
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Discord private key (an Ed25519 seed, hex; RFC 8032 test 3).
 const DISCORD_PRIVATE: &str = "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7";
 /// Standard Webhooks `v1a` private key: `whsk_` + base64 of a 32-byte Ed25519 seed.
@@ -94,13 +96,24 @@ fn options(provider: Provider) -> VerifyOptions {
     }
 }
 
-/// What [`verify::sign`] takes as the key of `provider`.
-fn signing_key(provider: Provider) -> &'static str {
+/// The shared secret of `provider`, in the form its dashboard shows.
+fn secret(provider: Provider) -> String {
+    let text = format!("{SECRET}-{}", provider.id());
     match provider {
-        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => WHSEC,
-        Provider::Discord => DISCORD_PRIVATE,
-        Provider::Sendgrid => SENDGRID_PRIVATE,
-        _ => SECRET,
+        // `whsec_` + base64 of the key bytes.
+        Provider::StandardWebhooks | Provider::Svix | Provider::Clerk | Provider::Resend => {
+            format!("whsec_{}", BASE64.encode(text))
+        }
+        _ => text,
+    }
+}
+
+/// What [`verify::sign`] takes as the key of `provider`.
+fn signing_key(provider: Provider) -> String {
+    match provider {
+        Provider::Discord => DISCORD_PRIVATE.to_string(),
+        Provider::Sendgrid => SENDGRID_PRIVATE.to_string(),
+        _ => secret(provider),
     }
 }
 
@@ -114,7 +127,7 @@ fn keys(provider: Provider) -> Keys {
         _ => None,
     };
     Keys {
-        secrets: vec![signing_key(provider).into()],
+        secrets: vec![secret(provider).into()],
         public_keys: public.into_iter().collect(),
     }
 }
@@ -149,7 +162,7 @@ pub fn verify_request(data: &[u8]) {
         let may = provider == Provider::None
             || (provider == Provider::Gitlab
                 && headers.get("x-gitlab-token").map(HeaderValue::as_bytes)
-                    == Some(SECRET.as_bytes()));
+                    == Some(secret(provider).as_bytes()));
         assert!(
             !accepted || may,
             "{provider} accepted a request nobody signed"
@@ -168,7 +181,7 @@ pub fn signature_headers(data: &[u8]) {
     for &provider in Provider::ALL {
         let Ok(signed) = verify::sign_request(
             provider,
-            signing_key(provider),
+            &signing_key(provider),
             &options(provider),
             "POST",
             URL,
@@ -202,7 +215,7 @@ pub fn sign_verify(data: &[u8]) {
     for &provider in Provider::ALL {
         let Ok(signed) = verify::sign_request(
             provider,
-            signing_key(provider),
+            &signing_key(provider),
             &options(provider),
             "POST",
             URL,
