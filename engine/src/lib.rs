@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ingress;
 pub mod metrics;

@@ -8,6 +8,7 @@ mod crash;
 mod dashboard;
 mod dispatch;
 mod first_party;
+mod fuzz_corpora;
 mod ingress;
 mod outside_text;
 mod plugins;

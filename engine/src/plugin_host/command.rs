@@ -140,7 +140,12 @@ pub(crate) async fn call(
 
 /// The error of a non-zero exit: what stdout's `{"error":{...}}` says, or a
 /// retryable error naming the exit status and the last stderr line.
-fn exit_error(code: i32, stdout: &str, stderr: &CappedPipe, max_message: usize) -> CallError {
+pub(crate) fn exit_error(
+    code: i32,
+    stdout: &str,
+    stderr: &CappedPipe,
+    max_message: usize,
+) -> CallError {
     if let Ok(value) = serde_json::from_str::<Value>(stdout)
         && let Some(error) = value.get("error")
     {

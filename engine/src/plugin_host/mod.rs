@@ -9,7 +9,7 @@
 
 pub mod builtin;
 mod cache;
-mod command;
+pub(crate) mod command;
 pub mod db;
 pub mod http;
 mod inspect;
@@ -771,7 +771,7 @@ fn classify_error(error: &wasmtime::Error, memory_exceeded: bool) -> CallError {
 }
 
 /// Adds the guest's panic message (from stderr) to a trap.
-fn with_panic_message(
+pub(crate) fn with_panic_message(
     result: Result<String, CallError>,
     stderr: &CappedPipe,
 ) -> Result<String, CallError> {
@@ -799,7 +799,7 @@ fn with_panic_message(
 }
 
 /// Enforces the output cap and that the output is JSON.
-fn check_output(output: String, max_bytes: usize) -> Result<String, CallError> {
+pub(crate) fn check_output(output: String, max_bytes: usize) -> Result<String, CallError> {
     if output.len() > max_bytes {
         return Err(CallError::OutputTooLarge);
     }
