@@ -93,8 +93,7 @@ fn regressions_replay_without_a_panic() {
 /// Findings whose fix lies outside the fuzzing code, kept until fixed (FUZZING.md lists them).
 /// Once one passes, move its file to `fuzz/regressions/` and drop it from the list there.
 #[test]
-#[ignore = "open finding: plugin_host::check_output takes `222E763` (a number no JSON value \
-            holds) as JSON output; run with --ignored to see whether it is fixed"]
+#[ignore = "open fuzz findings (none at the moment; see FUZZING.md); run with --ignored"]
 fn open_findings_replay_without_a_panic() {
     replay("findings");
 }

@@ -803,7 +803,9 @@ pub(crate) fn check_output(output: String, max_bytes: usize) -> Result<String, C
     if output.len() > max_bytes {
         return Err(CallError::OutputTooLarge);
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(&output)
+    // Parsed whole, not skimmed (`IgnoredAny` takes `222E763`, a number no JSON value can
+    // hold, which the store would then keep as text): the output is stored as JSON.
+    serde_json::from_str::<serde_json::Value>(&output)
         .map_err(|e| CallError::InvalidOutput(e.to_string()))?;
     Ok(output)
 }
@@ -823,6 +825,11 @@ mod tests {
     #[test]
     fn output_checks() {
         assert_eq!(check_output("{}".into(), 2), Ok("{}".to_string()));
+        // Found by fuzzing: a number out of every JSON value's range is not JSON output.
+        assert!(matches!(
+            check_output("222E763".into(), 64),
+            Err(CallError::InvalidOutput(_))
+        ));
         assert_eq!(
             check_output("{} ".into(), 2),
             Err(CallError::OutputTooLarge)
