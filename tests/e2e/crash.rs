@@ -205,6 +205,26 @@ async fn crash_and_recover(store_url: &str) {
     for id in acked.values() {
         assert!(stored_ids.contains(id));
     }
+    // No execution lost, dead or left leased (checked before the rows: an action that gave up
+    // also leaves no row, and its dead letter says why).
+    let counts = store.execution_counts().await.unwrap();
+    let dead = store
+        .list_dead_letters(&hookwise::store::DeadLetterFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            counts.succeeded,
+            counts.dead,
+            counts.pending,
+            counts.running
+        ),
+        (EVENTS as i64, 0, 0, 0),
+        "dead letters: {dead:#?}"
+    );
     // Every stored event produced exactly one row.
     let rows = sqlx::query("SELECT event_id, COUNT(*) AS c FROM seen GROUP BY event_id")
         .fetch_all(&sink)
@@ -218,17 +238,6 @@ async fn crash_and_recover(store_url: &str) {
         written.insert(id.parse::<EventId>().unwrap());
     }
     assert_eq!(written, stored_ids, "rows and stored events differ");
-    // No execution lost or left leased.
-    let counts = store.execution_counts().await.unwrap();
-    assert_eq!(
-        (
-            counts.succeeded,
-            counts.dead,
-            counts.pending,
-            counts.running
-        ),
-        (EVENTS as i64, 0, 0, 0)
-    );
     for e in stored.iter().take(50) {
         let xs = store.executions_for_event(e.event.id).await.unwrap();
         assert_eq!(xs.len(), 1);

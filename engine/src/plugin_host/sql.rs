@@ -335,13 +335,15 @@ struct GuardedSqlite {
 
 impl GuardedSqlite {
     /// Disarms the connection and hands out the transaction for the host's last statement.
+    /// The transaction stays in `self` until the connection is disarmed: a call dropped while
+    /// this waits (its lease lost, a deadline) leaves it to [`Drop`], which disarms before it
+    /// rolls back. Dropped here while armed, its rollback would be refused, and the connection
+    /// would hold the database's write lock until a later call found and closed it.
     async fn disarmed(&mut self) -> Result<Transaction<'static, Sqlite>, DbError> {
-        let mut tx = self
-            .tx
-            .take()
-            .ok_or_else(|| DbError::Guard("the transaction is already closed".to_string()))?;
-        sqlite_guard::set_armed(&mut tx, &self.guard, false).await?;
-        Ok(tx)
+        let closed = || DbError::Guard("the transaction is already closed".to_string());
+        let tx = self.tx.as_mut().ok_or_else(closed)?;
+        sqlite_guard::set_armed(tx, &self.guard, false).await?;
+        self.tx.take().ok_or_else(closed)
     }
 }
 
