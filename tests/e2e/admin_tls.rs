@@ -4,9 +4,8 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
-use crate::support::{hookwise_bin, server, wait_ready};
+use crate::support::{TlsAdmin, hookwise_bin, tls_admin_server};
 
 /// A token as long as a generated one.
 const ADMIN_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -29,40 +28,14 @@ fn run(dir: &Path, args: &[&str], token: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn the_admin_api_speaks_https_with_admin_tls_and_refuses_plain_http() {
-    let dir = tempfile::tempdir().unwrap();
-    // A self-signed pair for localhost, made the way the ingress makes its own.
-    let tls_dir = dir.path().join("admin-tls");
-    let (_, cert) = hookwise::tls::self_signed(&tls_dir).expect("self-signed pair");
-    let key = tls_dir.join(hookwise::tls::SELF_SIGNED_KEY);
     // Every address, so that the listener is one other hosts can reach: TLS makes that fine.
-    let running = server(format!(
-        "listen: 127.0.0.1:0\ninsecure_http: true\n\
-         admin:\n  listen: 0.0.0.0:0\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
-         tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-        cert.display(),
-        key.display()
-    ))
-    .env("ADMIN_TOKEN", ADMIN_TOKEN)
-    .spawn()
-    .await;
-    let admin = running
-        .admin
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .expect("admin port");
-
-    // The client trusts that certificate and nothing else.
-    let pem = std::fs::read(&cert).unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let base = format!("https://127.0.0.1:{admin}");
-    assert!(
-        wait_ready(&client, &format!("{base}/healthz"), Duration::from_secs(30)).await,
-        "no HTTPS answer on {base}"
-    );
+    let TlsAdmin {
+        server: running,
+        port: admin,
+        base,
+        client,
+        ..
+    } = tls_admin_server("0.0.0.0", ADMIN_TOKEN).await;
     let events = client
         .get(format!("{base}/api/v1/events"))
         .bearer_auth(ADMIN_TOKEN)

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 
 use crate::dispatch::{config_text, send, start, wait_done};
-use crate::support::{Receiver, Server, server, wait_ready};
+use crate::support::{Receiver, Server, TlsAdmin, tls_admin_server};
 
 /// A payload a hostile sender could post: markup in keys and values.
 const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=\"window.__xss=1\">";
@@ -647,37 +647,13 @@ async fn dashboard_lists_filters_pages_streams_and_escapes() {
 #[tokio::test]
 async fn dashboard_cookie_is_secure_on_an_https_admin_listener() {
     const ADMIN_TOKEN: &str = "dashboard-tls-test-token-0123456789";
-    let dir = tempfile::tempdir().unwrap();
-    let tls_dir = dir.path().join("admin-tls");
-    let (_, cert) = hookwise::tls::self_signed(&tls_dir).expect("self-signed pair");
-    let key = tls_dir.join(hookwise::tls::SELF_SIGNED_KEY);
-    let running = server(format!(
-        "listen: 127.0.0.1:0\ninsecure_http: true\n\
-         admin:\n  listen: 127.0.0.1:0\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
-         tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-        cert.display(),
-        key.display()
-    ))
-    .env("ADMIN_TOKEN", ADMIN_TOKEN)
-    .spawn()
-    .await;
-    let admin = running
-        .admin
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .expect("admin port");
-    let pem = std::fs::read(&cert).unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let base = format!("https://127.0.0.1:{admin}");
-    assert!(
-        wait_ready(&client, &format!("{base}/healthz"), Duration::from_secs(30)).await,
-        "no HTTPS answer on {base}"
-    );
+    let TlsAdmin {
+        server: running,
+        port: admin,
+        base,
+        client,
+        ..
+    } = tls_admin_server("127.0.0.1", ADMIN_TOKEN).await;
     let sign_in = |origin: String| {
         client
             .post(format!("{base}/sign-in"))

@@ -713,6 +713,60 @@ async fn open_sqlite_store(dir: &Path) -> Store {
         .expect("open the store")
 }
 
+/// `hookwise serve` whose admin listener speaks HTTPS (`admin.tls`, a self-signed pair for
+/// localhost made the way the ingress makes its own) on `admin_host`, with `token`.
+pub struct TlsAdmin {
+    pub server: Server,
+    /// The admin listener's port.
+    pub port: u16,
+    /// `https://127.0.0.1:PORT`.
+    pub base: String,
+    /// A client that trusts that certificate and nothing else, following no redirects.
+    pub client: reqwest::Client,
+    _tls: tempfile::TempDir,
+}
+
+/// Starts a [`TlsAdmin`] server and waits until its admin listener answers over HTTPS.
+pub async fn tls_admin_server(admin_host: &str, token: &str) -> TlsAdmin {
+    let tls = tempfile::tempdir().expect("temp dir");
+    let (_, cert) = hookwise::tls::self_signed(tls.path()).expect("self-signed pair");
+    let key = tls.path().join(hookwise::tls::SELF_SIGNED_KEY);
+    let server = server(format!(
+        "listen: 127.0.0.1:0\ninsecure_http: true\n\
+         admin:\n  listen: {admin_host}:0\n  token: \"${{env:ADMIN_TOKEN}}\"\n  \
+         tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    ))
+    .env("ADMIN_TOKEN", token)
+    .spawn()
+    .await;
+    let port = server
+        .admin
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .expect("admin port");
+    let pem = std::fs::read(&cert).expect("certificate");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let base = format!("https://127.0.0.1:{port}");
+    assert!(
+        wait_ready(&client, &format!("{base}/healthz"), READY_LIMIT).await,
+        "no HTTPS answer on {base}"
+    );
+    TlsAdmin {
+        server,
+        port,
+        base,
+        client,
+        _tls: tls,
+    }
+}
+
 /// A client that accepts the self-signed certificates test servers use.
 pub fn insecure_client() -> reqwest::Client {
     reqwest::Client::builder()
