@@ -10,7 +10,9 @@ set -euo pipefail
 rustup target add wasm32-wasip2 wasm32-wasip1
 
 CHROMIUM_VERSION="156.0.8078.129-1~deb12u1"
-if [ "$(dpkg-query -W -f='${Version}' chromium 2>/dev/null || true)" != "$CHROMIUM_VERSION" ]; then
+# The status too: a removed package whose config files remain still reports its version.
+installed="$(dpkg-query -W -f='${Status} ${Version}' chromium 2>/dev/null || true)"
+if [ "$installed" != "install ok installed $CHROMIUM_VERSION" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "scripts/test-setup.sh: the tests need chromium $CHROMIUM_VERSION; as root run:" >&2
     echo "  apt-get install -y chromium=$CHROMIUM_VERSION" >&2
