@@ -27,7 +27,7 @@ fn rules(receiver: &Receiver) -> String {
 }
 
 /// The token the server generated on first run.
-fn token(server: &Server) -> String {
+pub(crate) fn token(server: &Server) -> String {
     std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE))
         .expect("generated token file")
         .trim()
@@ -35,14 +35,14 @@ fn token(server: &Server) -> String {
 }
 
 /// A browser-like client of the dashboard that follows no redirects and keeps one cookie.
-struct Dash {
+pub(crate) struct Dash {
     client: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Dash {
-    fn new(server: &Server) -> Dash {
+    pub(crate) fn new(server: &Server) -> Dash {
         Dash {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -54,11 +54,11 @@ impl Dash {
     }
 
     /// Origin header of a same-origin form post.
-    fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         self.base.clone()
     }
 
-    async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
         let mut req = self.client.get(format!("{}{path}", self.base));
         if let Some(c) = cookie {
             req = req.header("cookie", c);
@@ -66,7 +66,7 @@ impl Dash {
         req.send().await.unwrap()
     }
 
-    async fn post_form(
+    pub(crate) async fn post_form(
         &self,
         path: &str,
         cookie: Option<&str>,
@@ -91,7 +91,7 @@ impl Dash {
     }
 
     /// Signs in with the right token; returns the `name=value` of the session cookie.
-    async fn sign_in(&self) -> String {
+    pub(crate) async fn sign_in(&self) -> String {
         let origin = self.origin();
         let r = self
             .post_form(
@@ -106,7 +106,7 @@ impl Dash {
     }
 
     /// A page's HTML, signed in.
-    async fn page(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+    pub(crate) async fn page(&self, path: &str, cookie: &str) -> (StatusCode, String) {
         let r = self.get(path, Some(cookie)).await;
         let status = r.status();
         (status, r.text().await.unwrap())
@@ -120,17 +120,17 @@ fn set_cookie(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     let cookie = set_cookie(headers)?;
     cookie.split(';').next().map(|s| s.trim().to_string())
 }
 
-fn location(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn location(headers: &HeaderMap) -> Option<&str> {
     headers.get(LOCATION).and_then(|v| v.to_str().ok())
 }
 
 /// The CSRF token in a signed-in page's sign-out form.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     let start = html.find(marker).expect("a csrf field") + marker.len();
     let end = html[start..].find('"').expect("end of the csrf value") + start;
@@ -848,7 +848,7 @@ async fn dashboard_in_a_real_browser() {
 /// A small Chrome DevTools Protocol client over `--remote-debugging-pipe` (file descriptors 3
 /// and 4 of the browser): no port to race for, no WebSocket, no dependency whose generated
 /// protocol types must match this chromium's version.
-mod cdp {
+pub(crate) mod cdp {
     use std::io::{BufRead, BufReader, Write};
     use std::os::fd::{FromRawFd, RawFd};
     use std::os::unix::process::CommandExt;

@@ -6,6 +6,8 @@ mod admin_tls;
 mod cli;
 mod crash;
 mod dashboard;
+mod dashboard_ops;
+mod dashboard_pages;
 mod dispatch;
 mod first_party;
 mod fuzz_corpora;

@@ -1,0 +1,1 @@
+//! The dashboard pages that act on operations: the overview and the dead letters.

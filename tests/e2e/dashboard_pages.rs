@@ -1,0 +1,2 @@
+//! The dashboard pages about configuration: rules (and trying a rule against stored
+//! history), plugins and sources.
