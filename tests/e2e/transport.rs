@@ -197,6 +197,69 @@ async fn slow_clients_are_cut_off() {
     store.close().await;
 }
 
+/// A body sent in pieces is stored whole, byte for byte; a body that breaks off before its
+/// declared end is refused as incomplete and recorded, and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_pieces_are_whole_or_refused() {
+    let server = start("insecure_http: true\nsources:\n  - { id: open, provider: none }\n").await;
+    let body = format!("{{\"pieces\":\"{}\",\"end\":true}}", "x".repeat(20_000));
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /hooks/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for piece in body.as_bytes().chunks(7_001) {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Fewer bytes than announced, then the sender closes its side.
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /hooks/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"partial\":")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+
+    let (store, _stopped) = server.stop_and_open().await;
+    let events = store
+        .list_events(&hookwise::store::EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(
+        events[0].event.payload == body,
+        "the stored payload differs"
+    );
+    let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
+    let refused: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.attempt.status == 400)
+        .collect();
+    assert_eq!(refused.len(), 1, "{attempts:#?}");
+    assert!(
+        refused[0]
+            .attempt
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("body_incomplete"),
+        "{refused:#?}"
+    );
+    store.close().await;
+}
+
 /// Checks before work: a client the source refuses is answered as soon as its headers are in,
 /// without waiting for (or reading) its body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,6 +401,71 @@ async fn a_request_beyond_max_in_flight_is_answered_overloaded_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!((200..300).contains(&status), "{status}");
+}
+
+/// One client holding its requests open takes at most `max_in_flight_per_client` places:
+/// its next request is answered at once, another client is served, and the held requests
+/// give their places back when they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_every_place_in_flight() {
+    let server = start_capped(
+        "{ max_in_flight: 8, max_in_flight_per_client: 2 }",
+        "timeouts: { body_read: 60s }\n",
+    )
+    .await;
+    let held = [
+        connect_and_send(server.addr, PARTIAL_BODY).await,
+        connect_and_send(server.addr, PARTIAL_BODY).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = connect_and_send(server.addr, PARTIAL_BODY).await;
+    let answer = next_answer(&mut third, Duration::from_secs(5))
+        .await
+        .expect("answered before its body arrived");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("too_many_in_progress"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+
+    // Another address (127.0.0.2 is loopback too) is served meanwhile.
+    let other = reqwest::Client::builder()
+        .local_address(Some(std::net::IpAddr::from([127, 0, 0, 2])))
+        .build()
+        .unwrap();
+    let resp = other
+        .post(format!("http://{}/hooks/open", server.addr))
+        .header("content-type", "application/json")
+        .body("{\"n\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    drop(held);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = server.post("open", &[]).await.0;
+        if status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((200..300).contains(&status), "{status}");
+    drop(third);
+    let (store, _stopped) = server.stop_and_open().await;
+    let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
+    assert!(
+        attempts.iter().any(|a| a.attempt.status == 429
+            && a.attempt.body_size == 0
+            && a.attempt
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("too_many_in_progress"))),
+        "{attempts:#?}"
+    );
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -430,6 +430,12 @@ impl Checker<'_> {
                 MAX_LISTENER_COUNT,
             ),
             (
+                "max_in_flight_per_client",
+                l.max_in_flight_per_client,
+                &mut out.max_in_flight_per_client,
+                MAX_LISTENER_COUNT,
+            ),
+            (
                 "http2_max_streams",
                 l.http2_max_streams,
                 &mut out.http2_max_streams,

@@ -90,6 +90,10 @@ pub struct ListenerFile {
     /// A request beyond it is answered `503` `overloaded` with `Retry-After: 1` before its body
     /// is read. Default 1024.
     pub max_in_flight: Option<u32>,
+    /// Requests of one client address (an IPv6 address by its /64) handled at once, so that
+    /// one sender holding requests open cannot take the whole of `max_in_flight`. A request
+    /// beyond it is answered `429` `too_many_in_progress` before its body is read. Default 256.
+    pub max_in_flight_per_client: Option<u32>,
     /// Concurrent streams (requests) per HTTP/2 connection; a client opens more only as
     /// others finish. Default 64.
     pub http2_max_streams: Option<u32>,

@@ -141,6 +141,7 @@ pub struct Config {
 pub struct ListenerSettings {
     pub max_connections: u32,
     pub max_in_flight: u32,
+    pub max_in_flight_per_client: u32,
     pub http2_max_streams: u32,
     pub http2_keep_alive: Duration,
     pub max_header_bytes: u32,
@@ -165,6 +166,10 @@ impl Default for ListenerSettings {
             // Each request holds at most its body (1 MiB by default) in memory: 1024 of
             // them bound ingress memory near 1 GiB at worst.
             max_in_flight: 1024,
+            // A quarter of that: one client holding requests open (bodies trickled a byte
+            // at a time) leaves the rest to everyone else, and no provider sends anywhere
+            // near 256 deliveries at once from one address.
+            max_in_flight_per_client: 256,
             http2_max_streams: 64,
             http2_keep_alive: Duration::from_secs(20),
             max_header_bytes: 64 << 10,

@@ -778,15 +778,20 @@ fn listener_caps_have_defaults_and_are_checked() {
     let c = load("{}").unwrap();
     assert_eq!(c.listener, super::ListenerSettings::default());
     let c = load(
-        "listener: { max_connections: 10, max_in_flight: 3, http2_max_streams: 8, \
-         http2_keep_alive: 5s, max_header_bytes: 16KiB, idle_timeout: 1m30s, \
+        "listener: { max_connections: 10, max_in_flight: 3, max_in_flight_per_client: 2, \
+         http2_max_streams: 8, http2_keep_alive: 5s, max_header_bytes: 16KiB, idle_timeout: 1m30s, \
          refusals_per_client: { per_second: 0 } }\n",
     )
     .unwrap();
     let l = c.listener;
     assert_eq!(
-        (l.max_connections, l.max_in_flight, l.http2_max_streams),
-        (10, 3, 8)
+        (
+            l.max_connections,
+            l.max_in_flight,
+            l.max_in_flight_per_client,
+            l.http2_max_streams
+        ),
+        (10, 3, 2, 8)
     );
     assert_eq!(l.http2_keep_alive, Duration::from_secs(5));
     assert_eq!(l.max_header_bytes, 16 << 10);
@@ -798,9 +803,10 @@ fn listener_caps_have_defaults_and_are_checked() {
 
     let got = problems(
         "listener:\n  max_connections: 0\n  max_in_flight: 0\n  idle_timeout: 0s\n  \
-         max_header_bytes: 1KiB\n  refusals_per_client: { per_second: 5, burst: 0 }\n",
+         max_header_bytes: 1KiB\n  refusals_per_client: { per_second: 5, burst: 0 }\n  \
+         max_in_flight_per_client: 0\n",
     );
-    assert_eq!(got.len(), 5, "{got:#?}");
+    assert_eq!(got.len(), 6, "{got:#?}");
     assert!(
         got[0].starts_with("2:20 ") && got[0].contains("between 1 and"),
         "{got:#?}"
@@ -816,6 +822,10 @@ fn listener_caps_have_defaults_and_are_checked() {
     );
     assert!(
         got[4].starts_with("6:48 ") && got[4].contains("burst"),
+        "{got:#?}"
+    );
+    assert!(
+        got[5].starts_with("7:29 ") && got[5].contains("max_in_flight_per_client"),
         "{got:#?}"
     );
 }

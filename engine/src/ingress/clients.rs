@@ -1,6 +1,11 @@
-//! The per-client budget of refused requests (`listener.refusals_per_client`): a token bucket
-//! per client address that only refusals draw from, so a client flooding bad requests is
-//! answered `429` before its body is read, while accepted deliveries never cost anything.
+//! What one client address may take of the ingress, checked before its body is read:
+//!
+//! - the budget of refused requests (`listener.refusals_per_client`): a token bucket per
+//!   client address that only refusals draw from, so a client flooding bad requests is
+//!   answered `429` before its body is read, while accepted deliveries never cost anything;
+//! - its requests in progress (`listener.max_in_flight_per_client`), so that one client
+//!   holding requests open (bodies sent a byte at a time) cannot take every slot of
+//!   `listener.max_in_flight` from the providers.
 //!
 //! The buckets live in a bounded map. A client with a full bucket is the same as one without
 //! a bucket, so losing a bucket only ever forgives: the map keeps two generations and drops
@@ -19,6 +24,12 @@ use crate::config::RefusalLimit;
 pub const REFUSED_TOO_OFTEN: (&str, &str) = (
     "refused_too_often",
     "too many refused requests from this address; retry later",
+);
+
+/// The code and detail of the answer (`429`) to a client with too many requests in progress.
+pub const TOO_MANY_IN_PROGRESS: (&str, &str) = (
+    "too_many_in_progress",
+    "too many requests from this address are in progress; retry when one has finished",
 );
 
 /// Most client addresses with a bucket at once (both generations together): about 3 MiB.
@@ -151,6 +162,61 @@ impl Clients {
     }
 }
 
+/// The requests of each client in progress. Only clients with a request in progress have an
+/// entry, so the map is bounded by the listener's `max_in_flight`.
+pub struct InFlight {
+    max: u32,
+    counts: Mutex<HashMap<ClientKey, u32>>,
+}
+
+/// One request of a client in progress; dropping it ends it.
+#[must_use]
+pub struct Entered<'a> {
+    in_flight: &'a InFlight,
+    key: ClientKey,
+}
+
+impl InFlight {
+    /// At most `max` requests in progress per client.
+    pub fn new(max: u32) -> InFlight {
+        InFlight {
+            max,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Starts a request of `ip`; None when the client already has `max` in progress.
+    pub fn enter(&self, ip: IpAddr) -> Option<Entered<'_>> {
+        let key = ClientKey::from(ip);
+        let mut counts = self.lock();
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Entered {
+            in_flight: self,
+            key,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, u32>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.in_flight.lock();
+        if let std::collections::hash_map::Entry::Occupied(mut entry) = counts.entry(self.key) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
 /// The bucket as of `now`: refilled at the limit's rate, up to its burst.
 fn refill(bucket: Bucket, limit: RefusalLimit, now: Instant) -> Bucket {
     let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
@@ -231,6 +297,32 @@ mod tests {
         let v4 = Ipv4Addr::new(192, 0, 2, 1);
         c.refused_at(IpAddr::V4(v4), t0);
         assert_eq!(c.check_at(IpAddr::V6(v4.to_ipv6_mapped()), t0), Err(1));
+    }
+
+    #[test]
+    fn requests_in_progress_are_capped_per_client_and_forgotten_when_done() {
+        let in_flight = InFlight::new(2);
+        let ip = IpAddr::from([198, 51, 100, 7]);
+        let first = in_flight.enter(ip).expect("first");
+        let second = in_flight.enter(ip).expect("second");
+        assert!(in_flight.enter(ip).is_none(), "a third is refused");
+        // The same /64, and the IPv4-mapped form, are the same client.
+        assert!(
+            in_flight
+                .enter(IpAddr::V6(Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped()))
+                .is_none()
+        );
+        // Another client is not touched.
+        let other = in_flight
+            .enter(IpAddr::from([198, 51, 100, 8]))
+            .expect("other");
+        drop(first);
+        let third = in_flight.enter(ip).expect("a slot came back");
+        drop((second, third, other));
+        assert!(
+            in_flight.lock().is_empty(),
+            "clients with nothing in progress are forgotten"
+        );
     }
 
     #[test]

@@ -235,6 +235,13 @@ async fn handle_known(
         Ok(runtime) => runtime,
         Err(refused) => return refused.outcome.into(),
     };
+    // Held until the answer: the body read is what a client holding requests open stretches.
+    let Some(_entered) = state.in_flight.enter(arrival.client.ip) else {
+        let (code, detail) = super::clients::TOO_MANY_IN_PROGRESS;
+        let mut refused = Outcome::reject(StatusCode::TOO_MANY_REQUESTS, code, detail);
+        refused.retry_after = Some(1);
+        return refused.into();
+    };
     let bytes = match read_body(&state.app.config.ingress, source, arrival.headers, body).await {
         Ok(bytes) => bytes,
         Err(refused) => return refused.into(),
@@ -266,15 +273,57 @@ async fn read_body(
     }
     let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
     let limit = settings.body_read_timeout;
-    match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+    match tokio::time::timeout(limit, collect_body(body, max)).await {
         Err(_) => Err(Outcome::reject(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             format!("the body was not received within {}s", limit.as_secs_f64()),
         )),
-        Ok(Err(_)) => Err(too_large(source.max_body)),
+        Ok(Err(BodyError::TooLarge)) => Err(too_large(source.max_body)),
+        Ok(Err(BodyError::BrokenOff)) => Err(Outcome::reject(
+            StatusCode::BAD_REQUEST,
+            "body_incomplete",
+            "the body broke off before its end",
+        )),
         Ok(Ok(bytes)) => Ok(bytes),
     }
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, PartialEq)]
+enum BodyError {
+    /// It holds more than the cap.
+    TooLarge,
+    /// The connection failed, or the body ended before its declared length.
+    BrokenOff,
+}
+
+/// The body's bytes, unless it holds more than `max` or breaks off.
+///
+/// A body that arrives in one piece is taken as it is, without a copy. A body that arrives in
+/// pieces is copied piece by piece into a buffer of its own: each piece hyper hands over is a
+/// slice of that connection's read buffer, and keeping the pieces would keep every buffer they
+/// came from (about 8 KiB for a piece of any size), so a thousand connections trickling their
+/// bodies would hold several times what they sent.
+async fn collect_body(body: axum::body::Body, max: usize) -> Result<axum::body::Bytes, BodyError> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, max);
+    let mut copied: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e.is::<http_body_util::LengthLimitError>() {
+            true => BodyError::TooLarge,
+            false => BodyError::BrokenOff,
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry no body bytes
+        };
+        if copied.is_empty() && body.is_end_stream() {
+            return Ok(data);
+        }
+        copied.extend_from_slice(&data);
+    }
+    Ok(copied.into())
 }
 
 /// Records a request that produced no event (accepted, duplicate and quarantined requests were

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::extract::FromRef;
 
-use super::clients::Clients;
+use super::clients::{Clients, InFlight};
 use super::rejections::Rejections;
 use crate::config::Source;
 use crate::state::AppState;
@@ -27,6 +27,8 @@ pub struct IngressParts {
     pub rejections: Rejections,
     /// Each client's budget of refused requests.
     pub clients: Clients,
+    /// Each client's requests in progress.
+    pub in_flight: InFlight,
 }
 
 impl std::ops::Deref for IngressState {
@@ -48,11 +50,13 @@ impl IngressState {
         let sources = prepare(&app.config.sources)?;
         let rejections = Rejections::new(app.config.retention.rejected_per_second);
         let clients = Clients::new(app.config.listener.refusals_per_client);
+        let in_flight = InFlight::new(app.config.listener.max_in_flight_per_client);
         Ok(IngressState(Arc::new(IngressParts {
             app,
             sources,
             rejections,
             clients,
+            in_flight,
         })))
     }
 }
