@@ -237,7 +237,30 @@ async fn crash_and_recover(store_url: &str) {
         assert_eq!(c, 1, "event {id} was written {c} times");
         written.insert(id.parse::<EventId>().unwrap());
     }
-    assert_eq!(written, stored_ids, "rows and stored events differ");
+    if written != stored_ids {
+        // Everything the store and the sink know of the events whose rows differ, to tell a
+        // lost write from a doubled plan or a wrong completion.
+        let mut story = String::new();
+        for id in stored_ids.symmetric_difference(&written) {
+            story.push_str(&format!("event {id}:\n"));
+            for x in store.executions_for_event(*id).await.unwrap_or_default() {
+                story.push_str(&format!("  {x:?}\n"));
+                for a in store.attempts_for_execution(x.id).await.unwrap_or_default() {
+                    story.push_str(&format!("    {a:?}\n"));
+                }
+            }
+        }
+        let claims: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hookwise_effects")
+            .fetch_one(&sink)
+            .await
+            .unwrap_or(-1);
+        panic!(
+            "rows and stored events differ: {} stored, {} with a row, {claims} effect claims \
+             in the sink\n{story}",
+            stored_ids.len(),
+            written.len()
+        );
+    }
     for e in stored.iter().take(50) {
         let xs = store.executions_for_event(e.event.id).await.unwrap();
         assert_eq!(xs.len(), 1);
