@@ -134,6 +134,10 @@ pub struct Metrics {
     /// Group-commit transactions, and the writes they carried.
     pub commits: u64,
     pub commit_writes: u64,
+    /// Requests answered `503 overloaded`, and connections closed at once, by the listeners'
+    /// caps.
+    pub overloaded: u64,
+    pub connections_refused: u64,
 }
 
 impl Metrics {
@@ -301,6 +305,10 @@ impl Admin {
                 m.commits = value;
             } else if name == "hookwise_group_commit_batch_size_sum" {
                 m.commit_writes = value;
+            } else if name.starts_with("hookwise_requests_overloaded_total") {
+                m.overloaded += value;
+            } else if name.starts_with("hookwise_connections_refused_total") {
+                m.connections_refused += value;
             } else if name.starts_with("hookwise_queue_depth") {
                 m.backlog += value;
                 m.has_backlog = true;
