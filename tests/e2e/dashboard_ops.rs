@@ -6,13 +6,13 @@
 use std::time::{Duration, Instant};
 
 use hookwise::model::{EventId, ExecutionStatus};
-use hookwise::store::{DeadLetterFilter, Store};
+use hookwise::store::{DeadLetterFilter, GroupCommitSettings, Store};
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::dashboard::{Dash, cdp, csrf_of, location, token};
-use crate::dispatch::{config_text, send, start, wait_done};
-use crate::support::{Answer, Receiver, Server};
+use crate::dispatch::{config_text, config_with_store, send, start, wait_done};
+use crate::support::{Answer, Receiver, Server, TempPostgres};
 
 /// Two rules on every push of `gh`: `forward` relays to `/hook`, `mirror` to `/mirror`.
 fn rules(receiver: &Receiver) -> String {
@@ -739,4 +739,130 @@ async fn ops_pages_in_a_real_browser() {
     assert!(errors.is_empty(), "browser console errors: {errors:#?}");
     store.close().await;
     server.stop().await;
+}
+
+/// The overview's counts and the dead letters' filters, retry and purge on PostgreSQL, where
+/// every delivery attempt has a row of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ops_pages_on_postgres() {
+    let pg = TempPostgres::create()
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    let receiver = Receiver::start().await;
+    receiver.route("/mirror", Answer::status(400));
+    let server = start(
+        &config_with_store(&receiver, "", &pg.url),
+        &rules(&receiver),
+    )
+    .await;
+    let store = Store::open(&pg.url, &server.dir, GroupCommitSettings::default())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for n in 0..2 {
+        let event = send(&client, &server.base, &json!({"n": n})).await;
+        wait_done(&store, event, 2, Duration::from_secs(30)).await;
+    }
+    send_forged(&client, &server).await;
+
+    let dash = Dash::new(&server);
+    let origin = dash.origin();
+    let cookie = dash.sign_in().await;
+    let start = Instant::now();
+    let html = loop {
+        let (status, page) = dash.page("/overview", &cookie).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let table = section(&page, "id=\"deliveries-day\"", "</table>");
+        if text_after(table, "<td class=\"refused\"") == Some("1") {
+            break page;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let row = section(
+        section(&html, "id=\"deliveries-hour\"", "</table>"),
+        "<tr data-source=\"gh\">",
+        "</tr>",
+    );
+    assert_eq!(
+        text_after(row, "<td class=\"accepted\""),
+        Some("2"),
+        "{row}"
+    );
+    assert_eq!(
+        text_after(row, "<td class=\"events-count\""),
+        Some("2"),
+        "{row}"
+    );
+    assert!(row.contains("invalid_signature"), "{row}");
+    let tally = section(&html, "id=\"executions-day\"", "</ul>");
+    assert_eq!(
+        text_after(tally, "data-status=\"dead\""),
+        Some("2"),
+        "{tally}"
+    );
+
+    let (_, page) = dash
+        .page("/dead-letters?plugin=relay&rule=mirror", &cookie)
+        .await;
+    let csrf = csrf_of(&page);
+    assert_eq!(listed_dead(&page).len(), 2, "{page}");
+    let (_, page) = dash.page("/dead-letters?plugin=other", &cookie).await;
+    assert_eq!(listed_dead(&page).len(), 0);
+    // Paging: one dead letter is older than the other.
+    let (_, page) = dash.page("/dead-letters", &cookie).await;
+    let ids = listed_dead(&page);
+    let first = store
+        .get_execution(ids[0].parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let dead = store
+        .list_dead_letters(&DeadLetterFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead[0].execution_id, first.id, "newest first");
+    let cursor = format!("{}.{}", dead[0].created_at.0, dead[0].execution_id);
+    let (status, older) = dash
+        .page(&format!("/dead-letters?cursor={cursor}"), &cookie)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed_dead(&older), vec![ids[1].clone()]);
+
+    let r = dash
+        .post_form(
+            "/dead-letters/confirm",
+            Some(&cookie),
+            &[("origin", &origin)],
+            &[("csrf", &csrf), ("plugin", "relay"), ("action", "purge")],
+        )
+        .await;
+    let confirm = r.text().await.unwrap();
+    assert!(confirm.contains("Purge 2 dead letters?"), "{confirm}");
+    let until = hidden(&confirm, "until");
+    let r = dash
+        .post_form(
+            "/dead-letters/act",
+            Some(&cookie),
+            &[("origin", &origin)],
+            &[
+                ("csrf", &csrf),
+                ("plugin", "relay"),
+                ("scope", "all"),
+                ("action", "purge"),
+                ("until", &until),
+            ],
+        )
+        .await;
+    assert_eq!(
+        location(r.headers()),
+        Some("/dead-letters?plugin=relay&done=purged&n=2")
+    );
+    assert_eq!(dead_of(&store, "mirror").await, 0);
+    store.close().await;
+    server.stop().await;
+    pg.drop_db().await.unwrap();
 }
