@@ -66,6 +66,38 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// The `q` quantile (0 to 1) in seconds, estimated as Prometheus' `histogram_quantile`
+    /// does: linearly within the bucket that holds it. None without observations; past the
+    /// last bound, that bound.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, n) in counts.iter().enumerate() {
+            if *n > 0 && (below + n) as f64 >= rank {
+                let Some(&upper) = self.bounds.get(i) else {
+                    return self.bounds.last().copied();
+                };
+                let lower = if i == 0 { 0.0 } else { self.bounds[i - 1] };
+                return Some(lower + (upper - lower) * (rank - below as f64) / *n as f64);
+            }
+            below += n;
+        }
+        self.bounds.last().copied()
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
@@ -92,6 +124,17 @@ impl Histogram {
         let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
         let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
     }
+}
+
+/// Percentiles of a latency histogram since the process started (seconds, estimated from
+/// the histogram's buckets).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    /// The histogram's largest bound: a percentile there means "at least this".
+    pub top: f64,
 }
 
 /// The counters and histograms of one server. Shared by the ingress, the dispatcher and the
@@ -158,6 +201,16 @@ impl Metrics {
             }
         }
         self.ack_latency.observe(took);
+    }
+
+    /// The ingress acknowledgement latency since the process started.
+    pub fn ack_latency(&self) -> LatencySummary {
+        LatencySummary {
+            count: self.ack_latency.count(),
+            p50: self.ack_latency.quantile(0.5),
+            p99: self.ack_latency.quantile(0.99),
+            top: ACK_BUCKETS.last().copied().unwrap_or(0.0),
+        }
     }
 
     /// One plugin call ended.
@@ -398,6 +451,27 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ack_latency_percentiles_come_from_the_buckets() {
+        let m = Metrics::default();
+        assert_eq!(m.ack_latency().p50, None);
+        assert_eq!(m.ack_latency().count, 0);
+        // 98 fast acks (in the 0.5-1 ms bucket), 2 of 20 s (past the last bound).
+        for _ in 0..98 {
+            m.delivery("gh", Verdict::Accepted, Duration::from_micros(700));
+        }
+        for _ in 0..2 {
+            m.delivery("gh", Verdict::Accepted, Duration::from_secs(20));
+        }
+        let l = m.ack_latency();
+        assert_eq!(l.count, 100);
+        let p50 = l.p50.unwrap();
+        assert!(p50 > 0.0005 && p50 <= 0.001, "{p50}");
+        // The 99th of 100 is one of the slow ones: shown as the largest bound.
+        assert_eq!(l.p99, Some(10.0));
+        assert_eq!(l.top, 10.0);
+    }
 
     #[test]
     fn histograms_are_cumulative_and_counters_labelled() {

@@ -270,7 +270,7 @@ async fn dashboard_sign_in_sessions_csrf_and_headers() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(r.headers()), Some("/events"));
+    assert_eq!(location(r.headers()), Some("/overview"));
     let raw = set_cookie(r.headers()).unwrap();
     let cookie = session_cookie(r.headers()).unwrap();
     let (name, id) = cookie.split_once('=').unwrap();
@@ -290,11 +290,11 @@ async fn dashboard_sign_in_sessions_csrf_and_headers() {
     assert_eq!(csrf.len(), 64);
     assert_eq!(
         location(dash.get("/", Some(&cookie)).await.headers()),
-        Some("/events")
+        Some("/overview")
     );
     assert_eq!(
         location(dash.get("/sign-in", Some(&cookie)).await.headers()),
-        Some("/events")
+        Some("/overview")
     );
 
     // The JSON API keeps its bearer token: the cookie is not a credential there.
@@ -725,6 +725,13 @@ async fn dashboard_in_a_real_browser() {
              document.getElementById('sign-in').click(); true",
             json!(token)
         ))
+        .await;
+    // Signed in, the overview; the events are one link away.
+    browser
+        .wait_for("location.pathname === '/overview' && document.readyState === 'complete'")
+        .await;
+    browser
+        .eval("document.querySelector('nav a[href=\"/events\"]').click(); true")
         .await;
     browser
         .wait_for("location.pathname === '/events' && document.readyState === 'complete'")

@@ -69,17 +69,20 @@ impl Dashboard {
     }
 }
 
-/// `/`: the events for the signed in, the sign-in page for everyone else.
+/// Where the signed in land: the overview.
+const HOME: &str = "/overview";
+
+/// `/`: the overview for the signed in, the sign-in page for everyone else.
 pub(super) async fn home(State(d): State<Dashboard>, headers: HeaderMap) -> Redirect {
     match d.session_of(&headers) {
-        Some(_) => Redirect::to("/events"),
+        Some(_) => Redirect::to(HOME),
         None => Redirect::to("/sign-in"),
     }
 }
 
 pub(super) async fn sign_in_page(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
     if d.session_of(&headers).is_some() {
-        return Redirect::to("/events").into_response();
+        return Redirect::to(HOME).into_response();
     }
     let result = d.page("sign_in.html", minijinja::context! {});
     d.answer(result)
@@ -122,7 +125,7 @@ pub(super) async fn sign_in(State(d): State<Dashboard>, request: Request) -> Res
         Ok(session) => session,
         Err(e) => return d.answer(Err(e.into())),
     };
-    let mut response = Redirect::to("/events").into_response();
+    let mut response = Redirect::to(HOME).into_response();
     if let Some(cookie) = d.set_cookie(&session.id, SESSION_LIFETIME.as_secs()) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }

@@ -1,9 +1,12 @@
 //! The web dashboard on the admin listener, at `/`: sign-in with the admin token (a session
-//! cookie, CSRF tokens on every form), the events list with live updates, each event's
-//! story as a timeline, and its replay after a dry-run preview. Pages are rendered on the server; every asset is in the binary.
+//! cookie, CSRF tokens on every form), the overview (the signed-in home), the events list
+//! with live updates, each event's story as a timeline, its replay (or one execution's) after
+//! a dry-run preview, and the dead letters with retry and purge. Pages are rendered on the server; every asset is in the binary.
 
 mod access;
+mod dead_letters;
 mod events;
+mod overview;
 mod render;
 mod replay;
 pub mod session;
@@ -105,6 +108,21 @@ pub fn router(admin: AdminState) -> Router {
             axum::routing::post(replay::preview),
         )
         .route("/events/{id}/replay", axum::routing::post(replay::replay))
+        .route("/overview", get(overview::page))
+        .route("/dead-letters", get(dead_letters::list))
+        .route(
+            "/dead-letters/confirm",
+            axum::routing::post(dead_letters::confirm),
+        )
+        .route("/dead-letters/act", axum::routing::post(dead_letters::act))
+        .route(
+            "/executions/{id}/replay/preview",
+            axum::routing::post(replay::execution_preview),
+        )
+        .route(
+            "/executions/{id}/replay",
+            axum::routing::post(replay::execution_replay),
+        )
         .route("/sign-out", axum::routing::post(access::sign_out))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

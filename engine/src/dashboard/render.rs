@@ -20,6 +20,19 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("event.html", include_str!("templates/event.html")),
     ("error.html", include_str!("templates/error.html")),
     ("replay.html", include_str!("templates/replay.html")),
+    ("overview.html", include_str!("templates/overview.html")),
+    (
+        "dead_letters.html",
+        include_str!("templates/dead_letters.html"),
+    ),
+    (
+        "dead_letters_confirm.html",
+        include_str!("templates/dead_letters_confirm.html"),
+    ),
+    (
+        "replay_execution.html",
+        include_str!("templates/replay_execution.html"),
+    ),
 ];
 
 /// The template environment, built once per listener.

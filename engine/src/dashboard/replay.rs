@@ -1,6 +1,8 @@
 //! Replaying an event from its page: first a dry run that shows what would run (the same
 //! `dispatch::ops::replay_event` as `hookwise replay --dry-run` and the admin API), then, when
-//! confirmed, the replay itself (a new generation of each matched action).
+//! confirmed, the replay itself (a new generation of each matched action). One execution of
+//! the event's timeline is replayed the same way (`dispatch::ops::replay_execution`, as
+//! `POST /api/v1/executions/{id}/replay`): a new generation of just that rule's action.
 
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -9,7 +11,7 @@ use serde_json::Value;
 use super::session::Session;
 use super::{Dashboard, DashboardError};
 use crate::dispatch::ops::{self, ReplayError};
-use crate::model::EventId;
+use crate::model::{EventId, ExecutionId};
 
 impl From<ReplayError> for DashboardError {
     fn from(e: ReplayError) -> DashboardError {
@@ -85,4 +87,50 @@ async fn plan(
         dry_run,
     )
     .await?)
+}
+
+fn execution_id(text: &str) -> Result<ExecutionId, DashboardError> {
+    text.parse()
+        .map_err(|_| DashboardError::BadRequest("not an execution id".to_string()))
+}
+
+/// `POST /executions/{id}/replay/preview`: what replaying one execution would plan.
+pub(super) async fn execution_preview(
+    State(d): State<Dashboard>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let id = execution_id(&id)?;
+        let planned = ops::replay_execution(&d.admin.app.store, id, true).await?;
+        let event_id = planned.event_id;
+        let mut planned = serde_json::to_value(&planned).unwrap_or(Value::Null);
+        d.admin.app.scrubber.scrub_value(&mut planned);
+        d.page(
+            "replay_execution.html",
+            minijinja::context! {
+                csrf => &session.csrf,
+                execution_id => id.to_string(),
+                event_id => event_id.to_string(),
+                planned => minijinja::Value::from(minijinja::value::Serde(&planned)),
+            },
+        )
+    }
+    .await;
+    d.answer(result)
+}
+
+/// `POST /executions/{id}/replay`: plans the new generation and goes back to the event.
+pub(super) async fn execution_replay(
+    State(d): State<Dashboard>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let id = execution_id(&id)?;
+        let planned = ops::replay_execution(&d.admin.app.store, id, false).await?;
+        d.admin.app.wake.work();
+        Ok(Redirect::to(&format!("/events/{}", planned.event_id)).into_response())
+    }
+    .await;
+    d.answer(result)
 }

@@ -198,6 +198,53 @@ pub struct DeadLetterFilter {
     pub limit: i64,
 }
 
+/// Dead letters picked on the dashboard: a [`DeadLetterFilter`], narrowed to one plugin and
+/// to some executions.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQuery {
+    pub filter: DeadLetterFilter,
+    pub plugin: Option<String>,
+    /// Only these executions (empty: any).
+    pub ids: Vec<ExecutionId>,
+}
+
+/// A dead letter with what its execution ran.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetterEntry {
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+    pub plugin: String,
+    pub action_index: i32,
+}
+
+/// Most (source, reason) pairs of refused deliveries that [`Store::activity`] returns.
+pub const MAX_REFUSAL_REASONS: i64 = 50;
+
+/// What happened in a time window, from the time-indexed columns only (see [`Store::activity`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Delivery attempts per (bucket, source, verdict).
+    pub attempts: Vec<AttemptCount>,
+    /// Events stored per (bucket, source).
+    pub events: Vec<(i64, String, i64)>,
+    /// Executions planned in the window, by their status now.
+    pub executions: Vec<(String, i64)>,
+    /// Refused attempts per (source, reason), most frequent first.
+    pub refusals: Vec<(String, String, i64)>,
+    /// Dead letters made in the window.
+    pub dead_letters: i64,
+}
+
+/// Delivery attempts of one source with one verdict in one bucket of a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCount {
+    /// Whole `bucket` lengths since the window's start.
+    pub bucket: i64,
+    pub source: String,
+    pub verdict: String,
+    pub count: i64,
+}
+
 /// A place in a listing ordered newest first: the time and id of the last row seen. Rows
 /// strictly after it (older, or as old with a smaller id) come next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,6 +612,44 @@ impl Store {
     /// Deletes the dead letters matching `filter` (its `limit` is ignored); returns how many.
     pub async fn purge_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StoreError> {
         with_backend!(self, b => b.purge_dead_letters(filter).await)
+    }
+
+    /// Dead letters matching `query`, newest first, with their executions' plugin and action.
+    pub async fn list_dead_letter_entries(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> Result<Vec<DeadLetterEntry>, StoreError> {
+        with_backend!(self, b => b.list_dead_letter_entries(query).await)
+    }
+
+    /// How many dead letters match `query` (its limit ignored), counting no further than `cap`:
+    /// a result above `cap` means "more than `cap`".
+    pub async fn count_dead_letters(
+        &self,
+        query: &DeadLetterQuery,
+        cap: i64,
+    ) -> Result<i64, StoreError> {
+        with_backend!(self, b => b.count_dead_letters(query, cap).await)
+    }
+
+    /// Deletes the dead letters matching `query` (its limit ignored); returns how many.
+    pub async fn purge_dead_letter_query(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> Result<u64, StoreError> {
+        with_backend!(self, b => b.purge_dead_letter_query(query).await)
+    }
+
+    /// Deliveries, events, executions and dead letters of the window `[since, until)`, counted
+    /// per `bucket` milliseconds. Every count reads a time index (covering where it matters), so
+    /// the cost grows with the window's rows, never with the store's size.
+    pub async fn activity(
+        &self,
+        since: Millis,
+        until: Millis,
+        bucket: i64,
+    ) -> Result<Activity, StoreError> {
+        with_backend!(self, b => b.activity(since, until, bucket.max(1)).await)
     }
 
     /// Extends the lease of a running execution; fails with `LeaseLost` if `owner` lost it.

@@ -29,7 +29,8 @@ macro_rules! store_queries {
             ExecutionRow,
         };
         use crate::store::{
-            Cursor, DeadLetter, DeadLetterFilter, DeliveryAttempt, DeliveryAttemptFilter,
+            Activity, AttemptCount, Cursor, DeadLetter, DeadLetterEntry, DeadLetterQuery,
+            DeadLetterFilter, DeliveryAttempt, DeliveryAttemptFilter,
             EventFilter, Execution, ExecutionAttempt, ExecutionCounts, ExecutionFilter,
             NewExecution, QueueDepth, StoreError, StoredEvent,
         };
@@ -92,6 +93,28 @@ macro_rules! store_queries {
             }
             if let Some(before) = f.before {
                 keyset(q, "created_at", "execution_id", before);
+            }
+        }
+
+        /// [`dead_letter_filter`] narrowed by plugin (one primary-key lookup per dead letter)
+        /// and to some executions.
+        fn dead_letter_query(q: &mut QueryBuilder<'_, $Db>, d: &DeadLetterQuery) {
+            dead_letter_filter(q, &d.filter);
+            if let Some(plugin) = &d.plugin {
+                q.push(
+                    " AND EXISTS (SELECT 1 FROM executions x \
+                     WHERE x.id = dead_letters.execution_id AND x.plugin = ",
+                )
+                .push_bind(<$Text>::text(plugin).into_owned())
+                .push(")");
+            }
+            if !d.ids.is_empty() {
+                q.push(" AND execution_id IN (");
+                let mut list = q.separated(", ");
+                for id in &d.ids {
+                    list.push_bind(id.0);
+                }
+                q.push(")");
             }
         }
 
@@ -548,6 +571,164 @@ macro_rules! store_queries {
                 q.push(" ORDER BY created_at DESC, execution_id DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<DeadLetterRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(DeadLetter::from).collect())
+            }
+
+            pub(crate) async fn list_dead_letter_entries(
+                &self,
+                d: &DeadLetterQuery,
+            ) -> Result<Vec<DeadLetterEntry>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT d.execution_id, d.event_id, d.source, d.rule_id, d.reason, \
+                     d.created_at, x.plugin, x.action_index FROM (SELECT * FROM dead_letters \
+                     WHERE 1 = 1",
+                );
+                dead_letter_query(&mut q, d);
+                q.push(" ORDER BY created_at DESC, execution_id DESC LIMIT ")
+                    .push_bind(d.filter.limit.max(0))
+                    .push(
+                        ") d JOIN executions x ON x.id = d.execution_id \
+                         ORDER BY d.created_at DESC, d.execution_id DESC",
+                    );
+                let rows = q.build().fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    out.push(DeadLetterEntry {
+                        letter: DeadLetter {
+                            execution_id: ExecutionId(row.try_get("execution_id")?),
+                            event_id: EventId(row.try_get("event_id")?),
+                            source: row.try_get("source")?,
+                            rule_id: row.try_get("rule_id")?,
+                            reason: row.try_get("reason")?,
+                            created_at: Millis(row.try_get("created_at")?),
+                        },
+                        plugin: row.try_get("plugin")?,
+                        action_index: row.try_get("action_index")?,
+                    });
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn count_dead_letters(
+                &self,
+                d: &DeadLetterQuery,
+                cap: i64,
+            ) -> Result<i64, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM dead_letters WHERE 1 = 1",
+                );
+                dead_letter_query(&mut q, d);
+                q.push(" LIMIT ").push_bind(cap.max(0).saturating_add(1)).push(") c");
+                Ok(q.build_query_scalar::<i64>().fetch_one(&self.pool).await?)
+            }
+
+            pub(crate) async fn purge_dead_letter_query(
+                &self,
+                d: &DeadLetterQuery,
+            ) -> Result<u64, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "DELETE FROM dead_letters WHERE execution_id IN \
+                     (SELECT execution_id FROM dead_letters WHERE 1 = 1",
+                );
+                dead_letter_query(&mut q, d);
+                q.push(")");
+                Ok(q.build().execute(&self.pool).await?.rows_affected())
+            }
+
+            /// See [`crate::store::Store::activity`]. Attempts and events are counted from the
+            /// covering `(received_at, source, ...)` indexes; executions from `executions_created`
+            /// (one row lookup each, for the status); dead letters from `dead_letters_created`.
+            pub(crate) async fn activity(
+                &self,
+                since: Millis,
+                until: Millis,
+                bucket: i64,
+            ) -> Result<Activity, StoreError> {
+                let mut out = Activity::default();
+                let rows = sqlx::query(
+                    "SELECT (received_at - $1) / $3 AS bucket, source, verdict, COUNT(*) AS n \
+                     FROM delivery_attempts WHERE received_at >= $1 AND received_at < $2 \
+                     GROUP BY bucket, source, verdict",
+                )
+                .bind(since.0)
+                .bind(until.0)
+                .bind(bucket)
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    out.attempts.push(AttemptCount {
+                        bucket: row.try_get("bucket")?,
+                        source: row.try_get("source")?,
+                        verdict: row.try_get("verdict")?,
+                        count: row.try_get("n")?,
+                    });
+                }
+                // Where accepted attempts live in their events' rows, they are counted there.
+                let accepted = if $folded {
+                    "COUNT(attempt_id)"
+                } else {
+                    "CAST(0 AS BIGINT)"
+                };
+                let rows = sqlx::query(&format!(
+                    "SELECT (received_at - $1) / $3 AS bucket, source, COUNT(*) AS n, \
+                     {accepted} AS accepted FROM events \
+                     WHERE received_at >= $1 AND received_at < $2 GROUP BY bucket, source"
+                ))
+                .bind(since.0)
+                .bind(until.0)
+                .bind(bucket)
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    let bucket: i64 = row.try_get("bucket")?;
+                    let source: String = row.try_get("source")?;
+                    let accepted: i64 = row.try_get("accepted")?;
+                    if accepted > 0 {
+                        out.attempts.push(AttemptCount {
+                            bucket,
+                            source: source.clone(),
+                            verdict: crate::model::Verdict::Accepted.as_str().to_string(),
+                            count: accepted,
+                        });
+                    }
+                    out.events.push((bucket, source, row.try_get("n")?));
+                }
+                let rows = sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM executions \
+                     WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
+                )
+                .bind(since.0)
+                .bind(until.0)
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    out.executions.push((row.try_get("status")?, row.try_get("n")?));
+                }
+                let rows = sqlx::query(
+                    "SELECT source, COALESCE(reason, '') AS reason, COUNT(*) AS n \
+                     FROM delivery_attempts WHERE received_at >= $1 AND received_at < $2 \
+                     AND verdict = 'rejected' GROUP BY source, COALESCE(reason, '') \
+                     ORDER BY n DESC, source, reason LIMIT $3",
+                )
+                .bind(since.0)
+                .bind(until.0)
+                .bind(crate::store::MAX_REFUSAL_REASONS)
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    out.refusals.push((
+                        row.try_get("source")?,
+                        row.try_get("reason")?,
+                        row.try_get("n")?,
+                    ));
+                }
+                out.dead_letters = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM dead_letters WHERE created_at >= $1 AND created_at < $2",
+                )
+                .bind(since.0)
+                .bind(until.0)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(out)
             }
 
             pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
