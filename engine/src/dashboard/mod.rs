@@ -1,12 +1,17 @@
 //! The web dashboard on the admin listener, at `/`: sign-in with the admin token (a session
 //! cookie, CSRF tokens on every form), the events list with live updates, each event's
-//! story as a timeline, and its replay after a dry-run preview. Pages are rendered on the server; every asset is in the binary.
+//! story as a timeline, and its replay after a dry-run preview; the rules in force (with their
+//! reload and a backtest against stored events), the plugins and the sources. Pages are
+//! rendered on the server; every asset is in the binary.
 
 mod access;
 mod events;
+mod plugins;
 mod render;
 mod replay;
+mod rules;
 pub mod session;
+mod sources;
 
 use std::sync::Arc;
 
@@ -106,6 +111,11 @@ pub fn router(admin: AdminState) -> Router {
         )
         .route("/events/{id}/replay", axum::routing::post(replay::replay))
         .route("/sign-out", axum::routing::post(access::sign_out))
+        .route("/rules", get(rules::page))
+        .route("/rules/reload", axum::routing::post(rules::reload))
+        .route("/rules/backtest", axum::routing::post(rules::try_rules))
+        .route("/plugins", get(plugins::page))
+        .route("/sources", get(sources::page))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::require_session,

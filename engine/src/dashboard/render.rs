@@ -20,6 +20,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("event.html", include_str!("templates/event.html")),
     ("error.html", include_str!("templates/error.html")),
     ("replay.html", include_str!("templates/replay.html")),
+    ("rules.html", include_str!("templates/rules.html")),
+    ("plugins.html", include_str!("templates/plugins.html")),
+    ("sources.html", include_str!("templates/sources.html")),
 ];
 
 /// The template environment, built once per listener.
