@@ -497,7 +497,7 @@ fn try_event(
         tried.iter().any(|t| t == id)
             && rules
                 .get(id)
-                .is_some_and(|r| r.sources().iter().any(|s| *s == e.source))
+                .is_some_and(|r| r.sources().contains(&e.source))
     };
     evaluation.matched.retain(|m| asked(&m.rule));
     evaluation.not_matched.retain(|m| asked(&m.rule));
