@@ -557,6 +557,124 @@ mod tests {
         assert!(shape("rules: [\n").is_ok());
     }
 
+    fn config() -> Config {
+        let text = "sources:\n  - { id: gh, provider: none }\n";
+        crate::config::load_str(Path::new("hookwise.yaml"), text, &|_| None).unwrap()
+    }
+
+    fn sampled(seq: i64, payload: &str, skipped: bool) -> SampledEvent {
+        SampledEvent {
+            stored: crate::store::StoredEvent {
+                seq,
+                event: crate::store::NewEvent {
+                    id: crate::model::EventId::new(),
+                    source: "gh".into(),
+                    delivery_id: format!("d{seq}"),
+                    event_type: "push".into(),
+                    received_at: Millis::now(),
+                    headers: serde_json::json!({}),
+                    payload: payload.into(),
+                    status: crate::model::EventStatus::Planned,
+                },
+                match_trace: None,
+                planned_at: None,
+            },
+            payload_skipped: skipped,
+        }
+    }
+
+    #[test]
+    fn time_bytes_and_payload_size_are_bounded() {
+        let config = config();
+        let rules = compile_text(
+            "pasted",
+            "rules:\n  - id: r\n    source: gh\n    events: [push]\n    when:\n      all:\n        - { path: $.ok, equals: true }\n    actions:\n      - plugin: notify\n        with: { url: \"http://x.example/{{ payload.ok }}\" }\n",
+            &config,
+        )
+        .unwrap();
+        let tried = vec!["r".to_string()];
+        let later = Instant::now() + Duration::from_secs(60);
+        let batch = vec![
+            sampled(3, r#"{"ok": true}"#, false),
+            sampled(2, r#"{"ok": false}"#, false),
+            sampled(1, "", true),
+            sampled(0, "not json", false),
+        ];
+        let budget = Budget {
+            deadline: later,
+            bytes_left: 1000,
+        };
+        let (done, left, stopped) = try_batch(&rules, &config, &tried, batch.clone(), budget);
+        assert_eq!(stopped, None);
+        assert_eq!(done.len(), 4);
+        assert!(done[0].matched);
+        assert_eq!(
+            done[0].evaluation.matched[0].actions[0].input,
+            Value::Null,
+            "no real input kept"
+        );
+        assert_eq!(
+            done[0].evaluation.matched[0].actions[0].input_redacted,
+            serde_json::json!({"url": "http://x.example/True"})
+        );
+        assert!(!done[1].matched);
+        assert!(done[1].evaluation.not_matched[0].reason.contains("equals"));
+        assert!(
+            done[2]
+                .not_tried
+                .as_deref()
+                .unwrap()
+                .contains("larger than 1 MiB")
+        );
+        assert!(
+            done[3]
+                .not_tried
+                .as_deref()
+                .unwrap()
+                .contains("not readable JSON")
+        );
+        assert_eq!(left.bytes_left, 1000 - 12 - 13 - 8);
+
+        // Out of time: nothing more is tried, and the reason is given.
+        let past = Budget {
+            deadline: Instant::now(),
+            bytes_left: 1000,
+        };
+        let (done, _, stopped) = try_batch(&rules, &config, &tried, batch.clone(), past);
+        assert!(done.is_empty());
+        assert!(stopped.unwrap().contains("took more than 10s"));
+        // Out of bytes: the event that does not fit is not read.
+        let poor = Budget {
+            deadline: later,
+            bytes_left: 20,
+        };
+        let (done, _, stopped) = try_batch(&rules, &config, &tried, batch, poor);
+        assert_eq!(done.len(), 1);
+        assert!(stopped.unwrap().contains("64 MiB of payloads"));
+    }
+
+    #[test]
+    fn pasted_rules_need_rules_and_get_places() {
+        let config = config();
+        let e = compile_text("pasted", "rules: []\n", &config).unwrap_err();
+        assert!(
+            e[0].to_string().starts_with("pasted:1:1: no rules"),
+            "{e:?}"
+        );
+        let e = compile_text("pasted", "# nothing\n", &config).unwrap_err();
+        assert!(e[0].to_string().starts_with("pasted:1:1: "), "{e:?}");
+        let e = compile_text(
+            "pasted",
+            "rules:\n  - id: r\n    source: elsewhere\n    events: [push]\n    actions:\n      - plugin: notify\n",
+            &config,
+        )
+        .unwrap_err();
+        assert!(
+            e.iter().any(|d| d.to_string().starts_with("pasted:3:")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn big_inputs_are_cut_small_ones_kept() {
         let small = serde_json::json!({"text": "hello"});
