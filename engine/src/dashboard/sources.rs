@@ -24,7 +24,8 @@ const TOP_REASONS: usize = 3;
 
 /// The URL a provider should post to: the configured `url:`, else the one the ingress
 /// listener answers at. The host is the listener's address, or, when it listens on every
-/// address, the host this dashboard was opened with (`guessed` is then true).
+/// address or only behind proxies, the host this dashboard was opened with (`guessed` is
+/// then true).
 pub(super) fn public_url(
     config: &Config,
     source: &Source,
@@ -33,12 +34,14 @@ pub(super) fn public_url(
     if let Some(url) = &source.url {
         return (url.clone(), false);
     }
+    // Behind trusted proxies only (`proxy_only`), providers reach the proxies, over HTTPS.
+    let behind_proxy = config.ingress.proxy_only;
     let scheme = match config.tls {
-        TlsMode::Plain => "http",
+        TlsMode::Plain if !behind_proxy => "http",
         _ => "https",
     };
     let listen: SocketAddr = config.listen;
-    let (host, guessed) = if listen.ip().is_unspecified() {
+    let (host, guessed) = if listen.ip().is_unspecified() || behind_proxy {
         let name = dashboard_host
             .map(host_name)
             .filter(|h| !h.is_empty())
@@ -175,6 +178,32 @@ async fn page_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(text: &str) -> Config {
+        crate::config::load_str(std::path::Path::new("hookwise.yaml"), text, &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn the_provider_url_is_the_configured_one_or_the_listeners() {
+        let sources = "sources:\n  - { id: gh, provider: none }\n  - { id: tw, provider: none, url: \"https://hooks.example/tw\" }\n";
+        let c = config(&format!("listen: 127.0.0.1:8443\n{sources}"));
+        assert_eq!(
+            public_url(&c, &c.sources[0], Some("dash.example:9091")),
+            ("https://127.0.0.1:8443/hooks/gh".to_string(), false)
+        );
+        assert_eq!(
+            public_url(&c, &c.sources[1], None),
+            ("https://hooks.example/tw".to_string(), false)
+        );
+        let c = config(&format!(
+            "listen: 0.0.0.0:8080\ninsecure_http: true\n{sources}"
+        ));
+        assert_eq!(
+            public_url(&c, &c.sources[0], Some("dash.example:9091")),
+            ("http://dash.example:8080/hooks/gh".to_string(), true)
+        );
+    }
 
     #[test]
     fn host_names_lose_their_port() {
