@@ -122,6 +122,12 @@ pub async fn run(
         ingress: tls_acceptor(&config)?,
         admin: crate::admin::transport::acceptor(&config.admin)?,
     };
+    let mut config = config;
+    // The address the ingress really listens on (port 0 picks one), for the pages that show
+    // the URL to give providers.
+    if let Ok(addr) = listeners.ingress.local_addr() {
+        config.listen = addr;
+    }
     let states = States::build(config).await?;
     let running = Running::start(states, listeners, tls);
     shutdown.await;

@@ -1,5 +1,6 @@
 //! The `hookwise` command line: thin wrappers over library functions.
 
+mod backtest;
 mod ops;
 mod plugins;
 mod signing;
@@ -67,24 +68,61 @@ pub enum Command {
     },
     /// Dry-run the rules against one event: for every rule, matched or not and why, and the
     /// rendered input of each action of the matched ones. Nothing is stored or run.
+    ///
+    /// With --against-store, the rules are tried against the newest stored events of their
+    /// sources instead (a backtest): per event, matched or not and why, then a summary line.
     Test {
         /// Config file. Default: ./hookwise.yaml when present, else the embedded default.
         #[arg(long, short, env = "HOOKWISE_CONFIG")]
         config: Option<PathBuf>,
+        /// Rule files or folders to try instead of the configured rules. Repeatable.
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
         /// The source the event comes from. An id that is not configured is taken as a source
         /// of the provider with that id, so rules can be tried before any source exists.
-        #[arg(long)]
-        source: String,
+        #[arg(
+            long,
+            required_unless_present = "against_store",
+            conflicts_with = "against_store"
+        )]
+        source: Option<String>,
         /// The event type. Default: identified from the headers and payload, as ingress does.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "against_store")]
         event_type: Option<String>,
         /// The payload: a JSON (or form-encoded) file.
-        #[arg(long)]
-        payload: PathBuf,
+        #[arg(
+            long,
+            required_unless_present = "against_store",
+            conflicts_with = "against_store"
+        )]
+        payload: Option<PathBuf>,
         /// A request header, `Name: value`. Repeatable.
-        #[arg(long = "header", value_name = "NAME: VALUE")]
+        #[arg(
+            long = "header",
+            value_name = "NAME: VALUE",
+            conflicts_with = "against_store"
+        )]
         headers: Vec<String>,
-        /// Print one JSON object: {"matched": [...], "not_matched": [...]}.
+        /// Try the rules against the events in the configured store (read only: nothing
+        /// runs, nothing is written) instead of one payload.
+        #[arg(long)]
+        against_store: bool,
+        /// With --against-store: only events received since an RFC 3339 time, or an age
+        /// such as `24h` or `7d`.
+        #[arg(long, requires = "against_store")]
+        since: Option<String>,
+        /// With --against-store: only events received before this time or age.
+        #[arg(long, requires = "against_store")]
+        until: Option<String>,
+        /// With --against-store: the newest this many events of the rules' sources
+        /// (default 100, at most 1000).
+        #[arg(long, requires = "against_store")]
+        limit: Option<usize>,
+        /// With --against-store: only this rule (of the rules tried).
+        #[arg(long, requires = "against_store")]
+        rule: Option<String>,
+        /// Print one JSON object: {"matched": [...], "not_matched": [...]} for one payload;
+        /// {"events": [...], "summary": {...}} against the store.
         #[arg(long)]
         json: bool,
     },
@@ -145,12 +183,38 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plugins { command } => plugins::run(command),
         Command::Test {
             config,
+            rules,
+            against_store: true,
+            since,
+            until,
+            limit,
+            rule,
+            json,
+            ..
+        } => backtest::run(backtest::BacktestArgs {
+            config,
+            rules,
+            since,
+            until,
+            limit,
+            rule,
+            json,
+        }),
+        Command::Test {
+            config,
+            rules,
             source,
             event_type,
             payload,
             headers,
             json,
-        } => dry_run(config, &source, event_type, &payload, &headers, json),
+            ..
+        } => match (source, payload) {
+            (Some(source), Some(payload)) => dry_run(
+                config, &rules, &source, event_type, &payload, &headers, json,
+            ),
+            _ => usage("name --source and --payload, or --against-store"),
+        },
         Command::Schema { format } => {
             let schema = match format {
                 SchemaFormat::Config => crate::config::config_schema(),
@@ -232,8 +296,23 @@ fn check(config: Option<PathBuf>) -> ExitCode {
 
 use signing::usage;
 
+/// The rules to try: the files given, else the configured ones.
+fn rules_to_try(
+    config: &Config,
+    files: &[PathBuf],
+    extra: Option<(String, String)>,
+) -> Result<crate::rules::RuleSet, Vec<crate::yamldoc::Diagnostic>> {
+    let inputs = RuleInputs::new(config, extra);
+    if files.is_empty() {
+        crate::rules::load_paths(&rule_paths(config), &inputs.context())
+    } else {
+        crate::rules::load_paths(files, &inputs.context())
+    }
+}
+
 fn dry_run(
     config: Option<PathBuf>,
+    rule_files: &[PathBuf],
     source: &str,
     event_type: Option<String>,
     payload: &std::path::Path,
@@ -294,8 +373,7 @@ fn dry_run(
         }
     };
 
-    let inputs = RuleInputs::new(&config, extra);
-    let rules = match crate::rules::load_paths(&rule_paths(&config), &inputs.context()) {
+    let rules = match rules_to_try(&config, rule_files, extra) {
         Ok(rules) => rules,
         Err(problems) => {
             print_problems(&problems);

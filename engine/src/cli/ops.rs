@@ -113,7 +113,7 @@ pub struct DeadLetterArgs {
 }
 
 /// Runs `f` with the store of the config named in `args`, on a small runtime.
-fn with_store<F, Fut>(args: &StoreArgs, f: F) -> ExitCode
+pub(super) fn with_store<F, Fut>(args: &StoreArgs, f: F) -> ExitCode
 where
     F: FnOnce(Config, Store, Out) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
@@ -154,10 +154,10 @@ use ops::parse_time;
 
 /// Standard output with every secret replaced. Records are scrubbed when they are written;
 /// this also covers older records and event payloads as their senders sent them.
-struct Out(Arc<Scrubber>);
+pub(super) struct Out(Arc<Scrubber>);
 
 impl Out {
-    fn json(&self, value: &impl serde::Serialize) {
+    pub(super) fn json(&self, value: &impl serde::Serialize) {
         let text = match serde_json::to_value(value) {
             Ok(mut value) => {
                 self.0.scrub_value(&mut value);
@@ -175,19 +175,19 @@ impl Out {
         println!("{}", self.0.scrub(&text.to_string()));
     }
 
-    fn text(&self, text: &str) {
+    pub(super) fn text(&self, text: &str) {
         print!("{}", self.0.scrub(text));
     }
 }
 
 /// A `--since`/`--until` value, with the flag named in the error.
-fn time_arg(flag: &str, text: Option<&str>) -> Result<Option<Millis>, String> {
+pub(super) fn time_arg(flag: &str, text: Option<&str>) -> Result<Option<Millis>, String> {
     text.map(parse_time)
         .transpose()
         .map_err(|e| format!("{flag}: {e}"))
 }
 
-fn failed(e: impl std::fmt::Display) -> ExitCode {
+pub(super) fn failed(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
 }

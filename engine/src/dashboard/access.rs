@@ -15,6 +15,13 @@ use super::{Dashboard, DashboardError};
 
 /// Longest form body taken (a token and a CSRF field fit many times over).
 const MAX_FORM_BYTES: usize = 8 * 1024;
+/// Longest form body of the rule backtest, whose rule text may take up to
+/// [`MAX_RULES_TEXT`](crate::dispatch::backtest::MAX_RULES_TEXT) (URL-encoding triples a byte
+/// at most); the text's own limit is checked once it is decoded.
+pub(super) const MAX_BACKTEST_FORM_BYTES: usize =
+    3 * crate::dispatch::backtest::MAX_RULES_TEXT + MAX_FORM_BYTES;
+/// The form that may be larger than [`MAX_FORM_BYTES`].
+const BACKTEST_PATH: &str = "/rules/backtest";
 
 impl Dashboard {
     /// The cookie's name: with TLS the `__Host-` prefix, which browsers accept only on
@@ -166,7 +173,12 @@ pub(super) async fn require_session(
             );
         }
         let (parts, body) = request.into_parts();
-        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+        let limit = if parts.uri.path() == BACKTEST_PATH {
+            MAX_BACKTEST_FORM_BYTES
+        } else {
+            MAX_FORM_BYTES
+        };
+        let bytes = match axum::body::to_bytes(body, limit).await {
             Ok(bytes) => bytes,
             Err(_) => return d.error_page(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"),
         };

@@ -1,15 +1,20 @@
 //! The web dashboard on the admin listener, at `/`: sign-in with the admin token (a session
 //! cookie, CSRF tokens on every form), the overview (the signed-in home), the events list
 //! with live updates, each event's story as a timeline, its replay (or one execution's) after
-//! a dry-run preview, and the dead letters with retry and purge. Pages are rendered on the server; every asset is in the binary.
+//! a dry-run preview, the dead letters with retry and purge, the rules in force (with their
+//! reload and a backtest against stored events), the plugins and the sources. Pages are
+//! rendered on the server; every asset is in the binary.
 
 mod access;
 mod dead_letters;
 mod events;
 mod overview;
+mod plugins;
 mod render;
 mod replay;
+mod rules;
 pub mod session;
+mod sources;
 
 use std::sync::Arc;
 
@@ -124,6 +129,11 @@ pub fn router(admin: AdminState) -> Router {
             axum::routing::post(replay::execution_replay),
         )
         .route("/sign-out", axum::routing::post(access::sign_out))
+        .route("/rules", get(rules::page))
+        .route("/rules/reload", axum::routing::post(rules::reload))
+        .route("/rules/backtest", axum::routing::post(rules::try_rules))
+        .route("/plugins", get(plugins::page))
+        .route("/sources", get(sources::page))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::require_session,

@@ -33,6 +33,9 @@ const TEMPLATES: &[(&str, &str)] = &[
         "replay_execution.html",
         include_str!("templates/replay_execution.html"),
     ),
+    ("rules.html", include_str!("templates/rules.html")),
+    ("plugins.html", include_str!("templates/plugins.html")),
+    ("sources.html", include_str!("templates/sources.html")),
 ];
 
 /// The template environment, built once per listener.

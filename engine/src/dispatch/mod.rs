@@ -8,6 +8,7 @@
 //! claimed again (by this node after a restart, or by another node sharing a PostgreSQL store).
 
 mod backlog;
+pub mod backtest;
 pub mod ops;
 mod run;
 

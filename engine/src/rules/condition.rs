@@ -25,6 +25,8 @@ use super::trace::{ConditionTrace, LeafTrace, MAX_TRACE_VALUES, truncate};
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Deepest nesting of `all`/`any`/`not` accepted.
 const MAX_CONDITION_DEPTH: usize = 32;
+/// Longest one-line summary of a condition ([`Condition::summary`]).
+pub const MAX_SUMMARY: usize = 300;
 
 /// A compiled condition.
 #[derive(Debug, Clone)]
@@ -270,6 +272,53 @@ impl Op {
 }
 
 impl Condition {
+    /// The condition in one line, as an overview shows it: `$.ref equals "refs/heads/main"`,
+    /// `all(A; B)`, `any(A | B)`, `not(A)`. Operands are cut like trace values; the whole is
+    /// at most about [`MAX_SUMMARY`] characters.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        self.write_summary(&mut out);
+        if out.chars().count() > MAX_SUMMARY {
+            out = out.chars().take(MAX_SUMMARY).collect();
+            out.push_str("...");
+        }
+        out
+    }
+
+    fn write_summary(&self, out: &mut String) {
+        if out.len() > MAX_SUMMARY * 4 {
+            return;
+        }
+        let list = |out: &mut String, name: &str, children: &[Condition], sep: &str| {
+            out.push_str(name);
+            out.push('(');
+            for (i, c) in children.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                c.write_summary(out);
+            }
+            out.push(')');
+        };
+        match self {
+            Condition::Leaf(l) => {
+                out.push_str(&format!(
+                    "{} {} {}",
+                    l.described,
+                    l.op.name(),
+                    super::trace::short(&l.expected)
+                ));
+            }
+            Condition::All(children) => list(out, "all", children, "; "),
+            Condition::Any(children) => list(out, "any", children, " | "),
+            Condition::Not(inner) => {
+                out.push_str("not(");
+                inner.write_summary(out);
+                out.push(')');
+            }
+        }
+    }
+
     /// Evaluates the condition; `at` names it in the trace (`when`, `when.all[1]`, ...).
     pub fn evaluate(&self, ev: &EventView<'_>, at: &str) -> ConditionTrace {
         self.trace(ev, &mut at.to_string())
@@ -838,6 +887,22 @@ mod tests {
             "at": "2024-05-01T12:00:00+02:00",
             "commits": [{"message": "fix [deploy]"}, {"message": "docs"}],
         })
+    }
+
+    #[test]
+    fn summaries_read_like_the_rule_and_are_bounded() {
+        let c = cond(
+            "all: [{path: $.ref, equals: refs/heads/main}, {any: [{header: x-kind, in: [a, b]}, {not: {path: $.n, gt: 3}}]}]",
+        );
+        assert_eq!(
+            c.summary(),
+            "all($.ref equals \"refs/heads/main\"; any(header x-kind in [\"a\",\"b\"] | not($.n gt 3)))"
+        );
+        let long = format!("{{path: $.ref, equals: \"{}\"}}", "x".repeat(2000));
+        let many = format!("any: [{}]", vec![long; 50].join(", "));
+        let s = cond(&many).summary();
+        assert!(s.chars().count() <= MAX_SUMMARY + 3, "{}", s.len());
+        assert!(s.ends_with("..."), "{s}");
     }
 
     #[test]

@@ -181,6 +181,17 @@ impl Rule {
     pub fn location(&self) -> (&Path, Position) {
         (&self.file, self.position)
     }
+    /// The `when:` conditions and the `if:` expression in one line each, for overviews.
+    pub fn conditions_summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(when) = &self.when {
+            out.push(format!("when {}", when.summary()));
+        }
+        if let Some(i) = &self.if_expr {
+            out.push(format!("if {}", i.text));
+        }
+        out
+    }
     /// Whether the index would select this rule for (source, event type).
     pub fn applies_to(&self, source: &str, event_type: &str) -> bool {
         self.sources.iter().any(|s| s == source)

@@ -280,6 +280,44 @@ pub struct ExecutionFilter {
     pub limit: i64,
 }
 
+/// Which events a rule backtest reads: one source's newest events, older than `before_seq`,
+/// received in `[since, until)`, quarantined ones left out (rules never see them).
+#[derive(Debug, Clone, Default)]
+pub struct EventSample {
+    pub source: String,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+    /// Payloads longer than this (in characters, or stored bytes for compressed ones) are
+    /// not read: the event comes back with an empty payload and `payload_skipped`.
+    pub max_payload: i64,
+}
+
+/// An event read for a backtest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledEvent {
+    pub stored: StoredEvent,
+    /// The payload was longer than [`EventSample::max_payload`] and was not read.
+    pub payload_skipped: bool,
+}
+
+/// One finished plugin call, for the plugins page's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginCall {
+    pub plugin: String,
+    pub succeeded: bool,
+    pub duration_ms: i64,
+}
+
+/// Refused deliveries of one source with one reason, counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalCount {
+    pub source: String,
+    pub reason: String,
+    pub count: i64,
+}
+
 /// Work waiting, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueDepth {
@@ -504,6 +542,40 @@ impl Store {
         filter: &ExecutionFilter,
     ) -> Result<Vec<Execution>, StoreError> {
         with_backend!(self, b => b.list_executions(filter).await)
+    }
+
+    /// One source's newest events for a backtest (see [`EventSample`]), newest first: read
+    /// over the `(source, seq)` index, so only that source's rows are visited.
+    pub async fn sample_events(
+        &self,
+        sample: &EventSample,
+    ) -> Result<Vec<SampledEvent>, StoreError> {
+        with_backend!(self, b => b.sample_events(sample).await)
+    }
+
+    /// When the newest event of `source` that was not quarantined arrived.
+    pub async fn last_accepted(&self, source: &str) -> Result<Option<Millis>, StoreError> {
+        with_backend!(self, b => b.last_accepted(source).await)
+    }
+
+    /// Plugin calls (execution attempts) finished at or after `since`, newest first, at most
+    /// `limit` of them.
+    pub async fn recent_plugin_calls(
+        &self,
+        since: Millis,
+        limit: i64,
+    ) -> Result<Vec<PluginCall>, StoreError> {
+        with_backend!(self, b => b.recent_plugin_calls(since, limit).await)
+    }
+
+    /// Refused delivery attempts received at or after `since`, counted per source and reason,
+    /// over at most the newest `limit` refusals.
+    pub async fn recent_refusals(
+        &self,
+        since: Millis,
+        limit: i64,
+    ) -> Result<Vec<RefusalCount>, StoreError> {
+        with_backend!(self, b => b.recent_refusals(since, limit).await)
     }
 
     /// Pending events and pending and running executions, counted now.

@@ -337,6 +337,125 @@ macro_rules! store_queries {
                 convert(rows)
             }
 
+            pub(crate) async fn sample_events(
+                &self,
+                f: &crate::store::EventSample,
+            ) -> Result<Vec<crate::store::SampledEvent>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT seq, id, source, delivery_id, event_type, received_at, headers, \
+                     CASE WHEN LENGTH(payload) <= ",
+                );
+                q.push_bind(f.max_payload)
+                    .push(
+                        " THEN payload ELSE '' END AS payload, \
+                         CAST(CASE WHEN LENGTH(payload) <= ",
+                    )
+                    .push_bind(f.max_payload)
+                    .push(
+                        " THEN 0 ELSE 1 END AS BIGINT) AS payload_skipped, status, \
+                         NULL AS match_trace, planned_at FROM events WHERE source = ",
+                    )
+                    .push_bind(<$Text>::text(&f.source).into_owned())
+                    .push(" AND status <> 'quarantined'");
+                if let Some(since) = f.since {
+                    // Arrival order and time go together: the first event of the window
+                    // bounds the index range read (one seek on `events_received`); with no
+                    // event in the window, nothing is read.
+                    q.push(
+                        " AND seq >= COALESCE((SELECT seq FROM events WHERE received_at >= ",
+                    )
+                    .push_bind(since.0)
+                    .push(" ORDER BY received_at LIMIT 1), ")
+                    .push_bind(i64::MAX)
+                    .push(") AND received_at >= ")
+                    .push_bind(since.0);
+                }
+                if let Some(until) = f.until {
+                    q.push(" AND received_at < ").push_bind(until.0);
+                }
+                if let Some(before) = f.before_seq {
+                    q.push(" AND seq < ").push_bind(before);
+                }
+                q.push(" ORDER BY seq DESC LIMIT ").push_bind(f.limit.max(0));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let skipped: i64 = row.try_get("payload_skipped")?;
+                    let event: EventRow = sqlx::FromRow::from_row(&row)?;
+                    out.push(crate::store::SampledEvent {
+                        stored: StoredEvent::try_from(event)?,
+                        payload_skipped: skipped != 0,
+                    });
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn last_accepted(
+                &self,
+                source: &str,
+            ) -> Result<Option<Millis>, StoreError> {
+                let at: Option<i64> = sqlx::query_scalar(
+                    "SELECT received_at FROM events WHERE source = $1 \
+                     AND status <> 'quarantined' ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(<$Text>::text(source))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(at.map(Millis))
+            }
+
+            pub(crate) async fn recent_plugin_calls(
+                &self,
+                since: Millis,
+                limit: i64,
+            ) -> Result<Vec<crate::store::PluginCall>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT x.plugin, a.outcome, a.finished_at - a.started_at AS duration \
+                     FROM execution_attempts a JOIN executions x ON x.id = a.execution_id \
+                     WHERE a.finished_at >= $1 ORDER BY a.finished_at DESC LIMIT $2",
+                )
+                .bind(since.0)
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let outcome: String = row.try_get(1)?;
+                    out.push(crate::store::PluginCall {
+                        plugin: row.try_get(0)?,
+                        succeeded: outcome == crate::model::AttemptOutcome::Succeeded.as_str(),
+                        duration_ms: row.try_get::<i64, _>(2)?.max(0),
+                    });
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn recent_refusals(
+                &self,
+                since: Millis,
+                limit: i64,
+            ) -> Result<Vec<crate::store::RefusalCount>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT source, reason, COUNT(*) AS n FROM (SELECT source, \
+                     COALESCE(reason, '') AS reason FROM delivery_attempts \
+                     WHERE received_at >= $1 AND verdict = 'rejected' \
+                     ORDER BY received_at DESC LIMIT $2) r GROUP BY source, reason",
+                )
+                .bind(since.0)
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    out.push(crate::store::RefusalCount {
+                        source: row.try_get(0)?,
+                        reason: row.try_get(1)?,
+                        count: row.try_get(2)?,
+                    });
+                }
+                Ok(out)
+            }
+
             pub(crate) async fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
                 // Each count matches a partial index (events_pending, executions_due,
                 // executions_leased), so a scrape does not scan the tables.
