@@ -554,7 +554,7 @@ async fn backtest_in_a_real_browser() {
         ))
         .await;
     browser
-        .wait_for("location.pathname === '/events' && document.readyState === 'complete'")
+        .wait_for("location.pathname === '/overview' && document.readyState === 'complete'")
         .await;
     // Through the nav link, as a keyboard user would follow it.
     browser
