@@ -17,12 +17,22 @@ use crate::wrk::{self, Expect, Load};
 
 const SECRET: &str = "flood-secret";
 
-/// Loopback addresses of the honest provider and of the trickling connections: each sender
-/// has an address of its own, as on the internet (wrk's bad signatures come from 127.0.0.1).
+/// Loopback address of the honest provider: each sender has an address of its own, as on
+/// the internet (wrk's bad signatures come from 127.0.0.1).
 const PROVIDER_ADDRESS: std::net::IpAddr =
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
-const TRICKLER_ADDRESS: std::net::IpAddr =
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
+/// The loopback address of trickling connection `n` of `addresses`: all of 127.1.0.0/16 is
+/// loopback on Linux, so a thousand senders can each have an address of their own.
+fn trickler_address(n: usize, addresses: usize) -> std::net::IpAddr {
+    let i = n % addresses.max(1);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        1,
+        (i / 250) as u8,
+        (i % 250 + 1) as u8,
+    ))
+}
 
 /// What a flood run is made of.
 pub struct Settings {
@@ -30,6 +40,9 @@ pub struct Settings {
     pub seconds: u64,
     /// Connections that announce a 1 MiB body and send it slowly.
     pub tricklers: usize,
+    /// Client addresses the trickling connections come from (1: all from one; as many as
+    /// connections: each from its own, as from a botnet).
+    pub trickler_addresses: usize,
     /// Bytes each trickling connection sends per second.
     pub trickle_bytes_per_s: usize,
     /// wrk connections sending bad signatures.
@@ -138,6 +151,7 @@ async fn refusal_bytes(path: &Path) -> anyhow::Result<u64> {
 /// second, until `stop`; the server cuts each off when its body-read timeout passes.
 async fn trickle(
     addr: std::net::SocketAddr,
+    from: std::net::IpAddr,
     rate: usize,
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicU64>,
@@ -151,7 +165,7 @@ async fn trickle(
     while !stop.load(Ordering::Relaxed) {
         let connected = async {
             let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(std::net::SocketAddr::new(TRICKLER_ADDRESS, 0))?;
+            socket.bind(std::net::SocketAddr::new(from, 0))?;
             socket.connect(addr).await
         };
         let Ok(mut stream) = connected.await else {
@@ -239,9 +253,10 @@ pub async fn run(s: &Settings) -> anyhow::Result<Flood> {
     let stop = Arc::new(AtomicBool::new(false));
     let (connections, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut tricklers = Vec::new();
-    for _ in 0..s.tricklers {
+    for n in 0..s.tricklers {
         tricklers.push(tokio::spawn(trickle(
             addr,
+            trickler_address(n, s.trickler_addresses),
             s.trickle_bytes_per_s,
             stop.clone(),
             connections.clone(),
@@ -342,14 +357,17 @@ pub async fn run(s: &Settings) -> anyhow::Result<Flood> {
 /// The report for BENCHMARKS.md.
 pub fn report(s: &Settings, f: &Flood, command: &str) -> String {
     let mut out = format!(
-        "Measured {} on {}, with `{command}`: {} connections each announcing a 1 MiB body and \
-         sending {} bytes a second, wrk 1 thread x {} connections of bad signatures, and a \
+        "Measured {} on {}, with `{command}`: {} connections from {} client address{} each \
+         announcing a 1 MiB body and sending {} bytes a second, wrk 1 thread x {} connections \
+         of bad signatures, and a \
          provider sending {} valid signed 2 KiB GitHub pushes a second, for {:.0} s of \
          measured load. hookwise: `{}`, SQLite store, default limits.\n\n\
          | figure | value |\n|---|---:|\n",
         crate::today(),
         crate::machine(),
         s.tricklers,
+        s.trickler_addresses,
+        if s.trickler_addresses == 1 { "" } else { "es" },
         s.trickle_bytes_per_s,
         s.bad_connections,
         s.valid_rate,

@@ -100,6 +100,10 @@ enum Command {
         /// Connections that announce a 1 MiB body and trickle it.
         #[arg(long, default_value_t = 1000)]
         tricklers: usize,
+        /// Client addresses the trickling connections come from: 1 (one sender), or as many
+        /// as there are connections (each its own, as from a botnet).
+        #[arg(long, default_value_t = 1000)]
+        trickler_addresses: usize,
         /// Bytes each trickling connection sends per second.
         #[arg(long, default_value_t = 1024)]
         trickle_bytes_per_s: usize,
@@ -681,6 +685,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Flood {
             seconds,
             tricklers,
+            trickler_addresses,
             trickle_bytes_per_s,
             bad_connections,
             valid_rate,
@@ -692,6 +697,7 @@ async fn main() -> anyhow::Result<()> {
                 hookwise: hookwise_binary(hookwise)?,
                 seconds,
                 tricklers,
+                trickler_addresses,
                 trickle_bytes_per_s,
                 bad_connections,
                 valid_rate,

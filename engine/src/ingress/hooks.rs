@@ -208,7 +208,7 @@ pub async fn receive(
         .into(),
         (None, Some(source)) => handle_known(state, source, &arrival, body).await,
     };
-    record_refusal(state, source, &arrival, &mut handled).await;
+    Box::pin(record_refusal(state, source, &arrival, &mut handled)).await;
     state.app.metrics.delivery(
         source.map_or(crate::metrics::UNKNOWN_SOURCE, |s| s.id.as_str()),
         handled.outcome.verdict,
@@ -246,7 +246,9 @@ async fn handle_known(
         Ok(bytes) => bytes,
         Err(refused) => return refused.into(),
     };
-    let stop = handle(&delivery, runtime, &bytes).await;
+    // Boxed: the steps' state is allocated once the body is in. Inline, it would size the
+    // future of every request from its first byte, while a slow body holds it for seconds.
+    let stop = Box::pin(handle(&delivery, runtime, &bytes)).await;
     Handled {
         outcome: stop.outcome,
         body_size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
@@ -301,15 +303,17 @@ enum BodyError {
 /// The body's bytes, unless it holds more than `max` or breaks off.
 ///
 /// A body that arrives in one piece is taken as it is, without a copy. A body that arrives in
-/// pieces is copied piece by piece into a buffer of its own: each piece hyper hands over is a
-/// slice of that connection's read buffer, and keeping the pieces would keep every buffer they
-/// came from (about 8 KiB for a piece of any size), so a thousand connections trickling their
-/// bodies would hold several times what they sent.
+/// pieces has each piece copied out as it comes, to a buffer of exactly its size, and joined
+/// at the end: each piece hyper hands over is a slice of that connection's read buffer, and
+/// keeping the pieces would keep every buffer they came from (about 8 KiB for a piece of any
+/// size), so a thousand connections trickling their bodies would hold several times what
+/// they sent. (One growing buffer would hold up to twice what arrived.)
 async fn collect_body(body: axum::body::Body, max: usize) -> Result<axum::body::Bytes, BodyError> {
     use http_body::Body as _;
     use http_body_util::BodyExt;
     let mut body = http_body_util::Limited::new(body, max);
-    let mut copied: Vec<u8> = Vec::new();
+    let mut pieces: Vec<axum::body::Bytes> = Vec::new();
+    let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match e.is::<http_body_util::LengthLimitError>() {
             true => BodyError::TooLarge,
@@ -318,12 +322,20 @@ async fn collect_body(body: axum::body::Body, max: usize) -> Result<axum::body::
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry no body bytes
         };
-        if copied.is_empty() && body.is_end_stream() {
+        if pieces.is_empty() && body.is_end_stream() {
             return Ok(data);
         }
-        copied.extend_from_slice(&data);
+        total += data.len();
+        pieces.push(axum::body::Bytes::copy_from_slice(&data));
     }
-    Ok(copied.into())
+    if let [one] = pieces.as_slice() {
+        return Ok(one.clone());
+    }
+    let mut whole = Vec::with_capacity(total);
+    for piece in &pieces {
+        whole.extend_from_slice(piece);
+    }
+    Ok(whole.into())
 }
 
 /// Records a request that produced no event (accepted, duplicate and quarantined requests were
