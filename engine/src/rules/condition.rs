@@ -615,6 +615,17 @@ fn compile_selector(
     problems: &mut Vec<Problem>,
 ) -> Option<Selector> {
     if let Some(text) = &cfg.path {
+        if let Some(depth) = path_nesting(text).filter(|d| *d > MAX_PATH_NESTING) {
+            problems.push((
+                format!("{pointer}/path"),
+                format!(
+                    "JSONPath `{}` nests brackets and parentheses {depth} deep; at most \
+                     {MAX_PATH_NESTING} are allowed",
+                    clip_path_text(text)
+                ),
+            ));
+            return None;
+        }
         return match JsonPath::parse(text) {
             Ok(path) => Some(Selector::Path {
                 simple: SimplePath::from_parsed(&path),
@@ -850,6 +861,44 @@ pub fn parse_time(text: &str) -> Option<Instant> {
     crate::rfc3339::parse(text, true)
 }
 
+/// Deepest nesting of brackets and parentheses a JSONPath may have. Paths people write nest
+/// two or three (a filter inside a selector); the parser backtracks through nested filters,
+/// so its time grows exponentially with their depth (20 levels took seconds to parse).
+const MAX_PATH_NESTING: usize = 8;
+
+/// The deepest nesting of `[` and `(` in a JSONPath, outside its string literals; None when
+/// the path is not worth measuring (it fails to parse anyway).
+fn path_nesting(text: &str) -> Option<usize> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | '(') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, ']' | ')') => depth = depth.checked_sub(1)?,
+            (None, _) => {}
+        }
+    }
+    Some(deepest)
+}
+
+/// A path as quoted in a problem: its first 80 characters.
+fn clip_path_text(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -862,6 +911,17 @@ mod tests {
         let c = compile(&cfg, "", &mut problems);
         assert!(problems.is_empty(), "{yaml}: {problems:?}");
         c.unwrap()
+    }
+
+    /// The problems of compiling a condition, as `pointer: message` lines.
+    fn cond_problems(yaml: &str) -> Vec<String> {
+        let cfg: ConditionConfig = serde_yaml::from_str(yaml).unwrap();
+        let mut problems = Vec::new();
+        let _ = compile(&cfg, "", &mut problems);
+        problems
+            .into_iter()
+            .map(|(at, why)| format!("{at}: {why}"))
+            .collect()
     }
 
     fn eval_with(yaml: &str, payload: &Value, headers: &BTreeMap<String, String>) -> bool {
@@ -1187,6 +1247,30 @@ mod tests {
             let path = JsonPath::parse(text).unwrap();
             assert!(SimplePath::from_parsed(&path).is_none(), "{text}");
         }
+    }
+
+    #[test]
+    fn deeply_nested_paths_are_refused_before_parsing() {
+        // Found by fuzzing: twenty nested filters with descendant segments took the parser
+        // seconds. (The unclosed brackets make it fail to parse as well; the depth is
+        // measured first.)
+        let nested = format!("$.a{}", "[?@..b".repeat(20));
+        let started = std::time::Instant::now();
+        let problems = cond_problems(&format!("{{path: '{nested}', exists: true}}"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("nests brackets and parentheses") && p.contains("at most 8")),
+            "{problems:?}"
+        );
+        // Eight levels are fine, brackets inside strings do not count.
+        let eight = format!("${}{}", "[?@.a".repeat(7), "[0]]]]]]]]");
+        assert_eq!(path_nesting(&eight), Some(8));
+        assert!(cond_problems(&format!("{{path: \"{eight}\", exists: true}}")).is_empty());
+        assert_eq!(path_nesting("$['[[[[[[[[[[' ]"), Some(1));
+        assert_eq!(path_nesting("$[?@.a == \"(((((((((\\\"(((\"]"), Some(1));
+        assert_eq!(path_nesting("$]]"), None);
     }
 
     #[test]
