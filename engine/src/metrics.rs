@@ -246,7 +246,8 @@ impl Metrics {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request was answered `503 overloaded`: the listener was handling `max_in_flight`.
+    /// A request was answered `503 overloaded`: the listener was handling `max_in_flight`
+    /// requests, or holding `max_body_bytes_in_flight` bytes of bodies.
     pub fn overloaded(&self) {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
     }

@@ -403,6 +403,44 @@ async fn a_request_beyond_max_in_flight_is_answered_overloaded_at_once() {
     assert!((200..300).contains(&status), "{status}");
 }
 
+/// Bodies take at most `max_body_bytes_in_flight` bytes at once: a request whose next piece
+/// would go beyond it is answered overloaded, and the bytes come back when requests end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_at_once_are_bounded_in_bytes() {
+    let server = start_capped(
+        "{ max_body_bytes_in_flight: 1MiB }",
+        "timeouts: { body_read: 60s }\n",
+    )
+    .await;
+    let head = "POST /hooks/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n";
+    let piece = vec![b' '; 700_000];
+    let mut first = connect_and_send(server.addr, head).await;
+    first.write_all(&piece).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = connect_and_send(server.addr, head).await;
+    second.write_all(&piece).await.unwrap();
+    let answer = next_answer(&mut second, Duration::from_secs(10))
+        .await
+        .expect("answered once its body went beyond the bound");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("overloaded"), "{answer}");
+    // The first one is still being read; ended, it gives its bytes back.
+    assert_eq!(
+        next_answer(&mut first, Duration::from_millis(300)).await,
+        None
+    );
+    drop(first);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = server.post("open", &[]).await.0;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((200..300).contains(&status), "{status}");
+}
+
 /// One client holding its requests open takes at most `max_in_flight_per_client` places:
 /// its next request is answered at once, another client is served, and the held requests
 /// give their places back when they end.

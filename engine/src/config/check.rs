@@ -479,6 +479,16 @@ impl Checker<'_> {
                 ),
             }
         }
+        if let Some(size) = l.max_body_bytes_in_flight {
+            if size.0 >= 1 << 20 {
+                out.max_body_bytes_in_flight = size.0;
+            } else {
+                self.problem(
+                    "/listener/max_body_bytes_in_flight",
+                    "max_body_bytes_in_flight must be at least 1MiB",
+                );
+            }
+        }
         if let Some(r) = &l.refusals_per_client {
             let burst = r.burst.unwrap_or(r.per_second);
             out.refusals_per_client = if r.per_second == 0 {

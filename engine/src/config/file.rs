@@ -88,7 +88,7 @@ pub struct ListenerFile {
     pub max_connections: Option<u32>,
     /// Requests handled at once, from their headers to their answer (body reading included).
     /// A request beyond it is answered `503` `overloaded` with `Retry-After: 1` before its body
-    /// is read. Default 1024.
+    /// is read. Default 4096.
     pub max_in_flight: Option<u32>,
     /// Requests of one client address (an IPv6 address by its /64) handled at once, so that
     /// one sender holding requests open cannot take the whole of `max_in_flight`. A request
@@ -103,6 +103,10 @@ pub struct ListenerFile {
     /// Largest request line and headers (HTTP/1) or header list (HTTP/2). Default `64KiB`,
     /// at least `8KiB`.
     pub max_header_bytes: Option<ByteSize>,
+    /// Bytes of request bodies held at once, by all requests whose body is arriving or being
+    /// handled. A request whose next piece would go beyond it is answered `503` `overloaded`
+    /// with `Retry-After: 1`. Default `256MiB`, at least `1MiB`.
+    pub max_body_bytes_in_flight: Option<ByteSize>,
     /// How long a connection with no request in progress stays open (HTTP/1 keep-alive and
     /// HTTP/2 alike). Default `60s`.
     pub idle_timeout: Option<HumanDuration>,

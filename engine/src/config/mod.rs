@@ -145,6 +145,7 @@ pub struct ListenerSettings {
     pub http2_max_streams: u32,
     pub http2_keep_alive: Duration,
     pub max_header_bytes: u32,
+    pub max_body_bytes_in_flight: u64,
     pub idle_timeout: Duration,
     /// None: refused requests are not limited per client.
     pub refusals_per_client: Option<RefusalLimit>,
@@ -163,9 +164,10 @@ impl Default for ListenerSettings {
             // Far above what providers open (a few to a few dozen each), far below the
             // descriptors a process gets once raised for a server (65,536 and up).
             max_connections: 4096,
-            // Each request holds at most its body (1 MiB by default) in memory: 1024 of
-            // them bound ingress memory near 1 GiB at worst.
-            max_in_flight: 1024,
+            // As many as connections: a request costs little until its body arrives, and
+            // the bodies held at once are bounded by bytes (max_body_bytes_in_flight), so
+            // a thousand senders trickling bodies do not crowd out the providers.
+            max_in_flight: 4096,
             // A quarter of that: one client holding requests open (bodies trickled a byte
             // at a time) leaves the rest to everyone else, and no provider sends anywhere
             // near 256 deliveries at once from one address.
@@ -173,6 +175,7 @@ impl Default for ListenerSettings {
             http2_max_streams: 64,
             http2_keep_alive: Duration::from_secs(20),
             max_header_bytes: 64 << 10,
+            max_body_bytes_in_flight: 256 << 20,
             idle_timeout: Duration::from_secs(60),
             refusals_per_client: Some(RefusalLimit {
                 per_second: 100,

@@ -795,6 +795,13 @@ fn listener_caps_have_defaults_and_are_checked() {
     );
     assert_eq!(l.http2_keep_alive, Duration::from_secs(5));
     assert_eq!(l.max_header_bytes, 16 << 10);
+    let c = load("listener: { max_body_bytes_in_flight: 64MiB }\n").unwrap();
+    assert_eq!(c.listener.max_body_bytes_in_flight, 64 << 20);
+    let got = problems("listener: { max_body_bytes_in_flight: 1KiB }\n");
+    assert!(
+        got.len() == 1 && got[0].contains("at least 1MiB"),
+        "{got:#?}"
+    );
     assert_eq!(l.idle_timeout, Duration::from_secs(90));
     assert_eq!(l.refusals_per_client, None, "0 turns the limit off");
     let c = load("listener: { refusals_per_client: { per_second: 2 } }\n").unwrap();

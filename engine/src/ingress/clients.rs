@@ -217,6 +217,66 @@ impl Drop for Entered<'_> {
     }
 }
 
+/// Bytes of request bodies held at once by the whole listener
+/// (`listener.max_body_bytes_in_flight`).
+pub struct BodyBytes {
+    max: u64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+/// Bytes one request holds; dropping it gives them back.
+#[must_use]
+pub struct HeldBytes<'a> {
+    budget: &'a BodyBytes,
+    bytes: u64,
+}
+
+impl BodyBytes {
+    pub fn new(max: u64) -> BodyBytes {
+        BodyBytes {
+            max,
+            held: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A request that holds nothing yet.
+    pub fn hold_nothing(&self) -> HeldBytes<'_> {
+        HeldBytes {
+            budget: self,
+            bytes: 0,
+        }
+    }
+}
+
+impl HeldBytes<'_> {
+    /// Takes `n` more bytes; false (taking nothing) when the listener would hold more than its
+    /// budget.
+    pub fn take(&mut self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let n = n as u64;
+        let taken = self
+            .budget
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n)
+                    .filter(|total| *total <= self.budget.max)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for HeldBytes<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .held
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The bucket as of `now`: refilled at the limit's rate, up to its burst.
 fn refill(bucket: Bucket, limit: RefusalLimit, now: Instant) -> Bucket {
     let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
@@ -323,6 +383,21 @@ mod tests {
             in_flight.lock().is_empty(),
             "clients with nothing in progress are forgotten"
         );
+    }
+
+    #[test]
+    fn body_bytes_are_held_within_the_budget_and_given_back() {
+        let budget = BodyBytes::new(100);
+        let mut a = budget.hold_nothing();
+        let mut b = budget.hold_nothing();
+        assert!(a.take(60));
+        assert!(!b.take(41), "beyond the budget");
+        assert!(b.take(40));
+        assert!(!a.take(1));
+        drop(a);
+        assert!(b.take(60), "a's bytes came back");
+        drop(b);
+        assert_eq!(budget.held.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -242,9 +242,23 @@ async fn handle_known(
         refused.retry_after = Some(1);
         return refused.into();
     };
-    let bytes = match read_body(&state.app.config.ingress, source, arrival.headers, body).await {
+    // Held until the answer, with the body.
+    let mut held = state.body_bytes.hold_nothing();
+    let read = read_body(
+        &state.app.config.ingress,
+        source,
+        arrival.headers,
+        body,
+        &mut held,
+    );
+    let bytes = match read.await {
         Ok(bytes) => bytes,
-        Err(refused) => return refused.into(),
+        Err(refused) => {
+            if refused.status == StatusCode::SERVICE_UNAVAILABLE {
+                state.app.metrics.overloaded();
+            }
+            return refused.into();
+        }
     };
     // Boxed: the steps' state is allocated once the body is in. Inline, it would size the
     // future of every request from its first byte, while a slow body holds it for seconds.
@@ -265,6 +279,7 @@ async fn read_body(
     source: &Source,
     headers: &HeaderMap,
     body: axum::body::Body,
+    held: &mut super::clients::HeldBytes<'_>,
 ) -> Result<axum::body::Bytes, Outcome> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -275,13 +290,22 @@ async fn read_body(
     }
     let max = usize::try_from(source.max_body).unwrap_or(usize::MAX);
     let limit = settings.body_read_timeout;
-    match tokio::time::timeout(limit, collect_body(body, max)).await {
+    match tokio::time::timeout(limit, collect_body(body, max, held)).await {
         Err(_) => Err(Outcome::reject(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             format!("the body was not received within {}s", limit.as_secs_f64()),
         )),
         Ok(Err(BodyError::TooLarge)) => Err(too_large(source.max_body)),
+        Ok(Err(BodyError::Overloaded)) => {
+            let mut overloaded = Outcome::reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many request bodies are arriving at once; retry shortly",
+            );
+            overloaded.retry_after = Some(1);
+            Err(overloaded)
+        }
         Ok(Err(BodyError::BrokenOff)) => Err(Outcome::reject(
             StatusCode::BAD_REQUEST,
             "body_incomplete",
@@ -298,6 +322,8 @@ enum BodyError {
     TooLarge,
     /// The connection failed, or the body ended before its declared length.
     BrokenOff,
+    /// The listener holds as many body bytes as it may.
+    Overloaded,
 }
 
 /// The body's bytes, unless it holds more than `max` or breaks off.
@@ -308,7 +334,11 @@ enum BodyError {
 /// keeping the pieces would keep every buffer they came from (about 8 KiB for a piece of any
 /// size), so a thousand connections trickling their bodies would hold several times what
 /// they sent. (One growing buffer would hold up to twice what arrived.)
-async fn collect_body(body: axum::body::Body, max: usize) -> Result<axum::body::Bytes, BodyError> {
+async fn collect_body(
+    body: axum::body::Body,
+    max: usize,
+    held: &mut super::clients::HeldBytes<'_>,
+) -> Result<axum::body::Bytes, BodyError> {
     use http_body::Body as _;
     use http_body_util::BodyExt;
     let mut body = http_body_util::Limited::new(body, max);
@@ -322,6 +352,9 @@ async fn collect_body(body: axum::body::Body, max: usize) -> Result<axum::body::
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry no body bytes
         };
+        if !held.take(data.len()) {
+            return Err(BodyError::Overloaded);
+        }
         if pieces.is_empty() && body.is_end_stream() {
             return Ok(data);
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::extract::FromRef;
 
-use super::clients::{Clients, InFlight};
+use super::clients::{BodyBytes, Clients, InFlight};
 use super::rejections::Rejections;
 use crate::config::Source;
 use crate::state::AppState;
@@ -29,6 +29,8 @@ pub struct IngressParts {
     pub clients: Clients,
     /// Each client's requests in progress.
     pub in_flight: InFlight,
+    /// The bytes of bodies held by all requests at once.
+    pub body_bytes: BodyBytes,
 }
 
 impl std::ops::Deref for IngressState {
@@ -51,12 +53,14 @@ impl IngressState {
         let rejections = Rejections::new(app.config.retention.rejected_per_second);
         let clients = Clients::new(app.config.listener.refusals_per_client);
         let in_flight = InFlight::new(app.config.listener.max_in_flight_per_client);
+        let body_bytes = BodyBytes::new(app.config.listener.max_body_bytes_in_flight);
         Ok(IngressState(Arc::new(IngressParts {
             app,
             sources,
             rejections,
             clients,
             in_flight,
+            body_bytes,
         })))
     }
 }
