@@ -200,7 +200,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
     let mut n = 0usize;
-    let mut failed = 0usize;
+    let mut failed = std::collections::BTreeMap::<String, usize>::new();
     loop {
         tick.tick().await;
         let minute = (started.elapsed().as_secs() / 60) as usize;
@@ -217,25 +217,32 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
         let latencies = latencies.clone();
         tasks.spawn(async move {
             let t = Instant::now();
-            let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
-            if ok {
+            // Ok, or why not: the status, or the kind of error.
+            let outcome = match req.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("answered {}", r.status().as_u16())),
+                Err(e) if e.is_timeout() => Err("timed out".to_string()),
+                Err(e) if e.is_connect() => Err("could not connect".to_string()),
+                Err(_) => Err("failed otherwise".to_string()),
+            };
+            if outcome.is_ok() {
                 latencies[minute]
                     .lock()
                     .await
                     .push(t.elapsed().as_secs_f64() * 1e3);
             }
-            ok
+            outcome
         });
         // Reap finished requests as we go, so the set stays small.
         while let Some(done) = tasks.try_join_next() {
-            if !done.unwrap_or(false) {
-                failed += 1;
+            if let Err(why) = done.unwrap_or_else(|_| Err("task failed".into())) {
+                *failed.entry(why).or_insert(0usize) += 1;
             }
         }
     }
     while let Some(done) = tasks.join_next().await {
-        if !done.unwrap_or(false) {
-            failed += 1;
+        if let Err(why) = done.unwrap_or_else(|_| Err("task failed".into())) {
+            *failed.entry(why).or_insert(0usize) += 1;
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -246,8 +253,8 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     }
     let after = server.wait_idle(&client, Duration::from_secs(600)).await?;
     let memory = server.stop()?;
-    if failed > 0 {
-        eprintln!("[soak] {failed} requests were not acknowledged");
+    for (why, n) in &failed {
+        eprintln!("[soak] {n} requests were not acknowledged: {why}");
     }
 
     let mut out = Vec::with_capacity(minutes);
