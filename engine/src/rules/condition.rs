@@ -626,13 +626,23 @@ fn compile_selector(
             ));
             return None;
         }
-        return match JsonPath::parse(text) {
-            Ok(path) => Some(Selector::Path {
+        if escape_cut_short(text) {
+            problems.push((
+                format!("{pointer}/path"),
+                format!(
+                    "invalid JSONPath `{}`: a `\\u` escape needs four hex digits",
+                    clip_path_text(text)
+                ),
+            ));
+            return None;
+        }
+        return match parse_path(text) {
+            Some(Ok(path)) => Some(Selector::Path {
                 simple: SimplePath::from_parsed(&path),
                 path,
                 text: text.clone(),
             }),
-            Err(e) => {
+            Some(Err(e)) => {
                 problems.push((
                     format!("{pointer}/path"),
                     format!(
@@ -640,6 +650,17 @@ fn compile_selector(
                          e.g. `$.pull_request.title`",
                         e.message(),
                         e.position() + 1
+                    ),
+                ));
+                None
+            }
+            None => {
+                problems.push((
+                    format!("{pointer}/path"),
+                    format!(
+                        "invalid JSONPath `{}`: the JSONPath parser failed on it (an escape \
+                         such as `\\u` cut short?)",
+                        clip_path_text(text)
                     ),
                 ));
                 None
@@ -889,6 +910,35 @@ fn path_nesting(text: &str) -> Option<usize> {
         }
     }
     Some(deepest)
+}
+
+/// Parses a JSONPath; None when the parser panicked. serde_json_path 0.7.2 panics on some
+/// malformed paths (found by fuzzing: `$['\u` makes its parser report incomplete input, which
+/// it declares unreachable), and a rule file must never take the process down.
+fn parse_path(text: &str) -> Option<Result<JsonPath, serde_json_path::ParseError>> {
+    std::panic::catch_unwind(|| JsonPath::parse(text)).ok()
+}
+
+/// Whether a string literal in the path ends inside a `\u` escape (fewer than four characters
+/// after the `u`): the input serde_json_path's parser panics on. Checked before parsing, so the
+/// parser never sees it; [`parse_path`] catches whatever else it might panic on.
+fn escape_cut_short(text: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                if chars.next() == Some('u') && chars.clone().take(4).count() < 4 {
+                    return true;
+                }
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, _) => {}
+        }
+    }
+    false
 }
 
 /// A path as quoted in a problem: its first 80 characters.
@@ -1271,6 +1321,21 @@ mod tests {
         assert_eq!(path_nesting("$['[[[[[[[[[[' ]"), Some(1));
         assert_eq!(path_nesting("$[?@.a == \"(((((((((\\\"(((\"]"), Some(1));
         assert_eq!(path_nesting("$]]"), None);
+    }
+
+    #[test]
+    fn a_path_the_parser_panics_on_is_a_problem_not_a_crash() {
+        // Found by fuzzing: a `\u` escape cut short at the end of a quoted name.
+        let problems = cond_problems(r#"{path: "$['$.>ra\\u", exists: true}"#);
+        assert!(
+            problems.iter().any(|p| p.contains("four hex digits")),
+            "{problems:?}"
+        );
+        assert!(escape_cut_short(r"$['a\u12"));
+        assert!(!escape_cut_short(r"$['a\u1234']"));
+        assert!(!escape_cut_short(r"$.a\u"), "outside a string literal");
+        // Whatever else the parser panics on is caught and reported too.
+        assert!(parse_path("$.a").is_some_and(|p| p.is_ok()));
     }
 
     #[test]
