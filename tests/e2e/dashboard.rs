@@ -717,7 +717,11 @@ async fn dashboard_in_a_real_browser() {
 
     // Sign in through the form.
     browser.navigate(&format!("{base}/")).await;
-    browser.wait_for("location.pathname === '/sign-in'").await;
+    // The form itself, not only the address: under load the address changes before the page
+    // is parsed.
+    browser
+        .wait_for("location.pathname === '/sign-in' && document.getElementById('sign-in') !== null")
+        .await;
     let token = token(&server);
     browser
         .eval(&format!(

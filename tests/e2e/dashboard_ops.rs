@@ -628,7 +628,11 @@ async fn ops_pages_in_a_real_browser() {
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
     browser.navigate(&format!("{base}/")).await;
-    browser.wait_for("location.pathname === '/sign-in'").await;
+    // The form itself, not only the address: under load the address changes before the page
+    // is parsed.
+    browser
+        .wait_for("location.pathname === '/sign-in' && document.getElementById('sign-in') !== null")
+        .await;
     browser
         .eval(&format!(
             "document.getElementById('token').value = {}; \
