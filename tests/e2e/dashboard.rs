@@ -715,25 +715,8 @@ async fn dashboard_in_a_real_browser() {
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
 
-    // Sign in through the form.
-    browser.navigate(&format!("{base}/")).await;
-    // The form itself, not only the address: under load the address changes before the page
-    // is parsed.
-    browser
-        .wait_for("location.pathname === '/sign-in' && document.getElementById('sign-in') !== null")
-        .await;
-    let token = token(&server);
-    browser
-        .eval(&format!(
-            "document.getElementById('token').value = {}; \
-             document.getElementById('sign-in').click(); true",
-            json!(token)
-        ))
-        .await;
-    // Signed in, the overview; the events are one link away.
-    browser
-        .wait_for("location.pathname === '/overview' && document.readyState === 'complete'")
-        .await;
+    // Sign in through the form; signed in, the overview; the events are one link away.
+    browser.sign_in(&format!("{base}/"), &token(&server)).await;
     browser
         .eval("document.querySelector('nav a[href=\"/events\"]').click(); true")
         .await;
@@ -1062,6 +1045,28 @@ pub(crate) mod cdp {
                 answer.get("errorText").is_none(),
                 "navigate {url}: {answer}"
             );
+        }
+
+        /// Opens `url` signed out, which leads to the sign-in page, signs in there with
+        /// `token` through the form, and waits for the overview the dashboard then shows.
+        pub async fn sign_in(&mut self, url: &str, token: &str) {
+            self.navigate(url).await;
+            // The form itself, not only the address: under load the address changes before
+            // the page is parsed.
+            self.wait_for(
+                "location.pathname === '/sign-in' && document.getElementById('sign-in') !== null",
+            )
+            .await;
+            self.eval(&format!(
+                "document.getElementById('token').value = {}; \
+                 document.getElementById('sign-in').click(); true",
+                json!(token)
+            ))
+            .await;
+            self.wait_for(
+                "location.pathname === '/overview' && document.readyState === 'complete'",
+            )
+            .await;
         }
 
         /// The value of `expression` in the page (promises awaited).

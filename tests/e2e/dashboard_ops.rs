@@ -627,22 +627,7 @@ async fn ops_pages_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
-    browser.navigate(&format!("{base}/")).await;
-    // The form itself, not only the address: under load the address changes before the page
-    // is parsed.
-    browser
-        .wait_for("location.pathname === '/sign-in' && document.getElementById('sign-in') !== null")
-        .await;
-    browser
-        .eval(&format!(
-            "document.getElementById('token').value = {}; \
-             document.getElementById('sign-in').click(); true",
-            json!(token(&server))
-        ))
-        .await;
-    browser
-        .wait_for("location.pathname === '/overview' && document.readyState === 'complete'")
-        .await;
+    browser.sign_in(&format!("{base}/"), &token(&server)).await;
     assert_eq!(
         browser
             .eval("document.querySelectorAll('svg.chart rect.accepted').length > 0")

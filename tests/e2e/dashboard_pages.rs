@@ -542,19 +542,8 @@ async fn backtest_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
-    browser.navigate(&format!("{base}/rules")).await;
     browser
-        .wait_for("location.pathname === '/sign-in' && document.readyState === 'complete'")
-        .await;
-    browser
-        .eval(&format!(
-            "document.getElementById('token').value = {}; \
-             document.getElementById('sign-in').click(); true",
-            json!(token(&server))
-        ))
-        .await;
-    browser
-        .wait_for("location.pathname === '/overview' && document.readyState === 'complete'")
+        .sign_in(&format!("{base}/rules"), &token(&server))
         .await;
     // Through the nav link, as a keyboard user would follow it.
     browser
