@@ -329,6 +329,20 @@ async fn next_answer(stream: &mut tokio::net::TcpStream, limit: Duration) -> Opt
     }
 }
 
+/// Posts to `open` until the answer is no longer `refused` (held places come back a moment
+/// after their connections end), at most five seconds; the answer then is an acceptance.
+async fn accepted_again(server: &Server, refused: u16) {
+    let mut status = 0;
+    for _ in 0..50 {
+        status = server.post("open", &[]).await.0;
+        if status != refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((200..300).contains(&status), "{status}");
+}
+
 const HEALTH: &str = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
 const PARTIAL_BODY: &str = "POST /hooks/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"partial\":";
 
@@ -392,15 +406,7 @@ async fn a_request_beyond_max_in_flight_is_answered_overloaded_at_once() {
 
     // Once the held requests end, deliveries flow again.
     drop(held);
-    let mut status = 0;
-    for _ in 0..50 {
-        status = server.post("open", &[]).await.0;
-        if status != 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!((200..300).contains(&status), "{status}");
+    accepted_again(&server, 503).await;
 }
 
 /// Bodies take at most `max_body_bytes_in_flight` bytes at once: a request whose next piece
@@ -430,15 +436,7 @@ async fn bodies_held_at_once_are_bounded_in_bytes() {
         None
     );
     drop(first);
-    let mut status = 0;
-    for _ in 0..50 {
-        status = server.post("open", &[]).await.0;
-        if status != 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!((200..300).contains(&status), "{status}");
+    accepted_again(&server, 503).await;
 }
 
 /// One client holding its requests open takes at most `max_in_flight_per_client` places:
@@ -482,15 +480,7 @@ async fn one_client_cannot_hold_every_place_in_flight() {
     assert_eq!(resp.status(), 200);
 
     drop(held);
-    let mut status = 0;
-    for _ in 0..50 {
-        status = server.post("open", &[]).await.0;
-        if status != 429 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!((200..300).contains(&status), "{status}");
+    accepted_again(&server, 429).await;
     drop(third);
     let (store, _stopped) = server.stop_and_open().await;
     let attempts = store.list_delivery_attempts(None, 100).await.unwrap();
