@@ -5,16 +5,20 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::Mutex;
 
 use crate::procs::{self, Server};
 use crate::wrk::{self, Expect, Load};
 
 const SECRET: &str = "soak-secret";
+/// Connections the paced load may use at once: the same as the run that measures the rate, so
+/// that a slow answer delays the schedule only when 64 are open.
+const CONNECTIONS: usize = 64;
+/// One paced wrk run, one row of the report.
+const MINUTE: Duration = Duration::from_secs(60);
 
 pub struct Settings {
     pub hookwise: std::path::PathBuf,
@@ -28,8 +32,12 @@ pub struct Settings {
 /// One minute of the soak.
 #[derive(Clone, Debug, Default)]
 pub struct Minute {
+    /// Requests started in the minute.
     pub sent: usize,
+    /// Of those, answered 2xx.
     pub acked: usize,
+    /// Why the others were not, or empty.
+    pub failures: String,
     pub ack_p99_ms: f64,
     /// Highest resident memory sampled in the minute, bytes.
     pub rss_max: u64,
@@ -164,30 +172,22 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     );
 
     let server = start(s, dir.path(), "soak.db", &noop).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = reqwest::Client::new();
     let before = server.metrics(&client).await?;
     let url = format!("{}/hooks/github", server.base);
-    let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let minutes = s.minutes as usize;
-    // Per minute: ack latencies (ms) of acknowledged requests, requests sent.
-    let latencies: Arc<Vec<Mutex<Vec<f64>>>> =
-        Arc::new((0..minutes).map(|_| Mutex::new(Vec::new())).collect());
-    let mut sent = vec![0usize; minutes];
-    let mut samples: Vec<Vec<(u64, u64)>> = vec![Vec::new(); minutes];
+    let load = Load::new(SECRET)?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    // The minute (wrk run) under way.
+    let current = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (stop, pid) = (stop.clone(), server.pid());
+        let (stop, current, pid) = (stop.clone(), current.clone(), server.pid());
         let (admin, client) = (server.admin()?, client.clone());
-        let started = Instant::now();
         // Samples (RSS, backlog) once a second, tagged with their minute.
         tokio::spawn(async move {
             let mut out: Vec<(usize, u64, u64)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let minute = (started.elapsed().as_secs() / 60) as usize;
+                let minute = current.load(Ordering::Relaxed);
                 let backlog = admin.metrics(&client).await.map(|m| m.backlog).unwrap_or(0);
                 out.push((minute, rss(pid), backlog));
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -195,57 +195,26 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
             out
         })
     };
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut n = 0usize;
-    let mut failed = std::collections::BTreeMap::<String, usize>::new();
-    loop {
-        tick.tick().await;
-        let minute = (started.elapsed().as_secs() / 60) as usize;
-        if minute >= minutes {
-            break;
-        }
-        let (body, headers) = crate::drain::signed_with(SECRET, &url, &run_id, n);
-        n += 1;
-        sent[minute] += 1;
-        let mut req = client.post(&url).body(body);
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let latencies = latencies.clone();
-        tasks.spawn(async move {
-            let t = Instant::now();
-            // Ok, or why not: the status, or the kind of error.
-            let outcome = match req.send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("answered {}", r.status().as_u16())),
-                Err(e) if e.is_timeout() => Err("timed out".to_string()),
-                Err(e) if e.is_connect() => Err("could not connect".to_string()),
-                Err(_) => Err("failed otherwise".to_string()),
-            };
-            if outcome.is_ok() {
-                latencies[minute]
-                    .lock()
-                    .await
-                    .push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            outcome
-        });
-        // Reap finished requests as we go, so the set stays small.
-        while let Some(done) = tasks.try_join_next() {
-            if let Err(why) = done.unwrap_or_else(|_| Err("task failed".into())) {
-                *failed.entry(why).or_insert(0usize) += 1;
-            }
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        if let Err(why) = done.unwrap_or_else(|_| Err("task failed".into())) {
-            *failed.entry(why).or_insert(0usize) += 1;
-        }
+    // One paced wrk run a minute, back to back: each gives that minute's count and latencies.
+    let mut runs = Vec::with_capacity(s.minutes as usize);
+    for minute in 0..s.minutes {
+        current.store(minute as usize, Ordering::Relaxed);
+        let (script, file, url) = (load.script.clone(), load.good.clone(), url.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            wrk::paced(&script, &file, &url, CONNECTIONS, rate, MINUTE)
+        })
+        .await??;
+        eprintln!(
+            "[soak] minute {}: {} started, {} answered, ack p99 {:.2} ms",
+            minute + 1,
+            run.started,
+            run.requests,
+            run.p99_us as f64 / 1e3
+        );
+        runs.push(run);
     }
     stop.store(true, Ordering::Relaxed);
+    let mut samples: Vec<Vec<(u64, u64)>> = vec![Vec::new(); runs.len()];
     for (minute, rss, backlog) in sampler.await? {
         if let Some(m) = samples.get_mut(minute) {
             m.push((rss, backlog));
@@ -253,38 +222,49 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     }
     let after = server.wait_idle(&client, Duration::from_secs(600)).await?;
     let memory = server.stop()?;
-    for (why, n) in &failed {
-        eprintln!("[soak] {n} requests were not acknowledged: {why}");
-    }
 
-    let mut out = Vec::with_capacity(minutes);
-    let mut acked = 0;
-    for (i, cell) in latencies.iter().enumerate() {
-        let mut l = cell.lock().await.clone();
-        l.sort_by(f64::total_cmp);
-        acked += l.len();
-        let p99 = l
-            .get(((l.len().max(1) - 1) as f64 * 0.99).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN);
-        let s = &samples[i];
-        out.push(Minute {
-            sent: sent[i],
-            acked: l.len(),
-            ack_p99_ms: p99,
+    let minutes: Vec<Minute> = runs
+        .iter()
+        .zip(&samples)
+        .map(|(run, s)| Minute {
+            sent: run.started as usize,
+            acked: (run.requests - run.status) as usize,
+            failures: failures(run),
+            ack_p99_ms: run.p99_us as f64 / 1e3,
             rss_max: s.iter().map(|x| x.0).max().unwrap_or(0),
             backlog_mean: s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len().max(1) as f64,
-        });
-    }
+        })
+        .collect();
     Ok(Soak {
         measured_per_s: measured,
         rate,
-        minutes: out,
-        acked,
+        acked: minutes.iter().map(|m| m.acked).sum(),
+        minutes,
         events_stored: after.events - before.events,
         succeeded: after.succeeded - before.succeeded,
         peak_rss: memory.peak,
     })
+}
+
+/// Why requests of a run were not acknowledged, e.g. "503: 12, unanswered: 3".
+fn failures(run: &wrk::Run) -> String {
+    let mut out: Vec<String> = run
+        .statuses
+        .iter()
+        .map(|(status, n)| format!("{status}: {n}"))
+        .collect();
+    for (what, n) in [
+        ("connect errors", run.connect),
+        ("read errors", run.read),
+        ("write errors", run.write),
+        ("timeouts", run.timeout),
+        ("unanswered", run.started.saturating_sub(run.requests)),
+    ] {
+        if n > 0 {
+            out.push(format!("{what}: {n}"));
+        }
+    }
+    out.join(", ")
 }
 
 pub fn report(settings: &Settings, s: &Soak, command: &str) -> String {
@@ -292,10 +272,12 @@ pub fn report(settings: &Settings, s: &Soak, command: &str) -> String {
         "Measured {} on {}, with `{command}`: one rule sends every event to the no-op Rust \
          plugin; wrk (1 thread, 64 connections) measured the sustained rate of that server at \
          {:.0} events/s; then {} signed 2 KiB GitHub pushes a second were offered for {} \
-         minutes from one client (a request started on each tick). hookwise: `{}`, SQLite \
-         store, default limits. Peak RSS over the whole soak: {:.0} MB.\n\n\
-         | minute | sent | acked | ack p99 | RSS max | backlog (mean) |\n\
-         |---:|---:|---:|---:|---:|---:|\n",
+         minutes: one wrk run a minute (1 thread, at most {CONNECTIONS} connections), each \
+         request started on a fixed schedule, none in the last second of a minute so that \
+         every request is answered within its minute. hookwise: `{}`, SQLite store, default \
+         limits. Peak RSS over the whole soak: {:.0} MB.\n\n\
+         | minute | sent | acked | not acked | ack p99 | RSS max | backlog (mean) |\n\
+         |---:|---:|---:|---|---:|---:|---:|\n",
         crate::today(),
         crate::machine(),
         s.measured_per_s,
@@ -306,10 +288,15 @@ pub fn report(settings: &Settings, s: &Soak, command: &str) -> String {
     );
     for (i, m) in s.minutes.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} ms | {:.1} MB | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2} ms | {:.1} MB | {:.1} |\n",
             i + 1,
             m.sent,
             m.acked,
+            if m.failures.is_empty() {
+                "0"
+            } else {
+                &m.failures
+            },
             m.ack_p99_ms,
             m.rss_max as f64 / 1048576.0,
             m.backlog_mean

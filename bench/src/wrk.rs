@@ -119,13 +119,18 @@ fn signature(secret: &str, body: &str) -> anyhow::Result<String> {
 /// What one wrk run measured.
 #[derive(Clone, Debug)]
 pub struct Run {
+    /// Requests answered.
     pub requests: u64,
+    /// Requests started (sent or being sent).
+    pub started: u64,
     pub duration_us: u64,
     pub connect: u64,
     pub read: u64,
     pub write: u64,
     /// Answers that were not 2xx or 3xx.
     pub status: u64,
+    /// Of those, how many of each status (paced runs only; several threads may repeat one).
+    pub statuses: Vec<(u16, u64)>,
     pub timeout: u64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -144,11 +149,20 @@ impl Run {
         };
         Ok(Run {
             requests: field("requests")?,
+            started: field("started")?,
             duration_us: field("duration_us")?,
             connect: field("connect")?,
             read: field("read")?,
             write: field("write")?,
             status: field("status")?,
+            statuses: v["statuses"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             timeout: field("timeout")?,
             p50_us: field("p50_us")?,
             p99_us: field("p99_us")?,
@@ -186,6 +200,57 @@ pub fn run(
     duration: Duration,
     expect: Expect,
 ) -> anyhow::Result<Run> {
+    let run = invoke(script, requests, url, connections, threads, duration, &[])?;
+    match expect {
+        Expect::Success => anyhow::ensure!(
+            run.status == 0,
+            "{} of {} answers were not 2xx",
+            run.status,
+            run.requests
+        ),
+        Expect::Rejected => anyhow::ensure!(
+            run.status == run.requests,
+            "{} of {} bad-signature requests were accepted",
+            run.requests - run.status,
+            run.requests
+        ),
+    }
+    Ok(run)
+}
+
+/// How long a paced run sends nothing before it ends, so that its last requests are answered
+/// (and counted) within the run.
+pub const PACED_QUIET: Duration = Duration::from_secs(1);
+
+/// Runs wrk (one thread) for `duration`, starting `rate` requests a second on a fixed schedule
+/// over at most `connections` connections, none in the last [`PACED_QUIET`]. Answers are
+/// counted, not checked: the caller reports the failures.
+pub fn paced(
+    script: &Path,
+    requests: &Path,
+    url: &str,
+    connections: usize,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<Run> {
+    anyhow::ensure!(
+        duration > PACED_QUIET,
+        "a paced run must last more than {PACED_QUIET:?}"
+    );
+    let sending = duration - PACED_QUIET;
+    let pacing = [rate.to_string(), format!("{:.3}", sending.as_secs_f64())];
+    invoke(script, requests, url, connections, 1, duration, &pacing)
+}
+
+fn invoke(
+    script: &Path,
+    requests: &Path,
+    url: &str,
+    connections: usize,
+    threads: usize,
+    duration: Duration,
+    script_args: &[String],
+) -> anyhow::Result<Run> {
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let out = Command::new("wrk")
         .arg(format!("--threads={threads}"))
@@ -199,6 +264,7 @@ pub fn run(
         .arg("--")
         .arg(requests)
         .arg(&run_id)
+        .args(script_args)
         .output()
         .context("running wrk")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -215,19 +281,5 @@ pub fn run(
         .with_context(|| format!("no result line in wrk's output:\n{stdout}"))?;
     let run = Run::parse(json).context("parsing wrk's result line")?;
     anyhow::ensure!(run.requests > 0, "wrk completed no request:\n{stdout}");
-    match expect {
-        Expect::Success => anyhow::ensure!(
-            run.status == 0,
-            "{} of {} answers were not 2xx",
-            run.status,
-            run.requests
-        ),
-        Expect::Rejected => anyhow::ensure!(
-            run.status == run.requests,
-            "{} of {} bad-signature requests were accepted",
-            run.requests - run.status,
-            run.requests
-        ),
-    }
     Ok(run)
 }
