@@ -7,6 +7,9 @@
 //! `flood`: hostile senders beside one honest provider; `soak`: a long steady load with an
 //! action per event.
 //!
+//! `dashboard`: a million stored events, and how fast every dashboard page and admin API
+//! listing answers.
+//!
 //! `all`: the headline figures in one command (bench/run.sh): a bare axum server, hookwise's ingest, reject
 //! and drain paths under wrk, the plugin call and rule matching, with ratios to the bare server.
 //!
@@ -14,6 +17,7 @@
 //! insert, on a SQLite file and on PostgreSQL, with 2 KiB payloads from many concurrent tasks.
 
 mod all;
+mod dashboard;
 mod drain;
 mod flood;
 mod plugins;
@@ -142,6 +146,29 @@ enum Command {
         #[arg(long, default_value = "hookwise-bench soak")]
         command: String,
         /// Replace the soak section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// A release `hookwise serve` whose SQLite store is filled with events that ran actions
+    /// (some dead-lettered), then every dashboard page and admin API listing timed.
+    Dashboard {
+        /// Events to store before measuring.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Measured requests per URL.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Keep the server's folder (store included) here, and use its store again when it
+        /// holds enough events already.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// The hookwise binary. Default: `hookwise` next to this binary.
+        #[arg(long)]
+        hookwise: Option<PathBuf>,
+        /// The command to name in the report.
+        #[arg(long, default_value = "hookwise-bench dashboard")]
+        command: String,
+        /// Replace the dashboard section of this file (e.g. BENCHMARKS.md).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -728,6 +755,27 @@ async fn main() -> anyhow::Result<()> {
             print!("{out}");
             if let Some(file) = write {
                 replace_section(&file, "soak", &out)?;
+            }
+        }
+        Command::Dashboard {
+            events,
+            requests,
+            keep,
+            hookwise,
+            command,
+            write,
+        } => {
+            let settings = dashboard::Settings {
+                hookwise: hookwise_binary(hookwise)?,
+                events,
+                requests,
+                keep,
+            };
+            let result = dashboard::run(&settings).await?;
+            let out = dashboard::report(&settings, &result, &command);
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "dashboard", &out)?;
             }
         }
         Command::Bare { listen } => bare(listen).await?,

@@ -274,6 +274,15 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Reads hookwise's /metrics.
     pub async fn metrics(&self, client: &reqwest::Client) -> anyhow::Result<Metrics> {
         let text = client
