@@ -1,5 +1,5 @@
 //! `dashboard`: a real `hookwise serve` (release, SQLite store) filled with a million events
-//! that ran actions (most succeeded, one in sixteen dead-lettered), then every dashboard page
+//! that ran actions (most succeeded, about one in fourteen dead-lettered), then every dashboard page
 //! and admin API listing asked for many times in a row by one signed-in client on loopback:
 //! how long each takes to answer.
 
@@ -79,7 +79,7 @@ pub struct Report {
 }
 
 /// The rules of the filled store: every push runs the no-op plugin; a push whose `after`
-/// commit starts with `0` (one in sixteen) also calls an API that is never up, once, so it
+/// commit starts with `0` (75 of the 1,024 bodies the load cycles through) also calls an API that is never up, once, so it
 /// becomes a dead letter.
 fn rules() -> String {
     "rules:\n\
