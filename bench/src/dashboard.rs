@@ -79,8 +79,8 @@ pub struct Report {
 }
 
 /// The rules of the filled store: every push runs the no-op plugin; a push whose `after`
-/// commit starts with `0` (75 of the 1,024 bodies the load cycles through) also calls an API that is never up, once, so it
-/// becomes a dead letter.
+/// commit starts with `0` (75 of the 1,024 bodies the load cycles through) also calls an API
+/// that is never up, once, so it becomes a dead letter.
 fn rules() -> String {
     "rules:\n\
      \x20 - id: every-push\n    source: github\n    events: [push]\n    actions:\n\
