@@ -528,6 +528,11 @@ async fn every_page_fits_a_phone_and_a_desktop_and_works_from_the_keyboard() {
             let sizes = browser
                 .eval("[document.documentElement.scrollWidth, window.innerWidth]")
                 .await;
+            assert_eq!(
+                sizes[1],
+                json!(width),
+                "{path}: the window is {width} px wide"
+            );
             if sizes[0].as_i64() > sizes[1].as_i64() {
                 too_wide.push(format!("{path} at {width} px: {sizes}"));
             }
