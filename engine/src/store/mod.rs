@@ -562,7 +562,7 @@ impl Store {
                 break last;
             }
             // Near the bound, one row more than may be read: whether older candidates exist.
-            chunk.limit = (room + 1).min(search::SCAN_CHUNK);
+            chunk.limit = room.saturating_add(1).min(search::SCAN_CHUNK);
             let rows = with_backend!(self, b => b.event_payloads(&chunk).await)?;
             let exhausted = (rows.len() as i64) < chunk.limit;
             for (seq, received_at, payload) in rows.into_iter().take(room as usize) {
