@@ -138,7 +138,7 @@ pub(crate) fn csrf_of(html: &str) -> String {
 }
 
 /// Event ids linked from a list page, in page order.
-fn listed_ids(html: &str) -> Vec<String> {
+pub(crate) fn listed_ids(html: &str) -> Vec<String> {
     html.split("href=\"/events/")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
@@ -148,7 +148,7 @@ fn listed_ids(html: &str) -> Vec<String> {
 }
 
 /// HTML text with the entities the templates write for `/` and `&` turned back.
-fn unescape(html: &str) -> String {
+pub(crate) fn unescape(html: &str) -> String {
     html.replace("&#x2f;", "/").replace("&amp;", "&")
 }
 
@@ -683,7 +683,7 @@ async fn dashboard_cookie_is_secure_on_an_https_admin_listener() {
 }
 
 /// Reads server-sent events until `needle` shows up; returns what was read.
-async fn read_stream_until(
+pub(crate) async fn read_stream_until(
     stream: &mut reqwest::Response,
     needle: &str,
     limit: Duration,
@@ -1067,6 +1067,51 @@ pub(crate) mod cdp {
                 "location.pathname === '/overview' && document.readyState === 'complete'",
             )
             .await;
+        }
+
+        /// Makes the page `width` x `height` CSS pixels; `mobile` as a phone lays it out
+        /// (the viewport meta tag honoured, touch-sized scrollbars).
+        pub async fn set_viewport(&mut self, width: u32, height: u32, mobile: bool) {
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+            )
+            .await;
+        }
+
+        /// Presses and releases `key` (`Tab`, `Enter`) where the focus is, as a keyboard does.
+        pub async fn press(&mut self, key: &str) {
+            let (code, text) = match key {
+                "Tab" => (9, ""),
+                "Enter" => (13, "\r"),
+                other => panic!("no key code for {other}"),
+            };
+            for kind in ["keyDown", "keyUp"] {
+                let mut event = json!({
+                    "type": kind, "key": key, "code": key,
+                    "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code,
+                });
+                if kind == "keyDown" && !text.is_empty() {
+                    event["text"] = json!(text);
+                }
+                self.call("Input.dispatchKeyEvent", event).await;
+            }
+        }
+
+        /// Types `text` into the focused field.
+        pub async fn type_text(&mut self, text: &str) {
+            self.call("Input.insertText", json!({"text": text})).await;
+        }
+
+        /// A PNG of what the window shows.
+        pub async fn screenshot(&mut self) -> Vec<u8> {
+            use base64::Engine as _;
+            let shot = self
+                .call("Page.captureScreenshot", json!({"format": "png"}))
+                .await;
+            base64::engine::general_purpose::STANDARD
+                .decode(shot["data"].as_str().expect("screenshot data"))
+                .expect("base64 screenshot")
         }
 
         /// The value of `expression` in the page (promises awaited).

@@ -6,6 +6,7 @@ mod admin_tls;
 mod cli;
 mod crash;
 mod dashboard;
+mod dashboard_events;
 mod dashboard_ops;
 mod dashboard_pages;
 mod dispatch;

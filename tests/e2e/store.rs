@@ -11,7 +11,8 @@ use hookwise::model::{
 use hookwise::store::{
     ClaimExclusions, Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, EventPlan,
     ExecutionFilter, GroupCommitSettings, NewDeliveryAttempt, NewEvent, NewExecution,
-    NewExecutionAttempt, NextStep, QueueDepth, Store, StoreError,
+    NewExecutionAttempt, NextStep, PayloadSearch, QueueDepth, ScanStop, SearchText, Store,
+    StoreError,
 };
 use serde_json::json;
 
@@ -161,6 +162,8 @@ on_every_backend!(
     accepted_attempts_are_listed_wherever_they_are_kept,
     outside_text_with_nul_is_stored_without_failing_a_batch,
     listed_events_carry_their_outcome,
+    events_list_by_type_and_window,
+    payload_search_reads_a_bounded_number_of_candidates,
 );
 
 async fn duplicate_delivery_is_recorded_not_stored_twice(place: &Place) {
@@ -2053,5 +2056,213 @@ async fn listed_events_carry_their_outcome(place: &Place) {
         .await
         .unwrap();
     assert_eq!(outcomes(&store).await[&dead], EventOutcome::Succeeded);
+    store.close().await;
+}
+
+/// Stores `n` events of `source`, one at a time (so each has its own sequence number), with
+/// the type and payload `each(i)` gives and arrival times one second apart from `start`.
+async fn ingest_series(
+    store: &Store,
+    n: usize,
+    start: Millis,
+    each: impl Fn(usize) -> (&'static str, serde_json::Value),
+) -> Vec<EventId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let (event_type, payload) = each(i);
+        let mut e = event("github", &format!("series-{i}"));
+        e.event_type = event_type.into();
+        e.received_at = Millis(start.0 + 1000 * i as i64);
+        e.payload = payload.to_string();
+        ids.push(
+            store
+                .ingest(e, attempt("github", Verdict::Accepted, 202))
+                .await
+                .unwrap()
+                .event_id,
+        );
+    }
+    ids
+}
+
+async fn listed(store: &Store, filter: EventFilter) -> Vec<EventId> {
+    store
+        .list_events_with_outcomes(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.stored.event.id)
+        .collect()
+}
+
+async fn events_list_by_type_and_window(place: &Place) {
+    let store = place.open().await;
+    let start = Millis(1_700_000_000_000);
+    // push, issues.opened, push, issues.opened, ... one second apart.
+    let ids = ingest_series(&store, 8, start, |i| {
+        let t = if i % 2 == 0 { "push" } else { "issues.opened" };
+        (t, json!({"i": i}))
+    })
+    .await;
+    let newest_first = |picked: &[usize]| picked.iter().rev().map(|&i| ids[i]).collect::<Vec<_>>();
+    let all = EventFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let typed = |t: &str| EventFilter {
+        event_type: Some(t.into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        listed(&store, typed("push")).await,
+        newest_first(&[0, 2, 4, 6])
+    );
+    assert_eq!(
+        listed(&store, typed("issues.opened")).await,
+        newest_first(&[1, 3, 5, 7])
+    );
+    assert!(
+        listed(&store, typed("issues")).await.is_empty(),
+        "exact match only"
+    );
+
+    // `until` is exclusive, `since` inclusive; both together make a window.
+    let at = |i: i64| Millis(start.0 + 1000 * i);
+    let until = EventFilter {
+        until: Some(at(3)),
+        ..all.clone()
+    };
+    assert_eq!(
+        listed(&store, until.clone()).await,
+        newest_first(&[0, 1, 2])
+    );
+    let window = EventFilter {
+        since: Some(at(2)),
+        until: Some(at(6)),
+        event_type: Some("push".into()),
+        ..all.clone()
+    };
+    assert_eq!(listed(&store, window.clone()).await, newest_first(&[2, 4]));
+    // Paging within the window, one at a time, by sequence number.
+    let first = store
+        .list_events(&EventFilter {
+            limit: 1,
+            ..window.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first[0].event.id, ids[4]);
+    let second = store
+        .list_events(&EventFilter {
+            limit: 1,
+            before_seq: Some(first[0].seq),
+            ..window.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(second[0].event.id, ids[2]);
+    // Live updates: only events after a sequence number.
+    let after = EventFilter {
+        after_seq: Some(second[0].seq),
+        ..typed("push")
+    };
+    assert_eq!(listed(&store, after).await, newest_first(&[4, 6]));
+    // A window with nothing in it, before and after the history.
+    for (since, until) in [(None, Some(at(-5))), (Some(at(100)), None)] {
+        let empty = EventFilter {
+            since,
+            until,
+            ..all.clone()
+        };
+        assert!(listed(&store, empty).await.is_empty());
+    }
+    store.close().await;
+}
+
+async fn payload_search_reads_a_bounded_number_of_candidates(place: &Place) {
+    let store = place.open().await;
+    let start = Millis(1_700_000_000_000);
+    // Twelve events; the needle is in the payloads of 1, 2 and 9 (9 in capitals). Payloads of
+    // a few hundred bytes of repeating JSON, so that SQLite stores them compressed.
+    let filler = "lorem ipsum dolor sit amet ".repeat(20);
+    let ids = ingest_series(&store, 12, start, |i| {
+        let note = if [1, 2].contains(&i) {
+            "a needle here".to_string()
+        } else if i == 9 {
+            "A NEEDLE THERE".to_string()
+        } else {
+            "hay".to_string()
+        };
+        ("push", json!({"i": i, "note": note, "filler": filler}))
+    })
+    .await;
+    let needle = SearchText::new("Needle").unwrap();
+    let keep = |payload: &str| needle.matches(payload);
+    let search = |max_scanned| PayloadSearch {
+        keep: &keep,
+        max_scanned,
+    };
+    let filter = EventFilter {
+        limit: 2,
+        ..Default::default()
+    };
+
+    // Unbounded: a full page of two, newest first, reading down to event 2.
+    let found = store
+        .search_events(&filter, &search(i64::MAX))
+        .await
+        .unwrap();
+    let kept: Vec<EventId> = found.events.iter().map(|e| e.stored.event.id).collect();
+    assert_eq!(kept, vec![ids[9], ids[2]]);
+    assert_eq!(found.scanned, 10, "events 11 down to 2");
+    assert_eq!(found.stopped_at, None, "the page filled");
+    assert_eq!(
+        found.newest_seen,
+        Some(store.get_event(ids[11]).await.unwrap().unwrap().seq)
+    );
+
+    // A bound of 4: events 11 to 8 are read, 9 is kept, and the search says where it stopped.
+    let found = store.search_events(&filter, &search(4)).await.unwrap();
+    let kept: Vec<EventId> = found.events.iter().map(|e| e.stored.event.id).collect();
+    assert_eq!(kept, vec![ids[9]]);
+    assert_eq!(found.scanned, 4);
+    let eighth = store.get_event(ids[8]).await.unwrap().unwrap();
+    assert_eq!(
+        found.stopped_at,
+        Some(ScanStop {
+            seq: eighth.seq,
+            received_at: eighth.event.received_at
+        })
+    );
+    // Going on from there: 7 to 4, nothing; then 3 to 0, events 2 and 1, and the end.
+    let on = EventFilter {
+        before_seq: Some(eighth.seq),
+        ..filter.clone()
+    };
+    let found = store.search_events(&on, &search(4)).await.unwrap();
+    assert!(found.events.is_empty());
+    let stop = found.stopped_at.expect("stopped at the bound again");
+    assert_eq!(stop.received_at, Millis(start.0 + 4000));
+    let last = EventFilter {
+        before_seq: Some(stop.seq),
+        limit: 10,
+        ..filter.clone()
+    };
+    let found = store.search_events(&last, &search(4)).await.unwrap();
+    let kept: Vec<EventId> = found.events.iter().map(|e| e.stored.event.id).collect();
+    assert_eq!(kept, vec![ids[2], ids[1]]);
+    assert_eq!(found.scanned, 4);
+    assert_eq!(found.stopped_at, None, "the history ended within the bound");
+
+    // The other filters pick the candidates: only events 0..=3 by time, so 2 and 1 in one read.
+    let windowed = EventFilter {
+        until: Some(Millis(start.0 + 4000)),
+        limit: 10,
+        ..Default::default()
+    };
+    let found = store.search_events(&windowed, &search(4)).await.unwrap();
+    assert_eq!(found.events.len(), 2);
+    assert_eq!(found.scanned, 4);
+    assert_eq!(found.stopped_at, None, "no fifth candidate");
     store.close().await;
 }

@@ -18,7 +18,8 @@ use crate::model::{
     EventId, EventOutcome, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict,
 };
 use crate::store::{
-    Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, ExecutionFilter, StoreError,
+    Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, ExecutionFilter, SearchText,
+    StoreError,
 };
 
 /// Items per page unless `limit` says otherwise.
@@ -232,10 +233,21 @@ pub(super) async fn delivery_attempts(
 pub(super) async fn events(State(s): State<AdminState>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(
         q,
-        &["source", "status", "outcome", "since", "limit", "cursor"],
+        &[
+            "source",
+            "event_type",
+            "status",
+            "outcome",
+            "since",
+            "until",
+            "q",
+            "limit",
+            "cursor",
+        ],
     )?;
     let filter = EventFilter {
         source: p.text("source"),
+        event_type: p.text("event_type"),
         status: p.parsed(
             "status",
             EventStatus::parse,
@@ -247,15 +259,38 @@ pub(super) async fn events(State(s): State<AdminState>, RawQuery(q): RawQuery) -
             "an event outcome (pending, quarantined, no_match, running, failing, succeeded, dead)",
         )?,
         since: p.time("since")?,
+        until: p.time("until")?,
         before_seq: p.parsed(
             "cursor",
             |v| v.parse::<i64>().ok(),
             "a cursor from a `next_cursor`",
         )?,
         limit: p.limit()?,
+        ..EventFilter::default()
     };
-    let items = s.app.store.list_events_with_outcomes(&filter).await?;
-    page(&items, filter.limit, |e| e.stored.seq.to_string())
+    let Some(text) = p.text("q") else {
+        let items = s.app.store.list_events_with_outcomes(&filter).await?;
+        return page(&items, filter.limit, |e| e.stored.seq.to_string());
+    };
+    let text = SearchText::new(&text).map_err(|e| ApiError::bad_request(format!("`q`: {e}")))?;
+    let found = ops::search_events(&s.app.store, &s.app.scrubber, &filter, &text).await?;
+    // A full page continues after its last event; a search that reached its bound first
+    // continues after the last event it read.
+    let next_cursor = match found.stopped_at {
+        Some(stop) => Some(stop.seq),
+        None => (found.events.len() as i64 >= filter.limit)
+            .then(|| found.events.last().map(|e| e.stored.seq))
+            .flatten(),
+    };
+    ok(json!({
+        "items": found.events,
+        "next_cursor": next_cursor.map(|c| c.to_string()),
+        "search": {
+            "scanned": found.scanned,
+            "complete": found.stopped_at.is_none(),
+            "searched_back_to": found.stopped_at.map(|s| s.received_at),
+        },
+    }))
 }
 
 /// The whole story of one event: exactly what `hookwise logs --json` prints.

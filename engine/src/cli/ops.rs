@@ -221,8 +221,8 @@ pub fn events(args: EventsArgs) -> ExitCode {
         status,
         outcome,
         since,
-        before_seq: None,
         limit: args.limit.clamp(1, 10_000),
+        ..EventFilter::default()
     };
     let json = args.common.json;
     with_store(&args.common, |_, store, out| async move {

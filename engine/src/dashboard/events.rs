@@ -13,7 +13,7 @@ use super::session::Session;
 use super::{Dashboard, DashboardError};
 use crate::dispatch::ops;
 use crate::model::{EventId, EventOutcome};
-use crate::store::{EventFilter, ListedEvent};
+use crate::store::{EventFilter, ListedEvent, MAX_SEARCH_TEXT, SearchText};
 
 /// Events per page.
 const PAGE_SIZE: i64 = 50;
@@ -26,15 +26,43 @@ const STREAM_BATCH: i64 = 50;
 /// How often an idle stream sends a comment, so that proxies keep it open.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// The filters of the list page.
+const LIST_FILTERS: &[&str] = &[
+    "source",
+    "event_type",
+    "outcome",
+    "since",
+    "until",
+    "q",
+    "cursor",
+];
+/// The filters of the live stream: the list's, and where the page's newest row is.
+const STREAM_FILTERS: &[&str] = &[
+    "source",
+    "event_type",
+    "outcome",
+    "since",
+    "until",
+    "q",
+    "after",
+];
+
 /// The list's filters, as given in the query string (empty fields count as absent).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 struct ListQuery {
     source: Option<String>,
+    event_type: Option<String>,
     outcome: Option<String>,
     since: Option<String>,
+    until: Option<String>,
+    /// Text to find in payloads.
+    q: Option<String>,
     cursor: Option<i64>,
     /// For streams: only events after this sequence number.
     after: Option<i64>,
+    /// `q`, checked and compiled.
+    #[serde(skip)]
+    search: Option<SearchText>,
 }
 
 impl ListQuery {
@@ -58,8 +86,16 @@ impl ListQuery {
             };
             match k.as_ref() {
                 "source" => q.source = Some(v.to_string()),
+                "event_type" => q.event_type = Some(v.to_string()),
                 "outcome" => q.outcome = Some(v.to_string()),
                 "since" => q.since = Some(v.to_string()),
+                "until" => q.until = Some(v.to_string()),
+                "q" => {
+                    let search = SearchText::new(v)
+                        .map_err(|e| DashboardError::BadRequest(format!("`q`: {e}")))?;
+                    q.q = Some(search.as_str().to_string());
+                    q.search = Some(search);
+                }
                 "cursor" => q.cursor = Some(number("cursor")?),
                 "after" => q.after = Some(number("after")?),
                 _ => {}
@@ -68,7 +104,7 @@ impl ListQuery {
         Ok(q)
     }
 
-    /// The store filter for `limit` events before the cursor.
+    /// The store filter for `limit` events before the cursor (after `after`, for streams).
     fn filter(&self, limit: i64) -> Result<EventFilter, DashboardError> {
         let outcome = match &self.outcome {
             None => None,
@@ -80,19 +116,21 @@ impl ListQuery {
                 ))
             })?),
         };
-        let since = match &self.since {
-            None => None,
-            Some(s) => Some(
-                ops::parse_time(s)
-                    .map_err(|e| DashboardError::BadRequest(format!("`since`: {}", clip(&e))))?,
-            ),
+        let time = |name: &str, text: &Option<String>| match text {
+            None => Ok(None),
+            Some(s) => ops::parse_time(s)
+                .map(Some)
+                .map_err(|e| DashboardError::BadRequest(format!("`{name}`: {}", clip(&e)))),
         };
         Ok(EventFilter {
             source: self.source.clone(),
+            event_type: self.event_type.clone(),
             status: None,
             outcome,
-            since,
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
             before_seq: self.cursor,
+            after_seq: self.after,
             limit,
         })
     }
@@ -102,8 +140,11 @@ impl ListQuery {
         let mut out = form_urlencoded::Serializer::new(String::new());
         for (k, v) in [
             ("source", &self.source),
+            ("event_type", &self.event_type),
             ("outcome", &self.outcome),
             ("since", &self.since),
+            ("until", &self.until),
+            ("q", &self.q),
         ] {
             if let Some(v) = v {
                 out.append_pair(k, v);
@@ -171,14 +212,23 @@ async fn list_inner(
     session: &Session,
     raw: Option<String>,
 ) -> Result<Response, DashboardError> {
-    let query = ListQuery::parse(raw, &["source", "outcome", "since", "cursor"])?;
+    let query = ListQuery::parse(raw, LIST_FILTERS)?;
     // One more than shown: whether an older page exists, without counting.
-    let mut events = d
-        .admin
-        .app
-        .store
-        .list_events_with_outcomes(&query.filter(PAGE_SIZE + 1)?)
-        .await?;
+    let filter = query.filter(PAGE_SIZE + 1)?;
+    // With a search, also the newest event read (kept or not), where live updates start.
+    let (mut events, searched, newest_seen) = match &query.search {
+        None => (
+            d.admin.app.store.list_events_with_outcomes(&filter).await?,
+            None,
+            None,
+        ),
+        Some(text) => {
+            let app = &d.admin.app;
+            let found = ops::search_events(&app.store, &app.scrubber, &filter, text).await?;
+            let stop = found.stopped_at.map(|stop| (found.scanned, stop));
+            (found.events, stop, found.newest_seen)
+        }
+    };
     let more = events.len() as i64 > PAGE_SIZE;
     events.truncate(PAGE_SIZE as usize);
     let next_url = more
@@ -188,9 +238,19 @@ async fn list_inner(
                 .map(|e| query.url("/events", Some(e.stored.seq), None))
         })
         .flatten();
+    // A search that reached its bound before filling the page goes on from where it stopped.
+    let search_stop = searched.map(|(scanned, stop)| {
+        minijinja::context! {
+            scanned => thousands(scanned),
+            back_to => stop.received_at.0,
+            url => query.url("/events", Some(stop.seq), None),
+        }
+    });
     // Live updates only on the newest page, where new events belong.
     let live_url = query.cursor.is_none().then(|| {
-        let newest = events.first().map(|e| e.stored.seq).unwrap_or(0);
+        let newest = newest_seen
+            .or_else(|| events.first().map(|e| e.stored.seq))
+            .unwrap_or(0);
         query.url("/events/stream", None, Some(newest))
     });
     let first_url = query
@@ -203,12 +263,30 @@ async fn list_inner(
             csrf => &session.csrf,
             filter => minijinja::Value::from(minijinja::value::Serde(&query)),
             outcomes => outcome_names(),
+            max_search => MAX_SEARCH_TEXT,
             events => minijinja::Value::from(minijinja::value::Serde(d.scrubbed(&events))),
             next_url => next_url,
             first_url => first_url,
             live_url => live_url,
+            search_stop => search_stop,
         },
     )
+}
+
+/// `n` with a comma every three digits, as the page writes counts.
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `GET /events/{id}`: the event's story.
@@ -296,7 +374,7 @@ pub(super) async fn stream(
     Extension(session): Extension<Session>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let query = match ListQuery::parse(raw, &["source", "outcome", "after"]) {
+    let query = match ListQuery::parse(raw, STREAM_FILTERS) {
         Ok(q) => q,
         Err(e) => return d.answer(Err(e)),
     };
@@ -314,6 +392,7 @@ pub(super) async fn stream(
         d: d.clone(),
         session,
         filter,
+        search: query.search,
         after: query.after.unwrap_or(0),
         queue: VecDeque::new(),
         first: true,
@@ -334,7 +413,9 @@ struct Live {
     d: Dashboard,
     session: Session,
     filter: EventFilter,
-    /// The newest sequence number sent.
+    /// Text new events' payloads must hold.
+    search: Option<SearchText>,
+    /// The newest sequence number looked at.
     after: i64,
     /// Found, not yet sent (at most one poll's batch).
     queue: VecDeque<Event>,
@@ -375,14 +456,32 @@ impl Live {
     }
 
     async fn poll(&mut self) {
-        let found = match self
-            .d
-            .admin
-            .app
-            .store
-            .list_events_with_outcomes(&self.filter)
-            .await
-        {
+        self.filter.after_seq = Some(self.after);
+        let found = match &self.search {
+            None => self
+                .d
+                .admin
+                .app
+                .store
+                .list_events_with_outcomes(&self.filter)
+                .await
+                .map(|events| {
+                    let newest = events.first().map(|e| e.stored.seq);
+                    let gap = events.len() as i64 >= STREAM_BATCH;
+                    (events, newest, gap)
+                }),
+            Some(text) => {
+                let app = &self.d.admin.app;
+                ops::search_events(&app.store, &app.scrubber, &self.filter, text)
+                    .await
+                    .map(|found| {
+                        let gap =
+                            found.stopped_at.is_some() || found.events.len() as i64 >= STREAM_BATCH;
+                        (found.events, found.newest_seen, gap)
+                    })
+            }
+        };
+        let (found, newest, gap) = match found {
             Ok(found) => found,
             Err(e) => {
                 // The page keeps what it shows; the next poll tries again.
@@ -390,17 +489,17 @@ impl Live {
                 return;
             }
         };
-        let fresh: Vec<&ListedEvent> = found.iter().filter(|e| e.stored.seq > self.after).collect();
-        if fresh.len() as i64 >= STREAM_BATCH {
+        if gap {
             self.queue.push_back(
                 Event::default()
                     .event("gap")
                     .data("more new events than shown"),
             );
         }
-        let rows: Vec<ListedEvent> = fresh.into_iter().rev().cloned().collect();
-        for (row, value) in rows.iter().zip(self.d.scrubbed(&rows)) {
-            self.after = self.after.max(row.stored.seq);
+        // Past every event looked at, kept or not: a search does not read them again.
+        self.after = self.after.max(newest.unwrap_or(0));
+        let rows: Vec<ListedEvent> = found.into_iter().rev().collect();
+        for value in self.d.scrubbed(&rows) {
             self.queue
                 .push_back(Event::default().event("event").data(value.to_string()));
         }
@@ -410,6 +509,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Millis;
 
     #[test]
     fn list_query_takes_known_filters_and_skips_empty_fields() {
@@ -431,5 +531,75 @@ mod tests {
         assert!(bad_outcome.filter(1).is_err());
         let bad_since = ListQuery::parse(Some("since=soon".into()), &["since"]).unwrap();
         assert!(bad_since.filter(1).is_err());
+    }
+
+    #[test]
+    fn list_query_takes_type_window_and_search() {
+        let q = ListQuery::parse(
+            Some(
+                "event_type=issues&since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00Z\
+                 &q=+Hello%20World+"
+                    .into(),
+            ),
+            LIST_FILTERS,
+        )
+        .unwrap();
+        let f = q.filter(5).unwrap();
+        assert_eq!(f.event_type.as_deref(), Some("issues"));
+        assert_eq!(f.since, Some(Millis(1_767_225_600_000)));
+        assert_eq!(f.until, Some(Millis(1_767_312_000_000)));
+        assert_eq!(f.limit, 5);
+        let search = q.search.as_ref().expect("a search");
+        assert_eq!(search.as_str(), "Hello World");
+        assert!(search.matches(r#"{"greeting":"hello world!"}"#));
+        // Every filter goes into the links, the search text trimmed.
+        assert_eq!(
+            q.url("/events/stream", None, Some(3)),
+            "/events/stream?event_type=issues&since=2026-01-01T00%3A00%3A00Z\
+             &until=2026-01-02T00%3A00%3A00Z&q=Hello+World&after=3"
+        );
+        // The stream takes the list's filters, and `after` instead of `cursor`.
+        let s = ListQuery::parse(Some("q=x&until=1h&after=9".into()), STREAM_FILTERS).unwrap();
+        assert_eq!(s.filter(1).unwrap().after_seq, Some(9));
+        assert!(ListQuery::parse(Some("cursor=1".into()), STREAM_FILTERS).is_err());
+        assert!(ListQuery::parse(Some("after=1".into()), LIST_FILTERS).is_err());
+    }
+
+    #[test]
+    fn bad_windows_and_searches_are_refused_with_the_reason() {
+        let err = |raw: &str| match ListQuery::parse(Some(raw.into()), LIST_FILTERS)
+            .and_then(|q| q.filter(1))
+        {
+            Err(DashboardError::BadRequest(why)) => why,
+            other => panic!("{raw}: {other:?}"),
+        };
+        assert!(
+            err("until=tomorrow").starts_with("`until`: "),
+            "{}",
+            err("until=tomorrow")
+        );
+        assert!(err("since=-1h").starts_with("`since`: "));
+        let long = format!("q={}", "a".repeat(MAX_SEARCH_TEXT + 1));
+        assert_eq!(
+            err(&long),
+            format!(
+                "`q`: the search text is {} bytes long; at most {MAX_SEARCH_TEXT} are searched for",
+                MAX_SEARCH_TEXT + 1
+            )
+        );
+        // The longest allowed, and blank (no search), are fine.
+        let longest = format!("q={}", "a".repeat(MAX_SEARCH_TEXT));
+        assert!(ListQuery::parse(Some(longest), LIST_FILTERS).is_ok());
+        let blank = ListQuery::parse(Some("q=+++".into()), LIST_FILTERS).unwrap();
+        assert!(blank.search.is_none() && blank.q.is_none());
+    }
+
+    #[test]
+    fn counts_are_written_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(5_000), "5,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(-1_000), "-1,000");
     }
 }

@@ -1,5 +1,5 @@
-//! Operations on stored work that the CLI and the admin API share: the whole story of one
-//! event, replays, and dead-letter handling.
+//! Operations on stored work that the CLI, the admin API and the dashboard share: the whole
+//! story of one event, searching payloads, replays, and dead-letter handling.
 //!
 //! A replay plans a new *generation* of executions, with new idempotency keys: the effects of
 //! the replayed actions happen again (receivers that dedupe on `Idempotency-Key` see a new
@@ -12,9 +12,11 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::model::{EventId, EventOutcome, ExecutionId, ExecutionStatus, ExecutionTally, Millis};
 use crate::rules::RuleSet;
+use crate::scrub::Scrubber;
 use crate::store::{
-    DeadLetter, DeadLetterFilter, DeliveryAttempt, Execution, ExecutionAttempt, NewExecution,
-    Store, StoreError, StoredEvent,
+    DeadLetter, DeadLetterFilter, DeliveryAttempt, EventFilter, Execution, ExecutionAttempt,
+    MAX_SEARCH_SCAN, NewExecution, PayloadSearch, SearchText, SearchedEvents, Store, StoreError,
+    StoredEvent,
 };
 
 /// Everything hookwise knows about one event.
@@ -74,6 +76,23 @@ fn outcome_of(event: &StoredEvent, executions: &[ExecutionStory]) -> EventOutcom
         tally.add(x.status, x.attempts);
     }
     EventOutcome::of(event.event.status, &tally)
+}
+
+/// The events of `filter` whose payload holds `text`, newest first, reading at most
+/// [`MAX_SEARCH_SCAN`] candidates. Payloads are searched as they are shown: with every secret
+/// value replaced by its name, so that a search cannot tell whether a payload holds a secret.
+pub async fn search_events(
+    store: &Store,
+    scrubber: &Scrubber,
+    filter: &EventFilter,
+    text: &SearchText,
+) -> Result<SearchedEvents, StoreError> {
+    let keep = |payload: &str| text.matches(&scrubber.scrub(payload));
+    let search = PayloadSearch {
+        keep: &keep,
+        max_scanned: MAX_SEARCH_SCAN,
+    };
+    store.search_events(filter, &search).await
 }
 
 /// A `since`/`until` bound: an RFC 3339 time, or an age before now such as `1h`, `30m` or `7d`.

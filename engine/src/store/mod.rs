@@ -9,6 +9,7 @@ mod payload;
 mod postgres;
 mod queries;
 mod records;
+mod search;
 mod sql;
 mod sqlite;
 mod sqlite_writer;
@@ -20,6 +21,10 @@ use std::time::Duration;
 
 pub use group::{BatchStats, GroupCommitSettings};
 pub use records::*;
+pub use search::{
+    MAX_SEARCH_SCAN, MAX_SEARCH_TEXT, PayloadSearch, ScanStop, SearchText, SearchTextError,
+    SearchedEvents,
+};
 pub use text::NUL_REPLACEMENT;
 
 use crate::model::{EventId, EventOutcome, EventStatus, ExecutionId, ExecutionTally, Millis};
@@ -160,12 +165,19 @@ pub struct Store {
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub source: Option<String>,
+    /// Only events of this type (exact match; read over the `(event_type, seq)` index).
+    pub event_type: Option<String>,
     pub status: Option<crate::model::EventStatus>,
     /// Only events with this outcome (decided in the query, so pages stay full).
     pub outcome: Option<EventOutcome>,
+    /// Received at or after.
     pub since: Option<Millis>,
+    /// Received before.
+    pub until: Option<Millis>,
     /// Only events that arrived before this one (for paging, newest first).
     pub before_seq: Option<i64>,
+    /// Only events that arrived after this one (for live updates).
+    pub after_seq: Option<i64>,
     pub limit: i64,
 }
 
@@ -496,6 +508,14 @@ impl Store {
         filter: &EventFilter,
     ) -> Result<Vec<ListedEvent>, StoreError> {
         let events = self.list_events(filter).await?;
+        self.with_outcomes(events).await
+    }
+
+    /// `events`, each with its outcome (one aggregate over their executions).
+    async fn with_outcomes(
+        &self,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<ListedEvent>, StoreError> {
         let planned: Vec<EventId> = events
             .iter()
             .filter(|e| e.event.status == EventStatus::Planned)
@@ -513,6 +533,61 @@ impl Store {
                 ListedEvent { stored, outcome }
             })
             .collect())
+    }
+
+    /// Up to `filter.limit` events of `filter` whose payload `search` keeps, newest first, with
+    /// their outcomes. A bounded scan: the candidates (the events `filter` lists) are read
+    /// newest first, [`search::SCAN_CHUNK`] at a time, payloads only, and decoded here
+    /// (SQLite rows may hold them compressed, so the database cannot search them); the scan
+    /// stops when the page is full, when the candidates run out, or after
+    /// `search.max_scanned` candidates, and then says where it stopped
+    /// ([`SearchedEvents::stopped_at`]), so that the next search can go on from there.
+    pub async fn search_events(
+        &self,
+        filter: &EventFilter,
+        search: &PayloadSearch<'_>,
+    ) -> Result<SearchedEvents, StoreError> {
+        let want = filter.limit.max(0) as usize;
+        let mut kept = Vec::new();
+        let mut scanned = 0i64;
+        let mut newest_seen = None;
+        let mut last = None;
+        let mut chunk = filter.clone();
+        let stopped_at = 'scan: loop {
+            if kept.len() >= want {
+                break None;
+            }
+            let room = search.max_scanned.saturating_sub(scanned);
+            if room <= 0 {
+                break last;
+            }
+            // Near the bound, one row more than may be read: whether older candidates exist.
+            chunk.limit = room.saturating_add(1).min(search::SCAN_CHUNK);
+            let rows = with_backend!(self, b => b.event_payloads(&chunk).await)?;
+            let exhausted = (rows.len() as i64) < chunk.limit;
+            for (seq, received_at, payload) in rows.into_iter().take(room as usize) {
+                scanned += 1;
+                newest_seen.get_or_insert(seq);
+                last = Some(ScanStop { seq, received_at });
+                chunk.before_seq = Some(seq);
+                if (search.keep)(&payload) {
+                    kept.push(seq);
+                    if kept.len() >= want {
+                        break 'scan None;
+                    }
+                }
+            }
+            if exhausted {
+                break None;
+            }
+        };
+        let events = with_backend!(self, b => b.events_by_seq(&kept).await)?;
+        Ok(SearchedEvents {
+            events: self.with_outcomes(events).await?,
+            scanned,
+            newest_seen,
+            stopped_at,
+        })
     }
 
     pub async fn count_events(&self) -> Result<i64, StoreError> {

@@ -10,6 +10,14 @@
 /// small and few).
 pub(crate) const EVENTS_PER_READ: usize = 128;
 
+/// How far (milliseconds) an event's arrival stamp may be out of step with its place in the
+/// arrival sequence, as far as time windows of listings allow for: a request is stamped when
+/// it arrives and numbered when its batch is stored, milliseconds later as a rule, up to the
+/// body read timeout (30 s by default) for a slow upload. Each bound of a window reads this
+/// much further; an event stored later than this after it arrived may be missed at a window's
+/// edge.
+pub(crate) const ARRIVAL_DISORDER: i64 = 60_000;
+
 macro_rules! store_queries {
     (
         $Store:ident,
@@ -132,6 +140,52 @@ macro_rules! store_queries {
             }
         }
 
+        /// The conditions of an event listing, after a `WHERE`.
+        ///
+        /// A time window also bounds the sequence numbers read, so that the newest-first scan
+        /// starts at the window's end and stops at its start (one seek on `events_received`
+        /// for each bound) instead of reading its way through the rest of the history. Seq
+        /// follows arrival only roughly (a request is stamped when it arrives and numbered when
+        /// stored), so each bound is taken [`ARRIVAL_DISORDER`] wider and the exact
+        /// `received_at` condition decides.
+        fn event_conditions<'a>(q: &mut QueryBuilder<'a, $Db>, f: &'a EventFilter) {
+            use crate::store::queries::ARRIVAL_DISORDER;
+            if let Some(source) = &f.source {
+                q.push(" AND source = ").push_bind(<$Text>::text(source));
+            }
+            if let Some(event_type) = &f.event_type {
+                q.push(" AND event_type = ").push_bind(<$Text>::text(event_type));
+            }
+            if let Some(status) = f.status {
+                q.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(outcome) = f.outcome {
+                q.push(" AND ").push(crate::store::sql::outcome_condition(outcome));
+            }
+            if let Some(since) = f.since {
+                q.push(" AND seq >= COALESCE((SELECT seq FROM events WHERE received_at >= ")
+                    .push_bind(since.0.saturating_sub(ARRIVAL_DISORDER))
+                    .push(" ORDER BY received_at LIMIT 1), ")
+                    .push_bind(i64::MAX)
+                    .push(") AND received_at >= ")
+                    .push_bind(since.0);
+            }
+            if let Some(until) = f.until {
+                q.push(" AND seq < COALESCE((SELECT seq FROM events WHERE received_at >= ")
+                    .push_bind(until.0.saturating_add(ARRIVAL_DISORDER))
+                    .push(" ORDER BY received_at LIMIT 1), ")
+                    .push_bind(i64::MAX)
+                    .push(") AND received_at < ")
+                    .push_bind(until.0);
+            }
+            if let Some(before) = f.before_seq {
+                q.push(" AND seq < ").push_bind(before);
+            }
+            if let Some(after) = f.after_seq {
+                q.push(" AND seq > ").push_bind(after);
+            }
+        }
+
         /// Rows after `c` in a listing ordered by (`time`, `id`) descending.
         fn keyset(q: &mut QueryBuilder<'_, $Db>, time: &str, id: &str, c: Cursor) {
             q.push(format!(" AND ({time} < "))
@@ -194,24 +248,49 @@ macro_rules! store_queries {
                 f: &EventFilter,
             ) -> Result<Vec<StoredEvent>, StoreError> {
                 let mut q = QueryBuilder::<$Db>::new("SELECT * FROM events WHERE 1 = 1");
-                if let Some(source) = &f.source {
-                    q.push(" AND source = ").push_bind(<$Text>::text(source));
-                }
-                if let Some(status) = f.status {
-                    q.push(" AND status = ").push_bind(status.as_str());
-                }
-                if let Some(outcome) = f.outcome {
-                    q.push(" AND ").push(crate::store::sql::outcome_condition(outcome));
-                }
-                if let Some(since) = f.since {
-                    q.push(" AND received_at >= ").push_bind(since.0);
-                }
-                if let Some(before) = f.before_seq {
-                    q.push(" AND seq < ").push_bind(before);
-                }
+                event_conditions(&mut q, f);
                 q.push(" ORDER BY seq DESC LIMIT ").push_bind(f.limit.max(0));
                 let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await?;
                 convert(rows)
+            }
+
+            /// The (seq, arrival time, payload) of the events `f` lists, newest first: what a
+            /// payload search reads of each candidate, without headers or match traces.
+            pub(crate) async fn event_payloads(
+                &self,
+                f: &EventFilter,
+            ) -> Result<Vec<(i64, Millis, String)>, StoreError> {
+                let mut q =
+                    QueryBuilder::<$Db>::new("SELECT seq, received_at, payload FROM events WHERE 1 = 1");
+                event_conditions(&mut q, f);
+                q.push(" ORDER BY seq DESC LIMIT ").push_bind(f.limit.max(0));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let payload: crate::store::payload::PayloadColumn = row.try_get("payload")?;
+                    out.push((row.try_get("seq")?, Millis(row.try_get("received_at")?), payload.0));
+                }
+                Ok(out)
+            }
+
+            /// The events with these sequence numbers, newest first.
+            pub(crate) async fn events_by_seq(
+                &self,
+                seqs: &[i64],
+            ) -> Result<Vec<StoredEvent>, StoreError> {
+                let mut out = Vec::with_capacity(seqs.len());
+                for chunk in seqs.chunks(EVENTS_PER_READ) {
+                    let mut q = QueryBuilder::<$Db>::new("SELECT * FROM events WHERE seq IN (");
+                    let mut list = q.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    q.push(")");
+                    let rows: Vec<EventRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                    out.extend(convert::<EventRow, StoredEvent>(rows)?);
+                }
+                out.sort_by(|a, b| b.seq.cmp(&a.seq));
+                Ok(out)
             }
 
             /// What the current executions of these events add up to, per event (events
