@@ -340,6 +340,9 @@ async fn measure(
         ("events, succeeded", "/events?outcome=succeeded".into()),
         ("events, dead", "/events?outcome=dead".into()),
         ("events, last hour", "/events?since=1h".into()),
+        ("events, one type", "/events?event_type=push".into()),
+        // Found in no payload: the search reads its whole bound of events.
+        ("events, search", "/events?q=no-such-text".into()),
         ("events, half-way down", format!("/events?cursor={cursor}")),
         ("one event", format!("/events/{middle_id}")),
         ("dead letters", "/dead-letters".into()),
@@ -353,6 +356,7 @@ async fn measure(
             "events, half-way down",
             format!("/api/v1/events?cursor={cursor}"),
         ),
+        ("events, search", "/api/v1/events?q=no-such-text".into()),
         ("one event", format!("/api/v1/events/{middle_id}")),
         ("executions", "/api/v1/executions".into()),
         ("dead letters", "/api/v1/dead-letters".into()),
