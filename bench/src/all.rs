@@ -196,16 +196,9 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
          hookwise-bench` (bench/run.sh does)",
         s.hookwise.display()
     );
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = crate::target_dir(&repo);
-    let noop = crate::drain::build_noop(&repo, &target.join("bench-plugins"))?;
+    let noop = crate::drain::bench_noop()?;
     let requests = Load::new(SECRET)?;
-    // Next to the binaries: on the build disk (as a real store would be, not a tmpfs /tmp),
-    // and ignored by git.
-    let scratch_parent = s.hookwise.parent().unwrap_or(Path::new("."));
-    let scratch = tempfile::Builder::new()
-        .prefix("hookwise-bench-all-")
-        .tempdir_in(scratch_parent)?;
+    let scratch = procs::scratch_dir(&s.hookwise, "all")?;
     let ingest_dir = scratch.path().join("ingest");
     let drain_dir = scratch.path().join("drain");
     std::fs::create_dir_all(&ingest_dir)?;

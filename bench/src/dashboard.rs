@@ -236,29 +236,16 @@ async fn time(
 /// The `seq` cursor halfway down the event list, and one event id from there.
 async fn middle(
     client: &reqwest::Client,
-    admin: &str,
-    token: &str,
+    admin: &procs::Admin,
     events: u64,
 ) -> anyhow::Result<(i64, String)> {
-    let first: serde_json::Value = client
-        .get(format!("{admin}/api/v1/events?limit=1"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let first = admin.get_json(client, "/api/v1/events?limit=1").await?;
     let newest = first["items"][0]["seq"]
         .as_i64()
         .with_context(|| format!("no seq in the event listing: {first}"))?;
     let cursor = newest - (events / 2) as i64;
-    let page: serde_json::Value = client
-        .get(format!("{admin}/api/v1/events?limit=1&cursor={cursor}"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let page = admin
+        .get_json(client, &format!("/api/v1/events?limit=1&cursor={cursor}"))
         .await?;
     let id = page["items"][0]["id"]
         .as_str()
@@ -332,7 +319,7 @@ async fn measure(
     let admin = server.admin()?;
     let (admin_url, token) = (admin.url().to_string(), admin.token().to_string());
     let cookie = sign_in(client, &admin_url, &token).await?;
-    let (cursor, middle_id) = middle(client, &admin_url, &token, events).await?;
+    let (cursor, middle_id) = middle(client, &admin, events).await?;
     let pages: Vec<(&str, String)> = vec![
         ("overview", "/overview".into()),
         ("events, newest", "/events".into()),
@@ -384,13 +371,8 @@ async fn measure(
 
 pub async fn run(s: &Settings) -> anyhow::Result<Report> {
     wrk::check()?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = crate::target_dir(&repo);
-    let noop = crate::drain::build_noop(&repo, &target.join("bench-plugins"))?;
-    let scratch_parent = s.hookwise.parent().unwrap_or(Path::new("."));
-    let scratch = tempfile::Builder::new()
-        .prefix("hookwise-bench-dashboard-")
-        .tempdir_in(scratch_parent)?;
+    let noop = crate::drain::bench_noop()?;
+    let scratch = procs::scratch_dir(&s.hookwise, "dashboard")?;
     let dir = match &s.keep {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;

@@ -15,6 +15,13 @@ use hookwise::verify::{Provider, VerifyOptions};
 
 const SECRET: &str = "bench-secret";
 
+/// The no-op plugin the whole-server benches run, built into the bench's target folder.
+pub fn bench_noop() -> anyhow::Result<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = crate::target_dir(&repo);
+    build_noop(&repo, &target.join("bench-plugins"))
+}
+
 /// Builds `plugins/examples/noop` for wasm32-wasip2 (release) and returns the component.
 pub fn build_noop(repo: &Path, target: &Path) -> anyhow::Result<PathBuf> {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))

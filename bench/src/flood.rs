@@ -233,10 +233,7 @@ async fn provider(base: &str, rate: u64, seconds: u64) -> anyhow::Result<Vec<Opt
 
 pub async fn run(s: &Settings) -> anyhow::Result<Flood> {
     wrk::check()?;
-    let scratch_parent = s.hookwise.parent().unwrap_or(Path::new("."));
-    let dir = tempfile::Builder::new()
-        .prefix("hookwise-bench-flood-")
-        .tempdir_in(scratch_parent)?;
+    let dir = procs::scratch_dir(&s.hookwise, "flood")?;
     let ports = procs::free_ports()?;
     let config = crate::all::hookwise_config(ports, "flood.db", "");
     let server: Server = procs::start_hookwise(

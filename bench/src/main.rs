@@ -937,7 +937,7 @@ async fn bench_plugins(calls: usize, rust_only: bool) -> anyhow::Result<String> 
     use hookwise::plugin_host::Grants;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = target_dir(&repo);
-    let noop = drain::build_noop(&repo, &target.join("bench-plugins"))?;
+    let noop = drain::bench_noop()?;
     let mut rows =
         vec![plugins::measure("Rust (no-op, SDK)", &noop, "{}", &Grants::default(), calls).await?];
     if !rust_only {

@@ -13,6 +13,14 @@ use anyhow::Context;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A folder for one bench's servers, next to the hookwise binary: on the build disk (as a real
+/// store would be, not a tmpfs /tmp), and ignored by git. Removed when dropped.
+pub fn scratch_dir(hookwise: &Path, bench: &str) -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("hookwise-bench-{bench}-"))
+        .tempdir_in(hookwise.parent().unwrap_or(Path::new(".")))?)
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -281,6 +289,22 @@ impl Admin {
 
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// GETs `path` (e.g. `/api/v1/events`) with the token and reads its JSON answer.
+    pub async fn get_json(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// Reads hookwise's /metrics.

@@ -153,13 +153,8 @@ async fn measure(s: &Settings, dir: &Path, noop: &Path) -> anyhow::Result<f64> {
 
 pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     wrk::check()?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = crate::target_dir(&repo);
-    let noop = crate::drain::build_noop(&repo, &target.join("bench-plugins"))?;
-    let scratch_parent = s.hookwise.parent().unwrap_or(Path::new("."));
-    let dir = tempfile::Builder::new()
-        .prefix("hookwise-bench-soak-")
-        .tempdir_in(scratch_parent)?;
+    let noop = crate::drain::bench_noop()?;
+    let dir = procs::scratch_dir(&s.hookwise, "soak")?;
     std::fs::write(
         dir.path().join("rules.yaml"),
         "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n",
