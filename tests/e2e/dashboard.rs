@@ -73,6 +73,19 @@ impl Dash {
         headers: &[(&str, &str)],
         form: &[(&str, &str)],
     ) -> reqwest::Response {
+        self.try_post_form(path, cookie, headers, form)
+            .await
+            .unwrap()
+    }
+
+    /// [`Dash::post_form`], with the client's error when the request could not be sent whole.
+    pub(crate) async fn try_post_form(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -87,7 +100,7 @@ impl Dash {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        req.send().await.unwrap()
+        req.send().await
     }
 
     /// Signs in with the right token; returns the `name=value` of the session cookie.
