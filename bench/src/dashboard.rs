@@ -254,6 +254,9 @@ async fn middle(
     Ok((cursor, id))
 }
 
+/// The migration that makes the per-minute activity counts and fills them from the rows.
+const ACTIVITY_MIGRATION: &str = include_str!("../../engine/migrations/sqlite/0009_activity.sql");
+
 /// Moves every stored time back so that the events lie evenly over the last `days` days,
 /// newest last, keeping each row's order and its distance from its event: an event `k` places
 /// from the newest moves back by `k` steps of `days / events`, and its executions, their
@@ -301,6 +304,13 @@ async fn spread(db: &Path, days: i64) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("spreading the store's times: {statement}"))?;
     }
+    // The per-minute counts follow the times: counted again from the rows, as the migration
+    // that made them counts a store from before them.
+    sqlx::query("DROP TABLE activity").execute(&mut *tx).await?;
+    sqlx::raw_sql(ACTIVITY_MIGRATION)
+        .execute(&mut *tx)
+        .await
+        .context("counting the spread store's activity per minute")?;
     tx.commit().await?;
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(&mut conn)

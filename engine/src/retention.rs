@@ -1,6 +1,7 @@
 //! Retention: events and delivery attempts older than the configured ages are deleted in the
 //! background, in small batches with a pause between them, so ingest (which needs the same
-//! write lock on SQLite) never waits behind a long delete.
+//! write lock on SQLite) never waits behind a long delete. The per-minute activity counts
+//! behind the dashboard are kept for [`crate::store::ACTIVITY_KEEP`] whatever the settings.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::RetentionSettings;
 use crate::model::Millis;
-use crate::store::{Store, StoreError};
+use crate::store::{ACTIVITY_KEEP, Store, StoreError};
 
 /// Rows deleted per transaction: small enough that a concurrent commit waits milliseconds.
 pub const BATCH: i64 = 500;
@@ -24,6 +25,8 @@ const ERROR_PAUSE: Duration = Duration::from_secs(10);
 pub struct Pruned {
     pub events: u64,
     pub delivery_attempts: u64,
+    /// Per-minute activity rows.
+    pub activity: u64,
 }
 
 /// Deletes everything older than `settings` allows at `now`, batch by batch, pausing `pause`
@@ -59,18 +62,18 @@ pub async fn prune(
             tokio::time::sleep(pause).await;
         }
     }
+    if !*stop.borrow() {
+        pruned.activity = store.prune_activity(cutoff(ACTIVITY_KEEP)).await?;
+    }
     Ok(pruned)
 }
 
 /// Prunes now and then every [`INTERVAL`] until `stop` turns true.
 pub async fn run(store: Store, settings: RetentionSettings, mut stop: watch::Receiver<bool>) {
-    if settings.events.is_none() && settings.delivery_attempts.is_none() {
-        return;
-    }
     while !*stop.borrow() {
         let wait = match prune(&store, &settings, Millis::now(), PAUSE, &stop).await {
             Ok(p) => {
-                if p != Pruned::default() {
+                if p.events > 0 || p.delivery_attempts > 0 {
                     tracing::info!(
                         events = p.events,
                         delivery_attempts = p.delivery_attempts,

@@ -306,9 +306,10 @@ async fn overview_counts_what_was_sent() {
             Some("3"),
             "{tally}"
         );
+        // Two actions per event: three events planned six executions.
         assert_eq!(
-            text_after(tally, "data-status=\"dead-letters\""),
-            Some("3"),
+            text_after(tally, "data-status=\"planned\""),
+            Some("6"),
             "{tally}"
         );
         // The chart: an inline SVG whose bars add up to what was sent.

@@ -7,14 +7,33 @@ use std::path::Path;
 
 use crate::support::hookwise_bin;
 
-/// A port that was free a moment ago. The one use of this racy pattern left: the demo script
-/// runs as written and binds its listeners by number (and polls them by number), so it cannot
-/// be handed port 0.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// `N` distinct ports that were free a moment ago, taken below the kernel's ephemeral range
+/// (32768 and up on Linux): the demo script runs as written and binds its listeners by number,
+/// so it cannot be handed port 0, and a port from that range could meanwhile be handed to
+/// another test's port-0 listener or outgoing connection. Below it, only a process that names
+/// the port could take it between this check and the demo's bind.
+fn free_ports<const N: usize>() -> [u16; N] {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for offset in 0..SPAN {
+        if held.len() == N {
+            break;
+        }
+        let port = (LOW + (seed.wrapping_add(offset.wrapping_mul(7)) % SPAN)) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            ports[held.len()] = port;
+            held.push(listener);
+        }
+    }
+    assert_eq!(held.len(), N, "no {N} free ports below the ephemeral range");
+    ports
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -35,7 +54,7 @@ fn quickstart_demo_writes_a_row_and_delivers_a_message() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example, dir.path());
-    let receiver = free_port();
+    let [port, admin_port, receiver] = free_ports::<3>();
     for file in ["hookwise.yaml", "rules/push.yaml"] {
         let path = dir.path().join(file);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -52,8 +71,8 @@ fn quickstart_demo_writes_a_row_and_delivers_a_message() {
     let out = std::process::Command::new("bash")
         .arg(dir.path().join("demo.sh"))
         .env("HOOKWISE", hookwise_bin())
-        .env("PORT", free_port().to_string())
-        .env("ADMIN_PORT", free_port().to_string())
+        .env("PORT", port.to_string())
+        .env("ADMIN_PORT", admin_port.to_string())
         .env("RECEIVER_PORT", receiver.to_string())
         .env("HOOKWISE_LOG", "warn")
         .output()

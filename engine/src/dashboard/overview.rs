@@ -1,7 +1,9 @@
 //! The overview, the signed-in home: for the last hour and the last day, deliveries accepted
-//! and refused per source (with the top refusal reasons), events, executions by status and dead
-//! letters, as tables and as server-rendered SVG bar charts; and what is true now: the backlog,
-//! the dead letters and the acknowledgement latency measured since the process started.
+//! and refused per source (with the top refusal reasons), events, executions planned, plugin
+//! calls by outcome and dead letters made, as tables and as server-rendered SVG bar charts;
+//! and what is true now: the backlog, the dead letters and the acknowledgement latency
+//! measured since the process started. The window figures come from the per-minute counts the
+//! store keeps as it writes, so the page costs the same at any volume.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,7 +14,7 @@ use axum::response::Response;
 use super::render::escape;
 use super::session::Session;
 use super::{Dashboard, DashboardError};
-use crate::model::{ExecutionStatus, Millis, Verdict};
+use crate::model::{AttemptOutcome, Millis, Verdict};
 use crate::store::{Activity, DeadLetterQuery};
 
 const MINUTE: i64 = 60_000;
@@ -70,8 +72,8 @@ struct WindowView {
     bucket_name: &'static str,
     sources: Vec<SourceFigures>,
     total: SourceFigures,
-    executions: Vec<(&'static str, i64)>,
-    dead_letters: i64,
+    /// (key, words, count): planned, calls succeeded, calls failed, dead-lettered.
+    executions: Vec<(&'static str, &'static str, i64)>,
     /// Accepted and refused per bucket, oldest first.
     bars: Vec<(i64, i64)>,
 }
@@ -178,23 +180,20 @@ fn summarize(w: &Window, a: &Activity) -> WindowView {
         total.handshake += f.handshake;
         total.events += f.events;
     }
-    let executions = [
-        ExecutionStatus::Pending,
-        ExecutionStatus::Running,
-        ExecutionStatus::Succeeded,
-        ExecutionStatus::Dead,
-    ]
-    .iter()
-    .map(|s| {
-        let n: i64 = a
-            .executions
+    let succeeded = AttemptOutcome::Succeeded.as_str();
+    let calls = |ok: bool| -> i64 {
+        a.calls
             .iter()
-            .filter(|(status, _)| status == s.as_str())
+            .filter(|(outcome, _)| (outcome == succeeded) == ok)
             .map(|(_, n)| n)
-            .sum();
-        (s.as_str(), n)
-    })
-    .collect();
+            .sum()
+    };
+    let executions = vec![
+        ("planned", "executions planned", a.planned),
+        ("succeeded", "calls succeeded", calls(true)),
+        ("failed", "calls failed", calls(false)),
+        ("dead", "dead letters made", a.dead_letters),
+    ];
     WindowView {
         id: w.id,
         title: w.title,
@@ -202,7 +201,6 @@ fn summarize(w: &Window, a: &Activity) -> WindowView {
         sources,
         total,
         executions,
-        dead_letters: a.dead_letters,
         bars,
     }
 }
@@ -336,7 +334,12 @@ mod tests {
                 count(99, "gh", "rejected", 1),
             ],
             events: vec![(0, "gh".into(), 2), (11, "gh".into(), 1)],
-            executions: vec![("dead".into(), 2), ("succeeded".into(), 5)],
+            planned: 9,
+            calls: vec![
+                ("fatal".into(), 1),
+                ("retryable".into(), 3),
+                ("succeeded".into(), 5),
+            ],
             refusals: vec![
                 ("gh".into(), "bad signature".into(), 2),
                 ("gh".into(), String::new(), 1),
@@ -361,10 +364,10 @@ mod tests {
         assert_eq!(
             v.executions,
             vec![
-                ("pending", 0),
-                ("running", 0),
-                ("succeeded", 5),
-                ("dead", 2)
+                ("planned", "executions planned", 9),
+                ("succeeded", "calls succeeded", 5),
+                ("failed", "calls failed", 4),
+                ("dead", "dead letters made", 2)
             ]
         );
     }

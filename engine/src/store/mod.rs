@@ -4,6 +4,7 @@
 //! Ingest writes go through a group committer ([`group`]): concurrent callers share one
 //! transaction and one fsync, and each is answered only after that transaction committed.
 
+mod activity;
 mod group;
 mod payload;
 mod postgres;
@@ -19,6 +20,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use activity::{
+    Activity, AttemptCount, KEEP as ACTIVITY_KEEP, MAX_REFUSAL_REASONS, PluginCalls,
+};
 pub use group::{BatchStats, GroupCommitSettings};
 pub use records::*;
 pub use search::{
@@ -229,34 +233,6 @@ pub struct DeadLetterEntry {
     pub action_index: i32,
 }
 
-/// Most (source, reason) pairs of refused deliveries that [`Store::activity`] returns.
-pub const MAX_REFUSAL_REASONS: i64 = 50;
-
-/// What happened in a time window, from the time-indexed columns only (see [`Store::activity`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Activity {
-    /// Delivery attempts per (bucket, source, verdict).
-    pub attempts: Vec<AttemptCount>,
-    /// Events stored per (bucket, source).
-    pub events: Vec<(i64, String, i64)>,
-    /// Executions planned in the window, by their status now.
-    pub executions: Vec<(String, i64)>,
-    /// Refused attempts per (source, reason), most frequent first.
-    pub refusals: Vec<(String, String, i64)>,
-    /// Dead letters made in the window.
-    pub dead_letters: i64,
-}
-
-/// Delivery attempts of one source with one verdict in one bucket of a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptCount {
-    /// Whole `bucket` lengths since the window's start.
-    pub bucket: i64,
-    pub source: String,
-    pub verdict: String,
-    pub count: i64,
-}
-
 /// A place in a listing ordered newest first: the time and id of the last row seen. Rows
 /// strictly after it (older, or as old with a smaller id) come next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,14 +288,6 @@ pub struct SampledEvent {
     pub stored: StoredEvent,
     /// The payload was longer than [`EventSample::max_payload`] and was not read.
     pub payload_skipped: bool,
-}
-
-/// One finished plugin call, for the plugins page's figures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginCall {
-    pub plugin: String,
-    pub succeeded: bool,
-    pub duration_ms: i64,
 }
 
 /// Refused deliveries of one source with one reason, counted.
@@ -633,14 +601,20 @@ impl Store {
         with_backend!(self, b => b.last_accepted(source).await)
     }
 
-    /// Plugin calls (execution attempts) finished at or after `since`, newest first, at most
-    /// `limit` of them.
-    pub async fn recent_plugin_calls(
+    /// Plugin calls (execution attempts) finished in `[since, until)`, per plugin: by outcome
+    /// and by duration, from the per-minute counts (whole minutes: every minute the window
+    /// touches counts).
+    pub async fn plugin_calls(
         &self,
         since: Millis,
-        limit: i64,
-    ) -> Result<Vec<PluginCall>, StoreError> {
-        with_backend!(self, b => b.recent_plugin_calls(since, limit).await)
+        until: Millis,
+    ) -> Result<std::collections::BTreeMap<String, PluginCalls>, StoreError> {
+        with_backend!(self, b => b.plugin_calls(since, until).await)
+    }
+
+    /// Deletes per-minute activity counts older than `cutoff`.
+    pub async fn prune_activity(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        with_backend!(self, b => b.prune_activity(cutoff).await)
     }
 
     /// Refused delivery attempts received at or after `since`, counted per source and reason,
@@ -787,9 +761,10 @@ impl Store {
         with_backend!(self, b => b.purge_dead_letter_query(query).await)
     }
 
-    /// Deliveries, events, executions and dead letters of the window `[since, until)`, counted
-    /// per `bucket` milliseconds. Every count reads a time index (covering where it matters), so
-    /// the cost grows with the window's rows, never with the store's size.
+    /// Deliveries, events, executions, plugin calls and dead letters of the window
+    /// `[since, until)`, counted per `bucket` milliseconds. Read from the per-minute counts
+    /// every write keeps (every minute the window touches counts), so the cost grows with the
+    /// window's length, never with how much happened in it.
     pub async fn activity(
         &self,
         since: Millis,

@@ -31,7 +31,8 @@ super::queries::store_queries!(
     sqlx::Postgres,
     notify = "SELECT pg_notify('hookwise_work', '')",
     attempts_in_events = false,
-    text = super::text::NulReplaced
+    text = super::text::NulReplaced,
+    activity_shard = super::activity::node_shard()
 );
 
 /// The channel work notifications go out on.
@@ -53,12 +54,13 @@ use std::collections::HashMap;
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
+use super::activity::Tally;
 use super::sql;
 use super::text::NulReplaced;
 use crate::model::{EventStatus, Verdict};
 use crate::store::{
-    ClaimRequest, EventPlan, IngestOutcome, NewDeliveryAttempt, NewExecutionAttempt, NextStep,
-    WriteOutcome, WriteRequest,
+    ClaimRequest, EventPlan, FinishRequest, IngestOutcome, NewDeliveryAttempt, WriteOutcome,
+    WriteRequest,
 };
 
 impl PgStore {
@@ -109,9 +111,10 @@ impl PgStore {
                 inserted.insert(row.try_get::<Uuid, _>(0)?, row.try_get::<i64, _>(1)?);
             }
         }
+        let mut tally = Tally::default();
         for (e, plan) in &ingests {
             if let (Some(plan), Some(seq)) = (plan, inserted.get(&e.id.0)) {
-                insert_executions(&mut tx, e.id, *seq, &plan.executions, now).await?;
+                insert_executions(&mut tx, e.id, *seq, &plan.executions, now, &mut tally).await?;
             }
         }
 
@@ -147,8 +150,10 @@ impl PgStore {
                     let verdict = if duplicate {
                         Verdict::Duplicate
                     } else {
+                        tally.event(event);
                         attempt.verdict
                     };
+                    tally.delivery(attempt, verdict);
                     attempts.push((attempt, verdict, Some(event_id)));
                     outcomes.push(WriteOutcome::Ingested(IngestOutcome {
                         event_id: EventId(event_id),
@@ -156,11 +161,12 @@ impl PgStore {
                     }));
                 }
                 WriteRequest::Attempt(attempt) => {
+                    tally.delivery(attempt, attempt.verdict);
                     attempts.push((attempt, attempt.verdict, None));
                     outcomes.push(WriteOutcome::Recorded);
                 }
                 WriteRequest::Finish(f) => {
-                    let held = finish_in(&mut tx, f.id, &f.owner, &f.attempt, &f.next).await?;
+                    let held = finish_in(&mut tx, f, &mut tally).await?;
                     outcomes.push(if held {
                         WriteOutcome::Finished
                     } else {
@@ -168,7 +174,9 @@ impl PgStore {
                     });
                 }
                 WriteRequest::Plan(plans) => {
-                    outcomes.push(WriteOutcome::Planned(plan_in(&mut tx, plans).await?));
+                    outcomes.push(WriteOutcome::Planned(
+                        plan_in(&mut tx, plans, &mut tally).await?,
+                    ));
                 }
                 WriteRequest::Claim(c) => {
                     outcomes.push(WriteOutcome::Claimed(claim_in(&mut tx, c).await?));
@@ -195,6 +203,7 @@ impl PgStore {
             });
             q.build().execute(&mut *tx).await?;
         }
+        add_activity(&mut tx, &tally).await?;
         notify_workers(&mut tx).await?;
         tx.commit().await?;
         Ok(outcomes)
@@ -205,25 +214,25 @@ impl PgStore {
 /// whether it did.
 async fn finish_in(
     tx: &mut Transaction<'_, Postgres>,
-    id: ExecutionId,
-    owner: &str,
-    a: &NewExecutionAttempt,
-    next: &NextStep,
+    f: &FinishRequest,
+    tally: &mut Tally,
 ) -> Result<bool, StoreError> {
+    let (id, a, next) = (f.id, &f.attempt, &f.next);
     let now = Millis::now();
     let (status, next_at, dead_reason) = next.as_columns(now);
-    let done = sqlx::query(sql::FINISH_EXECUTION)
+    let plugin: Option<String> = sqlx::query_scalar(sql::FINISH_EXECUTION)
         .bind(id.0)
-        .bind(owner)
+        .bind(f.owner.as_str())
         .bind(status.as_str())
         .bind(next_at.0)
         .bind(a.error.as_deref())
         .bind(now.0)
-        .execute(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
-    if done.rows_affected() == 0 {
+    let Some(plugin) = plugin else {
         return Ok(false);
-    }
+    };
+    tally.finished(&plugin, a, next, now);
     sqlx::query(sql::INSERT_EXECUTION_ATTEMPT)
         .bind(Uuid::now_v7())
         .bind(id.0)
@@ -282,6 +291,7 @@ async fn claim_in(
 async fn plan_in(
     tx: &mut Transaction<'_, Postgres>,
     plans: &[EventPlan],
+    tally: &mut Tally,
 ) -> Result<Vec<ExecutionId>, StoreError> {
     let now = Millis::now();
     let mut created = Vec::new();
@@ -299,7 +309,7 @@ async fn plan_in(
                 detail: format!("planning unknown event {}", plan.event),
             });
         };
-        created.extend(insert_executions(tx, plan.event, seq, &plan.executions, now).await?);
+        created.extend(insert_executions(tx, plan.event, seq, &plan.executions, now, tally).await?);
     }
     Ok(created)
 }

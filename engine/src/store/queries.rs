@@ -24,7 +24,8 @@ macro_rules! store_queries {
         $Db:ty,
         notify = $notify:literal,
         attempts_in_events = $folded:literal,
-        text = $Text:ty
+        text = $Text:ty,
+        activity_shard = $shard:expr
     ) => {
         use sqlx::{QueryBuilder, Row};
         use uuid::Uuid;
@@ -37,7 +38,7 @@ macro_rules! store_queries {
             ExecutionRow,
         };
         use crate::store::{
-            Activity, AttemptCount, Cursor, DeadLetter, DeadLetterEntry, DeadLetterQuery,
+            Activity, Cursor, DeadLetter, DeadLetterEntry, DeadLetterQuery,
             DeadLetterFilter, DeliveryAttempt, DeliveryAttemptFilter,
             EventFilter, Execution, ExecutionAttempt, ExecutionCounts, ExecutionFilter,
             NewExecution, QueueDepth, StoreError, StoredEvent,
@@ -52,6 +53,7 @@ macro_rules! store_queries {
             seq: i64,
             executions: &[NewExecution],
             now: Millis,
+            tally: &mut crate::store::activity::Tally,
         ) -> Result<Vec<ExecutionId>, StoreError> {
             let mut created = Vec::new();
             for x in executions {
@@ -71,9 +73,39 @@ macro_rules! store_queries {
                 .await?;
                 if let Some(id) = id {
                     created.push(ExecutionId(id));
+                    tally.planned(&x.plugin, now);
                 }
             }
             Ok(created)
+        }
+
+        /// Adds what a transaction did to the per-minute activity counts, under this node's
+        /// shard (see `activity.rs`).
+        async fn add_activity(
+            tx: &mut sqlx::Transaction<'_, $Db>,
+            tally: &crate::store::activity::Tally,
+        ) -> Result<(), StoreError> {
+            if tally.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<_> = tally.rows().collect();
+            let mut q = QueryBuilder::<$Db>::new(
+                "INSERT INTO activity (minute, kind, subject, label, shard, count) ",
+            );
+            q.push_values(&rows, |mut b, r| {
+                b.push_bind(r.minute)
+                    .push_bind(r.kind.as_str())
+                    .push_bind(<$Text>::text(&r.subject).into_owned())
+                    .push_bind(<$Text>::text(&r.label).into_owned())
+                    .push_bind($shard)
+                    .push_bind(r.count);
+            });
+            q.push(
+                " ON CONFLICT (minute, kind, subject, label, shard) \
+                 DO UPDATE SET count = activity.count + excluded.count",
+            );
+            q.build().execute(&mut **tx).await?;
+            Ok(())
         }
 
         /// Tells other hookwise nodes sharing this database that there may be work (on
@@ -483,30 +515,49 @@ macro_rules! store_queries {
                 Ok(at.map(Millis))
             }
 
-            pub(crate) async fn recent_plugin_calls(
+            /// Activity rows of the minutes `[first, last]` of the given kinds, summed over
+            /// shards.
+            async fn activity_rows(
                 &self,
-                since: Millis,
-                limit: i64,
-            ) -> Result<Vec<crate::store::PluginCall>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT x.plugin, a.outcome, a.finished_at - a.started_at AS duration \
-                     FROM execution_attempts a JOIN executions x ON x.id = a.execution_id \
-                     WHERE a.finished_at >= $1 ORDER BY a.finished_at DESC LIMIT $2",
-                )
-                .bind(since.0)
-                .bind(limit.max(0))
-                .fetch_all(&self.pool)
-                .await?;
+                (first, last): (i64, i64),
+                kinds: &[crate::store::activity::Kind],
+            ) -> Result<Vec<crate::store::activity::Counted>, StoreError> {
+                let mut q = QueryBuilder::<$Db>::new(
+                    "SELECT minute, kind, subject, label, CAST(SUM(count) AS BIGINT) AS n \
+                     FROM activity WHERE minute >= ",
+                );
+                q.push_bind(first).push(" AND minute <= ").push_bind(last);
+                q.push(" AND kind IN (");
+                let mut list = q.separated(", ");
+                for kind in kinds {
+                    list.push_bind(kind.as_str());
+                }
+                q.push(") GROUP BY minute, kind, subject, label");
+                let rows = q.build().fetch_all(&self.pool).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let outcome: String = row.try_get(1)?;
-                    out.push(crate::store::PluginCall {
-                        plugin: row.try_get(0)?,
-                        succeeded: outcome == crate::model::AttemptOutcome::Succeeded.as_str(),
-                        duration_ms: row.try_get::<i64, _>(2)?.max(0),
+                    out.push(crate::store::activity::Counted {
+                        minute: row.try_get("minute")?,
+                        kind: row.try_get("kind")?,
+                        subject: row.try_get("subject")?,
+                        label: row.try_get("label")?,
+                        count: row.try_get("n")?,
                     });
                 }
                 Ok(out)
+            }
+
+            pub(crate) async fn plugin_calls(
+                &self,
+                since: Millis,
+                until: Millis,
+            ) -> Result<std::collections::BTreeMap<String, crate::store::PluginCalls>, StoreError>
+            {
+                use crate::store::activity::{minutes, Kind};
+                let rows = self
+                    .activity_rows(minutes(since, until), &[Kind::Call, Kind::CallMs])
+                    .await?;
+                Ok(crate::store::PluginCalls::of(rows))
             }
 
             pub(crate) async fn recent_refusals(
@@ -654,13 +705,16 @@ macro_rules! store_queries {
                 let Some(seq) = seq else {
                     return Err(StoreError::NotFound(format!("event {event}")));
                 };
-                let created = insert_executions(&mut tx, event, seq, executions, now).await?;
+                let mut tally = crate::store::activity::Tally::default();
+                let created =
+                    insert_executions(&mut tx, event, seq, executions, now, &mut tally).await?;
                 for id in retire_dead_letters {
                     sqlx::query("DELETE FROM dead_letters WHERE execution_id = $1")
                         .bind(id.0)
                         .execute(&mut *tx)
                         .await?;
                 }
+                add_activity(&mut tx, &tally).await?;
                 notify_workers(&mut tx).await?;
                 tx.commit().await?;
                 Ok(created)
@@ -832,101 +886,32 @@ macro_rules! store_queries {
                 Ok(q.build().execute(&self.pool).await?.rows_affected())
             }
 
-            /// See [`crate::store::Store::activity`]. Attempts and events are counted from the
-            /// covering `(received_at, source, ...)` indexes; executions from `executions_created`
-            /// (one row lookup each, for the status); dead letters from `dead_letters_created`.
+            /// See [`crate::store::Store::activity`].
             pub(crate) async fn activity(
                 &self,
                 since: Millis,
                 until: Millis,
                 bucket: i64,
             ) -> Result<Activity, StoreError> {
-                let mut out = Activity::default();
-                let rows = sqlx::query(
-                    "SELECT (received_at - $1) / $3 AS bucket, source, verdict, COUNT(*) AS n \
-                     FROM delivery_attempts WHERE received_at >= $1 AND received_at < $2 \
-                     GROUP BY bucket, source, verdict",
-                )
-                .bind(since.0)
-                .bind(until.0)
-                .bind(bucket)
-                .fetch_all(&self.pool)
-                .await?;
-                for row in rows {
-                    out.attempts.push(AttemptCount {
-                        bucket: row.try_get("bucket")?,
-                        source: row.try_get("source")?,
-                        verdict: row.try_get("verdict")?,
-                        count: row.try_get("n")?,
-                    });
-                }
-                // Where accepted attempts live in their events' rows, they are counted there.
-                let accepted = if $folded {
-                    "COUNT(attempt_id)"
-                } else {
-                    "CAST(0 AS BIGINT)"
-                };
-                let rows = sqlx::query(&format!(
-                    "SELECT (received_at - $1) / $3 AS bucket, source, COUNT(*) AS n, \
-                     {accepted} AS accepted FROM events \
-                     WHERE received_at >= $1 AND received_at < $2 GROUP BY bucket, source"
-                ))
-                .bind(since.0)
-                .bind(until.0)
-                .bind(bucket)
-                .fetch_all(&self.pool)
-                .await?;
-                for row in rows {
-                    let bucket: i64 = row.try_get("bucket")?;
-                    let source: String = row.try_get("source")?;
-                    let accepted: i64 = row.try_get("accepted")?;
-                    if accepted > 0 {
-                        out.attempts.push(AttemptCount {
-                            bucket,
-                            source: source.clone(),
-                            verdict: crate::model::Verdict::Accepted.as_str().to_string(),
-                            count: accepted,
-                        });
-                    }
-                    out.events.push((bucket, source, row.try_get("n")?));
-                }
-                let rows = sqlx::query(
-                    "SELECT status, COUNT(*) AS n FROM executions \
-                     WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
-                )
-                .bind(since.0)
-                .bind(until.0)
-                .fetch_all(&self.pool)
-                .await?;
-                for row in rows {
-                    out.executions.push((row.try_get("status")?, row.try_get("n")?));
-                }
-                let rows = sqlx::query(
-                    "SELECT source, COALESCE(reason, '') AS reason, COUNT(*) AS n \
-                     FROM delivery_attempts WHERE received_at >= $1 AND received_at < $2 \
-                     AND verdict = 'rejected' GROUP BY source, COALESCE(reason, '') \
-                     ORDER BY n DESC, source, reason LIMIT $3",
-                )
-                .bind(since.0)
-                .bind(until.0)
-                .bind(crate::store::MAX_REFUSAL_REASONS)
-                .fetch_all(&self.pool)
-                .await?;
-                for row in rows {
-                    out.refusals.push((
-                        row.try_get("source")?,
-                        row.try_get("reason")?,
-                        row.try_get("n")?,
-                    ));
-                }
-                out.dead_letters = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM dead_letters WHERE created_at >= $1 AND created_at < $2",
-                )
-                .bind(since.0)
-                .bind(until.0)
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(out)
+                use crate::store::activity::{minutes, Kind};
+                let kinds = [
+                    Kind::Delivery,
+                    Kind::Refusal,
+                    Kind::Event,
+                    Kind::Execution,
+                    Kind::Call,
+                ];
+                let rows = self.activity_rows(minutes(since, until), &kinds).await?;
+                Ok(Activity::of(rows, since, bucket))
+            }
+
+            pub(crate) async fn prune_activity(&self, cutoff: Millis) -> Result<u64, StoreError> {
+                let (before, _) = crate::store::activity::minutes(cutoff, cutoff);
+                let done = sqlx::query("DELETE FROM activity WHERE minute < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {

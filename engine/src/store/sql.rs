@@ -75,9 +75,17 @@ pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions (id, event_id,
 
 /// Moves a running execution on, if `$2` still holds its lease: $3 status, $4 next attempt,
 /// $5 last error, $6 now.
+/// Returns the execution's plugin (nothing when the lease was lost).
 pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $3, \
      next_attempt_at = $4, lease_owner = NULL, lease_until = NULL, last_error = $5, \
-     updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
+     updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+     RETURNING plugin";
+
+/// Adds to a per-minute activity count (see `activity.rs`): $1 minute, $2 kind, $3 subject,
+/// $4 label, $5 shard, $6 count.
+pub(crate) const ADD_ACTIVITY: &str = "INSERT INTO activity (minute, kind, subject, label, \
+     shard, count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (minute, kind, subject, label, \
+     shard) DO UPDATE SET count = activity.count + excluded.count";
 
 /// The record of one attempt; written once per (execution, attempt).
 pub(crate) const INSERT_EXECUTION_ATTEMPT: &str = "INSERT INTO execution_attempts (id, \

@@ -60,5 +60,6 @@ super::queries::store_queries!(
     sqlx::Sqlite,
     notify = "",
     attempts_in_events = true,
-    text = super::text::Lossless
+    text = super::text::Lossless,
+    activity_shard = 0i32
 );

@@ -18,11 +18,13 @@ use rusqlite::types::{ToSql, ValueRef};
 use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
 use uuid::Uuid;
 
+use super::activity::Tally;
 use super::payload::{self, Packed};
-use super::records::{
-    ExecutionRow, NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt,
+use super::records::{ExecutionRow, NewDeliveryAttempt, NewEvent, NewExecution};
+use super::{
+    ClaimRequest, EventPlan, FinishRequest, IngestOutcome, StoreError, WriteOutcome, WriteRequest,
+    sql,
 };
-use super::{ClaimRequest, EventPlan, IngestOutcome, StoreError, WriteOutcome, WriteRequest, sql};
 use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
 
 /// Prepared statements kept per connection: the write path has about a dozen, and a claim
@@ -139,6 +141,7 @@ impl SqliteWriter {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut attempts: Vec<(&NewDeliveryAttempt, Verdict, Option<Uuid>)> =
             Vec::with_capacity(batch.len());
+        let mut tally = Tally::default();
         for request in batch {
             match request {
                 WriteRequest::Ingest {
@@ -193,7 +196,10 @@ impl SqliteWriter {
                     if let Some(plan) = plan.as_ref().filter(|_| stored) {
                         // `seq` is the events table's rowid.
                         let seq = tx.last_insert_rowid();
-                        insert_executions(&tx, event.id, seq, &plan.executions, now)?;
+                        insert_executions(&tx, event.id, seq, &plan.executions, now, &mut tally)?;
+                    }
+                    if stored {
+                        tally.event(event);
                     }
                     let event_id = if stored {
                         event.id.0
@@ -216,6 +222,7 @@ impl SqliteWriter {
                     } else {
                         Verdict::Duplicate
                     };
+                    tally.delivery(attempt, verdict);
                     if !(stored && folded) {
                         attempts.push((attempt, verdict, Some(event_id)));
                     }
@@ -225,11 +232,12 @@ impl SqliteWriter {
                     }));
                 }
                 WriteRequest::Attempt(attempt) => {
+                    tally.delivery(attempt, attempt.verdict);
                     attempts.push((attempt, attempt.verdict, None));
                     outcomes.push(WriteOutcome::Recorded);
                 }
                 WriteRequest::Finish(f) => {
-                    let held = finish(&tx, f.id, &f.owner, &f.attempt, &f.next)?;
+                    let held = finish(&tx, f, &mut tally)?;
                     outcomes.push(if held {
                         WriteOutcome::Finished
                     } else {
@@ -237,7 +245,7 @@ impl SqliteWriter {
                     });
                 }
                 WriteRequest::Plan(plans) => {
-                    outcomes.push(WriteOutcome::Planned(plan(&tx, plans)?));
+                    outcomes.push(WriteOutcome::Planned(plan(&tx, plans, &mut tally)?));
                 }
                 WriteRequest::Claim(c) => outcomes.push(WriteOutcome::Claimed(claim(&tx, c)?)),
             }
@@ -264,38 +272,61 @@ impl SqliteWriter {
                 ],
             )?;
         }
+        add_activity(&tx, &tally)?;
         tx.commit()?;
         Ok(outcomes)
     }
 }
 
-/// Records an attempt and moves the execution on, if `owner` still holds its lease; returns
-/// whether it did.
-fn finish(
-    conn: &Connection,
-    id: ExecutionId,
-    owner: &str,
-    a: &NewExecutionAttempt,
-    next: &super::NextStep,
-) -> Result<bool, StoreError> {
+/// Adds a batch's counts to the per-minute activity rows (one shard: one writer).
+fn add_activity(conn: &Connection, tally: &Tally) -> Result<(), StoreError> {
+    for row in tally.rows() {
+        execute(
+            conn,
+            sql::ADD_ACTIVITY,
+            &[
+                &row.minute,
+                &row.kind.as_str(),
+                &row.subject,
+                &row.label,
+                &0i32,
+                &row.count,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records an attempt and moves the execution on, if the request's owner still holds its
+/// lease; returns whether it did.
+fn finish(conn: &Connection, f: &FinishRequest, tally: &mut Tally) -> Result<bool, StoreError> {
+    let (a, next) = (&f.attempt, &f.next);
     let now = Millis::now();
     let (status, next_at, dead_reason) = next.as_columns(now);
-    let id_bytes = id.0.as_bytes().as_slice();
-    let moved = execute(
-        conn,
-        sql::FINISH_EXECUTION,
-        &[
-            &id_bytes,
-            &owner,
-            &status.as_str(),
-            &next_at.0,
-            &a.error,
-            &now.0,
-        ],
-    )?;
-    if moved == 0 {
+    let id_bytes = f.id.0.as_bytes().as_slice();
+    let plugin: Option<String> = {
+        let mut stmt = prepared(conn, sql::FINISH_EXECUTION)?;
+        bind(
+            &mut stmt,
+            &[
+                &id_bytes,
+                &f.owner,
+                &status.as_str(),
+                &next_at.0,
+                &a.error,
+                &now.0,
+            ],
+        )?;
+        let mut rows = stmt.raw_query();
+        match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        }
+    };
+    let Some(plugin) = plugin else {
         return Ok(false);
-    }
+    };
+    tally.finished(&plugin, a, next, now);
     let output = a.output.as_ref().map(json).transpose()?;
     execute(
         conn,
@@ -323,7 +354,11 @@ fn finish(
 }
 
 /// Stores match traces and plans executions (see [`super::Store::plan`]).
-fn plan(conn: &Connection, plans: &[EventPlan]) -> Result<Vec<ExecutionId>, StoreError> {
+fn plan(
+    conn: &Connection,
+    plans: &[EventPlan],
+    tally: &mut Tally,
+) -> Result<Vec<ExecutionId>, StoreError> {
     let now = Millis::now();
     let mut created = Vec::new();
     for plan in plans {
@@ -357,6 +392,7 @@ fn plan(conn: &Connection, plans: &[EventPlan]) -> Result<Vec<ExecutionId>, Stor
             seq,
             &plan.executions,
             now,
+            tally,
         )?);
     }
     Ok(created)
@@ -370,6 +406,7 @@ fn insert_executions(
     seq: i64,
     executions: &[NewExecution],
     now: Millis,
+    tally: &mut Tally,
 ) -> Result<Vec<ExecutionId>, StoreError> {
     let event = event.0.as_bytes().as_slice();
     let mut created = Vec::new();
@@ -394,6 +431,7 @@ fn insert_executions(
         let mut rows = stmt.raw_query();
         if let Some(row) = rows.next()? {
             created.push(ExecutionId(uuid_at(row, 0, "executions")?));
+            tally.planned(&x.plugin, now);
         }
     }
     Ok(created)
