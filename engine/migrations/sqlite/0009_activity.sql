@@ -10,7 +10,7 @@ CREATE TABLE activity (
     label TEXT NOT NULL,
     shard INTEGER NOT NULL,
     count BIGINT NOT NULL,
-    PRIMARY KEY (minute, kind, subject, label, shard)
+    PRIMARY KEY (kind, minute, subject, label, shard)
 ) WITHOUT ROWID;
 INSERT INTO activity (minute, kind, subject, label, shard, count)
 SELECT minute, kind, subject, label, 0, SUM(n) FROM (

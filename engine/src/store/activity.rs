@@ -62,6 +62,15 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    pub(crate) const ALL: [Kind; 6] = [
+        Kind::Delivery,
+        Kind::Refusal,
+        Kind::Event,
+        Kind::Execution,
+        Kind::Call,
+        Kind::CallMs,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Delivery => "delivery",
@@ -188,10 +197,11 @@ pub(crate) fn minutes(since: Millis, until: Millis) -> (i64, i64) {
     )
 }
 
-/// Activity rows as read back, summed over shards.
+/// Activity rows as read back, summed over shards and over the minutes of a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Counted {
-    pub minute: i64,
+    /// Whole bucket lengths since the window's start.
+    pub bucket: i64,
     pub kind: String,
     pub subject: String,
     pub label: String,
@@ -229,17 +239,8 @@ pub struct AttemptCount {
 }
 
 impl Activity {
-    /// Sums `rows` of the window starting at `since` into buckets of `bucket` ms (a minute that
-    /// began before `since` counts in the first bucket).
-    pub(crate) fn of(rows: Vec<Counted>, since: Millis, bucket: i64) -> Activity {
-        let bucket = bucket.max(1);
-        let bucket_of = |minute: i64| {
-            minute
-                .saturating_mul(MINUTE_MS)
-                .saturating_sub(since.0)
-                .max(0)
-                / bucket
-        };
+    /// Sums `rows` (already summed per bucket by the query) per source and per tally.
+    pub(crate) fn of(rows: Vec<Counted>) -> Activity {
         let mut attempts: HashMap<(i64, String, String), i64> = HashMap::new();
         let mut events: HashMap<(i64, String), i64> = HashMap::new();
         let mut calls: HashMap<String, i64> = HashMap::new();
@@ -248,12 +249,10 @@ impl Activity {
         for r in rows {
             match Kind::parse(&r.kind) {
                 Some(Kind::Delivery) => {
-                    *attempts
-                        .entry((bucket_of(r.minute), r.subject, r.label))
-                        .or_insert(0) += r.count;
+                    *attempts.entry((r.bucket, r.subject, r.label)).or_insert(0) += r.count;
                 }
                 Some(Kind::Event) => {
-                    *events.entry((bucket_of(r.minute), r.subject)).or_insert(0) += r.count;
+                    *events.entry((r.bucket, r.subject)).or_insert(0) += r.count;
                 }
                 Some(Kind::Refusal) => {
                     *refusals.entry((r.subject, r.label)).or_insert(0) += r.count;
@@ -359,9 +358,9 @@ impl PluginCalls {
 mod tests {
     use super::*;
 
-    fn counted(minute: i64, kind: Kind, subject: &str, label: &str, count: i64) -> Counted {
+    fn counted(bucket: i64, kind: Kind, subject: &str, label: &str, count: i64) -> Counted {
         Counted {
-            minute,
+            bucket,
             kind: kind.as_str().into(),
             subject: subject.into(),
             label: label.into(),
@@ -388,25 +387,22 @@ mod tests {
 
     #[test]
     fn rows_sum_into_buckets_sources_and_tallies() {
-        let since = Millis(10 * MINUTE_MS + 30_000);
         let rows = vec![
-            // Began before the window: first bucket.
-            counted(10, Kind::Delivery, "gh", "accepted", 2),
-            counted(11, Kind::Delivery, "gh", "accepted", 3),
-            counted(16, Kind::Delivery, "gh", "rejected", 1),
-            counted(16, Kind::Refusal, "gh", "invalid_signature: x", 1),
-            counted(17, Kind::Refusal, "gh", "invalid_signature: x", 4),
-            counted(17, Kind::Refusal, "st", "other", 1),
-            counted(11, Kind::Event, "gh", "", 5),
-            counted(11, Kind::Execution, "relay", PLANNED, 5),
-            counted(12, Kind::Execution, "relay", DEAD, 1),
-            counted(12, Kind::Call, "relay", "succeeded", 4),
-            counted(12, Kind::Call, "relay", "fatal", 1),
-            counted(12, Kind::CallMs, "relay", "5", 5),
+            counted(0, Kind::Delivery, "gh", "accepted", 5),
+            counted(1, Kind::Delivery, "gh", "rejected", 1),
+            counted(0, Kind::Refusal, "gh", "invalid_signature: x", 1),
+            counted(1, Kind::Refusal, "gh", "invalid_signature: x", 4),
+            counted(1, Kind::Refusal, "st", "other", 1),
+            counted(0, Kind::Event, "gh", "", 5),
+            counted(0, Kind::Execution, "relay", PLANNED, 5),
+            counted(0, Kind::Execution, "relay", DEAD, 1),
+            counted(0, Kind::Call, "relay", "succeeded", 4),
+            counted(0, Kind::Call, "relay", "fatal", 1),
+            counted(0, Kind::CallMs, "relay", "5", 5),
             // A kind this version does not know (written by a newer one) is left out.
-            counted(12, Kind::Call, "relay", "succeeded", 9).tap_kind("future-kind"),
+            counted(0, Kind::Call, "relay", "succeeded", 9).tap_kind("future-kind"),
         ];
-        let a = Activity::of(rows, since, 5 * MINUTE_MS);
+        let a = Activity::of(rows);
         assert_eq!(
             a.attempts,
             vec![

@@ -84,7 +84,7 @@ pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $3, \
 /// Adds to a per-minute activity count (see `activity.rs`): $1 minute, $2 kind, $3 subject,
 /// $4 label, $5 shard, $6 count.
 pub(crate) const ADD_ACTIVITY: &str = "INSERT INTO activity (minute, kind, subject, label, \
-     shard, count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (minute, kind, subject, label, \
+     shard, count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, minute, subject, label, \
      shard) DO UPDATE SET count = activity.count + excluded.count";
 
 /// The record of one attempt; written once per (execution, attempt).
