@@ -633,17 +633,11 @@ macro_rules! store_queries {
             pub(crate) async fn prune_events(&self, cutoff: Millis, batch: i64) -> Result<u64, StoreError> {
                 // Executions, their attempts and dead letters follow by ON DELETE CASCADE
                 // (SQLite connections enable foreign keys).
-                let done = sqlx::query(
-                    "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e \
-                     WHERE e.received_at < $1 AND e.status <> 'pending' \
-                     AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.event_id = e.id \
-                     AND x.status IN ('pending', 'running')) \
-                     ORDER BY e.seq LIMIT $2)",
-                )
-                .bind(cutoff.0)
-                .bind(batch.max(0))
-                .execute(&self.pool)
-                .await?;
+                let done = sqlx::query(crate::store::sql::PRUNE_EVENTS)
+                    .bind(cutoff.0)
+                    .bind(batch.max(0))
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected())
             }
 
@@ -652,14 +646,11 @@ macro_rules! store_queries {
                 cutoff: Millis,
                 batch: i64,
             ) -> Result<u64, StoreError> {
-                let done = sqlx::query(
-                    "DELETE FROM delivery_attempts WHERE id IN (SELECT id FROM delivery_attempts \
-                     WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
-                )
-                .bind(cutoff.0)
-                .bind(batch.max(0))
-                .execute(&self.pool)
-                .await?;
+                let done = sqlx::query(crate::store::sql::PRUNE_DELIVERY_ATTEMPTS)
+                    .bind(cutoff.0)
+                    .bind(batch.max(0))
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected())
             }
 
@@ -932,9 +923,8 @@ macro_rules! store_queries {
             pub(crate) async fn prune_activity(&self, cutoff: Millis) -> Result<u64, StoreError> {
                 let (before, _) = crate::store::activity::minutes(cutoff, cutoff);
                 let mut pruned = 0;
-                // Kind by kind, so each delete reads its stretch of the key, not the table.
                 for kind in crate::store::activity::Kind::ALL {
-                    let done = sqlx::query("DELETE FROM activity WHERE kind = $1 AND minute < $2")
+                    let done = sqlx::query(crate::store::sql::PRUNE_ACTIVITY)
                         .bind(kind.as_str())
                         .bind(before)
                         .execute(&self.pool)
