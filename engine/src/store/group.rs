@@ -1,8 +1,10 @@
 //! Group commit: one writer owns the write path; every request that arrives while a transaction
 //! is being written joins the next one. Callers wait for the commit that holds their row.
 //!
-//! No timer is involved: under light load each request is its own batch (lowest latency); under
-//! heavy load batches grow by themselves up to `max_batch` (highest throughput).
+//! Under light load each request is its own batch (lowest latency); under heavy load batches
+//! grow by themselves up to `max_batch` (highest throughput). On SQLite, commits also come at
+//! most every [`MIN_COMMIT_GAP`], so that steady load makes batches of many writes rather than
+//! a stream of small commits that each write their shared pages again.
 //!
 //! On SQLite the writer is a thread that owns the one writing connection and runs each batch
 //! itself ([`super::sqlite_writer`]); on PostgreSQL it is a task that writes through sqlx.
@@ -302,6 +304,15 @@ fn answer(reply: Option<Reply>, result: Result<WriteOutcome, StoreError>) {
     }
 }
 
+/// The least time between two SQLite commits. A commit writes every page it touched to the
+/// WAL in full, and most of a write's pages (the table's and the time indexes' last pages)
+/// are shared with the writes beside it: committing 2.7 writes at a time, a 10-minute soak
+/// wrote 63 KB to the disk per 2.8 KB event (200 MB/s at 3,200 events/s); with this gap, 20
+/// writes a commit and 24 KB per event (80 MB/s). Requests that arrive at least this far apart
+/// are committed at once, as before; under load, commits come at most this often and carry
+/// what arrived meanwhile.
+const MIN_COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// An answer that waits for the WAL sync that makes its write durable.
 type Pending = (Option<Reply>, Result<WriteOutcome, StoreError>);
 
@@ -323,6 +334,7 @@ fn write_on_thread(mut writer: SqliteWriter, mut batches: Batches) {
         }
     };
     let inline_wal = writer.wal();
+    let mut last_commit = std::time::Instant::now();
     loop {
         let first = match batches.carry.take() {
             Some(job) => job,
@@ -331,8 +343,13 @@ fn write_on_thread(mut writer: SqliteWriter, mut batches: Batches) {
                 None => break,
             },
         };
+        // Under steady load, let what arrives in the rest of the gap join this batch.
+        if let Some(rest) = MIN_COMMIT_GAP.checked_sub(last_commit.elapsed()) {
+            std::thread::sleep(rest);
+        }
         let (requests, replies) = batches.after(first);
         let result = writer.write_batch(&requests);
+        last_commit = std::time::Instant::now();
         let mut pending: Vec<Pending> = Vec::with_capacity(replies.len());
         let mut keep = |reply: Option<Reply>, result| pending.push((reply, result));
         let counters = &batches.counters;
