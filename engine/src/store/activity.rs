@@ -115,12 +115,7 @@ pub(crate) struct Tally(HashMap<(i64, Kind, String, String), i64>);
 
 impl Tally {
     fn add(&mut self, at: Millis, kind: Kind, subject: &str, label: &str) {
-        let key = (
-            at.0.div_euclid(MINUTE_MS),
-            kind,
-            subject.to_string(),
-            label.to_string(),
-        );
+        let key = (minute_of(at), kind, subject.to_string(), label.to_string());
         *self.0.entry(key).or_insert(0) += 1;
     }
 
@@ -189,11 +184,16 @@ pub(crate) fn call_ms_label(ms: i64) -> String {
         .map_or_else(|| CALL_MS_REST.to_string(), |bound| bound.to_string())
 }
 
+/// The minute (of the Unix epoch) that holds `at`.
+pub(crate) fn minute_of(at: Millis) -> i64 {
+    at.0.div_euclid(MINUTE_MS)
+}
+
 /// The minute rows of `[since, until)`: every minute that overlaps it.
 pub(crate) fn minutes(since: Millis, until: Millis) -> (i64, i64) {
     (
-        since.0.div_euclid(MINUTE_MS),
-        until.0.saturating_sub(1).div_euclid(MINUTE_MS),
+        minute_of(since),
+        minute_of(Millis(until.0.saturating_sub(1))),
     )
 }
 

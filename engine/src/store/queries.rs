@@ -89,9 +89,7 @@ macro_rules! store_queries {
                 return Ok(());
             }
             let rows: Vec<_> = tally.rows().collect();
-            let mut q = QueryBuilder::<$Db>::new(
-                "INSERT INTO activity (minute, kind, subject, label, shard, count) ",
-            );
+            let mut q = QueryBuilder::<$Db>::new(crate::store::sql::INSERT_ACTIVITY);
             q.push_values(&rows, |mut b, r| {
                 b.push_bind(r.minute)
                     .push_bind(r.kind.as_str())
@@ -100,10 +98,7 @@ macro_rules! store_queries {
                     .push_bind($shard)
                     .push_bind(r.count);
             });
-            q.push(
-                " ON CONFLICT (kind, minute, subject, label, shard) \
-                 DO UPDATE SET count = activity.count + excluded.count",
-            );
+            q.push(crate::store::sql::ACTIVITY_CONFLICT);
             q.build().execute(&mut **tx).await?;
             Ok(())
         }
@@ -921,7 +916,7 @@ macro_rules! store_queries {
             }
 
             pub(crate) async fn prune_activity(&self, cutoff: Millis) -> Result<u64, StoreError> {
-                let (before, _) = crate::store::activity::minutes(cutoff, cutoff);
+                let before = crate::store::activity::minute_of(cutoff);
                 let mut pruned = 0;
                 for kind in crate::store::activity::Kind::ALL {
                     let done = sqlx::query(crate::store::sql::PRUNE_ACTIVITY)

@@ -13,6 +13,19 @@ macro_rules! event_columns {
     };
 }
 
+macro_rules! activity_insert {
+    () => {
+        "INSERT INTO activity (minute, kind, subject, label, shard, count) "
+    };
+}
+
+macro_rules! activity_conflict {
+    () => {
+        " ON CONFLICT (kind, minute, subject, label, shard) \
+         DO UPDATE SET count = activity.count + excluded.count"
+    };
+}
+
 macro_rules! attempt_columns {
     () => {
         "id, source, received_at, remote_addr, method, path, headers, body, body_size, verdict, \
@@ -83,9 +96,15 @@ pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $3, \
 
 /// Adds to a per-minute activity count (see `activity.rs`): $1 minute, $2 kind, $3 subject,
 /// $4 label, $5 shard, $6 count.
-pub(crate) const ADD_ACTIVITY: &str = "INSERT INTO activity (minute, kind, subject, label, \
-     shard, count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, minute, subject, label, \
-     shard) DO UPDATE SET count = activity.count + excluded.count";
+pub(crate) const ADD_ACTIVITY: &str = concat!(
+    activity_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, $6)",
+    activity_conflict!()
+);
+/// The head of a multi-row [`ADD_ACTIVITY`]; rows follow, then [`ACTIVITY_CONFLICT`].
+pub(crate) const INSERT_ACTIVITY: &str = activity_insert!();
+/// A row whose key exists adds its count to it.
+pub(crate) const ACTIVITY_CONFLICT: &str = activity_conflict!();
 
 /// The record of one attempt; written once per (execution, attempt).
 pub(crate) const INSERT_EXECUTION_ATTEMPT: &str = "INSERT INTO execution_attempts (id, \

@@ -304,25 +304,18 @@ fn finish(conn: &Connection, f: &FinishRequest, tally: &mut Tally) -> Result<boo
     let now = Millis::now();
     let (status, next_at, dead_reason) = next.as_columns(now);
     let id_bytes = f.id.0.as_bytes().as_slice();
-    let plugin: Option<String> = {
-        let mut stmt = prepared(conn, sql::FINISH_EXECUTION)?;
-        bind(
-            &mut stmt,
-            &[
-                &id_bytes,
-                &f.owner,
-                &status.as_str(),
-                &next_at.0,
-                &a.error,
-                &now.0,
-            ],
-        )?;
-        let mut rows = stmt.raw_query();
-        match rows.next()? {
-            Some(row) => Some(row.get(0)?),
-            None => None,
-        }
-    };
+    let plugin: Option<String> = query_first(
+        conn,
+        sql::FINISH_EXECUTION,
+        &[
+            &id_bytes,
+            &f.owner,
+            &status.as_str(),
+            &next_at.0,
+            &a.error,
+            &now.0,
+        ],
+    )?;
     let Some(plugin) = plugin else {
         return Ok(false);
     };
@@ -363,23 +356,16 @@ fn plan(
     let mut created = Vec::new();
     for plan in plans {
         let event = plan.event.0.as_bytes().as_slice();
-        let seq: Option<i64> = {
-            let mut stmt = prepared(conn, sql::PLAN_EVENT)?;
-            bind(
-                &mut stmt,
-                &[
-                    &event,
-                    &EventStatus::Planned.as_str(),
-                    &json(&plan.match_trace)?,
-                    &now.0,
-                ],
-            )?;
-            let mut rows = stmt.raw_query();
-            match rows.next()? {
-                Some(row) => Some(row.get(0)?),
-                None => None,
-            }
-        };
+        let seq: Option<i64> = query_first(
+            conn,
+            sql::PLAN_EVENT,
+            &[
+                &event,
+                &EventStatus::Planned.as_str(),
+                &json(&plan.match_trace)?,
+                &now.0,
+            ],
+        )?;
         let Some(seq) = seq else {
             return Err(StoreError::Corrupt {
                 table: "events",
@@ -524,6 +510,21 @@ fn execute(conn: &Connection, text: &str, args: &[&dyn ToSql]) -> Result<usize, 
 }
 
 /// Runs a query whose first column of its first row is a UUID.
+/// The first column of the first row `text` returns, if any.
+fn query_first<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    text: &str,
+    args: &[&dyn ToSql],
+) -> Result<Option<T>, StoreError> {
+    let mut stmt = prepared(conn, text)?;
+    bind(&mut stmt, args)?;
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(row) => Ok(Some(row.get(0)?)),
+        None => Ok(None),
+    }
+}
+
 fn query_uuid(
     conn: &Connection,
     text: &str,
