@@ -758,11 +758,13 @@ async fn ops_pages_on_postgres() {
     let dash = Dash::new(&server);
     let origin = dash.origin();
     let cookie = dash.sign_in().await;
+    // Wait on the hour, which the page counts first: the refusal may be committed between the
+    // two windows' queries, and then only the day would hold it.
     let start = Instant::now();
     let html = loop {
         let (status, page) = dash.page("/overview", &cookie).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        let table = section(&page, "id=\"deliveries-day\"", "</table>");
+        let table = section(&page, "id=\"deliveries-hour\"", "</table>");
         if text_after(table, "<td class=\"refused\"") == Some("1") {
             break page;
         }
