@@ -564,9 +564,11 @@ fn rule_rows(counts: &[usize], events: usize) -> anyhow::Result<Vec<RuleRow>> {
         .collect();
     let plugins = vec!["notify".to_string()];
     let secrets = std::collections::BTreeMap::new();
+    let input_schemas = std::collections::BTreeMap::new();
     let ctx = CompileContext {
         sources: &sources,
         plugins: &plugins,
+        input_schemas: &input_schemas,
         secrets: &secrets,
     };
     let payload = serde_json::json!({

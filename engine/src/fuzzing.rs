@@ -425,6 +425,7 @@ fn read_payload(body: &[u8]) -> Option<Payload<'_>> {
 struct RuleWorld {
     sources: Vec<(String, String)>,
     plugins: Vec<String>,
+    input_schemas: BTreeMap<String, std::sync::Arc<crate::schema::InputSchema>>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -437,6 +438,7 @@ impl RuleWorld {
                 ("slack".into(), "slack".into()),
             ],
             plugins: vec!["notify".into(), "call-api".into(), "write-db".into()],
+            input_schemas: BTreeMap::new(),
             secrets: BTreeMap::from([("TOKEN".to_string(), RULE_SECRET.to_string())]),
         }
     }
@@ -445,6 +447,7 @@ impl RuleWorld {
         CompileContext {
             sources: &self.sources,
             plugins: &self.plugins,
+            input_schemas: &self.input_schemas,
             secrets: &self.secrets,
         }
     }

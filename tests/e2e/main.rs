@@ -13,6 +13,7 @@ mod dispatch;
 mod first_party;
 mod fuzz_corpora;
 mod ingress;
+mod input_schemas;
 mod outside_text;
 mod plugins;
 mod plugins_cli;

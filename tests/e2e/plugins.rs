@@ -1394,6 +1394,120 @@ async fn command_module_abi() {
     assert!(flood.logs_truncated);
 }
 
+/// A core module with log, HTTP and database through the `hookwise` import module: the same
+/// grants, records, transaction and exactly-once as a component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_modules_get_log_http_and_db_through_the_import_module() {
+    let (addr, seen) = test_server().await;
+    let fx = DbFixture::new(Backend::Sqlite).await;
+    let grants = Grants {
+        http: vec![format!("http://{addr}")],
+        db: vec!["app".into()],
+    };
+    let plugin = load(&fx.host, "core-abi", limits(), grants);
+    assert_eq!(plugin.abi(), PluginAbi::Command);
+    let input = json!({
+        "url": format!("http://{addr}/echo"),
+        "connection": "app",
+        "sql": "INSERT INTO items (name, qty) VALUES (?, ?)",
+        "params": ["core", 3],
+    });
+    let first = call_with_key(&fx.host, &plugin, input.clone(), "core-1").await;
+    let out = output(&first);
+    assert_eq!(out["event"], "evt-1");
+    assert_eq!(out["key"], "core-1");
+    assert_eq!(out["payload_ref"], "refs/heads/main");
+    assert_eq!(out["http"]["status"], 200);
+    assert_eq!(out["http"]["body"], "hello from the test server");
+    assert_eq!(out["db"], json!({"rows_affected": 1}));
+    let levels: Vec<&str> = first.logs.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        levels,
+        ["level 0", "level 1", "level 2", "level 3", "level 4"]
+    );
+    assert_eq!(
+        requests(&seen),
+        vec![("/echo".to_string(), Some("core-1".to_string()))]
+    );
+    assert_eq!(seen.seen()[0].body, br#"{"ref":"refs/heads/main"}"#);
+    assert_eq!(first.http_calls.len(), 1);
+    assert_eq!(first.http_calls[0].status, Some(200));
+    assert_eq!(first.db_statements.len(), 1);
+    assert_eq!(
+        first.db_transactions[0].outcome,
+        DbTransactionOutcome::Committed
+    );
+    assert_eq!(fx.names().await, vec!["core".to_string()]);
+
+    // A retry with the same key applies nothing again.
+    let again = call_with_key(&fx.host, &plugin, input, "core-1").await;
+    assert_eq!(output(&again)["db"], json!({"already_applied": true}));
+    assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 1);
+
+    // Ungranted: a refusal recorded, nothing sent, and the error reaches the module.
+    let refused = call_with_key(
+        &fx.host,
+        &plugin,
+        json!({"url": "http://127.0.0.1:9/x", "connection": "nope"}),
+        "core-2",
+    )
+    .await;
+    let out = output(&refused);
+    assert!(
+        out["http"]["error"].as_str().unwrap_or("").contains("denied")
+            || out["http"]["error"].as_str().unwrap_or("").contains("refused"),
+        "{out}"
+    );
+    assert!(refused.http_calls[0].refused);
+    assert!(
+        out["db"]["error"].as_str().unwrap_or("").contains("nope"),
+        "{out}"
+    );
+    assert_eq!(requests(&seen).len(), 1);
+    fx.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_module_answers_errors_and_bad_calls() {
+    let host = host();
+    let plugin = load(&host, "core-abi", limits(), Grants::default());
+
+    let fatal = call(&host, &plugin, json!({"mode": "fatal"})).await;
+    assert_eq!(
+        fatal.result,
+        Err(CallError::Plugin {
+            kind: ErrorKind::Fatal,
+            message: "the input says fatal".into(),
+            retry_after: None
+        })
+    );
+    // `error` wins over the exit status that follows it.
+    let retry = call(&host, &plugin, json!({"mode": "retry"})).await;
+    assert_eq!(
+        retry.result,
+        Err(CallError::Plugin {
+            kind: ErrorKind::Retryable,
+            message: "try later".into(),
+            retry_after: Some(Duration::from_millis(1500))
+        })
+    );
+    // A pointer outside memory traps; it does not take the host down.
+    let oob = call(&host, &plugin, json!({"mode": "out-of-bounds"})).await;
+    assert!(
+        matches!(&oob.result, Err(CallError::Trap(message)) if message.contains("outside memory")),
+        "{:?}",
+        oob.result
+    );
+    // A request that is not JSON is an error the module reads, with its length negative.
+    let bad = output(&call(&host, &plugin, json!({"mode": "bad-http"})).await);
+    let message = bad["error"].as_str().unwrap_or_default();
+    assert!(message.starts_with("invalid request JSON"), "{bad}");
+    assert_eq!(bad["n"], json!(-(message.len() as i64)));
+    // Without `output`, stdout is the answer as before.
+    let stdout = call(&host, &plugin, json!({"mode": "stdout"})).await;
+    assert_eq!(output(&stdout), json!({"from": "stdout"}));
+}
+
 // ---------- cost ----------
 
 /// Per-call cost of the no-op plugin (fresh store + instance per call).

@@ -125,7 +125,7 @@ fn plugin_dir() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         for (triple, packages) in [
             ("wasm32-wasip2", vec!["noop", "hostile", "relay"]),
-            ("wasm32-wasip1", vec!["command-echo"]),
+            ("wasm32-wasip1", vec!["command-echo", "core-abi"]),
         ] {
             let mut cmd = Command::new(&cargo);
             cmd.current_dir(&examples)
@@ -144,11 +144,11 @@ fn plugin_dir() -> &'static Path {
     })
 }
 
-/// Path of one built example plugin: `noop`, `hostile`, `relay` (components) or `command-echo`
-/// (wasip1).
+/// Path of one built example plugin: `noop`, `hostile`, `relay` (components) or `command-echo`,
+/// `core-abi` (wasip1 core modules).
 pub fn wasm(name: &str) -> PathBuf {
     // Libraries (components) get `_` in their file names, binaries keep `-`.
-    let (triple, file) = if name == "command-echo" {
+    let (triple, file) = if matches!(name, "command-echo" | "core-abi") {
         ("wasm32-wasip1", name.to_string())
     } else {
         ("wasm32-wasip2", name.replace('-', "_"))

@@ -218,7 +218,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Schema { format } => {
             let schema = match format {
                 SchemaFormat::Config => crate::config::config_schema(),
-                SchemaFormat::Rules => crate::rules::rule_file_schema(),
+                SchemaFormat::Rules => crate::rules::rule_file_schema_for_editors(),
             };
             println!(
                 "{}",

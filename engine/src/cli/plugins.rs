@@ -315,6 +315,13 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
                 needs.join(", ")
             }
         );
+        match &inspection.input_schema {
+            Some(schema) => println!(
+                "input schema: {}",
+                serde_json::to_string(schema).unwrap_or_default()
+            ),
+            None => println!("input schema: none declared (any input)"),
+        }
         if inspection.fits {
             println!("fits: yes");
         } else {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::{self, ConfigFile};
@@ -757,6 +758,19 @@ impl Checker<'_> {
         }
     }
 
+    /// The input schema plugin file `file` declares. A file that cannot be read was reported
+    /// already.
+    fn declared_input(&mut self, pointer: &str, file: &Path) -> Option<Arc<schema::InputSchema>> {
+        let bytes = std::fs::read(file).ok()?;
+        match schema::InputSchema::declared_in(&bytes) {
+            Ok(declared) => declared.map(Arc::new),
+            Err(e) => {
+                self.problem(pointer, format!("plugin file {}: {e}", file.display()));
+                None
+            }
+        }
+    }
+
     fn plugins(&mut self, raw: &ConfigFile, connections: &BTreeMap<String, Secret>) -> Vec<Plugin> {
         let mut out = default_plugins();
         let mut seen = BTreeSet::new();
@@ -785,6 +799,10 @@ impl Checker<'_> {
                     );
                     None
                 }
+            };
+            let input = match &path {
+                Some(file) => self.declared_input(&at("path"), file),
+                None => schema::InputSchema::builtin(&p.name),
             };
             let limits = p.limits.clone().unwrap_or_default();
             let allow = p.allow.clone().unwrap_or_default();
@@ -816,6 +834,7 @@ impl Checker<'_> {
                 concurrency: limits.concurrency,
                 allow_http: allow.http.clone(),
                 allow_db: allow.db.clone(),
+                input,
             };
             match out.iter_mut().find(|existing| existing.name == plugin.name) {
                 Some(existing) => *existing = plugin,

@@ -16,7 +16,7 @@ mod secrets;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use check::admin_listen_problem;
@@ -106,6 +106,8 @@ pub struct Plugin {
     pub concurrency: Option<u32>,
     pub allow_http: Vec<String>,
     pub allow_db: Vec<String>,
+    /// The JSON Schema of its input, when it declares one (every built-in plugin does).
+    pub input: Option<Arc<crate::schema::InputSchema>>,
 }
 
 /// Default memory cap of a plugin call.
@@ -358,6 +360,7 @@ fn default_plugins() -> Vec<Plugin> {
             concurrency: None,
             allow_http: Vec::new(),
             allow_db: Vec::new(),
+            input: crate::schema::InputSchema::builtin(name),
         })
         .collect()
 }

@@ -1,9 +1,10 @@
-//! The simpler ABI: a WASI preview 1 command module reads
+//! The core module ABI: a WASI preview 1 command module reads
 //! `{"ctx","event","input"}` JSON on stdin, writes its output JSON on
 //! stdout, logs on stderr, and exits 0 on success. A non-zero exit is an
 //! error, fatal when stdout holds `{"error":{"kind":"fatal","message":...}}`
-//! and retryable otherwise. Same sandbox and limits as components (no HTTP
-//! or DB capabilities: WASI p1 has no way to ask for them).
+//! and retryable otherwise. Same sandbox and limits as components. Log, HTTP
+//! and database come through the `hookwise` import module (`core_imports`),
+//! which may also carry the request and the answer instead of stdin/stdout.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
+use super::core_imports::{self, CoreCall};
+use super::db::DbCallState;
+use super::http::{HttpHooks, HttpLimits};
 use super::limits::{CappedPipe, LogLevel, LogSink, LogStream, MemoryLimiter, truncate_string};
 use super::{
     CallContext, CallError, CallEvent, CallReport, ErrorKind, LoadedPlugin, PluginHost,
@@ -22,6 +26,7 @@ use super::{
 pub(crate) struct CommandState {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
+    pub(crate) core: CoreCall,
 }
 
 pub(crate) fn linker(
@@ -29,6 +34,7 @@ pub(crate) fn linker(
 ) -> wasmtime::Result<wasmtime::Linker<CommandState>> {
     let mut linker = wasmtime::Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut CommandState| &mut s.wasi)?;
+    core_imports::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -46,6 +52,7 @@ pub(crate) async fn call(
     input_json: String,
 ) -> CallReport {
     let limits = &plugin.inner.limits;
+    let ctx_key = ctx.idempotency_key.clone();
     let request = json!({
         "ctx": ctx,
         "event": {
@@ -61,9 +68,31 @@ pub(crate) async fn call(
     // One byte over the cap tells "too large" apart from "exactly at the cap".
     let stdout = CappedPipe::new(limits.max_output_bytes.saturating_add(1));
     let stderr = CappedPipe::new(limits.max_log_bytes);
+    let request = request.to_string();
+    let core = CoreCall::new(
+        request.clone().into_bytes(),
+        LogSink::new(limits.max_log_bytes, limits.max_log_lines),
+        HttpHooks::new(
+            plugin.inner.http_grant.clone(),
+            &ctx_key,
+            HttpLimits {
+                timeout: limits.http_timeout,
+                max_response_bytes: limits.max_http_response_bytes,
+                max_requests: limits.max_http_requests,
+            },
+        ),
+        DbCallState::new(
+            host.inner.settings.db.clone(),
+            plugin.inner.db_grants.clone(),
+            &ctx_key,
+            limits.max_db_statements,
+            limits.max_db_rows,
+        ),
+        limits.max_output_bytes,
+    );
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdin(MemoryInputPipe::new(request.to_string()))
+        .stdin(MemoryInputPipe::new(request))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)
@@ -72,6 +101,7 @@ pub(crate) async fn call(
     let state = CommandState {
         wasi: builder.build_p1(),
         limiter: MemoryLimiter::new(limits.memory_bytes),
+        core,
     };
     let mut store = Store::new(&host.inner.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -101,8 +131,12 @@ pub(crate) async fn call(
             .map(|exit| exit.0),
         Err(_) => None,
     };
+    let answer = store.data_mut().core.answer.take();
     let result = match (outcome, exit_code) {
         (Err(_elapsed), _) => Err(CallError::Timeout),
+        // What the module said through `hookwise.output` / `hookwise.error` wins over stdout
+        // and the exit status (a trap is still a trap).
+        (_, Some(_)) if answer.is_some() => answer.unwrap_or(Ok("null".to_string())),
         (_, Some(0)) if out_truncated => Err(CallError::OutputTooLarge),
         (_, Some(0)) if out_text.is_empty() => Ok("null".to_string()),
         (_, Some(0)) => check_output(out_text, limits.max_output_bytes),
@@ -122,16 +156,23 @@ pub(crate) async fn call(
     let result = with_panic_message(result, &stderr);
     let fuel_used = initial_fuel.map(|initial| initial - store.get_fuel().unwrap_or(0));
     let memory_peak = store.data().limiter.peak();
-    let mut logs = LogSink::new(limits.max_log_bytes, limits.max_log_lines);
+    let core = store.into_data().core;
+    let mut logs = core.logs;
     logs.push_stdio(LogStream::Stderr, LogLevel::Info, &stderr);
+    let http_calls = core.http.records();
+    let db = core.db.finish(result.is_ok()).await;
+    let result = match (result, db.error) {
+        (Ok(_), Some(error)) => Err(CallError::Db(error)),
+        (result, _) => result,
+    };
     let (logs, logs_truncated) = logs.finish();
     CallReport {
         result,
         logs,
         logs_truncated,
-        http_calls: Vec::new(),
-        db_statements: Vec::new(),
-        db_transactions: Vec::new(),
+        http_calls,
+        db_statements: db.statements,
+        db_transactions: db.transactions,
         duration: Duration::ZERO,
         fuel_used,
         memory_peak,

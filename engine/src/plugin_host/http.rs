@@ -132,7 +132,8 @@ struct CallHttpState {
     records: Mutex<Vec<PendingRecord>>,
 }
 
-/// The `WasiHttpHooks` of one call.
+/// The `WasiHttpHooks` of one call (clones share the call's records).
+#[derive(Clone)]
 pub(crate) struct HttpHooks {
     state: Arc<CallHttpState>,
 }
@@ -157,6 +158,13 @@ impl HttpHooks {
         }
     }
 
+    /// Sends one request as the `wasi:http` hook does: grant, address policy, limits,
+    /// `Idempotency-Key`, record. The second value drives the connection while the body is
+    /// read.
+    pub(crate) async fn send(&self, request: http::Request<WasiBody>) -> SendResult {
+        self.state.clone().send(request).await
+    }
+
     /// The records so far (byte counts read at this moment).
     pub(crate) fn records(&self) -> Vec<HttpCallRecord> {
         let records = self.state.records.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,8 +178,8 @@ impl HttpHooks {
     }
 }
 
-type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
-type SendResult = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
+pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+pub(crate) type SendResult = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
 
 impl WasiHttpHooks for HttpHooks {
     fn send_request(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, types};
 
-use super::{HostError, PluginAbi, PluginHost, bindings, detect_abi};
+use super::{HostError, PluginAbi, PluginHost, bindings, core_imports, detect_abi};
 
 /// Interfaces of the `hookwise:plugin` package the host provides.
 const HOST_INTERFACES: &[&str] = &[
@@ -63,6 +63,9 @@ pub struct Inspection {
     pub problems: Vec<String>,
     /// Grants its imports call for.
     pub needs: Vec<Capability>,
+    /// The JSON Schema of its input, when it declares one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
 }
 
 /// Imports of interface `name` (`ns:pkg/iface@version`), without the version.
@@ -115,6 +118,18 @@ impl PluginHost {
     /// whether it fits this host. Errors only when the bytes are not wasm.
     /// `name` only labels errors.
     pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<Inspection, HostError> {
+        let mut inspection = self.inspect_abi(name, bytes)?;
+        match crate::schema::InputSchema::declared_in(bytes) {
+            Ok(declared) => inspection.input_schema = declared.map(|s| s.schema().clone()),
+            Err(e) => {
+                inspection.problems.push(e);
+                inspection.fits = false;
+            }
+        }
+        Ok(inspection)
+    }
+
+    fn inspect_abi(&self, name: &str, bytes: &[u8]) -> Result<Inspection, HostError> {
         let name = name.to_string();
         let engine = &self.inner.engine;
         let sha256 = super::cache::sha256_hex(bytes);
@@ -186,6 +201,7 @@ impl PluginHost {
                     fits: problems.is_empty(),
                     problems,
                     needs,
+                    input_schema: None,
                 })
             }
             Some(PluginAbi::Command) => {
@@ -213,13 +229,28 @@ impl PluginHost {
                 {
                     problems.push("core module has no `_start` export (not a WASI command)".into());
                 }
+                let mut needs = Vec::new();
                 for import in module.imports() {
-                    if import.module() != WASI_P1_MODULE {
+                    let (from, name) = (import.module(), import.name());
+                    if from == WASI_P1_MODULE {
+                        continue;
+                    }
+                    if from != core_imports::MODULE {
                         problems.push(format!(
-                            "imports `{}::{}`; a command module may only import {WASI_P1_MODULE}",
-                            import.module(),
-                            import.name()
+                            "imports `{from}::{name}`; a core module may only import \
+                             {WASI_P1_MODULE} and {}",
+                            core_imports::MODULE
                         ));
+                    } else if !core_imports::FUNCTIONS.contains(&name) {
+                        problems.push(format!(
+                            "imports `{from}::{name}`, which the host does not provide (it \
+                             provides {})",
+                            core_imports::FUNCTIONS.join(", ")
+                        ));
+                    } else if let Some(capability) = core_imports::capability_of(name)
+                        && !needs.contains(&capability)
+                    {
+                        needs.push(capability);
                     }
                 }
                 if let Err(e) = self.inner.command_linker.instantiate_pre(&module)
@@ -234,7 +265,8 @@ impl PluginHost {
                     exports,
                     fits: problems.is_empty(),
                     problems,
-                    needs: Vec::new(),
+                    needs,
+                    input_schema: None,
                 })
             }
         }

@@ -10,6 +10,7 @@
 pub mod builtin;
 mod cache;
 pub(crate) mod command;
+mod core_imports;
 pub mod db;
 pub mod http;
 mod inspect;

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::config::{RuleConfig, rule_file_schema};
 use super::index::{EventPattern, Index};
-use super::template::Templates;
+use super::template::{TNode, Templates};
 use super::{Action, CompileContext, IfExpr, RetryPolicy, Rule, RuleSet, condition};
+use crate::schema::input;
 use crate::units::parse_duration;
 use crate::yamldoc::{Diagnostic, Document, Position, display_pointer, escape_pointer_token};
 
@@ -313,6 +314,7 @@ fn compile_rule(
             ctx.secrets,
             &mut problems,
         );
+        let template_problems = !problems.is_empty();
         for (pointer, message) in problems.drain(..) {
             let shown = display_pointer(&pointer);
             diags.push(error_at(
@@ -320,6 +322,25 @@ fn compile_rule(
                 &pointer,
                 format!("invalid template in {shown}: {message}"),
             ));
+        }
+        let input_schema = ctx.input_schemas.get(&a.plugin).cloned();
+        if let Some(schema) = &input_schema
+            && !template_problems
+        {
+            for p in schema.check_unrendered(&stand_in(&with)) {
+                let pointer = format!("{at}/with{}", p.pointer);
+                let message = format!(
+                    "{}: {} (input of plugin `{}`)",
+                    display_pointer(&pointer),
+                    p.message,
+                    a.plugin
+                );
+                diags.push(if p.at_key {
+                    doc.error_at_key(&pointer, message)
+                } else {
+                    error_at(doc, &pointer, message)
+                });
+            }
         }
         let duration = |text: &Option<String>, key: &str, diags: &mut Vec<Diagnostic>| {
             let text = text.as_deref()?;
@@ -379,6 +400,7 @@ fn compile_rule(
         actions.push(Action {
             plugin: a.plugin.clone(),
             with,
+            input_schema,
             retry,
             timeout,
             order_key,
@@ -400,6 +422,23 @@ fn compile_rule(
         file: doc.file.clone(),
         position: doc.position(base),
     })
+}
+
+/// A `with:` tree with its templates replaced by what they stand for before rendering (see
+/// `InputSchema::check_unrendered`).
+fn stand_in(node: &TNode) -> Value {
+    match node {
+        TNode::Literal(v) => v.clone(),
+        TNode::Text { .. } => input::text_template(),
+        TNode::Typed(_) => input::any_template(),
+        TNode::Array(items) => Value::Array(items.iter().map(stand_in).collect()),
+        TNode::Object(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), stand_in(v)))
+                .collect(),
+        ),
+    }
 }
 
 fn list_or_none(items: &[&str]) -> String {

@@ -264,6 +264,27 @@ pub fn rule_file_schema() -> Value {
     value
 }
 
+/// The JSON Schema of rule files for editors (`schemas/rules.schema.json`): the rule file
+/// schema, plus, for an action of a built-in plugin, the keys its `with:` takes with their
+/// descriptions, so editors complete and explain them.
+pub fn rule_file_schema_for_editors() -> Value {
+    let mut schema = rule_file_schema();
+    let per_plugin: Vec<Value> = crate::config::BUILTIN_PLUGINS
+        .iter()
+        .filter_map(|name| {
+            let input = crate::schema::InputSchema::builtin(name)?;
+            Some(serde_json::json!({
+                "if": {"properties": {"plugin": {"const": name}}, "required": ["plugin"]},
+                "then": {"properties": {"with": crate::schema::input::for_editors(input.schema())}},
+            }))
+        })
+        .collect();
+    if let Some(Value::Object(action)) = schema.pointer_mut("/$defs/ActionConfig") {
+        action.insert("allOf".to_string(), Value::Array(per_plugin));
+    }
+    schema
+}
+
 /// Optional fields are written by leaving them out, never as `null`. Removing the `null`
 /// alternative schemars adds for `Option` also keeps validation errors precise: an error inside an
 /// `anyOf` is reported only as "not valid under any of the schemas", at the parent.

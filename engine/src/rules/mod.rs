@@ -15,6 +15,7 @@ pub mod trace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,12 +24,13 @@ use serde_json::Value;
 pub use compile::{
     DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, compile_files, load_paths,
 };
-pub use config::{RuleConfig, RuleFile, rule_file_schema};
+pub use config::{RuleConfig, RuleFile, rule_file_schema, rule_file_schema_for_editors};
 pub use live::{LiveRules, ReloadError, ReloadStatus};
 pub use trace::{
     ActionTrace, ConditionTrace, IfTrace, LeafTrace, RuleTrace, dry_run_json, render_text,
 };
 
+use crate::schema::InputSchema;
 use crate::units::format_duration;
 use crate::yamldoc::Position;
 use condition::Condition;
@@ -41,6 +43,8 @@ pub struct CompileContext<'a> {
     pub sources: &'a [(String, String)],
     /// Names of the available plugins.
     pub plugins: &'a [String],
+    /// The input schemas of the plugins that declare one, by plugin name.
+    pub input_schemas: &'a BTreeMap<String, Arc<InputSchema>>,
     /// Secrets rules may reference as `${secret:NAME}`: name -> value.
     pub secrets: &'a BTreeMap<String, String>,
 }
@@ -50,6 +54,7 @@ pub struct CompileContext<'a> {
 pub struct RuleInputs {
     sources: Vec<(String, String)>,
     plugins: Vec<String>,
+    input_schemas: BTreeMap<String, Arc<InputSchema>>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -64,6 +69,11 @@ impl RuleInputs {
         RuleInputs {
             sources,
             plugins: config.plugins.iter().map(|p| p.name.clone()).collect(),
+            input_schemas: config
+                .plugins
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.input.clone()?)))
+                .collect(),
             secrets: config
                 .secrets
                 .iter()
@@ -76,6 +86,7 @@ impl RuleInputs {
         CompileContext {
             sources: &self.sources,
             plugins: &self.plugins,
+            input_schemas: &self.input_schemas,
             secrets: &self.secrets,
         }
     }
@@ -154,6 +165,8 @@ struct IfExpr {
 pub struct Action {
     plugin: String,
     with: TNode,
+    /// The plugin's input schema: every rendered input is checked against it.
+    input_schema: Option<Arc<InputSchema>>,
     retry: RetryPolicy,
     timeout: Option<Duration>,
     order_key: Option<TNode>,
@@ -501,8 +514,8 @@ impl RuleSet {
                     planned.push(p);
                 }
                 Err(e) => {
-                    failure.get_or_insert_with(|| format!("template error: {e}"));
-                    at.error = Some(e);
+                    failure.get_or_insert_with(|| e.reason());
+                    at.error = Some(e.detail);
                 }
             }
             trace.actions.push(at);
@@ -540,8 +553,7 @@ impl RuleSet {
             )
         })?;
         let ctx = RenderContext::new(ev);
-        self.render(action, index, &ctx)
-            .map_err(|e| format!("template error: {e}"))
+        self.render(action, index, &ctx).map_err(|e| e.reason())
     }
 
     fn render(
@@ -549,17 +561,23 @@ impl RuleSet {
         action: &Action,
         index: usize,
         ctx: &RenderContext,
-    ) -> Result<PlannedAction, String> {
+    ) -> Result<PlannedAction, RenderFailure> {
         let rendered = self
             .templates
             .render_tree(&action.with, ctx, format_args!("actions[{index}].with"))
-            .map_err(|e| e.to_string())?;
+            .map_err(RenderFailure::template)?;
+        if let Some(schema) = &action.input_schema {
+            let problems = schema.check_rendered(&rendered.real);
+            if !problems.is_empty() {
+                return Err(RenderFailure::input(&action.plugin, index, &problems));
+            }
+        }
         let order_key = match &action.order_key {
             Some(node) => Some(
                 self.templates
                     .render_tree(node, ctx, format_args!("actions[{index}].order_key"))
                     .map(|r| key_text(r.real))
-                    .map_err(|e| e.to_string())?,
+                    .map_err(RenderFailure::template)?,
             ),
             None => None,
         };
@@ -573,6 +591,53 @@ impl RuleSet {
             order_key,
             concurrency: action.concurrency,
         })
+    }
+}
+
+/// Why an action's input could not be made: a template failed, or the rendered input does not
+/// fit the plugin's input schema.
+struct RenderFailure {
+    template: bool,
+    /// What went wrong, as the trace shows it.
+    detail: String,
+}
+
+impl RenderFailure {
+    fn template(e: impl std::fmt::Display) -> RenderFailure {
+        RenderFailure {
+            template: true,
+            detail: e.to_string(),
+        }
+    }
+
+    fn input(
+        plugin: &str,
+        index: usize,
+        problems: &[crate::schema::InputProblem],
+    ) -> RenderFailure {
+        let listed: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                let at = crate::yamldoc::display_pointer(&format!("/with{}", p.pointer));
+                format!("actions[{index}].{at}: {}", p.message)
+            })
+            .collect();
+        RenderFailure {
+            template: false,
+            detail: format!(
+                "the input does not fit plugin `{plugin}`'s input schema: {}",
+                listed.join("; ")
+            ),
+        }
+    }
+
+    /// Why the rule planned nothing, or why the action cannot run.
+    fn reason(&self) -> String {
+        if self.template {
+            format!("template error: {}", self.detail)
+        } else {
+            self.detail.clone()
+        }
     }
 }
 

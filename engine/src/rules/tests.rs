@@ -13,6 +13,7 @@ const SECRET_VALUE: &str = "https://hooks.slack.example/services/T000/B000/XYZSE
 struct Fixture {
     sources: Vec<(String, String)>,
     plugins: Vec<String>,
+    input_schemas: BTreeMap<String, std::sync::Arc<crate::schema::InputSchema>>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -22,6 +23,7 @@ impl Fixture {
         Fixture {
             sources: vec![s("github"), s("stripe"), s("slack")],
             plugins: vec!["notify".into(), "call-api".into(), "write-db".into()],
+            input_schemas: BTreeMap::new(),
             secrets: BTreeMap::from([
                 ("SLACK_DEPLOYS_URL".to_string(), SECRET_VALUE.to_string()),
                 ("API_TOKEN".to_string(), "tok_live_abcdef123456".to_string()),
@@ -33,6 +35,7 @@ impl Fixture {
         CompileContext {
             sources: &self.sources,
             plugins: &self.plugins,
+            input_schemas: &self.input_schemas,
             secrets: &self.secrets,
         }
     }
@@ -869,4 +872,82 @@ fn secrets_are_refused_outside_action_inputs() {
         };
         assert_eq!(errors, [expected], "{text}");
     }
+}
+
+fn with_builtin_schemas() -> Fixture {
+    let mut f = Fixture::new();
+    for name in crate::config::BUILTIN_PLUGINS {
+        let schema = crate::schema::InputSchema::builtin(name).unwrap();
+        f.input_schemas.insert(name.to_string(), schema);
+    }
+    f
+}
+
+#[test]
+fn with_is_checked_against_the_plugins_input_schema_at_its_place() {
+    let f = with_builtin_schemas();
+    // The design example (a secret and text templates) fits notify's schema.
+    f.set(DESIGN_EXAMPLE);
+    let misspelt = DESIGN_EXAMPLE.replace("          text:", "          txt:");
+    let diags = f.compile(&[("rules.yaml", &misspelt)]).unwrap_err();
+    let shown: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    assert!(
+        shown.contains(
+            &"rules.yaml:19:11: rules[0].actions[0].with.txt: unknown key `txt` (did you mean \
+              `text`?) (input of plugin `notify`)"
+                .to_string()
+        ),
+        "{shown:#?}"
+    );
+    // Text renders a string: a number field cannot take it; one expression can be anything.
+    let rule = |timeout: &str| {
+        format!(
+            "rules:\n  - id: r\n    source: github\n    events: [push]\n    actions:\n      \
+             - plugin: call-api\n        with:\n          url: \"{{{{ payload.url }}}}\"\n          \
+             expect: {timeout}\n"
+        )
+    };
+    f.set(&rule("\"{{ payload.codes }}\""));
+    f.set(&rule("[\"2xx\", \"{{ payload.code }}\"]"));
+    let diags = f
+        .compile(&[("rules.yaml", &rule("\"codes: {{ payload.codes }}\""))])
+        .unwrap_err();
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        diags[0].position,
+        crate::yamldoc::Position {
+            line: 9,
+            column: 19
+        }
+    );
+    assert!(
+        diags[0].message.contains("always renders a string"),
+        "{}",
+        diags[0]
+    );
+}
+
+#[test]
+fn a_rendered_input_that_breaks_the_schema_plans_nothing() {
+    let f = with_builtin_schemas();
+    let set = f.set(
+        "rules:\n  - id: r\n    source: github\n    events: [push]\n    actions:\n      \
+         - plugin: call-api\n        with:\n          url: \"{{ payload.url }}\"\n",
+    );
+    let h = BTreeMap::new();
+    let fits = json!({"url": "https://example.com/hook"});
+    let eval = set.evaluate(&event("github", "push", &h, &fits));
+    assert_eq!(eval.matched.len(), 1, "{}", render_text(&eval));
+    let breaks = json!({"url": 12});
+    let eval = set.evaluate(&event("github", "push", &h, &breaks));
+    assert!(eval.matched.is_empty());
+    let reason = &eval.not_matched[0].reason;
+    assert!(
+        reason.starts_with(
+            "the input does not fit plugin `call-api`'s input schema: actions[0].with.url:"
+        ),
+        "{reason}"
+    );
+    let again = set.render_action("r", 0, &event("github", "push", &h, &breaks));
+    assert_eq!(again.err().as_deref(), Some(reason.as_str()));
 }

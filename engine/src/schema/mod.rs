@@ -3,6 +3,7 @@
 //! event is checked against; validation errors as JSON pointers. Pure: no files, no HTTP. The
 //! config reads a source's schema files and hands their JSON here.
 
+pub mod input;
 mod shipped;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::model::glob_match;
 
+pub use input::{InputProblem, InputSchema};
 pub use shipped::{SHIPPED, Shipped, provider_schemas, providers_with_schemas};
 
 /// Why a schema cannot be used.

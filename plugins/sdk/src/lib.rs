@@ -178,6 +178,25 @@ pub fn __run<P: Plugin>(
     }
 }
 
+/// Declares the JSON Schema of the plugin's input (what a rule's `with:` renders to), read from
+/// a file at compile time with a path relative to the file that uses the macro. hookwise checks
+/// every rule's `with:` against it when rules are loaded (`hookwise check` names the file, line
+/// and column of a misspelt key) and every rendered input before a call.
+///
+/// ```ignore
+/// hookwise_plugin_sdk::input_schema!("../input.schema.json");
+/// ```
+///
+/// The schema travels inside the wasm file, in a custom section named `hookwise:input-schema`.
+#[macro_export]
+macro_rules! input_schema {
+    ($file:literal) => {
+        #[used]
+        #[unsafe(link_section = "hookwise:input-schema")]
+        static __HOOKWISE_INPUT_SCHEMA: [u8; include_bytes!($file).len()] = *include_bytes!($file);
+    };
+}
+
 /// Exports a [`Plugin`] implementation as the component's `handle`.
 #[macro_export]
 macro_rules! export_plugin {

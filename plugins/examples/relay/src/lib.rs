@@ -8,6 +8,8 @@ use hookwise_plugin_sdk::serde_json::{Value, json};
 use hookwise_plugin_sdk::{Context, Event, Plugin, PluginError, export_plugin, http, log};
 use serde::Deserialize;
 
+hookwise_plugin_sdk::input_schema!("../input.schema.json");
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Input {
