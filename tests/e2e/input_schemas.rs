@@ -16,13 +16,14 @@ fn project(rules: &str) -> tempfile::TempDir {
         dir.path().join("hookwise.yaml"),
         format!(
             "listen: 127.0.0.1:8443\nsources:\n  - id: github\n    provider: github\n    \
-             secrets: [\"a-long-enough-secret\"]\nplugins:\n  - name: relay\n    path: {}\n    \
+             secrets: [\"${{file:secret.txt}}\"]\nplugins:\n  - name: relay\n    path: {}\n    \
              allow:\n      http: [\"http://127.0.0.1:9\"]\nrules: [rules.yaml]\n",
             relay.display()
         ),
     )
     .unwrap();
     std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "a-long-enough-secret").unwrap();
     dir
 }
 

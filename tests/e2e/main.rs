@@ -18,6 +18,7 @@ mod outside_text;
 mod plugins;
 mod plugins_cli;
 mod plugins_lang;
+mod plugins_new;
 mod quickstart;
 mod reload;
 mod rules;

@@ -1419,7 +1419,7 @@ async fn core_modules_get_log_http_and_db_through_the_import_module() {
     assert_eq!(out["payload_ref"], "refs/heads/main");
     assert_eq!(out["http"]["status"], 200);
     assert_eq!(out["http"]["body"], "hello from the test server");
-    assert_eq!(out["db"], json!({"rows_affected": 1}));
+    assert_eq!(out["db"]["rows_affected"], json!(1), "{out}");
     let levels: Vec<&str> = first.logs.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(
         levels,
@@ -1439,10 +1439,12 @@ async fn core_modules_get_log_http_and_db_through_the_import_module() {
     );
     assert_eq!(fx.names().await, vec!["core".to_string()]);
 
-    // A retry with the same key applies nothing again.
+    // A retry with the same key applies nothing again in the database; its HTTP request carries
+    // the same Idempotency-Key, for the receiver to see it is the same call.
     let again = call_with_key(&fx.host, &plugin, input, "core-1").await;
     assert_eq!(output(&again)["db"], json!({"already_applied": true}));
     assert_eq!(fx.count("SELECT COUNT(*) FROM items").await, 1);
+    assert_eq!(requests(&seen)[1], requests(&seen)[0]);
 
     // Ungranted: a refusal recorded, nothing sent, and the error reaches the module.
     let refused = call_with_key(
@@ -1454,8 +1456,14 @@ async fn core_modules_get_log_http_and_db_through_the_import_module() {
     .await;
     let out = output(&refused);
     assert!(
-        out["http"]["error"].as_str().unwrap_or("").contains("denied")
-            || out["http"]["error"].as_str().unwrap_or("").contains("refused"),
+        out["http"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("denied")
+            || out["http"]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("refused"),
         "{out}"
     );
     assert!(refused.http_calls[0].refused);
@@ -1463,7 +1471,7 @@ async fn core_modules_get_log_http_and_db_through_the_import_module() {
         out["db"]["error"].as_str().unwrap_or("").contains("nope"),
         "{out}"
     );
-    assert_eq!(requests(&seen).len(), 1);
+    assert_eq!(requests(&seen).len(), 2);
     fx.close().await;
 }
 

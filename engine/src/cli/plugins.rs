@@ -41,12 +41,40 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Start a plugin project: the handler with a worked example, a build script using pinned
+    /// packages, the language's SDK, an input schema, a sample event and input, and a README.
+    New {
+        /// The plugin's name (letters, digits, `-` and `_`, starting with a letter).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: super::scaffold::Lang,
+        /// Where to write it (must not exist). Default: ./NAME.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: PluginsCommand) -> ExitCode {
     match command {
         PluginsCommand::List { config, json } => list(config.as_deref(), json),
         PluginsCommand::Inspect { file, json } => inspect(&file, json),
+        PluginsCommand::New { name, lang, dir } => new_project(&name, lang, dir),
+    }
+}
+
+fn new_project(name: &str, lang: super::scaffold::Lang, dir: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    match super::scaffold::write(name, lang, &dir) {
+        Ok((files, build)) => {
+            println!("wrote {} ({} files):", dir.display(), files.len());
+            for file in &files {
+                println!("  {file}");
+            }
+            println!("next: cd {} && {build}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage(e),
     }
 }
 

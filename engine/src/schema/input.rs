@@ -129,9 +129,10 @@ impl InputSchema {
             .map(|(_, s)| s.clone())
     }
 
-    /// The schema a wasm file declares in its [`SECTION`] custom section, if any.
+    /// The schema a wasm file declares in its [`SECTION`] custom section, if any. Bytes that
+    /// are not wasm declare none: loading them says what is wrong.
     pub fn declared_in(wasm: &[u8]) -> Result<Option<InputSchema>, String> {
-        match declared_section(wasm)? {
+        match declared_section(wasm) {
             Some(text) => InputSchema::from_text(text)
                 .map(Some)
                 .map_err(|e| format!("its `{SECTION}` section: {e}")),
@@ -415,17 +416,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The text of the first [`SECTION`] custom section anywhere in `wasm` (top level, or in a
-/// module or component nested in a component).
-fn declared_section(wasm: &[u8]) -> Result<Option<&[u8]>, String> {
+/// module or component nested in a component), up to where the bytes stop being wasm.
+fn declared_section(wasm: &[u8]) -> Option<&[u8]> {
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        let payload = payload.map_err(|e| format!("not a wasm file: {e}"))?;
-        if let wasmparser::Payload::CustomSection(section) = payload
+        if let wasmparser::Payload::CustomSection(section) = payload.ok()?
             && section.name() == SECTION
         {
-            return Ok(Some(section.data()));
+            return Some(section.data());
         }
     }
-    Ok(None)
+    None
 }
 
 /// `wasm` with its input schema set to `schema` (JSON text): every top-level [`SECTION`]

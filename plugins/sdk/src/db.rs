@@ -6,8 +6,10 @@ use serde_json::Value;
 
 /// Runs `sql` with `params` bound to its placeholders.
 ///
-/// Returns `{"rows": [...]}` or `{"rows_affected": n}`, or
-/// `{"already_applied": true}` when this call's effects were committed before.
+/// Returns `{"rows": [{column: value, ...}], "rows_affected": n, "truncated": bool}` (`rows`
+/// empty for statements that return none; `truncated` when more rows existed than the
+/// per-statement limit), or `{"already_applied": true}` when this call's effects were
+/// committed before.
 pub fn execute(connection: &str, sql: &str, params: &[Value]) -> Result<Value, String> {
     let params = serde_json::to_string(params).map_err(|e| e.to_string())?;
     let out = crate::bindings::hookwise::plugin::db::execute(connection, sql, &params)?;

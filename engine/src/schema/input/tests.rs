@@ -160,8 +160,14 @@ fn a_schema_is_embedded_in_and_read_from_a_wasm_file() {
         InputSchema::declared_in(&with).unwrap().unwrap().schema()["title"],
         "c"
     );
-    // Not wasm, or a schema that is not one: clear errors.
-    assert!(InputSchema::declared_in(b"hello").is_err());
+    // Not wasm declares nothing (loading it says why); a schema that is not one is an error.
+    assert!(InputSchema::declared_in(b"hello").unwrap().is_none());
+    let broken = embed(&empty_module, br#"{"title": "t"}"#)
+        .unwrap()
+        .iter()
+        .map(|&b| if b == b'{' { b'[' } else { b })
+        .collect::<Vec<u8>>();
+    assert!(InputSchema::declared_in(&broken).is_err());
     assert!(embed(&empty_module, b"{").is_err());
 }
 

@@ -1,0 +1,75 @@
+//! `hookwise plugins new`: the project it writes builds outside this repository and the plugin
+//! fits the contract.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::cli::run;
+
+/// Writes a project for `lang` into a fresh temp dir; returns the dir and the project path.
+fn new_project(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(dir.path(), &["plugins", "new", name, "--lang", lang]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("next: cd "), "{out}");
+    let project = dir.path().join(name);
+    (dir, project)
+}
+
+/// Runs the project's build script (offline: the crates come from the local cache).
+fn build(project: &Path, target: &Path) {
+    let output = Command::new("bash")
+        .arg("build.sh")
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "build.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_new_rust_plugin_builds_outside_the_repository_and_fits() {
+    let (dir, project) = new_project("rust", "greet-pushes");
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "build.sh",
+        "README.md",
+        "event.json",
+        "input.json",
+        "input.schema.json",
+        "hookwise-plugin-sdk/src/lib.rs",
+        "wit/plugin.wit",
+    ] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins-new-rust");
+    build(&project, &target);
+    let wasm = project.join("greet-pushes.wasm");
+    let (code, out, err) = run(
+        dir.path(),
+        &["plugins", "inspect", &wasm.display().to_string(), "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let inspection: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspection["fits"], true, "{inspection:#}");
+    assert_eq!(inspection["input_schema"]["title"], "greet-pushes input");
+
+    // Again into the same place: refused, nothing overwritten.
+    let (code, _, err) = run(
+        dir.path(),
+        &["plugins", "new", "greet-pushes", "--lang", "rust"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = run(dir.path(), &["plugins", "new", "../up", "--lang", "rust"]);
+    assert_eq!(code, 2, "{err}");
+}
