@@ -156,3 +156,57 @@ fn a_rendered_input_that_does_not_fit_plans_nothing() {
     );
     assert_eq!(answer["matched"][0]["rule"], "relay", "{answer:#}");
 }
+
+#[test]
+fn set_input_schema_declares_one_for_any_toolchain() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("noop.wasm");
+    std::fs::copy(wasm("noop"), &plugin).unwrap();
+    let schema = dir.path().join("input.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"title": "noop input", "type": "object", "additionalProperties": false,
+            "properties": {"channel": {"type": "string"}}}"#,
+    )
+    .unwrap();
+    let file = plugin.display().to_string();
+    let (code, out, err) = run(
+        dir.path(),
+        &["plugins", "set-input-schema", &file, "input.schema.json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // Twice: replaced, not added.
+    let (code, _, _) = run(
+        dir.path(),
+        &["plugins", "set-input-schema", &file, "input.schema.json"],
+    );
+    assert_eq!(code, 0);
+    let (code, out, err) = run(dir.path(), &["plugins", "inspect", &file, "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let inspection: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspection["input_schema"]["title"], "noop input");
+    assert_eq!(inspection["fits"], true);
+
+    std::fs::write(dir.path().join("bad.json"), r#"{"type": 12}"#).unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &["plugins", "set-input-schema", &file, "bad.json"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a valid JSON Schema"), "{err}");
+    std::fs::write(dir.path().join("text.wasm"), "not wasm").unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "plugins",
+            "set-input-schema",
+            "text.wasm",
+            "input.schema.json",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a wasm file"), "{err}");
+    // The plugin is untouched by the refusals and still runs as before.
+    let (code, _, _) = run(dir.path(), &["plugins", "inspect", &file]);
+    assert_eq!(code, 0);
+}

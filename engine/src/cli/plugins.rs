@@ -41,6 +41,15 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Declare a plugin's input schema: writes the JSON Schema into the wasm file (a custom
+    /// section named `hookwise:input-schema`, replacing one that is there). For toolchains that
+    /// cannot add the section themselves; the file runs exactly as before.
+    SetInputSchema {
+        /// The .wasm file (rewritten in place).
+        file: PathBuf,
+        /// The JSON Schema of the plugin's input.
+        schema: PathBuf,
+    },
     /// Start a plugin project: the handler with a worked example, a build script using pinned
     /// packages, the language's SDK, an input schema, a sample event and input, and a README.
     New {
@@ -60,6 +69,43 @@ pub fn run(command: PluginsCommand) -> ExitCode {
         PluginsCommand::List { config, json } => list(config.as_deref(), json),
         PluginsCommand::Inspect { file, json } => inspect(&file, json),
         PluginsCommand::New { name, lang, dir } => new_project(&name, lang, dir),
+        PluginsCommand::SetInputSchema { file, schema } => set_input_schema(&file, &schema),
+    }
+}
+
+fn set_input_schema(file: &Path, schema: &Path) -> ExitCode {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| usage(format_args!("cannot read {}: {e}", path.display())))
+    };
+    let (wasm, text) = match (read(file), read(schema)) {
+        (Ok(wasm), Ok(text)) => (wasm, text),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let out = match crate::schema::input::embed(&wasm, &text) {
+        Ok(out) => out,
+        Err(e) => {
+            return usage(format_args!(
+                "cannot set the input schema of {} from {}: {e}",
+                file.display(),
+                schema.display()
+            ));
+        }
+    };
+    // Written beside it and renamed over it, so a failure leaves the file as it was.
+    let partial = file.with_extension("wasm.partial");
+    match std::fs::write(&partial, &out).and_then(|()| std::fs::rename(&partial, file)) {
+        Ok(()) => {
+            println!(
+                "{}: input schema set from {}",
+                file.display(),
+                schema.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            usage(format_args!("cannot write {}: {e}", file.display()))
+        }
     }
 }
 
