@@ -18,11 +18,19 @@ fn new_project(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf
     (dir, project)
 }
 
-/// Runs the project's build script (offline: the crates come from the local cache).
+/// Runs the project's build script, with this hookwise first on PATH (the scripts of languages
+/// without an SDK macro declare the input schema with it). Rust crates come from the local
+/// cache; the JavaScript and Python tools from npm and PyPI (their caches after a first run).
 fn build(project: &Path, target: &Path) {
+    let bin_dir = crate::support::hookwise_bin().parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
     let output = Command::new("bash")
         .arg("build.sh")
         .current_dir(project)
+        .env("PATH", path)
         .env("CARGO_TARGET_DIR", target)
         .env("CARGO_NET_OFFLINE", "true")
         .output()
@@ -72,4 +80,31 @@ fn a_new_rust_plugin_builds_outside_the_repository_and_fits() {
     assert!(err.contains("exists already"), "{err}");
     let (code, _, err) = run(dir.path(), &["plugins", "new", "../up", "--lang", "rust"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// Builds the project of a component language and checks the result fits and declares the
+/// template's input schema.
+fn builds_and_fits(lang: &str, name: &str) {
+    let (dir, project) = new_project(lang, name);
+    assert!(project.join("wit/plugin.wit").is_file());
+    build(&project, &Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins-new-unused"));
+    let wasm = project.join(format!("{name}.wasm"));
+    let (code, out, err) = run(
+        dir.path(),
+        &["plugins", "inspect", &wasm.display().to_string(), "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let inspection: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspection["fits"], true, "{inspection:#}");
+    assert_eq!(inspection["input_schema"]["title"], format!("{name} input"));
+}
+
+#[test]
+fn a_new_javascript_plugin_builds_and_fits() {
+    builds_and_fits("js", "greet-js");
+}
+
+#[test]
+fn a_new_python_plugin_builds_and_fits() {
+    builds_and_fits("python", "greet_py");
 }

@@ -53,7 +53,7 @@ pub enum PluginsCommand {
     /// Start a plugin project: the handler with a worked example, a build script using pinned
     /// packages, the language's SDK, an input schema, a sample event and input, and a README.
     New {
-        /// The plugin's name (letters, digits, `-` and `_`, starting with a letter).
+        /// The plugin's name (lowercase letters, digits, `-` and `_`, starting with a letter).
         name: String,
         /// The language.
         #[arg(long, value_enum)]

@@ -55,21 +55,40 @@ struct Template {
     build: &'static str,
 }
 
-const TEMPLATES: &[Template] = &[Template {
-    lang: Lang::Rust,
-    files: files!("templates/rust": "Cargo.toml", "src/lib.rs", "build.sh", "README.md"),
-    sdk: (
-        files!("sdk": "Cargo.toml", "src/lib.rs", "src/db.rs", "src/http.rs", "src/log.rs"),
-        "hookwise-plugin-sdk",
-    ),
-    wit: true,
-    build: "./build.sh",
-}];
+const TEMPLATES: &[Template] = &[
+    Template {
+        lang: Lang::Rust,
+        files: files!("templates/rust": "Cargo.toml", "src/lib.rs", "build.sh", "README.md"),
+        sdk: (
+            files!("sdk": "Cargo.toml", "src/lib.rs", "src/db.rs", "src/http.rs", "src/log.rs"),
+            "hookwise-plugin-sdk",
+        ),
+        wit: true,
+        build: "./build.sh",
+    },
+    Template {
+        lang: Lang::Js,
+        files: files!("templates/js": "package.json", "package-lock.json", "plugin.js", "build.sh", "README.md"),
+        sdk: (&[], ""),
+        wit: true,
+        build: "./build.sh",
+    },
+    Template {
+        lang: Lang::Python,
+        files: files!("templates/python": "app.py", "requirements.txt", "build.sh", "README.md"),
+        sdk: (&[], ""),
+        wit: true,
+        build: "./build.sh",
+    },
+];
 
 /// Why a project cannot be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
-    #[error("plugin name `{0}`: use 1 to 64 letters, digits, `-` and `_`, starting with a letter")]
+    #[error(
+        "plugin name `{0}`: use 1 to 64 lowercase letters, digits, `-` and `_`, starting with a \
+         letter"
+    )]
     BadName(String),
     #[error("{0} exists already; choose another name or --dir")]
     Exists(PathBuf),
@@ -85,10 +104,10 @@ pub enum ScaffoldError {
 /// Whether `name` can name a plugin, its package and its file in every language.
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Writes a new project for plugin `name` in language `lang` into `dir` (which must not
@@ -212,7 +231,7 @@ mod tests {
     #[test]
     fn names_and_places_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["", "1abc", "a b", "../x", "a/b", &"x".repeat(65)] {
+        for bad in ["", "1abc", "a b", "../x", "a/b", "Upper", &"x".repeat(65)] {
             assert!(
                 matches!(
                     write(bad, Lang::Rust, &dir.path().join("p")),
