@@ -17,6 +17,7 @@ mod outside_text;
 mod plugins;
 mod plugins_cli;
 mod plugins_lang;
+mod plugins_run;
 mod quickstart;
 mod reload;
 mod rules;
