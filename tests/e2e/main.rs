@@ -19,6 +19,7 @@ mod plugins;
 mod plugins_cli;
 mod plugins_lang;
 mod plugins_new;
+mod plugins_run;
 mod quickstart;
 mod reload;
 mod rules;

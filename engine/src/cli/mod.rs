@@ -2,6 +2,7 @@
 
 mod backtest;
 mod ops;
+mod plugin_run;
 mod plugins;
 mod scaffold;
 mod signing;
@@ -145,7 +146,8 @@ pub enum Command {
     /// Executions that failed for good: list, retry or purge them.
     #[command(subcommand)]
     DeadLetters(ops::DeadLetterCommand),
-    /// List the configured plugins, or inspect a wasm file against the plugin contract.
+    /// List the configured plugins, inspect a wasm file against the plugin contract, or run
+    /// one plugin call locally.
     Plugins {
         #[command(subcommand)]
         command: plugins::PluginsCommand,
@@ -327,70 +329,26 @@ fn dry_run(
             return ExitCode::FAILURE;
         }
     };
-    let (provider, extra) = match config.source(source) {
-        Some(s) => (s.provider, None),
-        None => match Provider::from_id(source) {
-            Some(p) => (p, Some((source.to_string(), p.id().to_string()))),
-            None => {
-                return usage(format_args!(
-                    "`{source}` is neither a configured source nor a provider id"
-                ));
-            }
-        },
+    let given = match given_event(&config, source, event_type, payload, headers) {
+        Ok(given) => given,
+        Err(e) => return usage(e),
     };
-    let mut header_map = BTreeMap::new();
-    let mut http_headers = http::HeaderMap::new();
-    for h in headers {
-        let Some((name, value)) = h.split_once(':') else {
-            return usage(format_args!("--header `{h}` is not `Name: value`"));
-        };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
-        match (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            (Ok(n), Ok(v)) => {
-                http_headers.append(n, v);
-            }
-            _ => return usage(format_args!("--header `{h}` is not a valid header")),
-        }
-        header_map.insert(name, value);
-    }
-    let body = match std::fs::read(payload) {
-        Ok(b) => b,
-        Err(e) => return usage(format_args!("cannot read {}: {e}", payload.display())),
-    };
-    let input = crate::verify::Verified::operator_supplied(provider, &http_headers, &body);
-    let Some(read) = input.payload() else {
-        return usage(format_args!(
-            "{} is neither JSON nor form-encoded",
-            payload.display()
-        ));
-    };
-    let event_type = match event_type.or_else(|| input.identify(&read).event_type) {
-        Some(t) => t,
-        None => {
-            return usage("cannot tell the event type from headers and payload; pass --event-type");
-        }
-    };
-
-    let rules = match rules_to_try(&config, rule_files, extra) {
+    let rules = match rules_to_try(&config, rule_files, given.extra.clone()) {
         Ok(rules) => rules,
         Err(problems) => {
             print_problems(&problems);
             return ExitCode::FAILURE;
         }
     };
-    let payload_value = read.into_value();
     let received_at = crate::model::Millis::now().to_rfc3339();
     let view = EventView {
         id: "dry-run",
         source,
-        provider: provider.id(),
-        event_type: &event_type,
+        provider: given.provider.id(),
+        event_type: &given.event_type,
         received_at: &received_at,
-        headers: &header_map,
-        payload: &payload_value,
+        headers: &given.headers,
+        payload: &given.payload,
     };
     let evaluation = rules.evaluate_all(&view);
     // Rendered inputs show `${secret:NAME}` already; the payload and headers given may hold a
@@ -407,6 +365,86 @@ fn dry_run(
         );
     }
     ExitCode::SUCCESS
+}
+
+/// An event described on the command line (`--source`, `--payload`, `--header`,
+/// `--event-type`), read as the listener would read it after verification.
+struct GivenEvent {
+    provider: Provider,
+    /// `(source id, provider id)` when the source is not configured but names a provider.
+    extra: Option<(String, String)>,
+    event_type: String,
+    delivery_id: Option<String>,
+    /// Lower-case names.
+    headers: BTreeMap<String, String>,
+    payload: serde_json::Value,
+    /// The payload as the store keeps it: a JSON body as sent, a form as JSON.
+    payload_text: String,
+}
+
+/// Reads the event given by `source`, `payload` (a file) and `headers`; the event type is
+/// `event_type` or identified as ingress does. Errors are usage errors.
+fn given_event(
+    config: &Config,
+    source: &str,
+    event_type: Option<String>,
+    payload: &std::path::Path,
+    headers: &[String],
+) -> Result<GivenEvent, String> {
+    let (provider, extra) = match config.source(source) {
+        Some(s) => (s.provider, None),
+        None => match Provider::from_id(source) {
+            Some(p) => (p, Some((source.to_string(), p.id().to_string()))),
+            None => {
+                return Err(format!(
+                    "`{source}` is neither a configured source nor a provider id"
+                ));
+            }
+        },
+    };
+    let mut header_map = BTreeMap::new();
+    let mut http_headers = http::HeaderMap::new();
+    for h in headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(format!("--header `{h}` is not `Name: value`"));
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                http_headers.append(n, v);
+            }
+            _ => return Err(format!("--header `{h}` is not a valid header")),
+        }
+        header_map.insert(name, value);
+    }
+    let body =
+        std::fs::read(payload).map_err(|e| format!("cannot read {}: {e}", payload.display()))?;
+    let input = crate::verify::Verified::operator_supplied(provider, &http_headers, &body);
+    let Some(read) = input.payload() else {
+        return Err(format!(
+            "{} is neither JSON nor form-encoded",
+            payload.display()
+        ));
+    };
+    let identity = input.identify(&read);
+    let Some(event_type) = event_type.or(identity.event_type) else {
+        return Err(
+            "cannot tell the event type from headers and payload; pass --event-type".to_string(),
+        );
+    };
+    let payload_text = read.text();
+    Ok(GivenEvent {
+        provider,
+        extra,
+        event_type,
+        delivery_id: identity.delivery_id,
+        headers: header_map,
+        payload: read.into_value(),
+        payload_text,
+    })
 }
 
 fn serve(

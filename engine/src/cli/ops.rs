@@ -154,7 +154,7 @@ use ops::parse_time;
 
 /// Standard output with every secret replaced. Records are scrubbed when they are written;
 /// this also covers older records and event payloads as their senders sent them.
-pub(super) struct Out(Arc<Scrubber>);
+pub(super) struct Out(pub(super) Arc<Scrubber>);
 
 impl Out {
     pub(super) fn json(&self, value: &impl serde::Serialize) {

@@ -1,6 +1,6 @@
 //! `hookwise plugins list` and `hookwise plugins inspect`: what the configured
 //! plugins are (each loaded through the real host), and what a wasm file is
-//! and whether it fits the plugin contract.
+//! and whether it fits the plugin contract. `plugins run` lives in `plugin_run`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +62,17 @@ pub enum PluginsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run one plugin call locally, in the sandbox and with the limits `serve` gives it, and
+    /// print the attempt as `hookwise logs` shows it.
+    ///
+    /// The event comes from a payload file or the store; the output has the outcome and
+    /// output, log lines, HTTP calls, SQL statements, time, memory and fuel. Nothing is stored,
+    /// but the plugin's HTTP calls and database writes really happen.
+    ///
+    /// Exits 0 when the plugin returned ok, 1 when it returned an error, trapped or hit a
+    /// limit, 2 when the call could not be made (bad flags, unreadable files, a wasm file that
+    /// does not fit, a connection that does not open).
+    Run(Box<super::plugin_run::RunArgs>),
 }
 
 pub fn run(command: PluginsCommand) -> ExitCode {
@@ -70,6 +81,7 @@ pub fn run(command: PluginsCommand) -> ExitCode {
         PluginsCommand::Inspect { file, json } => inspect(&file, json),
         PluginsCommand::New { name, lang, dir } => new_project(&name, lang, dir),
         PluginsCommand::SetInputSchema { file, schema } => set_input_schema(&file, &schema),
+        PluginsCommand::Run(args) => super::plugin_run::run(*args),
     }
 }
 

@@ -10,7 +10,7 @@
 mod backlog;
 pub mod backtest;
 pub mod ops;
-mod run;
+pub(crate) mod run;
 
 pub use backlog::Backlog;
 

@@ -12,7 +12,7 @@ use crate::model::{AttemptOutcome, Millis};
 use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
 use crate::rules::RetryPolicy;
 use crate::scrub::Scrubber;
-use crate::store::{Execution, NewExecutionAttempt, NextStep, StoreError, StoredEvent};
+use crate::store::{Execution, NewEvent, NewExecutionAttempt, NextStep, StoreError, StoredEvent};
 
 /// Longest wait a plugin's `retry_after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -91,7 +91,7 @@ pub(crate) async fn run_execution(
     shared.metrics.plugin_call(&x.plugin, report.duration);
 
     let finished_at = Millis::now();
-    let mut attempt = attempt_of(x, started_at, finished_at, &report);
+    let mut attempt = attempt_record(x.attempts, started_at, finished_at, &report);
     scrub_attempt(&shared.scrubber, &mut attempt);
     let next = scrub_step(
         &shared.scrubber,
@@ -158,9 +158,10 @@ async fn call_under_lease(
     }
 }
 
-/// The record of an attempt whose plugin call ended with `report`.
-fn attempt_of(
-    x: &Execution,
+/// The record of attempt number `attempt` whose plugin call ended with `report` (what the
+/// store keeps and `hookwise logs` shows; `hookwise plugins run` shows it too).
+pub(crate) fn attempt_record(
+    attempt: i32,
     started_at: Millis,
     finished_at: Millis,
     report: &CallReport,
@@ -175,7 +176,7 @@ fn attempt_of(
         Err(e) => (AttemptOutcome::Fatal, Some(e.to_string()), None),
     };
     NewExecutionAttempt {
-        attempt: x.attempts,
+        attempt,
         started_at,
         finished_at,
         outcome,
@@ -215,7 +216,7 @@ fn log_attempt(x: &Execution, attempt: &NewExecutionAttempt, report: &CallReport
 /// Replaces secret values in everything the attempt records: the plugin saw secrets rendered
 /// into its input and may echo them into its error, output or logs; the host's own records
 /// (URLs called, SQL run) may hold them too.
-fn scrub_attempt(scrubber: &Scrubber, attempt: &mut NewExecutionAttempt) {
+pub(crate) fn scrub_attempt(scrubber: &Scrubber, attempt: &mut NewExecutionAttempt) {
     if scrubber.is_empty() {
         return;
     }
@@ -427,27 +428,31 @@ async fn prepare(
         attempt: u32::try_from(x.attempts).unwrap_or(0),
         idempotency_key: x.idempotency_key.clone(),
     };
-    let call_event = CallEvent {
+    Ok(Prepared::Call(Box::new(PreparedCall {
+        plugin,
+        ctx,
+        event: call_event(&parts, &event.event),
+        input: planned.input.to_string(),
+        retry: planned.retry,
+        timeout: planned.timeout,
+        received_at: event.event.received_at,
+    })))
+}
+
+/// The event as a plugin gets it: `e` with its `parts`.
+pub(crate) fn call_event(parts: &EventParts, e: &NewEvent) -> CallEvent {
+    CallEvent {
         id: parts.id.clone(),
-        source: event.event.source.clone(),
-        event_type: event.event.event_type.clone(),
+        source: e.source.clone(),
+        event_type: e.event_type.clone(),
         received_at: parts.received_at.clone(),
         headers: parts
             .headers
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        payload_json: event.event.payload.clone(),
-    };
-    Ok(Prepared::Call(Box::new(PreparedCall {
-        plugin,
-        ctx,
-        event: call_event,
-        input: planned.input.to_string(),
-        retry: planned.retry,
-        timeout: planned.timeout,
-        received_at: event.event.received_at,
-    })))
+        payload_json: e.payload.clone(),
+    }
 }
 
 #[cfg(test)]

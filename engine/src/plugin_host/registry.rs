@@ -124,11 +124,20 @@ pub fn spec_for(plugin: &Plugin, wasm: WasmSource) -> PluginSpec {
 
 /// Opens the `connections` that some plugin is granted.
 async fn connect_databases(config: &Config) -> Result<Option<Arc<dyn DbExecutor>>, Vec<String>> {
-    let granted: std::collections::BTreeSet<&str> = config
+    let granted = config
         .plugins
         .iter()
-        .flat_map(|p| p.allow_db.iter().map(String::as_str))
-        .collect();
+        .flat_map(|p| p.allow_db.iter().map(String::as_str));
+    connect_granted(config, granted).await
+}
+
+/// Opens the `connections` of `config` named in `granted` (None when none is); every
+/// connection that is not configured or does not open is a problem.
+pub async fn connect_granted<'a>(
+    config: &Config,
+    granted: impl IntoIterator<Item = &'a str>,
+) -> Result<Option<Arc<dyn DbExecutor>>, Vec<String>> {
+    let granted: std::collections::BTreeSet<&str> = granted.into_iter().collect();
     if granted.is_empty() {
         return Ok(None);
     }

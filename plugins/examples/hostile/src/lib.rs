@@ -60,6 +60,9 @@ enum Input {
         #[serde(default)]
         ignore_errors: bool,
     },
+    /// Runs each step in order (a log line, an HTTP call, some SQL, ...), stops at the first
+    /// error, and returns the steps' outputs.
+    Steps { steps: Vec<Input> },
 }
 
 #[derive(Deserialize)]
@@ -209,6 +212,13 @@ impl Plugin for Hostile {
                     }
                 }
                 Ok(json!({ "results": results }))
+            }
+            Input::Steps { steps } => {
+                let mut outputs = Vec::new();
+                for step in steps {
+                    outputs.push(Self::handle(ctx, event, step)?);
+                }
+                Ok(json!({ "steps": outputs }))
             }
         }
     }
