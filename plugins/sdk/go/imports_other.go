@@ -16,7 +16,7 @@ func hwOutput(unsafe.Pointer, int32)            { noHost() }
 func hwError(int32, unsafe.Pointer, int32, int64) {
 	noHost()
 }
-func hwLog(int32, unsafe.Pointer, int32)       { noHost() }
+func hwLog(int32, unsafe.Pointer, int32)     { noHost() }
 func hwHTTPSend(unsafe.Pointer, int32) int32 { noHost(); return 0 }
 func hwDBExecute(unsafe.Pointer, int32, unsafe.Pointer, int32, unsafe.Pointer, int32) int32 {
 	noHost()

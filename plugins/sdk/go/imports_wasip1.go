@@ -27,4 +27,3 @@ func hwHTTPSend(ptr unsafe.Pointer, length int32) int32
 
 //go:wasmimport hookwise db_execute
 func hwDBExecute(connPtr unsafe.Pointer, connLen int32, sqlPtr unsafe.Pointer, sqlLen int32, paramsPtr unsafe.Pointer, paramsLen int32) int32
-
