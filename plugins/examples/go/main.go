@@ -46,9 +46,9 @@ func handle(req *hookwise.Request) (any, error) {
 	if err := req.DecodeInput(&in); err != nil {
 		return nil, err
 	}
-	for key, value := range map[string]string{"url": in.URL, "connection": in.Connection, "table": in.Table} {
-		if value == "" {
-			return nil, hookwise.Fatalf("input.%s is missing", key)
+	for _, kv := range [][2]string{{"url", in.URL}, {"connection", in.Connection}, {"table", in.Table}} {
+		if kv[1] == "" {
+			return nil, hookwise.Fatalf("input.%s is missing", kv[0])
 		}
 	}
 	// A table name cannot be a bound parameter: allow plain identifiers only.
