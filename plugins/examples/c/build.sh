@@ -10,7 +10,7 @@
 # only when its sources, the SDK or the pinned version changed (a sha256 stamp next to the
 # .wasm).
 #
-# Needs: python3 with venv, sha256sum.
+# Needs: python3 with venv, sha256sum, flock.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -24,6 +24,9 @@ mkdir -p "$1"
 out="$(cd "$1" && pwd)"
 tools="$out/tools"
 mkdir -p "$tools"
+# One build at a time per OUT_DIR (test processes may start together).
+exec 9>"$tools/c.lock"
+flock 9
 
 venv="$tools/zig-venv"
 stamp_tools="$tools/zig-venv.stamp"

