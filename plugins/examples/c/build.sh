@@ -42,7 +42,7 @@ fi
 key="$(
   {
     cat "$here/requirements.txt"
-    (cd "$here" && sha256sum plugin.c)
+    (cd "$here" && sha256sum build.sh plugin.c)
     (cd "$sdk" && sha256sum hookwise.h hookwise.c)
   } | sha256sum | cut -d' ' -f1
 )"
@@ -54,9 +54,10 @@ rm -f "$stamp"
 
 echo "c build.sh: zig cc --target=wasm32-wasi -> $out/c.wasm" >&2
 # The first build also compiles wasi-libc into the cache (about a minute); later ones take
-# about a second. -s: no debug sections (1 MB -> tens of KB).
+# about a second. -s: no debug sections (1 MB -> tens of KB). A 1 MiB stack: zig cc
+# reserves 16 MiB by default, and every call would start with 16 MiB of memory.
 ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" ZIG_LOCAL_CACHE_DIR="$tools/zig-cache/local" \
-  "$venv/bin/python" -m ziglang cc --target=wasm32-wasi -O2 -s -Wall -Wextra \
+  "$venv/bin/python" -m ziglang cc --target=wasm32-wasi -O2 -s -Wl,-z,stack-size=1048576 -Wall -Wextra \
   -I"$sdk" "$here/plugin.c" "$sdk/hookwise.c" -o "$out/c.wasm.tmp"
 mv "$out/c.wasm.tmp" "$out/c.wasm"
 echo "$key" >"$stamp"

@@ -42,7 +42,7 @@ fi
 # The sources: every .go file and go.mod of the example and of the SDK.
 key="$(
   {
-    cat "$here/requirements.txt"
+    cat "$here/requirements.txt" "$here/build.sh"
     find "$here" "$sdk" -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -print0 |
       sort -z | xargs -0 sha256sum | sed "s|$here/../../||; s|$sdk/|sdk/go/|; s|$here/|examples/go/|"
   } | sha256sum | cut -d' ' -f1
