@@ -28,11 +28,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs `bash script args...`; panics with its output when it fails.
-fn run_script(script: &Path, args: &[&Path], what: &str) {
+/// Runs `bash script out`; panics with its output when it fails.
+fn run_script(script: &Path, out: &Path, what: &str) {
     let output = Command::new("bash")
         .arg(script)
-        .args(args)
+        .arg(out)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
@@ -59,7 +59,7 @@ fn example(lang: &'static str) -> PathBuf {
     cell.get_or_init(|| {
         let script = repo().join(format!("plugins/examples/{lang}/build.sh"));
         let out = out_dir();
-        run_script(&script, &[&out], lang);
+        run_script(&script, &out, lang);
         let wasm = out.join(format!("{lang}.wasm"));
         assert!(wasm.is_file(), "{} was not written", wasm.display());
         wasm
@@ -358,7 +358,11 @@ fn copy_template(lang: &str, name: &str, dir: &Path) {
         "{sdk_path}"
     );
     copy_dir(&template, dir, name);
-    copy_dir(&repo().join("plugins/sdk").join(lang), &dir.join(sdk_path), name);
+    copy_dir(
+        &repo().join("plugins/sdk").join(lang),
+        &dir.join(sdk_path),
+        name,
+    );
 }
 
 /// Copies the template of `lang` with the SDK into a fresh project folder, builds it with its
@@ -374,13 +378,15 @@ fn template_builds_and_fits(lang: &str) {
     let copied = tempfile::tempdir().unwrap();
     copy_template(lang, &name, copied.path());
     assert!(
-        !walk(copied.path()).iter().any(|f| std::fs::read_to_string(f)
-            .map(|t| t.contains("__NAME__"))
-            .unwrap_or(false)),
+        !walk(copied.path())
+            .iter()
+            .any(|f| std::fs::read_to_string(f)
+                .map(|t| t.contains("__NAME__"))
+                .unwrap_or(false)),
         "__NAME__ left in the project"
     );
     let output = Command::new("flock")
-        .arg(&lock)
+        .arg(lock)
         .args(["bash", "-c"])
         .arg(
             "set -euo pipefail\n\
