@@ -3,7 +3,8 @@
 //! a real server: a signed GitHub push, a rule that runs the example against a loopback HTTP
 //! receiver and a SQLite file, and the story `hookwise logs` tells (the plugin's log line, its
 //! HTTP call and its SQL statement). Also the fatal path (a missing input key: dead at once,
-//! no retry), and the `plugins new` templates: copied with the SDK, built, inspected.
+//! no retry), the `plugins new` templates (copied with the SDK, built, inspected), and the C
+//! SDK's JSON helpers natively under AddressSanitizer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -447,4 +448,47 @@ fn go_template_builds_and_fits() {
 fn c_template_builds_and_fits() {
     std::fs::create_dir_all(out_dir()).unwrap();
     template_builds_and_fits("c");
+}
+
+// ---- the C SDK's JSON helpers ------------------------------------------------------------
+
+/// `plugins/examples/c/json_test.c`: the C SDK's JSON helpers on nasty input (unterminated
+/// strings, bad escapes, surrogates, deep nesting, overflowing integers, invalid UTF-8, random
+/// texts), compiled natively with AddressSanitizer and UBSan so that any read past a buffer
+/// fails the run.
+#[test]
+fn c_sdk_json_helpers_survive_nasty_input() {
+    let out = out_dir();
+    std::fs::create_dir_all(&out).unwrap();
+    let exe = out.join("c-sdk-json-test");
+    let sdk = repo().join("plugins/sdk/c");
+    let built = Command::new("cc")
+        .args([
+            "-g",
+            "-O1",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-Wno-attributes",
+        ])
+        .arg("-I")
+        .arg(&sdk)
+        .arg(repo().join("plugins/examples/c/json_test.c"))
+        .arg(sdk.join("hookwise.c"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run cc");
+    assert!(
+        built.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ran = Command::new(&exe).output().expect("run the JSON test");
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success() && stdout.contains("0 failures"),
+        "{}\nstdout:\n{stdout}\nstderr:\n{}",
+        ran.status,
+        String::from_utf8_lossy(&ran.stderr)
+    );
 }
