@@ -116,31 +116,31 @@ func ReadRequest() (*Request, error) {
 
 // ---- errors --------------------------------------------------------------------------
 
-// Error is a plugin failure: Fatal (the execution is dead-lettered at once) or retryable
-// (hookwise tries again by the rule's retry policy, not before RetryAfter when set).
-type Error struct {
+// PluginError is a plugin failure: Fatal (the execution is dead-lettered at once) or
+// retryable (hookwise tries again by the rule's retry policy, not before RetryAfter when set).
+type PluginError struct {
 	Fatal      bool
 	Message    string
 	RetryAfter time.Duration
 }
 
-func (e *Error) Error() string { return e.Message }
+func (e *PluginError) Error() string { return e.Message }
 
 // Fatalf is an error retrying cannot fix (bad input, a 4xx answer).
 func Fatalf(format string, args ...any) error {
-	return &Error{Fatal: true, Message: fmt.Sprintf(format, args...)}
+	return &PluginError{Fatal: true, Message: fmt.Sprintf(format, args...)}
 }
 
 // Retryable is an error that may pass on a later attempt (a 5xx or 429 answer, a timeout);
 // retryAfter > 0 asks hookwise to wait at least that long.
 func Retryable(retryAfter time.Duration, format string, args ...any) error {
-	return &Error{Message: fmt.Sprintf(format, args...), RetryAfter: retryAfter}
+	return &PluginError{Message: fmt.Sprintf(format, args...), RetryAfter: retryAfter}
 }
 
 // ---- answering -----------------------------------------------------------------------
 
 // Run reads the request, calls handle and answers with what it returns: the output (any
-// value encoding/json can marshal; nil is JSON null) or the error. An *Error says fatal or
+// value encoding/json can marshal; nil is JSON null) or the error. A *PluginError says fatal or
 // retryable; any other error is retryable. A panic in handle is a retryable error naming it.
 func Run(handle func(req *Request) (any, error)) {
 	req, err := ReadRequest()
@@ -179,7 +179,7 @@ func Output(v any) error {
 
 // Fail makes the call fail with err (see Run for how it is classified).
 func Fail(err error) {
-	var e *Error
+	var e *PluginError
 	kind, retryAfter, message := int32(0), int64(-1), ""
 	if errors.As(err, &e) {
 		message = e.Message
@@ -222,8 +222,7 @@ func Debug(format string, args ...any) { Log(LevelDebug, fmt.Sprintf(format, arg
 func Info(format string, args ...any)  { Log(LevelInfo, fmt.Sprintf(format, args...)) }
 func Warn(format string, args ...any)  { Log(LevelWarn, fmt.Sprintf(format, args...)) }
 
-// Error logs at error level (the name Error is the error type).
-func Errorf(format string, args ...any) { Log(LevelError, fmt.Sprintf(format, args...)) }
+func Error(format string, args ...any) { Log(LevelError, fmt.Sprintf(format, args...)) }
 
 // ---- HTTP ----------------------------------------------------------------------------
 
