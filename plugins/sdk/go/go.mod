@@ -1,0 +1,3 @@
+module hookwise/sdk
+
+go 1.24
