@@ -4,10 +4,11 @@
 // `memory` and imports only from module `hookwise` (the core module ABI, see the plugins
 // guide). Build it with
 //
-//   asc index.ts -O3 --noAssert --runtime incremental --use abort=hookwise_abort -o plugin.wasm
+//   asc assembly/index.ts -O3 --noAssert --runtime incremental \
+//     --use abort=sdk/hookwise/hookwise_abort -o plugin.wasm
 //
-// (`--use abort=...` keeps asc from importing `env.abort`, which hookwise does not provide; the
-// exported `hookwise_abort` below turns an abort into a fatal error naming the place).
+// (`--use abort=...` keeps asc from importing `env.abort`, which hookwise does not provide;
+// `hookwise_abort` below logs the abort's message and place, then traps).
 //
 //   import * as hw from "./hookwise";
 //
@@ -677,15 +678,15 @@ export function retryable(message: string, retryAfterMs: i64 = -1): void {
 }
 
 /**
- * Use as asc's abort (`--use abort=hookwise_abort`, with this function re-exported by the entry
- * file as `export { hookwise_abort } from "./hookwise"`... see the build script): a failed
- * assertion, a `throw` or an out-of-bounds access becomes a fatal error naming the place,
- * then traps.
+ * asc's abort handler (build with `--use abort=<path of this file>/hookwise_abort`, e.g.
+ * `sdk/hookwise/hookwise_abort` for `sdk/hookwise.ts`, relative to where asc runs): a failed
+ * assertion, a `throw` or an index out of range logs an error line naming the place, then
+ * traps. A trap fails the call for good, whatever was answered before it.
  */
 export function hookwise_abort(message: usize, fileName: usize, line: u32, column: u32): void {
   let text = "abort";
   if (message != 0) text += ": " + changetype<string>(message);
   if (fileName != 0) text += " at " + changetype<string>(fileName) + ":" + line.toString() + ":" + column.toString();
-  fatal(text);
+  log(4, text);
   unreachable();
 }
