@@ -48,9 +48,10 @@ build_zig() {
   echo "zig/build.sh: zig build-exe main.zig -> $out/zig.wasm" >&2
   export ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" ZIG_LOCAL_CACHE_DIR="$tools/zig-cache"
   # The SDK is its own module (`@import("hookwise")`): Zig does not import files outside
-  # the root source file's directory.
+  # the root source file's directory. `--stack`: Zig's default 16 MiB stack would make every
+  # call start with 16 MiB of memory; 256 KiB is plenty here.
   (cd "$tools" && "$tools/zig-venv/bin/python" -m ziglang build-exe \
-    -target wasm32-wasi -O ReleaseSmall --name zig \
+    -target wasm32-wasi -O ReleaseSmall --stack 262144 --name zig \
     --dep hookwise -Mroot="$here/main.zig" -Mhookwise="$sdk/hookwise.zig" \
     -femit-bin="$out/zig.wasm.tmp")
   mv "$out/zig.wasm.tmp" "$out/zig.wasm"

@@ -23,8 +23,10 @@ else
   zig=("$tools/venv/bin/python" -m ziglang)
 fi
 export ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" ZIG_LOCAL_CACHE_DIR="$tools/zig-cache"
+# `--stack`: Zig's default stack is 16 MiB, which every call would start with; 256 KiB is
+# plenty unless the handler recurses deeply or keeps big arrays on the stack.
 "${zig[@]}" build-exe \
-  -target wasm32-wasi -O ReleaseSmall --name __NAME__ \
+  -target wasm32-wasi -O ReleaseSmall --stack 262144 --name __NAME__ \
   --dep hookwise -Mroot=main.zig -Mhookwise=sdk/hookwise.zig \
   -femit-bin=__NAME__.wasm
 echo "built $PWD/__NAME__.wasm" >&2
