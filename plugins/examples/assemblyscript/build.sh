@@ -6,8 +6,8 @@
 # The compiler comes from the npm registry (`assemblyscript`, the version pinned in
 # package-lock.json), installed with `npm ci` into OUT_DIR/tools on first use; nothing is
 # installed globally or into the source tree. After the first run the script works offline.
-# The module is rebuilt only when index.ts, the SDK or the pinned versions changed (a sha256
-# stamp next to the .wasm).
+# The module is rebuilt only when index.ts, the SDK, this script or the pinned versions
+# changed (a sha256 stamp next to the .wasm).
 #
 # Needs: node + npm, sha256sum.
 set -euo pipefail
@@ -62,5 +62,5 @@ build_as() {
 unless_stamped "$tools/as.stamp" "$(cd "$here" && sha256sum package.json package-lock.json | sha256sum | cut -d' ' -f1)" \
   install_asc
 unless_stamped "$out/assemblyscript.wasm.stamp" \
-  "$(cd "$plugins" && sha256sum examples/assemblyscript/index.ts examples/assemblyscript/package-lock.json sdk/assemblyscript/hookwise.ts | sha256sum | cut -d' ' -f1)" \
+  "$(cd "$plugins" && sha256sum examples/assemblyscript/build.sh examples/assemblyscript/index.ts examples/assemblyscript/package-lock.json sdk/assemblyscript/hookwise.ts | sha256sum | cut -d' ' -f1)" \
   build_as

@@ -6,8 +6,8 @@
 # Zig comes from PyPI (`ziglang`, the version pinned in requirements.txt), installed into a
 # venv in OUT_DIR/tools on first use; nothing is installed globally or into the source tree,
 # and Zig's caches live in OUT_DIR/tools too. After the first run the script works offline.
-# The module is rebuilt only when main.zig, the SDK or the pinned version changed (a sha256
-# stamp next to the .wasm).
+# The module is rebuilt only when main.zig, the SDK, this script or the pinned version changed
+# (a sha256 stamp next to the .wasm).
 #
 # Needs: python3 with venv, sha256sum.
 set -euo pipefail
@@ -60,5 +60,5 @@ build_zig() {
 unless_stamped "$tools/zig-venv.stamp" "$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)" \
   install_zig
 unless_stamped "$out/zig.wasm.stamp" \
-  "$(cd "$here/../.." && sha256sum examples/zig/main.zig examples/zig/requirements.txt sdk/zig/hookwise.zig | sha256sum | cut -d' ' -f1)" \
+  "$(cd "$here/../.." && sha256sum examples/zig/build.sh examples/zig/main.zig examples/zig/requirements.txt sdk/zig/hookwise.zig | sha256sum | cut -d' ' -f1)" \
   build_zig
