@@ -18,11 +18,7 @@ const hw = @import("hookwise");
 pub fn main() void {
     var arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
     defer arena.deinit();
-    run(arena.allocator()) catch |e| switch (e) {
-        // The host refused or could not complete a call: worth another try.
-        error.Http, error.Db => hw.retryable(hw.lastError(), null),
-        else => hw.fatal(@errorName(e)),
-    };
+    run(arena.allocator()) catch |e| hw.fail(e);
 }
 
 fn run(a: std.mem.Allocator) hw.Error!void {

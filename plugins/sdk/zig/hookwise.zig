@@ -13,7 +13,7 @@
 //!         var arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
 //!         defer arena.deinit();
 //!         const a = arena.allocator();
-//!         const req = hw.Request.read(a) catch return hw.fatal("cannot read the request");
+//!         const req = hw.Request.read(a) catch |e| return hw.fail(e);
 //!         const name = req.inputString("name") orelse return hw.fatal("input lacks `name`");
 //!         hw.info(a, "hello {s}, event {s}", .{ name, req.event.id });
 //!         hw.ok(a, .{ .greeted = name });
@@ -24,7 +24,7 @@
 //! * `trace` .. `err` log one line (formatted like `std.fmt`).
 //! * `http` sends a request (needs `allow.http`), `db` runs one statement (needs `allow.db`);
 //!   both return `error.Http` / `error.Db` when the host refuses or the call fails, and
-//!   `lastError()` then holds the message.
+//!   `lastError()` then holds the message; `fail(e)` answers for any such error.
 //! * `ok` answers with any value `std.json` can write, `fatal` / `retryable` fail the call.
 //!   The first answer given wins; return from `main` after it.
 //!
@@ -320,6 +320,18 @@ pub fn fatal(message: []const u8) void {
 /// back-off otherwise).
 pub fn retryable(message: []const u8, retry_after_ms: ?i64) void {
     raw.@"error"(0, message.ptr, len32(message), retry_after_ms orelse -1);
+}
+
+/// Answers for an error this SDK returned: `error.Http` and `error.Db` become retryable errors
+/// (the request got no answer or the statement failed: another attempt may succeed), the rest
+/// fatal ones, each with `lastError()` as the message. Typical use:
+/// `handle(a) catch |e| hw.fail(e);` in `main`.
+pub fn fail(e: Error) void {
+    switch (e) {
+        Error.Http, Error.Db => retryable(lastError(), null),
+        Error.OutOfMemory => fatal("out of memory"),
+        Error.BadRequest, Error.BadResult => fatal(if (last_error.len > 0) last_error else @errorName(e)),
+    }
 }
 
 /// `fatal` with a formatted message.

@@ -17,10 +17,7 @@ pub fn main() void {
     // One arena for the whole call: the module runs once per call, so nothing is freed early.
     var arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
     defer arena.deinit();
-    handle(arena.allocator()) catch |e| switch (e) {
-        error.Http, error.Db => hw.retryable(hw.lastError(), null),
-        else => hw.fatal(@errorName(e)),
-    };
+    handle(arena.allocator()) catch |e| hw.fail(e);
 }
 
 fn handle(a: std.mem.Allocator) hw.Error!void {
