@@ -631,7 +631,8 @@ export class DbResult {
  * Runs one statement on the granted connection `connection` (`allow.db`); `params` is a JSON
  * array (`new JsonArray().str("a").int(1)`) bound to `?` / `$1` placeholders. Every statement of
  * one call is one transaction, committed only when the call succeeds. Null (with
- * `lastError()`) when the statement fails.
+ * `lastError()`) when the statement fails; the transaction is then rolled back and the call
+ * fails (retryable, with the database's error) whatever the plugin answers afterwards.
  */
 export function db(connection: string, sql: string, params: JsonArray): DbResult | null {
   const c = String.UTF8.encode(connection);

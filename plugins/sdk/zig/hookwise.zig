@@ -287,7 +287,9 @@ pub const DbResult = struct {
 /// Runs one statement on the granted connection `connection` (`allow.db`). `params` is any
 /// value `std.json` writes as an array (a tuple `.{ "a", 1 }` or a slice), bound to `?` / `$1`
 /// placeholders. Every statement of one call is one transaction, committed only when the
-/// call succeeds. `error.Db` (message in `lastError()`) when the statement fails.
+/// call succeeds. `error.Db` (message in `lastError()`) when the statement fails; the
+/// transaction is then rolled back and the call fails (retryable, with the database's error)
+/// whatever the plugin answers afterwards.
 pub fn db(a: Allocator, connection: []const u8, sql: []const u8, params: anytype) Error!DbResult {
     const params_json = try json.Stringify.valueAlloc(a, params, .{});
     const n = raw.db_execute(
