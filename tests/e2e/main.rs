@@ -15,6 +15,7 @@ mod fuzz_corpora;
 mod ingress;
 mod input_schemas;
 mod lang_go_c;
+mod lang_zig_as;
 mod outside_text;
 mod plugins;
 mod plugins_cli;
