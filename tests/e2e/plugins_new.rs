@@ -22,7 +22,10 @@ fn new_project(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf
 /// without an SDK macro declare the input schema with it). Rust crates come from the local
 /// cache; the JavaScript and Python tools from npm and PyPI (their caches after a first run).
 fn build(project: &Path, target: &Path) {
-    let bin_dir = crate::support::hookwise_bin().parent().unwrap().to_path_buf();
+    let bin_dir = crate::support::hookwise_bin()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let path = std::env::join_paths(
         std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
     )
@@ -87,7 +90,10 @@ fn a_new_rust_plugin_builds_outside_the_repository_and_fits() {
 fn builds_and_fits(lang: &str, name: &str) {
     let (dir, project) = new_project(lang, name);
     assert!(project.join("wit/plugin.wit").is_file());
-    build(&project, &Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins-new-unused"));
+    build(
+        &project,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins-new-unused"),
+    );
     let wasm = project.join(format!("{name}.wasm"));
     let (code, out, err) = run(
         dir.path(),

@@ -20,6 +20,7 @@ use crate::plugin_host::{
     CallContext, CallError, CallEvent, CallReport, HostSettings, LoadedPlugin, PluginAbi,
     PluginHost, PluginSpec, WasmSource, builtin,
 };
+use crate::schema::InputSchema;
 use crate::scrub::Scrubber;
 use crate::store::{NewEvent, NewExecutionAttempt};
 use crate::units::{ByteSize, HumanDuration, format_duration};
@@ -179,6 +180,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 fn prepare(args: &RunArgs, config: &Config) -> Result<Prepared, CannotRun> {
     let input = read_input(&args.input, &config.secrets)?;
     let (spec, bytes) = choose_plugin(args, config)?;
+    check_input(&spec.name, &bytes, &input)?;
     let idempotency_key = args
         .idempotency_key
         .clone()
@@ -189,6 +191,39 @@ fn prepare(args: &RunArgs, config: &Config) -> Result<Prepared, CannotRun> {
         input,
         idempotency_key,
     })
+}
+
+/// Refuses an input that does not fit the plugin's input schema, as a rule's would be.
+fn check_input(name: &str, bytes: &[u8], input: &str) -> Result<(), String> {
+    let schema = match InputSchema::declared_in(bytes) {
+        Ok(Some(schema)) => std::sync::Arc::new(schema),
+        Ok(None) if builtin::component(name) == Some(bytes) => match InputSchema::builtin(name) {
+            Some(schema) => schema,
+            None => return Ok(()),
+        },
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(format!("the plugin's input schema: {e}")),
+    };
+    let value: Value = serde_json::from_str(input).map_err(|e| format!("--input: {e}"))?;
+    let problems = schema.check_rendered(&value);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let at = if p.pointer.is_empty() {
+                "(input)"
+            } else {
+                &p.pointer
+            };
+            format!("{at}: {}", p.message)
+        })
+        .collect();
+    Err(format!(
+        "--input does not fit the plugin's input schema: {}",
+        listed.join("; ")
+    ))
 }
 
 /// Reads the event, builds the host with the granted connections, loads the plugin and calls it.
@@ -385,6 +420,7 @@ fn unconfigured(name: String, path: Option<PathBuf>) -> Plugin {
         concurrency: None,
         allow_http: Vec::new(),
         allow_db: Vec::new(),
+        input: None,
     }
 }
 

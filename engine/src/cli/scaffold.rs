@@ -51,6 +51,9 @@ struct Template {
     sdk: (&'static [File], &'static str),
     /// Whether the project needs the contract in `wit/`.
     wit: bool,
+    /// Whether the project gets the shared sample event, input and input schema (templates
+    /// with examples of their own do not).
+    common: bool,
     /// The command that builds it, for the closing message.
     build: &'static str,
 }
@@ -64,6 +67,7 @@ const TEMPLATES: &[Template] = &[
             "hookwise-plugin-sdk",
         ),
         wit: true,
+        common: true,
         build: "./build.sh",
     },
     Template {
@@ -71,6 +75,7 @@ const TEMPLATES: &[Template] = &[
         files: files!("templates/js": "package.json", "package-lock.json", "plugin.js", "build.sh", "README.md"),
         sdk: (&[], ""),
         wit: true,
+        common: true,
         build: "./build.sh",
     },
     Template {
@@ -78,6 +83,42 @@ const TEMPLATES: &[Template] = &[
         files: files!("templates/python": "app.py", "requirements.txt", "build.sh", "README.md"),
         sdk: (&[], ""),
         wit: true,
+        common: true,
+        build: "./build.sh",
+    },
+    Template {
+        lang: Lang::Go,
+        files: files!("templates/go": ".gitignore", "README.md", "build.sh", "event.json", "go.mod", "input.json", "main.go", "requirements.txt"),
+        sdk: (
+            files!("sdk/go": "go.mod", "hookwise.go", "imports_other.go", "imports_wasip1.go"),
+            "sdk",
+        ),
+        wit: false,
+        common: false,
+        build: "./build.sh",
+    },
+    Template {
+        lang: Lang::C,
+        files: files!("templates/c": ".gitignore", "README.md", "build.sh", "event.json", "input.json", "plugin.c", "requirements.txt"),
+        sdk: (files!("sdk/c": "hookwise.c", "hookwise.h"), "sdk"),
+        wit: false,
+        common: false,
+        build: "./build.sh",
+    },
+    Template {
+        lang: Lang::Zig,
+        files: files!("templates/zig": ".gitignore", "README.md", "build.sh", "event.json", "input.json", "main.zig", "requirements.txt"),
+        sdk: (files!("sdk/zig": "hookwise.zig"), "sdk"),
+        wit: false,
+        common: false,
+        build: "./build.sh",
+    },
+    Template {
+        lang: Lang::Assemblyscript,
+        files: files!("templates/assemblyscript": ".gitignore", "README.md", "assembly/index.ts", "build.sh", "event.json", "input.json", "package-lock.json", "package.json"),
+        sdk: (files!("sdk/assemblyscript": "hookwise.ts"), "sdk"),
+        wit: false,
+        common: false,
         build: "./build.sh",
     },
 ];
@@ -149,7 +190,8 @@ pub fn write(
         written.push(relative);
         Ok(())
     };
-    for file in template.files.iter().chain(COMMON) {
+    let common = if template.common { COMMON } else { &[] };
+    for file in template.files.iter().chain(common) {
         put(file.path.to_string(), fill(file.text))?;
     }
     let (sdk, sdk_dir) = template.sdk;
@@ -220,12 +262,23 @@ mod tests {
             );
             assert_eq!(listed(template.files), on_disk(&folder), "{folder}");
         }
-        let rust = TEMPLATES.iter().find(|t| t.lang == Lang::Rust).unwrap();
-        let sdk: Vec<String> = on_disk("sdk")
-            .into_iter()
-            .filter(|p| p == "Cargo.toml" || p.starts_with("src/"))
-            .collect();
-        assert_eq!(listed(rust.sdk.0), sdk);
+        for template in TEMPLATES {
+            let lang = template
+                .lang
+                .to_possible_value()
+                .unwrap()
+                .get_name()
+                .to_string();
+            let sdk = match template.lang {
+                Lang::Rust => on_disk("sdk")
+                    .into_iter()
+                    .filter(|p| p == "Cargo.toml" || p.starts_with("src/"))
+                    .collect(),
+                Lang::Js | Lang::Python => Vec::new(),
+                _ => on_disk(&format!("sdk/{lang}")),
+            };
+            assert_eq!(listed(template.sdk.0), sdk, "{lang}");
+        }
     }
 
     #[test]
