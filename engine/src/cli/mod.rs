@@ -3,6 +3,7 @@
 mod backtest;
 mod ops;
 mod plugins;
+mod remote;
 mod signing;
 mod story;
 
