@@ -19,6 +19,7 @@ mod plugins_cli;
 mod plugins_lang;
 mod quickstart;
 mod reload;
+mod remote_ops;
 mod rules;
 mod secrets;
 mod serve;
