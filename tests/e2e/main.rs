@@ -24,6 +24,7 @@ mod plugins_new;
 mod plugins_run;
 mod quickstart;
 mod reload;
+mod remote_ops;
 mod rules;
 mod secrets;
 mod serve;

@@ -723,6 +723,8 @@ pub struct TlsAdmin {
     pub base: String,
     /// A client that trusts that certificate and nothing else, following no redirects.
     pub client: reqwest::Client,
+    /// The listener's self-signed certificate (PEM).
+    pub cert: PathBuf,
     _tls: tempfile::TempDir,
 }
 
@@ -763,6 +765,7 @@ pub async fn tls_admin_server(admin_host: &str, token: &str) -> TlsAdmin {
         port,
         base,
         client,
+        cert,
         _tls: tls,
     }
 }

@@ -25,9 +25,9 @@ use crate::store::{
 /// Items per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: i64 = 50;
 /// Most items per page.
-const MAX_LIMIT: i64 = 1000;
-/// Most dead letters one retry request replays.
-const MAX_RETRY: i64 = 10_000;
+pub(crate) const MAX_LIMIT: i64 = 1000;
+/// Most dead letters one retry request replays: as many as `hookwise dead-letters retry` takes.
+const MAX_RETRY: i64 = ops::MAX_DEAD_LETTER_BATCH;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -331,7 +331,10 @@ pub(super) async fn replay_event(
     if !req.dry_run {
         s.app.wake.work();
     }
-    ok(json!({"dry_run": req.dry_run, "planned": planned}))
+    ok(ops::Replays {
+        dry_run: req.dry_run,
+        planned,
+    })
 }
 
 pub(super) async fn executions(State(s): State<AdminState>, RawQuery(q): RawQuery) -> ApiResult {
@@ -391,7 +394,10 @@ pub(super) async fn replay_execution(
     if !req.dry_run {
         s.app.wake.work();
     }
-    ok(json!({"dry_run": req.dry_run, "planned": [planned]}))
+    ok(ops::Replays {
+        dry_run: req.dry_run,
+        planned: vec![planned],
+    })
 }
 
 pub(super) async fn dead_letters(State(s): State<AdminState>, RawQuery(q): RawQuery) -> ApiResult {
@@ -410,9 +416,11 @@ pub(super) async fn dead_letters(State(s): State<AdminState>, RawQuery(q): RawQu
     })
 }
 
+/// The body of a dead-letter retry or purge: which dead letters, and for a retry how many
+/// at most and whether only to show what would be planned.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetryBody {
+struct DeadLetterBody {
     source: Option<String>,
     rule: Option<String>,
     since: Option<String>,
@@ -422,33 +430,58 @@ struct RetryBody {
     dry_run: bool,
 }
 
+impl DeadLetterBody {
+    /// The dead letters this body selects, at most `limit`.
+    fn filter(&self, limit: i64) -> Result<DeadLetterFilter, ApiError> {
+        let time = |key: &str, v: &Option<String>| -> Result<Option<Millis>, ApiError> {
+            v.as_deref()
+                .map(ops::parse_time)
+                .transpose()
+                .map_err(|e| ApiError::bad_request(format!("`{key}`: {}", clip(&e))))
+        };
+        Ok(DeadLetterFilter {
+            source: self.source.clone(),
+            rule_id: self.rule.clone(),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            before: None,
+            limit,
+        })
+    }
+}
+
 pub(super) async fn retry_dead_letters(State(s): State<AdminState>, bytes: Bytes) -> ApiResult {
-    let req: RetryBody = body(&bytes)?;
-    let time = |key: &str, v: &Option<String>| -> Result<Option<Millis>, ApiError> {
-        v.as_deref()
-            .map(ops::parse_time)
-            .transpose()
-            .map_err(|e| ApiError::bad_request(format!("`{key}`: {}", clip(&e))))
-    };
+    let req: DeadLetterBody = body(&bytes)?;
     let limit = req.limit.unwrap_or(MAX_RETRY);
     if !(1..=MAX_RETRY).contains(&limit) {
         return Err(ApiError::bad_request(format!(
             "`limit` must be between 1 and {MAX_RETRY}"
         )));
     }
-    let filter = DeadLetterFilter {
-        source: req.source.clone(),
-        rule_id: req.rule.clone(),
-        since: time("since", &req.since)?,
-        until: time("until", &req.until)?,
-        before: None,
-        limit,
-    };
+    let filter = req.filter(limit)?;
     let planned = ops::retry_dead_letters(&s.app.store, &filter, req.dry_run).await?;
     if !req.dry_run && !planned.is_empty() {
         s.app.wake.work();
     }
-    ok(json!({"dry_run": req.dry_run, "planned": planned}))
+    ok(ops::Replays {
+        dry_run: req.dry_run,
+        planned,
+    })
+}
+
+/// Deletes the selected dead letters (all of them when the body selects nothing), as
+/// `hookwise dead-letters purge` does; their executions stay in the history.
+pub(super) async fn purge_dead_letters(State(s): State<AdminState>, bytes: Bytes) -> ApiResult {
+    let req: DeadLetterBody = body(&bytes)?;
+    if req.limit.is_some() || req.dry_run {
+        return Err(ApiError::bad_request(
+            "a purge deletes every dead letter selected by `source`, `rule`, `since` and \
+             `until`; it takes no `limit` or `dry_run`",
+        ));
+    }
+    // Every match goes: the store ignores the limit when it deletes.
+    let filter = req.filter(MAX_RETRY)?;
+    ok(ops::purge_dead_letters(&s.app.store, &filter).await?)
 }
 
 /// The rules in force (id, sources, events, file:line) and the last reload's outcome.

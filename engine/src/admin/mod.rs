@@ -22,6 +22,9 @@ use crate::rules::LiveRules;
 use crate::state::AppState;
 pub use token::{AdminToken, TokenError};
 
+/// Most items one page of a list answers (`limit`).
+pub(crate) use api::MAX_LIMIT as MAX_PAGE;
+
 /// The OpenAPI document of the admin routes, as committed in `schemas/`.
 pub const OPENAPI: &str = include_str!("../../../schemas/admin.openapi.json");
 
@@ -154,6 +157,11 @@ pub fn api_routes() -> (Router<AdminState>, Vec<(&'static str, &'static str)>) {
             "post",
             "/api/v1/dead-letters/retry",
             post(api::retry_dead_letters),
+        ),
+        (
+            "post",
+            "/api/v1/dead-letters/purge",
+            post(api::purge_dead_letters),
         ),
         ("get", "/api/v1/rules", get(api::rules)),
         ("post", "/api/v1/rules/reload", post(api::reload_rules)),

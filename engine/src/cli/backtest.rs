@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::dispatch::backtest::{self, MAX_LIMIT, Window};
 
-use super::ops::{StoreArgs, failed, time_arg, with_store};
+use super::ops::{failed, time_arg, with_store};
 use super::signing::usage;
 
 /// The `test` options a backtest takes.
@@ -37,12 +37,8 @@ pub fn run(args: BacktestArgs) -> ExitCode {
         },
         (Err(e), _) | (_, Err(e)) => return usage(e),
     };
-    let store_args = StoreArgs {
-        config: args.config,
-        json: args.json,
-    };
     let (files, rule, json) = (args.rules, args.rule, args.json);
-    with_store(&store_args, |config, store, out| async move {
+    with_store(args.config.as_deref(), |config, store, out| async move {
         let rules = match super::rules_to_try(&config, &files, None) {
             Ok(rules) => rules,
             Err(problems) => {

@@ -4,6 +4,7 @@ mod backtest;
 mod ops;
 mod plugin_run;
 mod plugins;
+mod remote;
 mod scaffold;
 mod signing;
 mod story;

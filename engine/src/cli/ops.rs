@@ -1,27 +1,34 @@
-//! Commands over the store of a config: `events`, `logs`, `replay`, `dead-letters`. They open
-//! the store directly, so they work while a server runs on it (SQLite in WAL mode, or a shared
-//! PostgreSQL); a running server picks up replayed work within a second.
+//! Commands over stored work: `events`, `logs`, `replay`, `dead-letters`. They open the store
+//! of a config directly, so they work while a server runs on it (SQLite in WAL mode, or a shared
+//! PostgreSQL; a running server picks up replayed work within a second), or with `--admin URL`
+//! go through a node's admin API. Both ways give the same structures, which one renderer prints.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::dispatch::ops;
+use crate::dispatch::ops::{self, Purged, ReplayError, Replayed, Replays, Story};
 use crate::model::{EventId, EventOutcome, EventStatus, ExecutionId, Millis};
 use crate::scrub::Scrubber;
-use crate::store::{DeadLetterFilter, EventFilter, Store};
+use crate::store::{DeadLetter, DeadLetterFilter, EventFilter, ListedEvent, Store, StoreError};
+use crate::yamldoc::Diagnostic;
 
+use super::remote::{AdminArgs, AdminClient, AdminError};
 use super::signing::usage;
 use super::story::render_story;
 
+/// Where an operational command finds the stored work, and how it prints it.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Config file. Default: ./hookwise.yaml when present, else the embedded default.
     #[arg(long, short, env = "HOOKWISE_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: AdminArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -112,30 +119,20 @@ pub struct DeadLetterArgs {
     pub limit: i64,
 }
 
-/// Runs `f` with the store of the config named in `args`, on a small runtime.
-pub(super) fn with_store<F, Fut>(args: &StoreArgs, f: F) -> ExitCode
+/// Runs `f` with the store of the config at `config`, on a small runtime.
+pub(super) fn with_store<F, Fut>(config: Option<&Path>, f: F) -> ExitCode
 where
     F: FnOnce(Config, Store, Out) -> Fut,
-    Fut: std::future::Future<Output = ExitCode>,
+    Fut: Future<Output = ExitCode>,
 {
-    let config = match Config::discover(args.config.as_deref()) {
+    let config = match Config::discover(config) {
         Ok(c) => c,
         Err(problems) => {
             super::print_problems(&problems);
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
+    block_on(async {
         let store = match crate::server::open_store(&config).await {
             Ok(s) => s,
             Err(e) => {
@@ -148,6 +145,155 @@ where
         store.close().await;
         code
     })
+}
+
+/// Runs `f` with the stored work `args` names: a node's admin API with `--admin`, else the
+/// store of the config.
+fn with_ops<F, Fut>(args: &StoreArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Ops, Out) -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
+    if args.remote.admin.is_none() {
+        return with_store(args.config.as_deref(), |config, store, out| {
+            let config = Box::new(config);
+            f(Ops::Store { config, store }, out)
+        });
+    }
+    // Checked here rather than by clap, for which a config named by HOOKWISE_CONFIG counts as
+    // given: an exported variable should not stand in the way of --admin.
+    if let Some(config) = &args.config {
+        let from_env = std::env::var_os("HOOKWISE_CONFIG").is_some_and(|v| Path::new(&v) == config);
+        if !from_env {
+            return usage(format_args!(
+                "--admin replaces --config: the command runs against that node, not the store of {}",
+                config.display()
+            ));
+        }
+    }
+    let client = match AdminClient::new(&args.remote) {
+        Ok(client) => client,
+        Err(e) => return failed(e),
+    };
+    let scrubber = Arc::new(client.scrubber());
+    crate::scrub::logs::install(scrubber.clone());
+    block_on(f(Ops::Admin(client), Out(scrubber)))
+}
+
+/// Runs `work` on a small runtime of this thread.
+fn block_on(work: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where an operational command's data comes from. Both give the same structures.
+enum Ops {
+    /// The store of a config, opened here (the config boxed: it is large, the client small).
+    Store { config: Box<Config>, store: Store },
+    /// A node's admin API.
+    Admin(AdminClient),
+}
+
+/// Why an operational command failed.
+#[derive(Debug, thiserror::Error)]
+enum OpsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("the rules have problems")]
+    Rules(Vec<Diagnostic>),
+}
+
+impl OpsError {
+    /// Says what went wrong on stderr; the exit code.
+    fn report(self) -> ExitCode {
+        match self {
+            OpsError::Rules(problems) => {
+                super::print_problems(&problems);
+                ExitCode::FAILURE
+            }
+            e => failed(e),
+        }
+    }
+}
+
+impl Ops {
+    async fn events(&self, filter: &EventFilter) -> Result<Vec<ListedEvent>, OpsError> {
+        Ok(match self {
+            Ops::Store { store, .. } => store.list_events_with_outcomes(filter).await?,
+            Ops::Admin(admin) => admin.events(filter).await?,
+        })
+    }
+
+    async fn story(&self, event: EventId) -> Result<Option<Story>, OpsError> {
+        Ok(match self {
+            Ops::Store { store, .. } => ops::story(store, event).await?,
+            Ops::Admin(admin) => admin.story(event).await?,
+        })
+    }
+
+    /// Replays `event` with the rules of the config here, or those in force on the node.
+    async fn replay_event(
+        &self,
+        event: EventId,
+        rule: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, OpsError> {
+        Ok(match self {
+            Ops::Store { config, store } => {
+                let rules = crate::rules::load_for(config).map_err(OpsError::Rules)?;
+                ops::replay_event(store, config, &rules, event, rule, dry_run).await?
+            }
+            Ops::Admin(admin) => admin.replay_event(event, rule, dry_run).await?,
+        })
+    }
+
+    async fn replay_execution(
+        &self,
+        execution: ExecutionId,
+        dry_run: bool,
+    ) -> Result<Replayed, OpsError> {
+        Ok(match self {
+            Ops::Store { store, .. } => ops::replay_execution(store, execution, dry_run).await?,
+            Ops::Admin(admin) => admin.replay_execution(execution, dry_run).await?,
+        })
+    }
+
+    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, OpsError> {
+        Ok(match self {
+            Ops::Store { store, .. } => ops::dead_letters(store, filter).await?,
+            Ops::Admin(admin) => admin.dead_letters(filter).await?,
+        })
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        dry_run: bool,
+    ) -> Result<Vec<Replayed>, OpsError> {
+        Ok(match self {
+            Ops::Store { store, .. } => ops::retry_dead_letters(store, filter, dry_run).await?,
+            Ops::Admin(admin) => admin.retry_dead_letters(filter, dry_run).await?,
+        })
+    }
+
+    async fn purge_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Purged, OpsError> {
+        Ok(match self {
+            Ops::Store { store, .. } => ops::purge_dead_letters(store, filter).await?,
+            Ops::Admin(admin) => admin.purge_dead_letters(filter).await?,
+        })
+    }
 }
 
 use ops::parse_time;
@@ -225,31 +371,34 @@ pub fn events(args: EventsArgs) -> ExitCode {
         ..EventFilter::default()
     };
     let json = args.common.json;
-    with_store(&args.common, |_, store, out| async move {
-        let events = match store.list_events_with_outcomes(&filter).await {
-            Ok(e) => e,
-            Err(e) => return failed(e),
-        };
-        if json {
-            out.json(&events);
-            return ExitCode::SUCCESS;
+    with_ops(&args.common, |from, out| async move {
+        match from.events(&filter).await {
+            Ok(events) => print_events(&out, &events, json),
+            Err(e) => e.report(),
         }
-        for listed in &events {
-            let e = &listed.stored.event;
-            out.line(format_args!(
-                "{}  {}  {:<12} {:<28} {}",
-                e.id,
-                e.received_at.to_rfc3339(),
-                e.source,
-                e.event_type,
-                listed.outcome.as_str()
-            ));
-        }
-        if events.is_empty() {
-            println!("no events");
-        }
-        ExitCode::SUCCESS
     })
+}
+
+fn print_events(out: &Out, events: &[ListedEvent], json: bool) -> ExitCode {
+    if json {
+        out.json(&events);
+        return ExitCode::SUCCESS;
+    }
+    for listed in events {
+        let e = &listed.stored.event;
+        out.line(format_args!(
+            "{}  {}  {:<12} {:<28} {}",
+            e.id,
+            e.received_at.to_rfc3339(),
+            e.source,
+            e.event_type,
+            listed.outcome.as_str()
+        ));
+    }
+    if events.is_empty() {
+        println!("no events");
+    }
+    ExitCode::SUCCESS
 }
 
 pub fn logs(args: LogsArgs) -> ExitCode {
@@ -258,8 +407,8 @@ pub fn logs(args: LogsArgs) -> ExitCode {
         Err(_) => return usage(format_args!("`{}` is not an event id", args.event_id)),
     };
     let json = args.common.json;
-    with_store(&args.common, |_, store, out| async move {
-        match ops::story(&store, id).await {
+    with_ops(&args.common, |from, out| async move {
+        match from.story(id).await {
             Ok(Some(story)) if json => {
                 out.json(&story);
                 ExitCode::SUCCESS
@@ -269,7 +418,7 @@ pub fn logs(args: LogsArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(None) => failed(format_args!("no event {id}")),
-            Err(e) => failed(e),
+            Err(e) => e.report(),
         }
     })
 }
@@ -282,10 +431,10 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             Ok(id) => id,
             Err(_) => return usage(format_args!("`{execution}` is not an execution id")),
         };
-        return with_store(&args.common, |_, store, out| async move {
-            match ops::replay_execution(&store, id, dry_run).await {
-                Ok(r) => report_replays(&out, &[r], dry_run, json),
-                Err(e) => failed(e),
+        return with_ops(&args.common, |from, out| async move {
+            match from.replay_execution(id, dry_run).await {
+                Ok(r) => report_replays(&out, vec![r], dry_run, json),
+                Err(e) => e.report(),
             }
         });
     }
@@ -297,28 +446,23 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         Err(_) => return usage(format_args!("`{event}` is not an event id")),
     };
     let rule = args.rule.clone();
-    with_store(&args.common, |config, store, out| async move {
-        let rules = match crate::rules::load_for(&config) {
-            Ok(r) => r,
-            Err(problems) => {
-                super::print_problems(&problems);
-                return ExitCode::FAILURE;
-            }
-        };
-        match ops::replay_event(&store, &config, &rules, id, rule.as_deref(), dry_run).await {
-            Ok(r) => report_replays(&out, &r, dry_run, json),
-            Err(e) => failed(e),
+    with_ops(&args.common, |from, out| async move {
+        match from.replay_event(id, rule.as_deref(), dry_run).await {
+            Ok(r) => report_replays(&out, r, dry_run, json),
+            Err(e) => e.report(),
         }
     })
 }
 
-fn report_replays(out: &Out, replays: &[ops::Replayed], dry_run: bool, json: bool) -> ExitCode {
+fn report_replays(out: &Out, planned: Vec<Replayed>, dry_run: bool, json: bool) -> ExitCode {
+    let replays = Replays { dry_run, planned };
     if json {
-        out.json(&serde_json::json!({"dry_run": dry_run, "planned": replays}));
+        out.json(&replays);
         return ExitCode::SUCCESS;
     }
+    let replays = replays.planned;
     let verb = if dry_run { "would plan" } else { "planned" };
-    for r in replays {
+    for r in &replays {
         println!(
             "{verb} {} action {} ({}) for event {}, generation {}, key {}",
             r.rule_id, r.action_index, r.plugin, r.event_id, r.generation, r.idempotency_key
@@ -343,7 +487,7 @@ fn dead_letter_filter(args: &DeadLetterArgs) -> Result<DeadLetterFilter, String>
         since: time_arg("--since", args.since.as_deref())?,
         until: time_arg("--until", args.until.as_deref())?,
         before: None,
-        limit: args.limit.clamp(1, 100_000),
+        limit: args.limit.clamp(1, ops::MAX_DEAD_LETTER_BATCH),
     })
 }
 
@@ -359,47 +503,50 @@ pub fn dead_letters(command: DeadLetterCommand) -> ExitCode {
     };
     let json = args.common.json;
     let dry_run = matches!(command, DeadLetterCommand::Retry { dry_run: true, .. });
-    with_store(&args.common, |_, store, out| async move {
+    with_ops(&args.common, |from, out| async move {
         match action {
-            "list" => match ops::dead_letters(&store, &filter).await {
-                Ok(list) if json => {
-                    out.json(&list);
-                    ExitCode::SUCCESS
-                }
-                Ok(list) => {
-                    for d in &list {
-                        out.line(format_args!(
-                            "{}  {}  {:<12} {:<24} execution {}  event {}",
-                            d.created_at.to_rfc3339(),
-                            d.reason,
-                            d.source,
-                            d.rule_id,
-                            d.execution_id,
-                            d.event_id
-                        ));
-                    }
-                    if list.is_empty() {
-                        println!("no dead letters");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => failed(e),
+            "list" => match from.dead_letters(&filter).await {
+                Ok(list) => print_dead_letters(&out, &list, json),
+                Err(e) => e.report(),
             },
-            "retry" => match ops::retry_dead_letters(&store, &filter, dry_run).await {
-                Ok(r) => report_replays(&out, &r, dry_run, json),
-                Err(e) => failed(e),
+            "retry" => match from.retry_dead_letters(&filter, dry_run).await {
+                Ok(r) => report_replays(&out, r, dry_run, json),
+                Err(e) => e.report(),
             },
-            _ => match store.purge_dead_letters(&filter).await {
-                Ok(n) => {
+            _ => match from.purge_dead_letters(&filter).await {
+                Ok(purged) => {
                     if json {
-                        out.json(&serde_json::json!({"purged": n}));
+                        out.json(&purged);
                     } else {
+                        let n = purged.purged;
                         println!("purged {n} dead letter{}", if n == 1 { "" } else { "s" });
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => failed(e),
+                Err(e) => e.report(),
             },
         }
     })
+}
+
+fn print_dead_letters(out: &Out, list: &[DeadLetter], json: bool) -> ExitCode {
+    if json {
+        out.json(&list);
+        return ExitCode::SUCCESS;
+    }
+    for d in list {
+        out.line(format_args!(
+            "{}  {}  {:<12} {:<24} execution {}  event {}",
+            d.created_at.to_rfc3339(),
+            d.reason,
+            d.source,
+            d.rule_id,
+            d.execution_id,
+            d.event_id
+        ));
+    }
+    if list.is_empty() {
+        println!("no dead letters");
+    }
+    ExitCode::SUCCESS
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::model::{EventId, EventOutcome, ExecutionId, ExecutionStatus, ExecutionTally, Millis};
@@ -19,8 +19,9 @@ use crate::store::{
     StoredEvent,
 };
 
-/// Everything hookwise knows about one event.
-#[derive(Debug, Clone, Serialize)]
+/// Everything hookwise knows about one event. It reads back from its JSON (the admin API's
+/// answer) as it was, so that the CLI renders the same story from either.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Story {
     pub event: StoredEvent,
     /// What became of the event, as `hookwise events` lists it.
@@ -29,11 +30,90 @@ pub struct Story {
     pub executions: Vec<ExecutionStory>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An execution with every attempt recorded. In JSON the execution's fields sit at the top,
+/// `attempts` holds the records and `attempts_started` the execution's count of attempts
+/// started, so that no key appears twice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "ExecutionStoryJson", from = "ExecutionStoryJson")]
 pub struct ExecutionStory {
-    #[serde(flatten)]
     pub execution: Execution,
     pub attempts: Vec<ExecutionAttempt>,
+}
+
+/// [`ExecutionStory`] as JSON.
+#[derive(Serialize, Deserialize)]
+struct ExecutionStoryJson {
+    id: ExecutionId,
+    event_id: EventId,
+    event_seq: i64,
+    rule_id: String,
+    action_index: i32,
+    generation: i32,
+    plugin: String,
+    idempotency_key: String,
+    order_key: Option<String>,
+    status: ExecutionStatus,
+    attempts_started: i32,
+    next_attempt_at: Millis,
+    lease_owner: Option<String>,
+    lease_until: Option<Millis>,
+    last_error: Option<String>,
+    created_at: Millis,
+    updated_at: Millis,
+    attempts: Vec<ExecutionAttempt>,
+}
+
+impl From<ExecutionStory> for ExecutionStoryJson {
+    fn from(story: ExecutionStory) -> ExecutionStoryJson {
+        let x = story.execution;
+        ExecutionStoryJson {
+            id: x.id,
+            event_id: x.event_id,
+            event_seq: x.event_seq,
+            rule_id: x.rule_id,
+            action_index: x.action_index,
+            generation: x.generation,
+            plugin: x.plugin,
+            idempotency_key: x.idempotency_key,
+            order_key: x.order_key,
+            status: x.status,
+            attempts_started: x.attempts,
+            next_attempt_at: x.next_attempt_at,
+            lease_owner: x.lease_owner,
+            lease_until: x.lease_until,
+            last_error: x.last_error,
+            created_at: x.created_at,
+            updated_at: x.updated_at,
+            attempts: story.attempts,
+        }
+    }
+}
+
+impl From<ExecutionStoryJson> for ExecutionStory {
+    fn from(j: ExecutionStoryJson) -> ExecutionStory {
+        ExecutionStory {
+            execution: Execution {
+                id: j.id,
+                event_id: j.event_id,
+                event_seq: j.event_seq,
+                rule_id: j.rule_id,
+                action_index: j.action_index,
+                generation: j.generation,
+                plugin: j.plugin,
+                idempotency_key: j.idempotency_key,
+                order_key: j.order_key,
+                status: j.status,
+                attempts: j.attempts_started,
+                next_attempt_at: j.next_attempt_at,
+                lease_owner: j.lease_owner,
+                lease_until: j.lease_until,
+                last_error: j.last_error,
+                created_at: j.created_at,
+                updated_at: j.updated_at,
+            },
+            attempts: j.attempts,
+        }
+    }
 }
 
 /// The story of `event`, or None when there is no such event.
@@ -107,7 +187,7 @@ pub fn parse_time(text: &str) -> Result<Millis, String> {
 }
 
 /// An execution a replay plans (or would plan, in a dry run).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Replayed {
     pub event_id: EventId,
     pub rule_id: String,
@@ -118,6 +198,23 @@ pub struct Replayed {
     /// The execution this one retries, for execution and dead-letter replays.
     pub replaces: Option<ExecutionId>,
 }
+
+/// What a replay planned, as the CLI prints it with `--json` and the admin API answers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replays {
+    pub dry_run: bool,
+    pub planned: Vec<Replayed>,
+}
+
+/// How many dead letters a purge deleted, as the CLI prints it with `--json` and the admin API
+/// answers it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Purged {
+    pub purged: u64,
+}
+
+/// Most dead letters one list or retry takes: the CLI's bound and the admin API's for a retry.
+pub const MAX_DEAD_LETTER_BATCH: i64 = 100_000;
 
 /// Why a replay could not be planned.
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +317,15 @@ pub async fn retry_dead_letters(
         out.push(replay_execution(store, dead.execution_id, dry_run).await?);
     }
     Ok(out)
+}
+
+/// Deletes the dead letters matching `filter` (their executions stay in the history).
+pub async fn purge_dead_letters(
+    store: &Store,
+    filter: &DeadLetterFilter,
+) -> Result<Purged, StoreError> {
+    let purged = store.purge_dead_letters(filter).await?;
+    Ok(Purged { purged })
 }
 
 /// Dead letters matching `filter`, newest first.

@@ -1,6 +1,6 @@
 //! What the store keeps, as written (`New*`) and as read back; row types shared by both backends.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use crate::model::{
 };
 
 /// One HTTP request to an ingress route, as it is recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewDeliveryAttempt {
     pub id: DeliveryAttemptId,
     pub source: String,
@@ -32,7 +32,7 @@ pub struct NewDeliveryAttempt {
 }
 
 /// A delivery attempt as read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryAttempt {
     #[serde(flatten)]
     pub attempt: NewDeliveryAttempt,
@@ -40,7 +40,7 @@ pub struct DeliveryAttempt {
 }
 
 /// A verified event to store once.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     pub id: EventId,
     pub source: String,
@@ -56,7 +56,7 @@ pub struct NewEvent {
 }
 
 /// An event as read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub seq: i64,
     #[serde(flatten)]
@@ -66,7 +66,7 @@ pub struct StoredEvent {
 }
 
 /// An event as listed: the stored event and what became of it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListedEvent {
     #[serde(flatten)]
     pub stored: StoredEvent,
@@ -95,7 +95,7 @@ impl NewExecution {
 }
 
 /// An execution as read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub id: ExecutionId,
     pub event_id: EventId,
@@ -118,7 +118,7 @@ pub struct Execution {
 }
 
 /// The record of one attempt, written when it ends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewExecutionAttempt {
     pub attempt: i32,
     pub started_at: Millis,
@@ -134,7 +134,7 @@ pub struct NewExecutionAttempt {
 }
 
 /// An attempt as read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionAttempt {
     pub execution_id: ExecutionId,
     #[serde(flatten)]
@@ -163,7 +163,7 @@ impl NextStep {
 }
 
 /// A failed-for-good execution, kept for inspection and replay.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub execution_id: ExecutionId,
     pub event_id: EventId,
