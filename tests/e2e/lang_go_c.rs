@@ -326,44 +326,15 @@ async fn c_example_without_table_is_fatal_and_not_retried() {
 
 // ---- the `plugins new` templates -------------------------------------------------------
 
-/// What `hookwise plugins new NAME --lang LANG` writes: the template's files with `__NAME__`
-/// replaced, and the SDK's files at the path the template's `SDK_PATH` names.
+/// Writes the project `hookwise plugins new NAME --lang LANG` makes into `dir` (which must not
+/// exist yet).
 fn copy_template(lang: &str, name: &str, dir: &Path) {
-    fn copy_dir(from: &Path, to: &Path, name: &str) {
-        use std::os::unix::fs::PermissionsExt;
-
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            let target = to.join(entry.file_name());
-            if path.is_dir() {
-                copy_dir(&path, &target, name);
-            } else if entry.file_name() != "SDK_PATH" {
-                let bytes = std::fs::read(&path).unwrap();
-                let bytes = match String::from_utf8(bytes) {
-                    Ok(text) => text.replace("__NAME__", name).into_bytes(),
-                    Err(e) => e.into_bytes(),
-                };
-                std::fs::write(&target, bytes).unwrap();
-                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
-            }
-        }
-    }
-    let template = repo().join("plugins/templates").join(lang);
-    let sdk_path = std::fs::read_to_string(template.join("SDK_PATH")).unwrap();
-    let sdk_path = sdk_path.trim();
-    assert!(
-        !sdk_path.is_empty() && !sdk_path.contains(".."),
-        "{sdk_path}"
-    );
-    copy_dir(&template, dir, name);
-    copy_dir(
-        &repo().join("plugins/sdk").join(lang),
-        &dir.join(sdk_path),
-        name,
-    );
+    let status = Command::new(hookwise_bin())
+        .args(["plugins", "new", name, "--lang", lang, "--dir"])
+        .arg(dir)
+        .status()
+        .expect("run hookwise plugins new");
+    assert!(status.success(), "plugins new {lang}");
 }
 
 /// Copies the template of `lang` with the SDK into a fresh project folder, builds it with its
@@ -376,14 +347,13 @@ fn template_builds_and_fits(lang: &str) {
     // One test process at a time per language: the project folder is shared.
     std::fs::create_dir_all(&dir).unwrap();
     let lock = out_dir().join(format!("template-{lang}.lock"));
-    let copied = tempfile::tempdir().unwrap();
-    copy_template(lang, &name, copied.path());
+    let parent = tempfile::tempdir().unwrap();
+    let copied = parent.path().join("project");
+    copy_template(lang, &name, &copied);
     assert!(
-        !walk(copied.path())
-            .iter()
-            .any(|f| std::fs::read_to_string(f)
-                .map(|t| t.contains("__NAME__"))
-                .unwrap_or(false)),
+        !walk(&copied).iter().any(|f| std::fs::read_to_string(f)
+            .map(|t| t.contains("__NAME__"))
+            .unwrap_or(false)),
         "__NAME__ left in the project"
     );
     let output = Command::new("flock")
@@ -398,7 +368,7 @@ fn template_builds_and_fits(lang: &str) {
         )
         .arg("template-build")
         .arg(&dir)
-        .arg(copied.path())
+        .arg(&copied)
         .output()
         .expect("run flock");
     assert!(

@@ -313,57 +313,39 @@ async fn example_without_a_table_fails_for_good(lang: Lang) {
     server.stop().await;
 }
 
-/// Copies `from` into `to` recursively, with `__NAME__` replaced by `name` in every file.
-fn copy_replacing(from: &Path, to: &Path, name: &str) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let file_name = entry.file_name();
-        // What a local build may have left in the template folder.
-        if matches!(file_name.to_str(), Some("node_modules" | ".tools"))
-            || entry.path().extension().is_some_and(|e| e == "wasm")
-        {
-            continue;
-        }
-        let target = to.join(&file_name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_replacing(&entry.path(), &target, name);
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        std::fs::write(&target, text.replace("__NAME__", name)).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = entry.metadata().unwrap().permissions().mode();
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-}
-
-/// What `hookwise plugins new NAME --lang LANG` makes: the template with the SDK at the path
-/// its `SDK_PATH` names. Its build script (with the compiler the example's build installed,
-/// so no network) makes a module that `hookwise plugins inspect` says fits.
+/// What `hookwise plugins new NAME --lang LANG` makes: the template with the SDK. Its build
+/// script (with the compiler the example's build installed, so no network) makes a module that
+/// `hookwise plugins inspect` says fits.
 fn template_builds_and_fits(lang: Lang) {
     let (var, compiler) = lang.compiler_env();
     lang.wasm(); // installs the compiler
-    let template = repo().join("plugins/templates").join(lang.name());
-    let sdk = repo().join("plugins/sdk").join(lang.name());
-    let project = tempfile::tempdir().unwrap();
-    copy_replacing(&template, project.path(), "push-summary");
-    let sdk_path = std::fs::read_to_string(template.join("SDK_PATH")).unwrap();
-    copy_replacing(&sdk, &project.path().join(sdk_path.trim()), "push-summary");
+    let parent = tempfile::tempdir().unwrap();
+    let status = Command::new(hookwise_bin())
+        .args([
+            "plugins",
+            "new",
+            "push-summary",
+            "--lang",
+            lang.name(),
+            "--dir",
+            "project",
+        ])
+        .current_dir(parent.path())
+        .status()
+        .expect("run hookwise plugins new");
+    assert!(status.success());
+    let project = parent.path().join("project");
 
-    let script = project.path().join("build.sh");
+    let script = project.as_path().join("build.sh");
     run_script(
         Command::new("bash")
             .arg(&script)
             .env(var, &compiler)
-            .current_dir(project.path()),
+            .current_dir(project.as_path()),
         &script,
         "the compiler the example's build installed",
     );
-    let wasm = project.path().join("push-summary.wasm");
+    let wasm = project.as_path().join("push-summary.wasm");
     let out = Command::new(hookwise_bin())
         .args(["plugins", "inspect"])
         .arg(&wasm)
