@@ -588,7 +588,7 @@ mod tests {
         let config = config();
         let rules = compile_text(
             "pasted",
-            "rules:\n  - id: r\n    source: gh\n    events: [push]\n    when:\n      all:\n        - { path: $.ok, equals: true }\n    actions:\n      - plugin: notify\n        with: { url: \"http://x.example/{{ payload.ok }}\" }\n",
+            "rules:\n  - id: r\n    source: gh\n    events: [push]\n    when:\n      all:\n        - { path: $.ok, equals: true }\n    actions:\n      - plugin: notify\n        with: { webhook: \"http://x.example/{{ payload.ok }}\" }\n",
             &config,
         )
         .unwrap();
@@ -615,7 +615,7 @@ mod tests {
         );
         assert_eq!(
             done[0].evaluation.matched[0].actions[0].input_redacted,
-            serde_json::json!({"url": "http://x.example/True"})
+            serde_json::json!({"webhook": "http://x.example/True"})
         );
         assert!(!done[1].matched);
         assert!(done[1].evaluation.not_matched[0].reason.contains("equals"));
