@@ -271,7 +271,7 @@ async fn backtest_shows_matches_reasons_inputs_and_refuses_hostile_yaml() {
     );
 
     // Pasted rules: rendered inputs for matches; the limit and the window apply.
-    let yaml = "rules:\n  - id: pasted-rule\n    source: gh\n    events: [push]\n    when:\n      all:\n        - { path: $.ref, equals: refs/heads/main }\n    actions:\n      - plugin: relay\n        with: { url: \"http://127.0.0.1:9/\", note: \"branch {{ payload.ref }}\" }\n";
+    let yaml = "rules:\n  - id: pasted-rule\n    source: gh\n    events: [push]\n    when:\n      all:\n        - { path: $.ref, equals: refs/heads/main }\n    actions:\n      - plugin: relay\n        with: { url: \"http://127.0.0.1:9/\", body: \"branch {{ payload.ref }}\" }\n";
     let (status, html) = backtest(&dash, &cookie, &[("yaml", yaml), ("limit", "10")]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("2 events, 1 matched"), "{html}");

@@ -567,7 +567,9 @@ impl RuleSet {
             .render_tree(&action.with, ctx, format_args!("actions[{index}].with"))
             .map_err(RenderFailure::template)?;
         if let Some(schema) = &action.input_schema {
-            let problems = schema.check_rendered(&rendered.real);
+            // The input as shown, secrets as `${secret:NAME}` references: what the rule wrote
+            // is checked, and no message can quote a secret.
+            let problems = schema.check_rendered(&rendered.redacted);
             if !problems.is_empty() {
                 return Err(RenderFailure::input(&action.plugin, index, &problems));
             }
