@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::ops::Out;
 use super::story::{AttemptStyle, render_attempt};
-use crate::config::{Config, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, Plugin, Secret};
+use crate::config::{Config, Plugin, Secret};
 use crate::dispatch::EventParts;
 use crate::dispatch::run::{attempt_record, call_event, scrub_attempt};
 use crate::model::{EventId, EventStatus, Millis};
@@ -362,11 +362,11 @@ fn choose_plugin(args: &RunArgs, config: &Config) -> Result<(PluginSpec, Vec<u8>
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| args.plugin.clone());
-        unconfigured(name, Some(file.to_path_buf()))
+        Plugin::unconfigured(name, Some(file.to_path_buf()))
     } else if let Some(configured) = config.plugins.iter().find(|p| p.name == args.plugin) {
         configured.clone()
     } else if builtin::component(&args.plugin).is_some() {
-        unconfigured(args.plugin.clone(), None)
+        Plugin::unconfigured(args.plugin.clone(), None)
     } else {
         let mut names: Vec<&str> = builtin::names().collect();
         names.extend(config.plugins.iter().map(|p| p.name.as_str()));
@@ -407,21 +407,6 @@ fn choose_plugin(args: &RunArgs, config: &Config) -> Result<(PluginSpec, Vec<u8>
     };
     let spec = spec_for(&plugin, WasmSource::Bytes(bytes.clone()));
     Ok((spec, bytes))
-}
-
-/// A plugin that the config does not list: default limits, no grants.
-fn unconfigured(name: String, path: Option<PathBuf>) -> Plugin {
-    Plugin {
-        name,
-        path,
-        memory: DEFAULT_PLUGIN_MEMORY,
-        timeout: DEFAULT_PLUGIN_TIMEOUT,
-        fuel: None,
-        concurrency: None,
-        allow_http: Vec::new(),
-        allow_db: Vec::new(),
-        input: None,
-    }
 }
 
 /// The event of `--payload` (read as ingress would) or of `--event` (from the store).

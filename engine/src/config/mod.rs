@@ -348,19 +348,30 @@ impl Config {
     }
 }
 
-fn default_plugins() -> Vec<Plugin> {
-    BUILTIN_PLUGINS
-        .iter()
-        .map(|name| Plugin {
-            name: (*name).to_string(),
-            path: None,
+impl Plugin {
+    /// A plugin as the config gives it when it says nothing about it: default limits, no
+    /// grants, no input schema.
+    pub fn unconfigured(name: String, path: Option<PathBuf>) -> Plugin {
+        Plugin {
+            name,
+            path,
             memory: DEFAULT_PLUGIN_MEMORY,
             timeout: DEFAULT_PLUGIN_TIMEOUT,
             fuel: None,
             concurrency: None,
             allow_http: Vec::new(),
             allow_db: Vec::new(),
+            input: None,
+        }
+    }
+}
+
+fn default_plugins() -> Vec<Plugin> {
+    BUILTIN_PLUGINS
+        .iter()
+        .map(|name| Plugin {
             input: crate::schema::InputSchema::builtin(name),
+            ..Plugin::unconfigured((*name).to_string(), None)
         })
         .collect()
 }
