@@ -15,12 +15,10 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use super::core_imports::{self, CoreCall};
-use super::db::DbCallState;
-use super::http::{HttpHooks, HttpLimits};
 use super::limits::{CappedPipe, LogLevel, LogSink, LogStream, MemoryLimiter, truncate_string};
 use super::{
     CallContext, CallError, CallEvent, CallReport, ErrorKind, LoadedPlugin, PluginHost,
-    check_output, classify_error, with_panic_message,
+    check_output, classify_error, settle_capabilities, with_panic_message,
 };
 
 pub(crate) struct CommandState {
@@ -52,7 +50,7 @@ pub(crate) async fn call(
     input_json: String,
 ) -> CallReport {
     let limits = &plugin.inner.limits;
-    let ctx_key = ctx.idempotency_key.clone();
+    let (http, db) = host.capabilities(plugin, &ctx.idempotency_key);
     let request = json!({
         "ctx": ctx,
         "event": {
@@ -72,22 +70,8 @@ pub(crate) async fn call(
     let core = CoreCall::new(
         request.clone().into_bytes(),
         LogSink::new(limits.max_log_bytes, limits.max_log_lines),
-        HttpHooks::new(
-            plugin.inner.http_grant.clone(),
-            &ctx_key,
-            HttpLimits {
-                timeout: limits.http_timeout,
-                max_response_bytes: limits.max_http_response_bytes,
-                max_requests: limits.max_http_requests,
-            },
-        ),
-        DbCallState::new(
-            host.inner.settings.db.clone(),
-            plugin.inner.db_grants.clone(),
-            &ctx_key,
-            limits.max_db_statements,
-            limits.max_db_rows,
-        ),
+        http,
+        db,
         limits.max_output_bytes,
     );
     let mut builder = WasiCtxBuilder::new();
@@ -159,12 +143,7 @@ pub(crate) async fn call(
     let core = store.into_data().core;
     let mut logs = core.logs;
     logs.push_stdio(LogStream::Stderr, LogLevel::Info, &stderr);
-    let http_calls = core.http.records();
-    let db = core.db.finish(result.is_ok()).await;
-    let result = match (result, db.error) {
-        (Ok(_), Some(error)) => Err(CallError::Db(error)),
-        (result, _) => result,
-    };
+    let (result, http_calls, db) = settle_capabilities(result, &core.http, core.db).await;
     let (logs, logs_truncated) = logs.finish();
     CallReport {
         result,

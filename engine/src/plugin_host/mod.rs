@@ -535,30 +535,17 @@ impl PluginHost {
         let limits = &plugin.inner.limits;
         let stdout = CappedPipe::new(limits.max_log_bytes);
         let stderr = CappedPipe::new(limits.max_log_bytes);
+        let (http, db) = self.capabilities(plugin, &ctx.idempotency_key);
         let state = StoreState {
             wasi: sandbox_wasi(&stdout, &stderr),
             http_ctx: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            http: HttpHooks::new(
-                plugin.inner.http_grant.clone(),
-                &ctx.idempotency_key,
-                HttpLimits {
-                    timeout: limits.http_timeout,
-                    max_response_bytes: limits.max_http_response_bytes,
-                    max_requests: limits.max_http_requests,
-                },
-            ),
+            http,
             limiter: MemoryLimiter::new(limits.memory_bytes),
             logs: LogSink::new(limits.max_log_bytes, limits.max_log_lines),
             stdout,
             stderr,
-            db: DbCallState::new(
-                self.inner.settings.db.clone(),
-                plugin.inner.db_grants.clone(),
-                &ctx.idempotency_key,
-                limits.max_db_statements,
-                limits.max_db_rows,
-            ),
+            db,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -614,12 +601,7 @@ impl PluginHost {
         logs.push_stdio(LogStream::Stdout, LogLevel::Info, &state.stdout);
         logs.push_stdio(LogStream::Stderr, LogLevel::Warn, &state.stderr);
         let result = with_panic_message(result, &state.stderr);
-        let http_calls = state.http.records();
-        let db = state.db.finish(result.is_ok()).await;
-        let result = match (result, db.error) {
-            (Ok(_), Some(error)) => Err(CallError::Db(error)),
-            (result, _) => result,
-        };
+        let (result, http_calls, db) = settle_capabilities(result, &state.http, state.db).await;
         let (logs, logs_truncated) = logs.finish();
         CallReport {
             result,
@@ -632,6 +614,33 @@ impl PluginHost {
             fuel_used,
             memory_peak,
         }
+    }
+
+    /// The HTTP hooks and the database state of one call of `plugin`: its grants and limits,
+    /// and the call's idempotency key.
+    fn capabilities(
+        &self,
+        plugin: &LoadedPlugin,
+        idempotency_key: &str,
+    ) -> (HttpHooks, DbCallState) {
+        let limits = &plugin.inner.limits;
+        let http = HttpHooks::new(
+            plugin.inner.http_grant.clone(),
+            idempotency_key,
+            HttpLimits {
+                timeout: limits.http_timeout,
+                max_response_bytes: limits.max_http_response_bytes,
+                max_requests: limits.max_http_requests,
+            },
+        );
+        let db = DbCallState::new(
+            self.inner.settings.db.clone(),
+            plugin.inner.db_grants.clone(),
+            idempotency_key,
+            limits.max_db_statements,
+            limits.max_db_rows,
+        );
+        (http, db)
     }
 
     /// Sets the wall-time deadline (epoch callback) and the fuel of a store.
@@ -756,6 +765,23 @@ fn detect_abi(bytes: &[u8]) -> Option<PluginAbi> {
     } else {
         None
     }
+}
+
+/// Ends a call's capabilities: what its HTTP hooks recorded, and its database work committed
+/// when `result` is a success (rolled back otherwise). A statement that failed, or a commit that
+/// did, turns a success into a database error.
+async fn settle_capabilities(
+    result: Result<String, CallError>,
+    http: &HttpHooks,
+    db: DbCallState,
+) -> (Result<String, CallError>, Vec<HttpCallRecord>, db::DbFinish) {
+    let http_calls = http.records();
+    let mut db = db.finish(result.is_ok()).await;
+    let result = match (result, db.error.take()) {
+        (Ok(_), Some(error)) => Err(CallError::Db(error)),
+        (result, _) => result,
+    };
+    (result, http_calls, db)
 }
 
 /// Maps a wasmtime error after instantiation or during the call.
