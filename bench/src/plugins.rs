@@ -1,6 +1,7 @@
 //! `plugins`: what a plugin call costs with a fresh sandbox (Store + instance) per call, and
 //! what start-up costs with a cold compile cache versus a warm one, for the no-op Rust plugin
-//! and the JavaScript (componentize-js) and Python (componentize-py) examples.
+//! and the JavaScript (componentize-js) and Python (componentize-py) examples (each logs a
+//! line and POSTs JSON to a local server).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,9 +54,10 @@ fn spec(name: &str, wasm: &Path, grants: &Grants) -> PluginSpec {
     }
 }
 
-/// A local HTTP server answering `ok`, for the JS plugin's `fetch()`; returns its address.
+/// A local HTTP server answering `ok`, for the JS and Python examples' POST; returns its
+/// address.
 pub async fn local_server() -> anyhow::Result<std::net::SocketAddr> {
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let app = axum::Router::new().route("/", axum::routing::any(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -130,5 +132,54 @@ pub async fn measure(
         p50: at(0.5),
         p99: at(0.99),
         calls,
+    })
+}
+
+/// Start-up with an empty compile cache: how long the registry takes to be built (what the
+/// server waits for before it listens), and when each plugin becomes ready.
+pub struct Startup {
+    pub registry_built: Duration,
+    pub ready: Vec<(String, Duration)>,
+}
+
+/// Builds a registry from a config naming `plugins` (name and .wasm), with an empty cache.
+pub async fn startup(plugins: &[(&str, &Path)]) -> anyhow::Result<Startup> {
+    let dir = tempfile::tempdir()?;
+    let mut config = String::from(
+        "listen: 127.0.0.1:0\ninsecure_http: true\nstore: sqlite://hookwise.db\nplugins:\n",
+    );
+    for (name, wasm) in plugins {
+        config.push_str(&format!(
+            "  - {{ name: {name}, path: \"{}\", limits: {{ memory: 64MiB }} }}\n",
+            wasm.display()
+        ));
+    }
+    let path = dir.path().join("hookwise.yaml");
+    std::fs::write(&path, config)?;
+    let config = hookwise::config::Config::load(&path)
+        .map_err(|d| anyhow::anyhow!("bench config: {d:?}"))?;
+    let t = Instant::now();
+    let registry = hookwise::plugin_host::Registry::from_config(&config)
+        .await
+        .map_err(|p| anyhow::anyhow!("{}", p.join("; ")))?;
+    let registry_built = t.elapsed();
+    let mut waits = tokio::task::JoinSet::new();
+    for (name, _) in plugins {
+        let registry = registry.clone();
+        let name = name.to_string();
+        waits.spawn(async move {
+            let loaded = registry.ready(&name).await;
+            (name, loaded.map(|_| t.elapsed()))
+        });
+    }
+    let mut ready = Vec::new();
+    while let Some(joined) = waits.join_next().await {
+        let (name, took) = joined?;
+        ready.push((name, took.map_err(|e| anyhow::anyhow!(e))?));
+    }
+    ready.sort_by_key(|(_, took)| *took);
+    Ok(Startup {
+        registry_built,
+        ready,
     })
 }

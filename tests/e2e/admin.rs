@@ -1029,3 +1029,62 @@ fn parse_labels(text: &str, at: &str) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// A plugin compiles in the background and does not hold up the others: with an empty
+/// compile cache, a plugin whose compile ends in an error (a core module without `_start`)
+/// does not stop the server, the other plugin's action runs, the broken one's action waits
+/// (not dead-lettered), and the API says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plugin_that_fails_to_compile_in_the_background_holds_up_only_its_own_actions() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest core module: valid WebAssembly, but no `_start` to run.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0").unwrap();
+    let config = config_text(
+        &receiver,
+        &format!("  - name: broken\n    path: {}\n", broken.display()),
+    );
+    let rules = format!(
+        "rules:\n  - id: forward\n    source: gh\n    events: [push]\n    actions:\n\
+         \x20     - plugin: relay\n        with: {{ url: \"{}\" }}\n\
+         \x20     - plugin: broken\n        with: {{}}\n",
+        receiver.url("/hook")
+    );
+    let server = start(&config, &rules).await;
+    let a = Admin::new(&server);
+    let client = reqwest::Client::new();
+    let event = send(&client, &server.base, &json!({"ref": "refs/heads/main"})).await;
+    let store = server.store().await;
+
+    // relay's action runs; broken's waits, planned and unclaimed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let broken_status = loop {
+        let (_, plugins) = a.get("/api/v1/plugins").await;
+        let list = plugins["plugins"].as_array().unwrap().clone();
+        let status = |name: &str| list.iter().find(|p| p["name"] == name).unwrap().clone();
+        let xs = store.executions_for_event(event).await.unwrap();
+        let relay_done = xs
+            .iter()
+            .any(|x| x.plugin == "relay" && x.status == ExecutionStatus::Succeeded);
+        if relay_done && status("broken")["status"] == "unavailable" {
+            break status("broken");
+        }
+        assert!(std::time::Instant::now() < deadline, "{list:#?}\n{xs:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = broken_status["reason"].as_str().unwrap();
+    assert!(reason.contains("_start"), "{reason}");
+    receiver.one();
+    // Given time, the broken plugin's action is still waiting, never attempted.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let xs = store.executions_for_event(event).await.unwrap();
+    let waiting = xs.iter().find(|x| x.plugin == "broken").unwrap();
+    assert_eq!(
+        (waiting.status, waiting.attempts),
+        (ExecutionStatus::Pending, 0),
+        "{xs:#?}"
+    );
+    store.close().await;
+    server.stop().await;
+}

@@ -550,17 +550,7 @@ pub(super) async fn plugins(State(s): State<AdminState>) -> ApiResult {
                 },
                 "allow": {"http": p.allow_http, "db": p.allow_db},
             });
-            match s.plugins.get(&p.name) {
-                Ok(loaded) => {
-                    entry["status"] = json!("ready");
-                    entry["abi"] = json!(loaded.abi());
-                    entry["sha256"] = json!(loaded.sha256());
-                }
-                Err(why) => {
-                    entry["status"] = json!("unavailable");
-                    entry["reason"] = json!(why);
-                }
-            }
+            s.plugins.status(&p.name).describe(&mut entry);
             entry
         })
         .collect();

@@ -89,17 +89,7 @@ async fn page_inner(d: &Dashboard, session: &Session) -> Result<Response, Dashbo
                 "allow_db": p.allow_db,
                 "figures": figures.remove(&p.name).unwrap_or_default(),
             });
-            match d.admin.plugins.get(&p.name) {
-                Ok(loaded) => {
-                    entry["status"] = json!("ready");
-                    entry["abi"] = json!(loaded.abi());
-                    entry["sha256"] = json!(loaded.sha256());
-                }
-                Err(why) => {
-                    entry["status"] = json!("unavailable");
-                    entry["reason"] = json!(why);
-                }
-            }
+            d.admin.plugins.status(&p.name).describe(&mut entry);
             entry
         })
         .collect();

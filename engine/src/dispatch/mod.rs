@@ -170,6 +170,14 @@ impl Dispatcher {
                     .await;
             })
         };
+        // A plugin compiling in the background: its actions become claimable when it is done.
+        for compiled in shared.plugins.compiles() {
+            let wake = shared.wake.clone();
+            tokio::spawn(async move {
+                compiled.await;
+                wake.work();
+            });
+        }
         Dispatcher {
             shared,
             stop,
@@ -678,6 +686,9 @@ impl Shared {
         let rules = self.rules.current();
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = ClaimExclusions::default();
+        // Compiling in the background, or failed to load: its actions wait.
+        out.plugins
+            .extend(self.plugins.not_ready().map(str::to_string));
         for (plugin, limit) in self.plugins.limited() {
             if running.plugins.get(plugin).copied().unwrap_or(0) >= limit {
                 out.plugins.push(plugin.to_string());

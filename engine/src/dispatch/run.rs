@@ -405,8 +405,10 @@ async fn prepare(
             None => return Ok(Prepared::Fatal(format!("event {} is gone", x.event_id))),
         },
     };
-    let plugin = match shared.plugins.get(&x.plugin) {
-        Ok(p) => p.clone(),
+    // Claims skip plugins still compiling; one claimed just before its plugin's compile
+    // finished or failed waits for it here.
+    let plugin = match shared.plugins.ready(&x.plugin).await {
+        Ok(p) => p,
         Err(why) => return Ok(Prepared::Fatal(why)),
     };
     let parts = EventParts::new(&shared.config, &event);

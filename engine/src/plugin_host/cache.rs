@@ -88,6 +88,16 @@ impl CompileCache {
         })
     }
 
+    /// Whether compiled code for these bytes is stored (a later load may still compile, when
+    /// the file turns out unreadable).
+    pub(crate) fn has(&self, sha256: &str, abi: super::PluginAbi) -> bool {
+        let kind = match abi {
+            super::PluginAbi::Component => ArtifactKind::Component,
+            super::PluginAbi::Command => ArtifactKind::Module,
+        };
+        self.path(sha256, kind).is_some_and(|p| p.is_file())
+    }
+
     /// Loads a compiled component, compiling and storing it on a miss.
     /// Returns the component and whether it came from the cache.
     pub(crate) fn component(
