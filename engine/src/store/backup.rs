@@ -5,8 +5,9 @@
 //! journal the server's writer carries on meanwhile; its checkpoints (PASSIVE) cannot shrink
 //! the WAL past the snapshot until the copy ends, so the WAL grows for that long. The copy is
 //! written under a temporary name beside the target, made a single self-contained file
-//! (rollback journal, no `-wal`), checked, synced, and only then given the target's name,
-//! which must not exist: an interrupted backup never leaves a file that looks like a backup.
+//! (rollback journal, no `-wal`) readable by its owner only, checked, synced, and only then
+//! given the target's name, which must not exist: an interrupted backup never leaves a file
+//! that looks like a backup.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,6 +142,12 @@ fn copy_checked(store: &Path, partial: &Path) -> Result<BackupReport, BackupErro
         .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
         .map_err(BackupError::Check)?;
     drop(copy);
+    // Every payload is in it: for its owner's eyes only, whatever the umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(partial, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
     std::fs::File::open(partial)
         .and_then(|f| f.sync_all())
         .map_err(io)?;
@@ -212,6 +219,12 @@ mod tests {
         assert!(!partial_name(&target).exists());
         // A single file: no WAL beside it.
         assert!(!dir.path().join("copy.db-wal").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
 
         std::fs::write(dir.path().join("taken.db"), "mine").unwrap();
         let again = backup_sqlite(&store, &dir.path().join("taken.db"));
