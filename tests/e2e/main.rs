@@ -16,6 +16,7 @@ mod ingress;
 mod input_schemas;
 mod lang_go_c;
 mod lang_zig_as;
+mod operations;
 mod outside_text;
 mod plugins;
 mod plugins_cli;

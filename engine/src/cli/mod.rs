@@ -1,6 +1,7 @@
 //! The `hookwise` command line: thin wrappers over library functions.
 
 mod backtest;
+mod backup;
 mod ops;
 mod plugin_run;
 mod plugins;
@@ -147,6 +148,11 @@ pub enum Command {
     /// Executions that failed for good: list, retry or purge them.
     #[command(subcommand)]
     DeadLetters(ops::DeadLetterCommand),
+    /// Copy the SQLite store into a new file, consistently, while a server runs on it.
+    ///
+    /// Prints the file written, its size and the events it holds. A PostgreSQL store is backed
+    /// up with pg_dump instead.
+    Backup(backup::BackupArgs),
     /// List the configured plugins, inspect a wasm file against the plugin contract, or run
     /// one plugin call locally.
     Plugins {
@@ -184,6 +190,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Logs(args) => ops::logs(args),
         Command::Replay(args) => ops::replay(args),
         Command::DeadLetters(command) => ops::dead_letters(command),
+        Command::Backup(args) => backup::run(args),
         Command::Plugins { command } => plugins::run(command),
         Command::Test {
             config,

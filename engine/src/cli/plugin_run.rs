@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use super::ops::Out;
 use super::story::{AttemptStyle, render_attempt};
-use crate::config::{Config, Plugin, Secret};
+use crate::config::{CaCerts, Config, Plugin, Secret};
 use crate::dispatch::EventParts;
 use crate::dispatch::run::{attempt_record, call_event, scrub_attempt};
 use crate::model::{EventId, EventStatus, Millis};
+use crate::plugin_host::http::PluginTls;
 use crate::plugin_host::registry::{connect_granted, spec_for};
 use crate::plugin_host::{
     CallContext, CallError, CallEvent, CallReport, HostSettings, LoadedPlugin, PluginAbi,
@@ -127,6 +128,8 @@ struct Prepared {
     spec: PluginSpec,
     /// The plugin's bytes, to inspect when it does not load.
     bytes: Vec<u8>,
+    /// What its HTTPS trusts besides the public web PKI.
+    ca_certs: CaCerts,
     input: String,
     idempotency_key: String,
 }
@@ -179,7 +182,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 /// The plugin, its input and the idempotency key, from the flags.
 fn prepare(args: &RunArgs, config: &Config) -> Result<Prepared, CannotRun> {
     let input = read_input(&args.input, &config.secrets)?;
-    let (spec, bytes) = choose_plugin(args, config)?;
+    let (spec, bytes, ca_certs) = choose_plugin(args, config)?;
     check_input(&spec.name, &bytes, &input)?;
     let idempotency_key = args
         .idempotency_key
@@ -188,6 +191,7 @@ fn prepare(args: &RunArgs, config: &Config) -> Result<Prepared, CannotRun> {
     Ok(Prepared {
         spec,
         bytes,
+        ca_certs,
         input,
         idempotency_key,
     })
@@ -234,7 +238,7 @@ async fn call(
     scrubber: &Scrubber,
 ) -> Result<Done, CannotRun> {
     let event = read_event(args, config).await?;
-    let host = build_host(config, &prepared.spec.grants.db).await?;
+    let host = build_host(config, &prepared.spec, &prepared.ca_certs).await?;
     let plugin = load(&host, prepared.spec, prepared.bytes)?;
     let ctx = CallContext {
         rule_id: RULE_ID.to_string(),
@@ -355,18 +359,27 @@ fn from_working_dir(url: &str) -> String {
 
 /// The plugin named on the command line, with the limits and grants of the flags (on top of
 /// the config's, for a configured plugin), and its bytes.
-fn choose_plugin(args: &RunArgs, config: &Config) -> Result<(PluginSpec, Vec<u8>), CannotRun> {
+fn choose_plugin(
+    args: &RunArgs,
+    config: &Config,
+) -> Result<(PluginSpec, Vec<u8>, CaCerts), CannotRun> {
     let file = Path::new(&args.plugin);
     let mut plugin = if file.is_file() {
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| args.plugin.clone());
-        Plugin::unconfigured(name, Some(file.to_path_buf()))
+        Plugin {
+            http_ca_certs: config.plugin_ca_certs.clone(),
+            ..Plugin::unconfigured(name, Some(file.to_path_buf()))
+        }
     } else if let Some(configured) = config.plugins.iter().find(|p| p.name == args.plugin) {
         configured.clone()
     } else if builtin::component(&args.plugin).is_some() {
-        Plugin::unconfigured(args.plugin.clone(), None)
+        Plugin {
+            http_ca_certs: config.plugin_ca_certs.clone(),
+            ..Plugin::unconfigured(args.plugin.clone(), None)
+        }
     } else {
         let mut names: Vec<&str> = builtin::names().collect();
         names.extend(config.plugins.iter().map(|p| p.name.as_str()));
@@ -406,7 +419,7 @@ fn choose_plugin(args: &RunArgs, config: &Config) -> Result<(PluginSpec, Vec<u8>
         },
     };
     let spec = spec_for(&plugin, WasmSource::Bytes(bytes.clone()));
-    Ok((spec, bytes))
+    Ok((spec, bytes, plugin.http_ca_certs))
 }
 
 /// The event of `--payload` (read as ingress would) or of `--event` (from the store).
@@ -463,10 +476,17 @@ async fn stored_event(config: &Config, id: &str) -> Result<(NewEvent, Value), Ca
     }
 }
 
-/// A host like the server's, for one call: the granted connections opened, fuel counted (so
-/// the fuel used is shown), no compile cache.
-async fn build_host(config: &Config, granted: &[String]) -> Result<PluginHost, CannotRun> {
-    let db = connect_granted(config, granted.iter().map(String::as_str))
+/// A host like the server's, for one call of `spec`: the granted connections opened, its CA
+/// certificates trusted, fuel counted (so the fuel used is shown), no compile cache.
+async fn build_host(
+    config: &Config,
+    spec: &PluginSpec,
+    ca_certs: &CaCerts,
+) -> Result<PluginHost, CannotRun> {
+    let http_tls = PluginTls::default()
+        .with_extra_roots(&spec.name, ca_certs)
+        .map_err(|e| format!("a CA certificate: {e}"))?;
+    let db = connect_granted(config, spec.grants.db.iter().map(String::as_str))
         .await
         .map_err(|problems| CannotRun {
             message: "cannot open the granted database connections".to_string(),
@@ -476,6 +496,7 @@ async fn build_host(config: &Config, granted: &[String]) -> Result<PluginHost, C
         max_instances: 1,
         consume_fuel: true,
         db,
+        http_tls,
         ..HostSettings::default()
     })
     .map_err(|e| e.to_string().into())

@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 use super::file::{self, ConfigFile};
 use super::{
-    AdminSettings, BACKLOG_PER_WORKER, BUILTIN_PLUGINS, Cidr, Config, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, DEFAULT_RULES,
-    DEFAULT_STORE, DispatchSettings, EnvLookup, IngressSettings, ListenerSettings,
-    MIN_ADMIN_TOKEN_LEN, Plugin, RetentionSettings, Secret, Source, TlsFiles, TlsMode,
-    default_plugins, http_grant, scrubbing, secrets,
+    AdminSettings, BACKLOG_PER_WORKER, BUILTIN_PLUGINS, CaCerts, Cidr, Config,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_PLUGIN_MEMORY,
+    DEFAULT_PLUGIN_TIMEOUT, DEFAULT_RULES, DEFAULT_STORE, DispatchSettings, EnvLookup,
+    IngressSettings, ListenerSettings, MIN_ADMIN_TOKEN_LEN, Plugin, RetentionSettings, Secret,
+    Source, TlsFiles, TlsMode, default_plugins, http_grant, scrubbing, secrets,
 };
 use crate::schema::{self, EventSchemas, SourceSchemas};
 use crate::scrub::MIN_SECRET_LEN;
@@ -276,7 +278,11 @@ impl Checker<'_> {
         }
 
         let sources = self.sources(raw);
-        let plugins = self.plugins(raw, &connections);
+        let plugin_ca_certs = CaCerts::new(match &raw.plugin_http {
+            Some(http) => self.ca_certs("/plugin_http", &http.ca_certs),
+            None => Vec::new(),
+        });
+        let plugins = self.plugins(raw, &connections, &plugin_ca_certs);
         let dispatch = self.dispatch(raw);
         let retention = self.retention(raw);
 
@@ -291,6 +297,7 @@ impl Checker<'_> {
             secrets: secret_map,
             sources,
             plugins,
+            plugin_ca_certs,
             connections,
             dispatch,
             retention,
@@ -305,6 +312,20 @@ impl Checker<'_> {
             cert: self.existing_file(&format!("{pointer}/cert"), &t.cert, "certificate file"),
             key: self.existing_file(&format!("{pointer}/key"), &t.key, "key file"),
         }
+    }
+
+    /// The certificates of the CA files listed at `{pointer}/ca_certs`: each file must exist
+    /// and hold PEM certificates only a CA could have (each parsed as a trust anchor).
+    fn ca_certs(&mut self, pointer: &str, files: &[String]) -> Vec<CertificateDer<'static>> {
+        let mut out = Vec::new();
+        for (j, p) in files.iter().enumerate() {
+            let full = self.path(p);
+            match read_ca_file(&full) {
+                Ok(certs) => out.extend(certs),
+                Err(e) => self.problem(&format!("{pointer}/ca_certs/{j}"), e),
+            }
+        }
+        out
     }
 
     /// The admin listener: its address (apart from the ingress's, and reachable from other
@@ -771,8 +792,16 @@ impl Checker<'_> {
         }
     }
 
-    fn plugins(&mut self, raw: &ConfigFile, connections: &BTreeMap<String, Secret>) -> Vec<Plugin> {
+    fn plugins(
+        &mut self,
+        raw: &ConfigFile,
+        connections: &BTreeMap<String, Secret>,
+        global_ca_certs: &CaCerts,
+    ) -> Vec<Plugin> {
         let mut out = default_plugins();
+        for plugin in &mut out {
+            plugin.http_ca_certs = global_ca_certs.clone();
+        }
         let mut seen = BTreeSet::new();
         for (i, p) in raw.plugins.iter().enumerate() {
             let at = |field: &str| format!("/plugins/{i}/{field}");
@@ -822,6 +851,15 @@ impl Checker<'_> {
                     );
                 }
             }
+            let http_ca_certs = match &p.http {
+                Some(http) if !http.ca_certs.is_empty() => {
+                    let own = self.ca_certs(&format!("/plugins/{i}/http"), &http.ca_certs);
+                    let mut all: Vec<_> = global_ca_certs.iter().cloned().collect();
+                    all.extend(own);
+                    CaCerts::new(all)
+                }
+                _ => global_ca_certs.clone(),
+            };
             let plugin = Plugin {
                 name: p.name.clone(),
                 path,
@@ -834,6 +872,7 @@ impl Checker<'_> {
                 concurrency: limits.concurrency,
                 allow_http: allow.http.clone(),
                 allow_db: allow.db.clone(),
+                http_ca_certs,
                 input,
             };
             match out.iter_mut().find(|existing| existing.name == plugin.name) {
@@ -869,6 +908,57 @@ fn is_loopback(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_loopback(),
     }
 }
+
+/// Most bytes a CA file may have: far more than a bundle of every public root (about 200 kB).
+const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads the certificates of a CA file (PEM); the error says what is wrong with it.
+fn read_ca_file(full: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let shown = full.display();
+    let size = match std::fs::metadata(full) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return Err(format!("CA certificate file `{shown}` is not a file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("CA certificate file `{shown}` does not exist"));
+        }
+        Err(e) => return Err(format!("cannot read CA certificate file `{shown}`: {e}")),
+    };
+    if size > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "CA certificate file `{shown}` is {size} bytes; at most {MAX_CA_FILE_BYTES} are read"
+        ));
+    }
+    let bytes = std::fs::read(full)
+        .map_err(|e| format!("cannot read CA certificate file `{shown}`: {e}"))?;
+    if !bytes.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN) {
+        return Err(format!(
+            "CA certificate file `{shown}` is not PEM (no `-----BEGIN CERTIFICATE-----` block); \
+             a DER file converts with `openssl x509 -inform der -in FILE -out FILE.pem`"
+        ));
+    }
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("CA certificate file `{shown}` is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "CA certificate file `{shown}` holds no certificate (no `BEGIN CERTIFICATE` block)"
+        ));
+    }
+    for (k, cert) in certs.iter().enumerate() {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Err(e) = roots.add(cert.clone()) {
+            return Err(format!(
+                "certificate {} in CA certificate file `{shown}` is not a usable certificate: {e}",
+                k + 1
+            ));
+        }
+    }
+    Ok(certs)
+}
+
+/// The start of a PEM block.
+const PEM_BEGIN: &[u8] = b"-----BEGIN ";
 
 /// Reads, parses and compiles a payload schema file; the error says which step failed.
 fn load_schema_file(full: &Path) -> Result<schema::Schema, String> {

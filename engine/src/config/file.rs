@@ -54,6 +54,8 @@ pub struct ConfigFile {
     /// Plugins that rules may name. Built-in plugins need no path.
     #[serde(default)]
     pub plugins: Vec<PluginFile>,
+    /// Outbound HTTP settings of every plugin (a plugin's own `http` adds to them).
+    pub plugin_http: Option<PluginHttpFile>,
     /// How stored events are matched and their actions run.
     pub dispatch: Option<DispatchFile>,
     /// How long history is kept. Older events (with their executions, attempts and dead
@@ -284,6 +286,21 @@ pub struct PluginFile {
     pub limits: Option<LimitsFile>,
     /// Capabilities granted to the plugin. Nothing is granted by default.
     pub allow: Option<AllowFile>,
+    /// Outbound HTTP settings of this plugin, added to the top-level `plugin_http`.
+    pub http: Option<PluginHttpFile>,
+}
+
+/// How plugins' outbound HTTPS connects.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginHttpFile {
+    /// Certificate authorities that plugins' HTTPS requests trust besides the public web PKI
+    /// (the Mozilla root store built into hookwise): PEM files (relative to this file), each
+    /// holding one `BEGIN CERTIFICATE` block or more, for services whose certificates a private
+    /// CA issued. Each file is read and checked at start-up. Trusting a CA grants no host:
+    /// `allow.http` still decides where a plugin may send requests.
+    #[serde(default)]
+    pub ca_certs: Vec<String>,
 }
 
 /// Resource limits of one plugin call.

@@ -106,9 +106,15 @@ pub struct Plugin {
     pub concurrency: Option<u32>,
     pub allow_http: Vec<String>,
     pub allow_db: Vec<String>,
+    /// Certificate authorities its HTTPS trusts besides the public web PKI: the config's
+    /// `plugin_http.ca_certs`, then its own `http.ca_certs`.
+    pub http_ca_certs: CaCerts,
     /// The JSON Schema of its input, when it declares one (every built-in plugin does).
     pub input: Option<Arc<crate::schema::InputSchema>>,
 }
+
+/// Certificates (DER) of certificate authorities, read and checked at start-up. Cheap to clone.
+pub type CaCerts = Arc<Vec<rustls::pki_types::CertificateDer<'static>>>;
 
 /// Default memory cap of a plugin call.
 pub const DEFAULT_PLUGIN_MEMORY: u64 = 64 << 20;
@@ -131,6 +137,9 @@ pub struct Config {
     pub secrets: BTreeMap<String, Secret>,
     pub sources: Vec<Source>,
     pub plugins: Vec<Plugin>,
+    /// `plugin_http.ca_certs`: what every plugin's HTTPS trusts besides the public web PKI
+    /// (also given to plugin files run outside the config, by `hookwise plugins run`).
+    pub plugin_ca_certs: CaCerts,
     pub connections: BTreeMap<String, Secret>,
     pub dispatch: DispatchSettings,
     pub retention: RetentionSettings,
@@ -305,6 +314,7 @@ impl Config {
             secrets: BTreeMap::new(),
             sources: Vec::new(),
             plugins: default_plugins(),
+            plugin_ca_certs: CaCerts::default(),
             connections: BTreeMap::new(),
             dispatch: DispatchSettings::default(),
             retention: RetentionSettings::default(),
@@ -361,6 +371,7 @@ impl Plugin {
             concurrency: None,
             allow_http: Vec::new(),
             allow_db: Vec::new(),
+            http_ca_certs: CaCerts::default(),
             input: None,
         }
     }

@@ -836,3 +836,78 @@ fn listener_caps_have_defaults_and_are_checked() {
         "{got:#?}"
     );
 }
+
+/// A self-signed CA certificate, PEM.
+fn ca_pem(name: &str) -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[test]
+fn plugin_ca_certs_add_to_every_plugin_and_to_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corp.pem"), ca_pem("corp")).unwrap();
+    // Two CAs in one file (a bundle).
+    std::fs::write(
+        dir.path().join("lab.pem"),
+        ca_pem("lab-1") + &ca_pem("lab-2"),
+    )
+    .unwrap();
+    let c = load_in(
+        dir.path(),
+        "insecure_http: true\n\
+         plugin_http: { ca_certs: [corp.pem] }\n\
+         plugins:\n  - name: notify\n    http: { ca_certs: [lab.pem] }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(c.plugin_ca_certs.len(), 1);
+    let certs = |name: &str| {
+        let plugin = c.plugins.iter().find(|p| p.name == name).unwrap();
+        plugin.http_ca_certs.len()
+    };
+    assert_eq!(certs("notify"), 3);
+    // A built-in plugin the config does not list still trusts the global CAs.
+    assert_eq!(certs("call-api"), 1);
+    // Without the key nothing is added.
+    let c = load("insecure_http: true\n").unwrap();
+    assert!(c.plugin_ca_certs.is_empty());
+    assert!(c.plugins.iter().all(|p| p.http_ca_certs.is_empty()));
+}
+
+#[test]
+fn plugin_ca_cert_problems_are_reported_at_once_at_their_places() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("text.pem"), "not a certificate\n").unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let text = "insecure_http: true\n\
+                plugin_http:\n  ca_certs: [missing.pem, text.pem]\n\
+                plugins:\n  - name: notify\n    http:\n      ca_certs:\n        - key.pem\n        - garbage.pem\n";
+    let got = match load_in(dir.path(), text) {
+        Ok(_) => panic!("expected problems"),
+        Err(list) => list
+            .iter()
+            .map(|d| format!("{}:{} {}", d.position.line, d.position.column, d.message))
+            .collect::<Vec<_>>(),
+    };
+    assert_eq!(got.len(), 4, "{got:#?}");
+    for (problem, (line, needle)) in got.iter().zip([
+        ("3:14 ", "missing.pem` does not exist"),
+        ("3:27 ", "text.pem` is not PEM"),
+        ("8:11 ", "key.pem` holds no certificate"),
+        ("9:11 ", "certificate 1 in CA certificate file"),
+    ]) {
+        assert!(problem.starts_with(line), "{problem} is not at {line}");
+        assert!(problem.contains(needle), "{problem} lacks {needle}");
+    }
+}

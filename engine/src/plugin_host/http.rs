@@ -2,8 +2,9 @@
 //! targets unless granted by exact `ip:port`), and the `wasi:http` send hook that enforces it
 //! and the plugin's `http` grant (scheme, host, port, method), resolves DNS itself, connects to
 //! the address it checked, caps time and response size, adds `Idempotency-Key`, and records
-//! every request.
+//! every request. HTTPS trusts the public web PKI, plus the CAs the config gives a plugin.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use http::{HeaderValue, Uri};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -123,10 +125,47 @@ pub(crate) struct HttpLimits {
     pub(crate) max_requests: usize,
 }
 
+/// What plugins' HTTPS trusts: the public web PKI (webpki roots) for every plugin, and for
+/// plugins given extra certificate authorities, those too. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct PluginTls {
+    /// The client configuration of each plugin with extra CAs, built once.
+    extra: Arc<HashMap<String, Arc<rustls::ClientConfig>>>,
+}
+
+impl PluginTls {
+    /// Adds `certs` to what the HTTPS of the plugin called `plugin` trusts. Empty `certs`
+    /// changes nothing. Fails on a certificate that is no usable trust anchor.
+    pub fn with_extra_roots(
+        mut self,
+        plugin: &str,
+        certs: &[CertificateDer<'static>],
+    ) -> Result<Self, rustls::Error> {
+        if certs.is_empty() {
+            return Ok(self);
+        }
+        let mut roots = webpki_root_store();
+        for cert in certs {
+            roots.add(cert.clone())?;
+        }
+        let config = client_config(roots)?;
+        Arc::make_mut(&mut self.extra).insert(plugin.to_string(), config);
+        Ok(self)
+    }
+
+    /// The client configuration of `plugin`'s HTTPS: None means the shared default
+    /// (webpki roots only).
+    pub(crate) fn for_plugin(&self, plugin: &str) -> Option<Arc<rustls::ClientConfig>> {
+        self.extra.get(plugin).cloned()
+    }
+}
+
 /// State shared between the store and the request futures of one call.
 #[derive(Debug)]
 struct CallHttpState {
     grant: Arc<HttpGrant>,
+    /// The plugin's own TLS client configuration; None uses the default one.
+    tls: Option<Arc<rustls::ClientConfig>>,
     idempotency_key: Option<HeaderValue>,
     limits: HttpLimits,
     records: Mutex<Vec<PendingRecord>>,
@@ -147,10 +186,16 @@ enum Refusal {
 }
 
 impl HttpHooks {
-    pub(crate) fn new(grant: Arc<HttpGrant>, idempotency_key: &str, limits: HttpLimits) -> Self {
+    pub(crate) fn new(
+        grant: Arc<HttpGrant>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        idempotency_key: &str,
+        limits: HttpLimits,
+    ) -> Self {
         Self {
             state: Arc::new(CallHttpState {
                 grant,
+                tls,
                 idempotency_key: HeaderValue::from_str(idempotency_key).ok(),
                 limits,
                 records: Mutex::new(Vec::new()),
@@ -324,8 +369,10 @@ impl CallHttpState {
         let io: Box<dyn Io> = if scheme == Scheme::Https {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|_| SendError::Failed(HttpError::TlsCertificateError))?;
-            let config =
-                tls_config().map_err(|_| SendError::Failed(HttpError::TlsProtocolError))?;
+            let config = match &self.tls {
+                Some(config) => config.clone(),
+                None => tls_config().map_err(|_| SendError::Failed(HttpError::TlsProtocolError))?,
+            };
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, stream)
                 .await
@@ -418,21 +465,26 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// The TLS client configuration (webpki roots, ring), built once.
+/// The default TLS client configuration (webpki roots, ring), built once.
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> = OnceLock::new();
     CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-        })
+        .get_or_init(|| client_config(webpki_root_store()))
         .clone()
+}
+
+/// The public web PKI: the Mozilla roots compiled into hookwise.
+fn webpki_root_store() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    }
+}
+
+/// A TLS client configuration (ring, safe protocol versions) trusting `roots`.
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
 }
 
 /// Response body that enforces the size cap and the request deadline, and

@@ -88,6 +88,8 @@ pub struct HostSettings {
     pub max_memory_bytes: u64,
     /// Implementation of the `db` capability; `None` refuses all statements.
     pub db: Option<Arc<dyn DbExecutor>>,
+    /// What plugins' HTTPS trusts: the public web PKI, plus each plugin's extra CAs.
+    pub http_tls: http::PluginTls,
 }
 
 impl Default for HostSettings {
@@ -99,6 +101,7 @@ impl Default for HostSettings {
             max_instances: 100,
             max_memory_bytes: 512 * 1024 * 1024,
             db: None,
+            http_tls: http::PluginTls::default(),
         }
     }
 }
@@ -690,6 +693,7 @@ impl PluginHost {
         let limits = &plugin.inner.limits;
         let http = HttpHooks::new(
             plugin.inner.http_grant.clone(),
+            self.inner.settings.http_tls.for_plugin(&plugin.inner.name),
             idempotency_key,
             HttpLimits {
                 timeout: limits.http_timeout,

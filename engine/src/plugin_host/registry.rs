@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::builtin;
+use super::http::PluginTls;
 use super::sql::{Dialect, SqlExecutor};
 use super::{
     DbExecutor, Grants, HostSettings, Limits, LoadedPlugin, PluginHost, PluginSpec, WasmSource,
@@ -80,6 +81,7 @@ impl Registry {
         let settings = HostSettings {
             cache_dir: Some(config.base_dir.join(CACHE_DIR)),
             db,
+            http_tls: plugin_tls(&config.plugins).map_err(|e| vec![e])?,
             // Counting fuel costs a little on every call; only when some plugin has a budget.
             consume_fuel: config.plugins.iter().any(|p| p.fuel.is_some()),
             ..HostSettings::default()
@@ -284,6 +286,16 @@ pub fn spec_for(plugin: &Plugin, wasm: WasmSource) -> PluginSpec {
             db: plugin.allow_db.clone(),
         },
     }
+}
+
+/// What the HTTPS of `plugins` trusts: the public web PKI, plus each one's `http_ca_certs`.
+pub fn plugin_tls(plugins: &[Plugin]) -> Result<PluginTls, String> {
+    plugins
+        .iter()
+        .try_fold(PluginTls::default(), |tls, plugin| {
+            tls.with_extra_roots(&plugin.name, &plugin.http_ca_certs)
+                .map_err(|e| format!("plugin `{}`: a CA certificate: {e}", plugin.name))
+        })
 }
 
 /// Opens the `connections` that some plugin is granted.

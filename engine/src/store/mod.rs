@@ -5,6 +5,7 @@
 //! transaction and one fsync, and each is answered only after that transaction committed.
 
 mod activity;
+pub mod backup;
 mod group;
 mod payload;
 mod postgres;
@@ -309,6 +310,17 @@ pub struct QueueDepth {
     pub running_executions: i64,
 }
 
+/// The file of a `sqlite://PATH` store URL (relative paths against `base`); None for any
+/// other URL.
+pub fn sqlite_path(url: &str, base: &Path) -> Option<std::path::PathBuf> {
+    let path = Path::new(url.strip_prefix("sqlite://")?);
+    Some(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    })
+}
+
 impl Store {
     /// Opens (creating when needed) and migrates the store at `url`, relative paths against `base`.
     pub async fn open(
@@ -316,12 +328,7 @@ impl Store {
         base: &Path,
         settings: GroupCommitSettings,
     ) -> Result<Store, StoreError> {
-        let (backend, writer) = if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = if Path::new(path).is_absolute() {
-                Path::new(path).to_path_buf()
-            } else {
-                base.join(path)
-            };
+        let (backend, writer) = if let Some(path) = sqlite_path(url, base) {
             let store = sqlite::SqliteStore::open(&path).await?;
             let writer = sqlite_writer::SqliteWriter::open(&path, sqlite::BUSY_TIMEOUT)?;
             (Backend::Sqlite(store), group::Writer::Sqlite(writer))
