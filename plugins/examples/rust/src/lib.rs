@@ -172,8 +172,7 @@ fn post(url: &str, body: &Value) -> Result<u16, PluginError> {
     match resp.status {
         200..=299 => Ok(resp.status),
         429 | 500..=599 => {
-            let mut err =
-                PluginError::retryable(format!("the receiver answered {}", resp.status));
+            let mut err = PluginError::retryable(format!("the receiver answered {}", resp.status));
             // Seconds only, as the other examples: an HTTP date is not honoured.
             if let Some(secs) = resp
                 .header("retry-after")
@@ -194,9 +193,8 @@ fn post(url: &str, body: &Value) -> Result<u16, PluginError> {
 fn identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_IDENTIFIER
-        && s.char_indices().all(|(i, c)| {
-            c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-        })
+        && s.char_indices()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
 }
 
 /// At most `n` bytes of `s` (cut at a character boundary), with `...` when cut.
