@@ -14,6 +14,7 @@ mod first_party;
 mod fuzz_corpora;
 mod ingress;
 mod input_schemas;
+mod lang_examples;
 mod lang_go_c;
 mod lang_zig_as;
 mod operations;

@@ -1,12 +1,33 @@
-//! `hookwise plugins new`: the project it writes builds outside this repository and the plugin
-//! fits the contract.
+//! `hookwise plugins new`: the project it writes builds outside this repository, the plugin
+//! fits the contract, and `hookwise plugins run` on the project's sample event answers what the
+//! worked example says.
 
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::cli::run;
+use crate::lang_examples::{info_lines, path_with_hookwise, run_template};
+
+/// `hookwise plugins run` on the project's sample event and input (the common ones of the
+/// Rust, JavaScript and Python templates): the worked example's output and log line.
+fn runs_its_worked_example(wasm: &Path, project: &Path) {
+    let run = run_template(wasm, project);
+    assert_eq!(
+        run["output"],
+        json!({"message": "Thanks alice: 1 commit(s) to acme/web"}),
+        "{run:#}"
+    );
+    let id = run["event"]["id"].as_str().unwrap_or_default();
+    assert_eq!(
+        info_lines(&run),
+        vec![format!(
+            "event {id} (attempt 1): alice pushed 1 commit(s) to acme/web"
+        )],
+        "{run:#}"
+    );
+}
 
 /// Writes a project for `lang` into a fresh temp dir; returns the dir and the project path.
 fn new_project(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -22,18 +43,10 @@ fn new_project(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf
 /// without an SDK macro declare the input schema with it). Rust crates come from the local
 /// cache; the JavaScript and Python tools from npm and PyPI (their caches after a first run).
 fn build(project: &Path, target: &Path) {
-    let bin_dir = crate::support::hookwise_bin()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
     let output = Command::new("bash")
         .arg("build.sh")
         .current_dir(project)
-        .env("PATH", path)
+        .env("PATH", path_with_hookwise())
         .env("CARGO_TARGET_DIR", target)
         .env("CARGO_NET_OFFLINE", "true")
         .output()
@@ -73,6 +86,7 @@ fn a_new_rust_plugin_builds_outside_the_repository_and_fits() {
     let inspection: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(inspection["fits"], true, "{inspection:#}");
     assert_eq!(inspection["input_schema"]["title"], "greet-pushes input");
+    runs_its_worked_example(&wasm, &project);
 
     // Again into the same place: refused, nothing overwritten.
     let (code, _, err) = run(
@@ -103,6 +117,7 @@ fn builds_and_fits(lang: &str, name: &str) {
     let inspection: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(inspection["fits"], true, "{inspection:#}");
     assert_eq!(inspection["input_schema"]["title"], format!("{name} input"));
+    runs_its_worked_example(&wasm, &project);
 }
 
 #[test]

@@ -124,7 +124,10 @@ fn plugin_dir() -> &'static Path {
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         for (triple, packages) in [
-            ("wasm32-wasip2", vec!["noop", "hostile", "relay"]),
+            (
+                "wasm32-wasip2",
+                vec!["noop", "hostile", "relay", "rust-example"],
+            ),
             ("wasm32-wasip1", vec!["command-echo", "core-abi"]),
         ] {
             let mut cmd = Command::new(&cargo);
@@ -144,8 +147,8 @@ fn plugin_dir() -> &'static Path {
     })
 }
 
-/// Path of one built example plugin: `noop`, `hostile`, `relay` (components) or `command-echo`,
-/// `core-abi` (wasip1 core modules).
+/// Path of one built example plugin: `noop`, `hostile`, `relay`, `rust-example` (components) or
+/// `command-echo`, `core-abi` (wasip1 core modules).
 pub fn wasm(name: &str) -> PathBuf {
     // Libraries (components) get `_` in their file names, binaries keep `-`.
     let (triple, file) = if matches!(name, "command-echo" | "core-abi") {

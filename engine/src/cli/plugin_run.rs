@@ -32,6 +32,11 @@ const RULE_ID: &str = "plugins-run";
 const CANNOT_RUN: u8 = 2;
 /// Exit status when the call was made and failed (an error, a trap, a limit).
 const CALL_FAILED: u8 = 1;
+/// Pool slots of the host of one call. The pool reserves core instances per slot for a
+/// component of a few; a componentize-py component holds more than one slot's share (the call
+/// failed with "maximum concurrent limit of 8 for core instances reached"), so the host gets
+/// the share of a few slots. Only address space is reserved for them.
+const POOL_SLOTS: u32 = 4;
 
 /// `hookwise plugins run`.
 #[derive(Debug, Args)]
@@ -493,7 +498,7 @@ async fn build_host(
             details: problems,
         })?;
     PluginHost::new(HostSettings {
-        max_instances: 1,
+        max_instances: POOL_SLOTS,
         consume_fuel: true,
         db,
         http_tls,

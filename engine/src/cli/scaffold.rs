@@ -88,7 +88,7 @@ const TEMPLATES: &[Template] = &[
     },
     Template {
         lang: Lang::Go,
-        files: files!("templates/go": ".gitignore", "README.md", "build.sh", "event.json", "go.mod", "input.json", "main.go", "requirements.txt"),
+        files: files!("templates/go": ".gitignore", "README.md", "build.sh", "event.json", "go.mod", "input.json", "input.schema.json", "main.go", "requirements.txt"),
         sdk: (
             files!("sdk/go": "go.mod", "hookwise.go", "imports_other.go", "imports_wasip1.go"),
             "sdk",
@@ -99,7 +99,7 @@ const TEMPLATES: &[Template] = &[
     },
     Template {
         lang: Lang::C,
-        files: files!("templates/c": ".gitignore", "README.md", "build.sh", "event.json", "input.json", "plugin.c", "requirements.txt"),
+        files: files!("templates/c": ".gitignore", "README.md", "build.sh", "event.json", "input.json", "input.schema.json", "plugin.c", "requirements.txt"),
         sdk: (files!("sdk/c": "hookwise.c", "hookwise.h"), "sdk"),
         wit: false,
         common: false,
@@ -107,7 +107,7 @@ const TEMPLATES: &[Template] = &[
     },
     Template {
         lang: Lang::Zig,
-        files: files!("templates/zig": ".gitignore", "README.md", "build.sh", "event.json", "input.json", "main.zig", "requirements.txt"),
+        files: files!("templates/zig": ".gitignore", "README.md", "build.sh", "event.json", "input.json", "input.schema.json", "main.zig", "requirements.txt"),
         sdk: (files!("sdk/zig": "hookwise.zig"), "sdk"),
         wit: false,
         common: false,
@@ -115,7 +115,7 @@ const TEMPLATES: &[Template] = &[
     },
     Template {
         lang: Lang::Assemblyscript,
-        files: files!("templates/assemblyscript": ".gitignore", "README.md", "assembly/index.ts", "build.sh", "event.json", "input.json", "package-lock.json", "package.json"),
+        files: files!("templates/assemblyscript": ".gitignore", "README.md", "assembly/index.ts", "build.sh", "event.json", "input.json", "input.schema.json", "package-lock.json", "package.json"),
         sdk: (files!("sdk/assemblyscript": "hookwise.ts"), "sdk"),
         wit: false,
         common: false,

@@ -1,73 +1,102 @@
-// Example hookwise plugin in AssemblyScript, using all three capabilities:
+// The AssemblyScript example plugin: for a GitHub push it logs, POSTs a summary to `input.url`
+// (through the plugin's `allow.http` grant), records the push as a row of `input.table` on
+// `input.connection` (`allow.db`), and answers what it did. Every language's example follows
+// this contract (see plugins/examples/go/main.go).
 //
-// * logs what it is doing,
-// * POSTs a small JSON summary of the event to `input.url` (needs `allow.http`),
-// * inserts one row into `input.table` on the connection `input.connection` (needs
-//   `allow.db`): columns `event_id`, `event_type`, `ref`, `status`,
-// * answers `{"event", "posted", "status", "table", "rows_affected"}`.
+//   input: {"url": "https://...", "connection": "app", "table": "pushes"}
 //
-// A 5xx or 429 answer is a retryable error (with the receiver's `Retry-After` seconds as the
-// hint); an input without `url`, `connection` or `table`, or a table name that is not a plain
-// identifier, is a fatal one.
+// The table needs the columns (event_id, repository, pusher, commits); `?` placeholders
+// (SQLite, MySQL). A missing input key is a fatal error; an HTTP answer of 429 or 5xx is a
+// retryable one (honouring a Retry-After of seconds); any other non-2xx answer is fatal.
 //
 // Build: `plugins/examples/assemblyscript/build.sh OUT_DIR` (writes OUT_DIR/assemblyscript.wasm).
 
 import * as hw from "../../sdk/assemblyscript/hookwise";
 
+/** How much of a refusing receiver's answer goes into the error message. */
+const CLIP_CHARS = 200;
+
 export function _start(): void {
   const req = hw.Request.read();
 
-  const url = req.input.getString("url");
-  if (url == null) return hw.fatal("input lacks `url`");
-  const connection = req.input.getString("connection");
-  if (connection == null) return hw.fatal("input lacks `connection`");
-  const table = req.input.getString("table");
-  if (table == null) return hw.fatal("input lacks `table`");
-  if (!isIdentifier(table)) return hw.fatal("`table` must be a plain SQL identifier, not `" + table + "`");
+  const url = present(req, "url");
+  if (url == null) return hw.fatal("input.url is missing");
+  const connection = present(req, "connection");
+  if (connection == null) return hw.fatal("input.connection is missing");
+  const table = present(req, "table");
+  if (table == null) return hw.fatal("input.table is missing");
+  // A table name cannot be a bound parameter: allow plain identifiers only.
+  if (!isIdentifier(table)) return hw.fatal("input.table " + hw.jsonString(table) + " is not a plain identifier");
 
-  const ref = req.event.payload.getString("ref");
+  const payload = req.event.payload;
+  let repository = payload.getString("repository.full_name");
+  if (repository == null || repository.length == 0) repository = "unknown";
+  let pusher = payload.getString("pusher.name");
+  if (pusher == null || pusher.length == 0) pusher = "someone";
+  const list = payload.get("commits");
+  const commits = list == null ? 0 : list.items.length;
   hw.info(
-    "assemblyscript plugin: event " + req.event.id + " (" + req.event.eventType + " from " +
-      req.event.source + "), attempt " + req.ctx.attempt.toString(),
+    "assemblyscript plugin: " + pusher! + " pushed " + commits.toString() + " commit(s) to " + repository! +
+      " (event " + req.event.id + ", attempt " + req.ctx.attempt.toString() + ")",
   );
 
-  // HTTP: a JSON summary of the event.
+  const text = pusher! + " pushed " + commits.toString() + " commit(s) to " + repository!;
+  let ref = payload.getString("ref");
+  if (ref == null) ref = "";
+  let after = payload.getString("after");
+  if (after == null) after = "";
   const body = new hw.JsonObject()
-    .str("event", req.event.id)
-    .str("event_type", req.event.eventType)
+    .str("text", text)
+    .str("repository", repository)
     .str("ref", ref)
-    .str("from", "assemblyscript")
+    .str("after", after)
+    .str("event_id", req.event.id)
     .toString();
   const response = hw.http(new hw.HttpRequest("POST", url).json(body));
   if (response == null) return hw.retryable("POST " + url + " failed: " + hw.lastError());
-  hw.debug("POST " + url + " -> " + response.status.toString());
   if (response.isRetryable()) {
-    let after: i64 = -1;
+    let hint: i64 = -1;
     const header = response.header("retry-after");
     if (header != null) {
       const secs = I64.parseInt(header.trim(), 10);
-      if (secs > 0) after = secs * 1000;
+      if (secs > 0) hint = secs * 1000;
     }
-    return hw.retryable(url + " answered " + response.status.toString(), after);
+    return hw.retryable("the receiver answered " + response.status.toString(), hint);
   }
-  if (response.status >= 400) hw.warn(url + " answered " + response.status.toString() + "; recording it anyway");
+  if (response.status < 200 || response.status > 299) {
+    let answer = response.body;
+    if (answer == null) answer = "";
+    const clipped = answer.length > CLIP_CHARS ? answer.substring(0, CLIP_CHARS) + "..." : answer;
+    return hw.fatal("the receiver answered " + response.status.toString() + ": " + clipped);
+  }
+  hw.debug("assemblyscript plugin: the receiver answered " + response.status.toString());
 
-  // Database: one row per event (the call's transaction commits when it succeeds).
-  const sql = "INSERT INTO " + table + " (event_id, event_type, ref, status) VALUES (?, ?, ?, ?)";
-  const params = new hw.JsonArray().str(req.event.id).str(req.event.eventType).str(ref).int(response.status);
+  const sql = "INSERT INTO " + table + " (event_id, repository, pusher, commits) VALUES (?, ?, ?, ?)";
+  const params = new hw.JsonArray().str(req.event.id).str(repository).str(pusher).int(commits);
   const inserted = hw.db(connection, sql, params);
-  if (inserted == null) return hw.retryable("INSERT failed: " + hw.lastError());
-  hw.info("inserted " + inserted.rowsAffected.toString() + " row(s) into " + table);
+  if (inserted == null) return hw.retryable(hw.lastError());
 
   hw.ok(
     new hw.JsonObject()
-      .str("event", req.event.id)
-      .str("posted", url)
-      .int("status", response.status)
-      .str("table", table)
-      .int("rows_affected", inserted.rowsAffected)
+      .raw("posted", new hw.JsonObject().str("url", url).int("status", response.status).toString())
+      .raw(
+        "inserted",
+        new hw.JsonObject()
+          .str("connection", connection)
+          .str("table", table)
+          .int("rows_affected", inserted.rowsAffected)
+          .bool("already_applied", inserted.alreadyApplied)
+          .toString(),
+      )
+      .str("text", text)
       .toString(),
   );
+}
+
+/** `input[key]` when it is a non-empty string, else null. */
+function present(req: hw.Request, key: string): string | null {
+  const value = req.input.getString(key);
+  return value != null && value.length > 0 ? value : null;
 }
 
 /** `[A-Za-z_][A-Za-z0-9_]*`: safe to put into SQL text (values go through parameters). */

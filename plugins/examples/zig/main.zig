@@ -1,19 +1,21 @@
-//! Example hookwise plugin in Zig, using all three capabilities:
+//! The Zig example plugin: for a GitHub push it logs, POSTs a summary to `input.url` (through
+//! the plugin's `allow.http` grant), records the push as a row of `input.table` on
+//! `input.connection` (`allow.db`), and answers what it did. Every language's example follows
+//! this contract (see plugins/examples/go/main.go).
 //!
-//! * logs what it is doing,
-//! * POSTs a small JSON summary of the event to `input.url` (needs `allow.http`),
-//! * inserts one row into `input.table` on the connection `input.connection` (needs
-//!   `allow.db`): columns `event_id`, `event_type`, `ref`, `status`,
-//! * answers `{"event", "posted", "status", "table", "rows_affected"}`.
+//!   input: {"url": "https://...", "connection": "app", "table": "pushes"}
 //!
-//! A 5xx or 429 answer is a retryable error (with the receiver's `Retry-After` seconds as the
-//! hint); an input without `url`, `connection` or `table`, or a table name that is not a plain
-//! identifier, is a fatal one.
+//! The table needs the columns (event_id, repository, pusher, commits); `?` placeholders
+//! (SQLite, MySQL). A missing input key is a fatal error; an HTTP answer of 429 or 5xx is a
+//! retryable one (honouring a Retry-After of seconds); any other non-2xx answer is fatal.
 //!
 //! Build: `plugins/examples/zig/build.sh OUT_DIR` (writes OUT_DIR/zig.wasm).
 
 const std = @import("std");
 const hw = @import("hookwise");
+
+/// How much of a refusing receiver's answer goes into the error message.
+const clip_bytes = 200;
 
 pub fn main() void {
     var arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
@@ -24,22 +26,29 @@ pub fn main() void {
 fn run(a: std.mem.Allocator) hw.Error!void {
     const req = try hw.Request.read(a);
 
-    const url = req.inputString("url") orelse return hw.fatal("input lacks `url`");
-    const connection = req.inputString("connection") orelse return hw.fatal("input lacks `connection`");
-    const table = req.inputString("table") orelse return hw.fatal("input lacks `table`");
-    if (!isIdentifier(table)) return hw.fatalf(a, "`table` must be a plain SQL identifier, not `{s}`", .{table});
+    const url = present(req, "url") orelse return hw.fatal("input.url is missing");
+    const connection = present(req, "connection") orelse return hw.fatal("input.connection is missing");
+    const table = present(req, "table") orelse return hw.fatal("input.table is missing");
+    // A table name cannot be a bound parameter: allow plain identifiers only.
+    if (!isIdentifier(table)) return hw.fatalf(a, "input.table \"{s}\" is not a plain identifier", .{table});
 
-    const ref = req.payloadString("ref");
-    hw.info(a, "zig plugin: event {s} ({s} from {s}), attempt {d}", .{
-        req.event.id, req.event.event_type, req.event.source, req.ctx.attempt,
+    const repository = nonEmpty(req.payloadString("repository.full_name")) orelse "unknown";
+    const pusher = nonEmpty(req.payloadString("pusher.name")) orelse "someone";
+    const commits: usize = if (hw.path(req.event.payload, "commits")) |c| switch (c) {
+        .array => |list| list.items.len,
+        else => 0,
+    } else 0;
+    hw.info(a, "zig plugin: {s} pushed {d} commit(s) to {s} (event {s}, attempt {d})", .{
+        pusher, commits, repository, req.event.id, req.ctx.attempt,
     });
 
-    // HTTP: a JSON summary of the event.
+    const text = try std.fmt.allocPrint(a, "{s} pushed {d} commit(s) to {s}", .{ pusher, commits, repository });
     const body = try std.json.Stringify.valueAlloc(a, .{
-        .event = req.event.id,
-        .event_type = req.event.event_type,
-        .ref = ref,
-        .from = "zig",
+        .text = text,
+        .repository = repository,
+        .ref = req.payloadString("ref") orelse "",
+        .after = req.payloadString("after") orelse "",
+        .event_id = req.event.id,
     }, .{});
     const response = try hw.http(a, .{
         .method = "POST",
@@ -47,30 +56,45 @@ fn run(a: std.mem.Allocator) hw.Error!void {
         .headers = &.{.{ "content-type", "application/json" }},
         .body = body,
     });
-    hw.debug(a, "POST {s} -> {d}", .{ url, response.status });
     if (response.isRetryable()) {
         const after = if (response.header("retry-after")) |s|
             (std.fmt.parseInt(i64, std.mem.trim(u8, s, " "), 10) catch null)
         else
             null;
-        return hw.retryablef(a, if (after) |secs| secs * 1000 else null, "{s} answered {d}", .{ url, response.status });
+        const hint: ?i64 = if (after) |secs| (if (secs > 0) secs * 1000 else null) else null;
+        return hw.retryablef(a, hint, "the receiver answered {d}", .{response.status});
     }
-    if (response.status >= 400) {
-        hw.warn(a, "{s} answered {d}; recording it anyway", .{ url, response.status });
+    if (response.status < 200 or response.status > 299) {
+        const answer = response.body orelse "";
+        const clipped = answer[0..@min(answer.len, clip_bytes)];
+        const more: []const u8 = if (answer.len > clip_bytes) "..." else "";
+        return hw.fatalf(a, "the receiver answered {d}: {s}{s}", .{ response.status, clipped, more });
     }
+    hw.debug(a, "zig plugin: the receiver answered {d}", .{response.status});
 
-    // Database: one row per event (the call's transaction commits when it succeeds).
-    const sql = try std.fmt.allocPrint(a, "INSERT INTO {s} (event_id, event_type, ref, status) VALUES (?, ?, ?, ?)", .{table});
-    const inserted = try hw.db(a, connection, sql, .{ req.event.id, req.event.event_type, ref, response.status });
-    hw.info(a, "inserted {d} row(s) into {s}", .{ inserted.rows_affected, table });
+    const sql = try std.fmt.allocPrint(a, "INSERT INTO {s} (event_id, repository, pusher, commits) VALUES (?, ?, ?, ?)", .{table});
+    const inserted = try hw.db(a, connection, sql, .{ req.event.id, repository, pusher, commits });
 
     hw.ok(a, .{
-        .event = req.event.id,
-        .posted = url,
-        .status = response.status,
-        .table = table,
-        .rows_affected = inserted.rows_affected,
+        .posted = .{ .url = url, .status = response.status },
+        .inserted = .{
+            .connection = connection,
+            .table = table,
+            .rows_affected = inserted.rows_affected,
+            .already_applied = inserted.already_applied,
+        },
+        .text = text,
     });
+}
+
+/// `input[key]` when it is a non-empty string.
+fn present(req: hw.Request, key: []const u8) ?[]const u8 {
+    return nonEmpty(req.inputString(key));
+}
+
+fn nonEmpty(s: ?[]const u8) ?[]const u8 {
+    const v = s orelse return null;
+    return if (v.len == 0) null else v;
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: safe to put into SQL text (values go through parameters).

@@ -27,4 +27,10 @@ fi
   --use abort=sdk/hookwise/hookwise_abort \
   --disableWarning 210 \
   -o __NAME__.wasm
+# Declares the input schema (hookwise check validates rules' with: against it).
+if command -v hookwise >/dev/null; then
+  hookwise plugins set-input-schema __NAME__.wasm input.schema.json
+else
+  echo "hookwise is not on PATH: the input schema was not added to __NAME__.wasm" >&2
+fi
 echo "built $PWD/__NAME__.wasm" >&2

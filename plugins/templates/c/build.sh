@@ -28,4 +28,10 @@ export ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" ZIG_LOCAL_CACHE_DIR="$tools/zig-c
 # -s: no debug sections (about 1 MB without it). A 1 MiB stack instead of zig cc's 16 MiB,
 # which every call would otherwise start with.
 "${zig[@]}" cc --target=wasm32-wasi -O2 -s -Wl,-z,stack-size=1048576 -Wall -Wextra -Isdk plugin.c sdk/hookwise.c -o __NAME__.wasm
+# Declares the input schema (hookwise check validates rules' with: against it).
+if command -v hookwise >/dev/null; then
+  hookwise plugins set-input-schema __NAME__.wasm input.schema.json
+else
+  echo "hookwise is not on PATH: the input schema was not added to __NAME__.wasm" >&2
+fi
 echo "built $PWD/__NAME__.wasm" >&2

@@ -29,4 +29,10 @@ fi
 env GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOWORK=off \
   GOCACHE="$tools/go-cache" GOPATH="$tools/gopath" XDG_CONFIG_HOME="$tools/config" \
   "${go[@]}" build -trimpath -ldflags=-s -o __NAME__.wasm .
+# Declares the input schema (hookwise check validates rules' with: against it).
+if command -v hookwise >/dev/null; then
+  hookwise plugins set-input-schema __NAME__.wasm input.schema.json
+else
+  echo "hookwise is not on PATH: the input schema was not added to __NAME__.wasm" >&2
+fi
 echo "built $PWD/__NAME__.wasm" >&2

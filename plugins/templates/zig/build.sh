@@ -29,4 +29,10 @@ export ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" ZIG_LOCAL_CACHE_DIR="$tools/zig-c
   -target wasm32-wasi -O ReleaseSmall --stack 262144 --name __NAME__ \
   --dep hookwise -Mroot=main.zig -Mhookwise=sdk/hookwise.zig \
   -femit-bin=__NAME__.wasm
+# Declares the input schema (hookwise check validates rules' with: against it).
+if command -v hookwise >/dev/null; then
+  hookwise plugins set-input-schema __NAME__.wasm input.schema.json
+else
+  echo "hookwise is not on PATH: the input schema was not added to __NAME__.wasm" >&2
+fi
 echo "built $PWD/__NAME__.wasm" >&2
