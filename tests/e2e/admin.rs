@@ -69,6 +69,21 @@ impl Admin {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /api/v1/plugins`' list once no plugin is compiling any more.
+    async fn plugins_compiled(&self) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, plugins) = self.get("/api/v1/plugins").await;
+            assert_eq!(status, 200, "{plugins}");
+            let list = plugins["plugins"].as_array().unwrap().clone();
+            if list.iter().all(|p| p["status"] != "compiling") {
+                return list;
+            }
+            assert!(std::time::Instant::now() < deadline, "{list:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn metrics(&self) -> Metrics {
         let r = self
             .client
@@ -696,9 +711,8 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     assert_eq!(now["rules"][0]["id"], "forward2");
 
     // Plugins: the configured one is loaded with its limits and grants; built-ins come from
-    // the components embedded in the binary.
-    let (_, plugins) = a.get("/api/v1/plugins").await;
-    let list = plugins["plugins"].as_array().unwrap();
+    // the components embedded in the binary (compiled in the background on a first start).
+    let list = a.plugins_compiled().await;
     let relay = list.iter().find(|p| p["name"] == "relay").unwrap();
     assert_eq!(relay["status"], "ready");
     assert_eq!(

@@ -31,6 +31,10 @@ use crate::config::http_grant::{Scheme, normalise_host};
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Time allowed for resolving a host name.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much of an unsent request's body is read, and for how long, before its refusal or
+/// failure is answered (see [`drain_unsent`]).
+const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Addresses a plugin may only reach when granted by exact `ip:port`:
 /// loopback, private, link-local, CGNAT, unspecified, multicast, reserved
@@ -223,6 +227,24 @@ impl HttpHooks {
     }
 }
 
+/// Reads the body of a request that was refused or failed before it was sent (at most
+/// `DRAIN_BYTES`, for at most `DRAIN_TIME`) and drops it. A guest may write its body after it
+/// handed the request over (JavaScript's `fetch` does): dropping the body at once closed the
+/// stream under that write, which the JavaScript runtime turned into a trap instead of the
+/// refusal, depending on which side ran first.
+async fn drain_unsent(mut body: WasiBody) {
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen = seen.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
 pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 pub(crate) type SendResult = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
 
@@ -263,15 +285,24 @@ impl CallHttpState {
             });
             records.len() - 1
         };
+        let (parts, body) = request.into_parts();
+        let mut body = Some(body);
         let result = if index >= self.limits.max_requests {
             Err(SendError::Refused(Refusal::TooMany))
         } else {
-            match tokio::time::timeout(self.limits.timeout, self.send_checked(request, bytes)).await
+            match tokio::time::timeout(
+                self.limits.timeout,
+                self.send_checked(parts, &mut body, bytes),
+            )
+            .await
             {
                 Ok(result) => result,
                 Err(_) => Err(SendError::Failed(HttpError::ConnectionTimeout)),
             }
         };
+        if let Some(body) = body {
+            drain_unsent(body).await;
+        }
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pending) = records.get_mut(index) {
             pending.record.duration = started.elapsed();
@@ -293,13 +324,16 @@ impl CallHttpState {
         })
     }
 
+    /// Sends the request of `parts` and the body in `body`, which it takes only once every
+    /// check passed and a connection is open.
     async fn send_checked(
         &self,
-        mut request: http::Request<WasiBody>,
+        parts: http::request::Parts,
+        body: &mut Option<WasiBody>,
         counter: Arc<AtomicU64>,
     ) -> Result<(http::Response<WasiBody>, IoFuture), SendError> {
         let deadline = tokio::time::Instant::now() + self.limits.timeout;
-        let uri = request.uri().clone();
+        let uri = parts.uri.clone();
         let scheme = uri
             .scheme_str()
             .and_then(Scheme::parse)
@@ -309,7 +343,7 @@ impl CallHttpState {
             .map(normalise_host)
             .ok_or(SendError::Failed(HttpError::HttpRequestUriInvalid))?;
         let port = uri.port_u16().unwrap_or(scheme.default_port());
-        let method = request.method().clone();
+        let method = parts.method.clone();
         if !self.grant.allows(&method, scheme, &host, port) {
             return Err(SendError::Refused(Refusal::NotGranted(format!(
                 "{method} {}://{host}:{port} is not granted",
@@ -386,6 +420,11 @@ impl CallHttpState {
             .map_err(|e| SendError::Failed(HttpError::Hyper(e)))?;
         let conn = AbortOnDrop(tokio::spawn(conn));
 
+        let Some(body) = body.take() else {
+            // Only this function takes the body, once.
+            return Err(SendError::Failed(HttpError::InternalError(None)));
+        };
+        let mut request = http::Request::from_parts(parts, body);
         // The origin-form target goes on the wire; scheme and authority were
         // checked above and the Host header is set by wasmtime-wasi-http.
         let path = uri
