@@ -281,6 +281,9 @@ async fn arrivals_wait_while_the_workers_are_behind_and_are_stored_anyway() {
         assert!(config.contains("backlog_limit"), "{config}");
         let server = start(&config, &forward_rule(&receiver)).await;
         let a = Admin::new(&server);
+        // The counts below assume a worker that claims from the start: not one whose plugin
+        // is still compiling (a first start), whose end would shrink the backlog mid-wait.
+        a.plugins_compiled().await;
         let client = reqwest::Client::new();
         let mut events = Vec::new();
         for n in 0..6 {
