@@ -245,6 +245,45 @@ async fn drain_unsent(mut body: WasiBody) {
     let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
+/// The guest's request body as hyper sends it: a task forwards the guest's frames, and once
+/// hyper stops wanting them (the server answered, or closed the connection, before it read
+/// the whole body) reads the rest like [`drain_unsent`]. Handing the guest's body to hyper
+/// directly closed it under the guest's writes in that case, and the JavaScript runtime
+/// traps on such a write (a POST to a server answering without reading the body trapped).
+fn pumped(mut body: WasiBody) -> PumpedBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            let failed = frame.is_err();
+            if tx.send(frame).await.is_err() {
+                drain_unsent(body).await;
+                return;
+            }
+            if failed {
+                return;
+            }
+        }
+    });
+    PumpedBody { rx }
+}
+
+/// See [`pumped`].
+struct PumpedBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, HttpError>>,
+}
+
+impl Body for PumpedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 pub(crate) type SendResult = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
 
@@ -424,7 +463,7 @@ impl CallHttpState {
             // Only this function takes the body, once.
             return Err(SendError::Failed(HttpError::InternalError(None)));
         };
-        let mut request = http::Request::from_parts(parts, body);
+        let mut request = http::Request::from_parts(parts, pumped(body));
         // The origin-form target goes on the wire; scheme and authority were
         // checked above and the Host header is set by wasmtime-wasi-http.
         let path = uri
