@@ -343,6 +343,9 @@ async fn backtest_shows_matches_reasons_inputs_and_refuses_hostile_yaml() {
             "the oversized form failed otherwise than by a closed connection: {e:?}"
         ),
     }
+    // A new client: the refused request's connection is closed by the server, and a pooled
+    // client could send the next request on it before it saw the close (IncompleteMessage).
+    let dash = Dash::new(&server);
     let (status, _) = dash.page("/rules", &cookie).await;
     assert_eq!(
         status,
