@@ -942,6 +942,7 @@ async fn bench_plugins(calls: usize, rust_only: bool) -> anyhow::Result<String> 
     let noop = drain::bench_noop()?;
     let mut rows =
         vec![plugins::measure("Rust (no-op, SDK)", &noop, "{}", &Grants::default(), calls).await?];
+    let mut startup = None;
     if !rust_only {
         let (js, python) = plugins::build_lang(&repo, &target.join("bench-lang"))?;
         let addr = plugins::local_server().await?;
@@ -970,13 +971,9 @@ async fn bench_plugins(calls: usize, rust_only: bool) -> anyhow::Result<String> 
             )
             .await?,
         );
+        startup =
+            Some(plugins::startup(&[("noop", &noop), ("js", &js), ("python", &python)]).await?);
     }
-    let startup = if rust_only {
-        None
-    } else {
-        let (js, python) = plugins::build_lang(&repo, &target.join("bench-lang"))?;
-        Some(plugins::startup(&[("noop", &noop), ("js", &js), ("python", &python)]).await?)
-    };
     let mut out = format!(
         "Measured {} on {}; release build, pooling allocator, a fresh Store and instance per \
          call, sequential calls after a warm-up of a tenth as many.\n\n\

@@ -168,38 +168,21 @@ impl Registry {
         }
     }
 
-    /// Whether `name` is configured but compiling, or failed to load: its actions must not
-    /// be claimed.
-    pub fn waiting(&self, name: &str) -> bool {
-        self.entries
-            .get(name)
-            .is_some_and(|e| !matches!(*e.loading.borrow(), Loading::Ready(_)))
-    }
-
-    /// Names of the plugins that are not ready (compiling or failed).
+    /// Names of the plugins that are not ready (compiling, or failed to load): their actions
+    /// must not be claimed.
     pub fn not_ready(&self) -> impl Iterator<Item = &str> {
         self.entries
             .iter()
-            .filter(|(name, _)| self.waiting(name))
+            .filter(|(_, e)| !matches!(*e.loading.borrow(), Loading::Ready(_)))
             .map(|(name, _)| name.as_str())
     }
 
     /// The loaded plugin called `name`, once its background compile is over.
     pub async fn ready(&self, name: &str) -> Result<LoadedPlugin, String> {
         if let Some(entry) = self.entries.get(name) {
-            let mut loading = entry.loading.clone();
-            // An error only when the sender is gone, which it is not before a result.
-            let _ = loading.wait_for(|l| !matches!(l, Loading::Compiling)).await;
+            compiled(entry.loading.clone()).await;
         }
         self.get(name)
-    }
-
-    /// Resolves when every background compile is over (whatever its outcome).
-    pub async fn settled(&self) {
-        for entry in self.entries.values() {
-            let mut loading = entry.loading.clone();
-            let _ = loading.wait_for(|l| !matches!(l, Loading::Compiling)).await;
-        }
     }
 
     /// One future per background compile still running, each resolving when it ends.
@@ -207,12 +190,7 @@ impl Registry {
         self.entries
             .values()
             .filter(|e| matches!(*e.loading.borrow(), Loading::Compiling))
-            .map(|e| {
-                let mut loading = e.loading.clone();
-                async move {
-                    let _ = loading.wait_for(|l| !matches!(l, Loading::Compiling)).await;
-                }
-            })
+            .map(|e| compiled(e.loading.clone()))
             .collect()
     }
 
@@ -227,6 +205,12 @@ impl Registry {
             .iter()
             .filter_map(|(name, e)| e.concurrency.map(|c| (name.as_str(), c)))
     }
+}
+
+/// Resolves once `loading` is past compiling (ready or failed).
+async fn compiled(mut loading: watch::Receiver<Loading>) {
+    // An error only when the sender is gone, which it is not before a result.
+    let _ = loading.wait_for(|l| !matches!(l, Loading::Compiling)).await;
 }
 
 /// Compiles and links `plugins` one after the other, smallest first: each compile already
