@@ -457,3 +457,122 @@ async fn two_nodes_on_one_postgres_store_run_each_action_once() {
     b.stop().await;
     pg.drop_db().await.unwrap();
 }
+
+/// Three nodes (in this process) with `config` (which names their one PostgreSQL store) and
+/// `rules`.
+async fn three_nodes(config: &str, rules: &str) -> Vec<Server> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start(config, rules).await);
+    }
+    nodes
+}
+
+/// Sends `payloads` round-robin to `nodes` (as a load balancer would), then waits until each
+/// event's one execution is finished; stops the nodes.
+async fn run_on_nodes(pg: &TempPostgres, nodes: Vec<Server>, payloads: &[Value]) {
+    let client = reqwest::Client::new();
+    let mut events = Vec::new();
+    for (n, payload) in payloads.iter().enumerate() {
+        events.push(send(&client, &nodes[n % nodes.len()].base, payload).await);
+    }
+    let store = Store::open(&pg.url, &nodes[0].dir, GroupCommitSettings::default())
+        .await
+        .unwrap();
+    for ev in &events {
+        wait_done(&store, *ev, 1, Duration::from_secs(60)).await;
+    }
+    store.close().await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_one_postgres_store_hold_concurrency_limits_together() {
+    // 3 nodes of 8 workers would run up to 24 at once; each limit counts over all of them.
+    // The last case is the control: without limits, more than 3 run at once.
+    for (plugin_limit, rule_limit, expected) in
+        [(Some(2), None, 2), (None, Some(3), 3), (None, None, 24)]
+    {
+        let pg = TempPostgres::create()
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        let receiver = Receiver::start().await;
+        receiver.set_delay(Duration::from_millis(150));
+        let plugin_extra = plugin_limit
+            .map(|n| format!("    limits: {{ concurrency: {n} }}\n"))
+            .unwrap_or_default();
+        let rule_extra = rule_limit
+            .map(|n| format!("        concurrency: {n}\n"))
+            .unwrap_or_default();
+        let nodes = three_nodes(
+            &config_with_store(&receiver, &plugin_extra, &pg.url),
+            &forward_rule(&receiver, &rule_extra),
+        )
+        .await;
+        let payloads: Vec<Value> = (0..18).map(|n| json!({"n": n})).collect();
+        run_on_nodes(&pg, nodes, &payloads).await;
+        let mut ns: Vec<i64> = receiver
+            .seen()
+            .iter()
+            .map(|s| s.json()["n"].as_i64().unwrap())
+            .collect();
+        ns.sort();
+        assert_eq!(ns, (0..18).collect::<Vec<_>>(), "each action ran once");
+        assert!(
+            receiver.max_in_flight() <= expected,
+            "limit {expected} over three nodes, saw {}",
+            receiver.max_in_flight()
+        );
+        if plugin_limit.is_none() && rule_limit.is_none() {
+            assert!(receiver.max_in_flight() > 3, "{}", receiver.max_in_flight());
+        }
+        pg.drop_db().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_one_postgres_store_keep_order_keys() {
+    let pg = TempPostgres::create()
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(30));
+    let rules = format!(
+        "{}        order_key: \"{{{{ payload.repo }}}}\"\n",
+        forward_rule(&receiver, FAST_RETRY)
+    );
+    let nodes = three_nodes(&config_with_store(&receiver, "", &pg.url), &rules).await;
+    // Consecutive events of a key arrive at different nodes.
+    let payloads: Vec<Value> = (0..24)
+        .map(|n| json!({"repo": if n % 4 == 0 { "other" } else { "one" }, "n": n}))
+        .collect();
+    run_on_nodes(&pg, nodes, &payloads).await;
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 24);
+    for repo in ["one", "other"] {
+        let of_repo: Vec<_> = seen.iter().filter(|s| s.json()["repo"] == repo).collect();
+        let order: Vec<i64> = of_repo
+            .iter()
+            .map(|s| s.json()["n"].as_i64().unwrap())
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted, "repo {repo} ran out of order");
+        // Never two of a key at once, whichever node runs them.
+        for pair in of_repo.windows(2) {
+            assert!(
+                pair[1].at - pair[0].at >= Duration::from_millis(30),
+                "repo {repo}: a request came {:?} after the one before it",
+                pair[1].at - pair[0].at
+            );
+        }
+    }
+    assert!(
+        receiver.max_in_flight() <= 2,
+        "{}",
+        receiver.max_in_flight()
+    );
+    pg.drop_db().await.unwrap();
+}

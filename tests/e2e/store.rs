@@ -10,9 +10,9 @@ use hookwise::model::{
 };
 use hookwise::store::{
     ClaimExclusions, Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, EventPlan,
-    ExecutionFilter, GroupCommitSettings, NewDeliveryAttempt, NewEvent, NewExecution,
-    NewExecutionAttempt, NextStep, PayloadSearch, QueueDepth, ScanStop, SearchText, Store,
-    StoreError,
+    ExecutionFilter, GroupCommitSettings, LimitScope, NewDeliveryAttempt, NewEvent, NewExecution,
+    NewExecutionAttempt, NextStep, PayloadSearch, QueueDepth, ScanStop, SearchText, SharedLimit,
+    Store, StoreError,
 };
 use serde_json::json;
 
@@ -179,6 +179,7 @@ on_every_backend!(
     events_can_be_stored_planned,
     claim_finish_retry_and_dead_letter,
     expired_leases_are_reclaimed,
+    shared_limits_count_what_every_owner_leased,
     close_flushes_pending_writes,
     order_keys_and_busy_lists_shape_claims,
     replay_plans_a_new_generation_and_retires_dead_letters,
@@ -681,6 +682,84 @@ async fn claim_finish_retry_and_dead_letter(place: &Place) {
     store.close().await;
 }
 
+/// Limits shared by the nodes: on PostgreSQL a claim leases no more of a limited plugin or
+/// action than its limit leaves after what every owner holds; on SQLite (one node) the
+/// dispatcher's own counts keep the limits and the claim takes what is due.
+async fn shared_limits_count_what_every_owner_leased(place: &Place) {
+    let store = place.open().await;
+    let lease = Duration::from_secs(30);
+    let ev = ingest_one(&store, "shared-1").await;
+    // Five executions of plugin "notify" (rule "a"), three of rule "b"'s action 0.
+    let mut xs: Vec<NewExecution> = (0..5).map(|i| execution(ev, "a", i)).collect();
+    xs.extend((0..3).map(|_| execution(ev, "b", 0)));
+    for (i, x) in xs.iter_mut().enumerate().skip(5) {
+        x.plugin = "call-api".into();
+        x.generation = i as i32;
+        x.idempotency_key = NewExecution::key_for(ev, "b", 0, x.generation);
+    }
+    store.plan(&[plan_of(ev, &json!({}), &xs)]).await.unwrap();
+    let limits = ClaimExclusions {
+        shared: vec![
+            SharedLimit {
+                scope: LimitScope::Plugin("notify".into()),
+                limit: 2,
+            },
+            SharedLimit {
+                scope: LimitScope::Action("b".into(), 0),
+                limit: 1,
+            },
+        ],
+        ..Default::default()
+    };
+    let now = Millis::now();
+    let claim = |owner: &'static str, limits: ClaimExclusions| {
+        let store = store.clone();
+        async move { store.claim(owner, 100, lease, now, &limits).await.unwrap() }
+    };
+    let count = |claimed: &[hookwise::store::Execution], plugin: &str| {
+        claimed.iter().filter(|x| x.plugin == plugin).count()
+    };
+    let first = claim("node-1", limits.clone()).await;
+    if matches!(place, Place::Sqlite(_)) {
+        assert_eq!(first.len(), 8, "one node: the limits are the dispatcher's");
+        store.close().await;
+        return;
+    }
+    assert_eq!((count(&first, "notify"), count(&first, "call-api")), (2, 1));
+    // Another node finds every limit used up by the first.
+    assert!(claim("node-2", limits.clone()).await.is_empty());
+    // One of the first node's notify calls finishes: room for exactly one more, anywhere.
+    let done = first.iter().find(|x| x.plugin == "notify").unwrap();
+    store
+        .finish(
+            done.id,
+            "node-1",
+            &run_attempt(1, AttemptOutcome::Succeeded, None),
+            NextStep::Succeeded,
+        )
+        .await
+        .unwrap();
+    let second = claim("node-2", limits.clone()).await;
+    assert_eq!(
+        (count(&second, "notify"), count(&second, "call-api")),
+        (1, 0)
+    );
+    // A lease that ran out no longer counts: its work is due again, within the limit.
+    let later = Millis(now.0 + lease.as_millis() as i64 + 1);
+    let after = store
+        .claim("node-3", 100, lease, later, &limits)
+        .await
+        .unwrap();
+    assert_eq!((count(&after, "notify"), count(&after, "call-api")), (2, 1));
+    // Without limits, the rest is taken at once.
+    let rest = store
+        .claim("node-3", 100, lease, later, &ClaimExclusions::default())
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 8 - 1 - 3, "{rest:#?}");
+    store.close().await;
+}
+
 async fn expired_leases_are_reclaimed(place: &Place) {
     let store = place.open().await;
     let ev = store
@@ -892,7 +971,7 @@ async fn order_keys_and_busy_lists_shape_claims(place: &Place) {
     // Busy plugins and actions are skipped.
     let busy_plugin = ClaimExclusions {
         plugins: vec!["notify".into()],
-        actions: Vec::new(),
+        ..Default::default()
     };
     assert!(
         store
@@ -902,8 +981,8 @@ async fn order_keys_and_busy_lists_shape_claims(place: &Place) {
             .is_empty()
     );
     let busy_action = ClaimExclusions {
-        plugins: Vec::new(),
         actions: vec![("ordered".into(), 0)],
+        ..Default::default()
     };
     assert!(
         store
@@ -915,6 +994,7 @@ async fn order_keys_and_busy_lists_shape_claims(place: &Place) {
     let other_action = ClaimExclusions {
         plugins: vec!["call-api".into()],
         actions: vec![("ordered".into(), 1), ("other".into(), 0)],
+        ..Default::default()
     };
     let last = store
         .claim("w", 10, lease, later, &other_action)

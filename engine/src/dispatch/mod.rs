@@ -27,8 +27,8 @@ use crate::model::{EventStatus, ExecutionId, Millis};
 use crate::plugin_host::Registry;
 use crate::rules::{EventView, LiveRules, RuleSet};
 use crate::store::{
-    ClaimExclusions, EventPlan, IngestOutcome, NewDeliveryAttempt, NewEvent, NewExecution, Store,
-    StoredEvent,
+    ClaimExclusions, EventPlan, IngestOutcome, LimitScope, NewDeliveryAttempt, NewEvent,
+    NewExecution, SharedLimit, Store, StoredEvent,
 };
 
 /// Executions claimed per free worker slot, beyond the first: claiming ahead keeps the workers
@@ -681,11 +681,15 @@ impl Drop for Slot {
 }
 
 impl Shared {
-    /// Plugins and actions at their concurrency limit right now.
+    /// Plugins and actions at their concurrency limit right now on this node, and on a store
+    /// nodes share, every limit, which the claim counts over all of them.
     fn exclusions(&self) -> ClaimExclusions {
         let rules = self.rules.current();
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = ClaimExclusions::default();
+        if self.store.is_shared() {
+            out.shared = shared_limits(&self.plugins, &rules);
+        }
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // Compiling in the background, or failed to load: its actions wait.
         out.plugins
             .extend(self.plugins.not_ready().map(str::to_string));
@@ -706,7 +710,7 @@ impl Shared {
         out
     }
 
-    /// Counts an execution as running, unless its plugin or action is at its limit.
+    /// Counts an execution as running here, unless its plugin or action is at its limit.
     fn take_capacity(&self, x: &crate::store::Execution) -> bool {
         let rules = self.rules.current();
         let action_limit = rules
@@ -738,6 +742,26 @@ impl Shared {
             *n = n.saturating_sub(1);
         }
     }
+}
+
+/// Every plugin's and action's concurrency limit, as limits shared by the nodes.
+fn shared_limits(plugins: &Registry, rules: &RuleSet) -> Vec<SharedLimit> {
+    let plugins = plugins.limited().map(|(plugin, limit)| SharedLimit {
+        scope: LimitScope::Plugin(plugin.to_string()),
+        limit,
+    });
+    let actions = rules.rules().flat_map(|rule| {
+        rule.actions()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, action)| {
+                Some(SharedLimit {
+                    scope: LimitScope::Action(rule.id().to_string(), i32::try_from(index).ok()?),
+                    limit: action.concurrency()?,
+                })
+            })
+    });
+    plugins.chain(actions).collect()
 }
 
 #[cfg(test)]

@@ -194,13 +194,35 @@ pub struct EventPlan {
     pub executions: Vec<NewExecution>,
 }
 
-/// What a claim must skip because this node has no capacity for it right now.
+/// What a claim must skip because this node has no capacity for it right now, and the
+/// concurrency limits that hold across every node sharing the store.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimExclusions {
     /// Plugins at their concurrency limit.
     pub plugins: Vec<String>,
     /// (rule id, action index) pairs at their concurrency limit.
     pub actions: Vec<(String, i32)>,
+    /// Every concurrency limit configured. A claim on a store several nodes share leases no
+    /// more than each allows, counting what every node runs; on SQLite (one node) the node's
+    /// own counts above are exact and these are not needed.
+    pub shared: Vec<SharedLimit>,
+}
+
+/// A concurrency limit counted over every node: at most `limit` executions of `scope` leased
+/// at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedLimit {
+    pub scope: LimitScope,
+    pub limit: u32,
+}
+
+/// What a [`SharedLimit`] counts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitScope {
+    /// The executions of a plugin (its `limits.concurrency`).
+    Plugin(String),
+    /// The executions of one action of a rule (its `concurrency`): rule id, action index.
+    Action(String, i32),
 }
 
 /// Filters for listing dead letters.
@@ -351,6 +373,12 @@ impl Store {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
+    }
+
+    /// Whether several nodes may share this store (PostgreSQL): their claims then count the
+    /// [`ClaimExclusions::shared`] limits over all of them.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Stores `event` once (group-committed) and records the delivery attempt that brought it.

@@ -59,8 +59,8 @@ use super::sql;
 use super::text::NulReplaced;
 use crate::model::{EventStatus, Verdict};
 use crate::store::{
-    ClaimRequest, EventPlan, FinishRequest, IngestOutcome, NewDeliveryAttempt, WriteOutcome,
-    WriteRequest,
+    ClaimRequest, EventPlan, FinishRequest, IngestOutcome, LimitScope, NewDeliveryAttempt,
+    WriteOutcome, WriteRequest,
 };
 
 impl PgStore {
@@ -74,6 +74,15 @@ impl PgStore {
         let batch = NulReplaced::all(batch);
         let batch = batch.as_ref();
         let mut tx = self.pool.begin().await?;
+        if batch.iter().any(counts_shared_limits) {
+            // Limits counted over every node hold only if no two claims count at once: each
+            // waits for the one before to commit. Taken before anything else the batch
+            // writes, so a batch holding it never waits on rows of a batch waiting for it.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(sql::CLAIM_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
 
         let now = Millis::now();
         let ingests: Vec<_> = batch
@@ -260,7 +269,13 @@ async fn finish_in(
     Ok(true)
 }
 
-/// Claims due executions (see [`Store::claim`](crate::store::Store::claim)) inside `tx`.
+/// Whether `request` is a claim that applies limits shared by the nodes.
+fn counts_shared_limits(request: &WriteRequest) -> bool {
+    matches!(request, WriteRequest::Claim(c) if !c.busy.shared.is_empty())
+}
+
+/// Claims due executions (see [`Store::claim`](crate::store::Store::claim)) inside `tx`; a
+/// batch with shared limits holds [`sql::CLAIM_LOCK`] from its start.
 async fn claim_in(
     tx: &mut Transaction<'_, Postgres>,
     c: &ClaimRequest,
@@ -269,7 +284,7 @@ async fn claim_in(
         .bind(c.now.0)
         .execute(&mut **tx)
         .await?;
-    let text = sql::claim(&c.busy, "FOR UPDATE SKIP LOCKED");
+    let text = sql::claim(&c.busy, true);
     let mut q = sqlx::query_as::<_, ExecutionRow>(&text)
         .bind(c.owner.as_str())
         .bind(c.now.saturating_add(c.lease).0)
@@ -280,7 +295,15 @@ async fn claim_in(
     for (rule, action) in &c.busy.actions {
         q = q.bind(rule.as_str()).bind(*action);
     }
-    let rows = q.bind(c.limit.max(0)).fetch_all(&mut **tx).await?;
+    q = q.bind(c.limit.max(0));
+    for limit in &c.busy.shared {
+        q = match &limit.scope {
+            LimitScope::Plugin(plugin) => q.bind(plugin.as_str()),
+            LimitScope::Action(rule, action) => q.bind(rule.as_str()).bind(*action),
+        }
+        .bind(i64::from(limit.limit));
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
     let mut claimed: Vec<Execution> = convert(rows)?;
     claimed.sort_by_key(|x| (x.next_attempt_at, x.event_seq));
     Ok(claimed)

@@ -3,7 +3,7 @@
 //! apart. Parameters are `$N`, which both databases accept; SQLite binds them by name, so a
 //! number may repeat.
 
-use super::ClaimExclusions;
+use super::{ClaimExclusions, LimitScope, SharedLimit};
 use crate::model::EventOutcome;
 
 macro_rules! event_columns {
@@ -129,12 +129,18 @@ pub(crate) const EXPIRE_LEASES: &str = "UPDATE executions SET status = 'pending'
 
 /// The claim of due executions, returning every column of each claimed row. Parameters, in
 /// order: $1 owner, $2 lease end, $3 now, then one per busy plugin, then a (rule id, action
-/// index) pair per busy action, then the limit. `lock` is the backend's row-locking clause.
-pub(crate) fn claim(busy: &ClaimExclusions, lock: &str) -> String {
+/// index) pair per busy action, then the limit, then (on a shared store) per shared limit its
+/// plugin or (rule id, action index), and its limit.
+///
+/// On a store several nodes share (`shared`), rows are locked with `FOR UPDATE SKIP LOCKED`
+/// so two nodes never lease the same one, and the [`ClaimExclusions::shared`] limits are
+/// applied: of the due rows of a limited plugin or action, only as many are leased as its limit
+/// leaves after the rows leased now by any node. Counting is exact only when claims of shared
+/// limits do not overlap: the caller serialises them ([`CLAIM_LOCK`]).
+pub(crate) fn claim(busy: &ClaimExclusions, shared: bool) -> String {
     let mut sql = String::from(
-        "UPDATE executions SET status = 'running', lease_owner = $1, lease_until = $2, \
-         attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT x.id FROM executions x \
+        "SELECT x.id, x.plugin, x.rule_id, x.action_index, x.next_attempt_at, x.event_seq \
+         FROM executions x \
          WHERE x.status = 'pending' AND x.next_attempt_at <= $3 \
          AND (x.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM executions p \
          WHERE p.rule_id = x.rule_id AND p.order_key = x.order_key \
@@ -163,12 +169,70 @@ pub(crate) fn claim(busy: &ClaimExclusions, lock: &str) -> String {
             " AND NOT (x.rule_id = ${rule} AND x.action_index = ${action})"
         ));
     }
+    let lock = if shared {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
     sql.push_str(&format!(
-        " ORDER BY x.next_attempt_at, x.event_seq LIMIT ${} {lock}) RETURNING *",
+        " ORDER BY x.next_attempt_at, x.event_seq LIMIT ${}{lock}",
         next()
     ));
+    let candidates = if shared && !busy.shared.is_empty() {
+        within_shared_limits(&sql, &busy.shared, &mut next)
+    } else {
+        sql
+    };
+    format!(
+        "UPDATE executions SET status = 'running', lease_owner = $1, lease_until = $2, \
+         attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT c.id FROM ({candidates}) c) RETURNING *"
+    )
+}
+
+/// The rows of `candidates` (due rows, oldest first) that `limits` let through: each ranked
+/// within its plugin and its action, kept while its rank plus the rows of the same plugin or
+/// action leased now stays within the limit. (Window functions cannot share a query level with
+/// `FOR UPDATE`, hence the nesting.)
+fn within_shared_limits(
+    candidates: &str,
+    limits: &[SharedLimit],
+    next: &mut impl FnMut() -> usize,
+) -> String {
+    let order = "ORDER BY c.next_attempt_at, c.event_seq";
+    let mut sql = format!(
+        "SELECT r.id FROM (SELECT c.id, c.plugin, c.rule_id, c.action_index, \
+         ROW_NUMBER() OVER (PARTITION BY c.plugin {order}) AS plugin_rank, \
+         ROW_NUMBER() OVER (PARTITION BY c.rule_id, c.action_index {order}) AS action_rank \
+         FROM ({candidates}) c) r WHERE TRUE"
+    );
+    for limit in limits {
+        match limit.scope {
+            LimitScope::Plugin(_) => {
+                let (plugin, most) = (next(), next());
+                sql.push_str(&format!(
+                    " AND (r.plugin <> ${plugin} OR r.plugin_rank + (SELECT COUNT(*) \
+                     FROM executions l WHERE l.status = 'running' AND l.plugin = ${plugin}) \
+                     <= ${most})"
+                ));
+            }
+            LimitScope::Action(..) => {
+                let (rule, action, most) = (next(), next(), next());
+                sql.push_str(&format!(
+                    " AND (r.rule_id <> ${rule} OR r.action_index <> ${action} \
+                     OR r.action_rank + (SELECT COUNT(*) FROM executions l \
+                     WHERE l.status = 'running' AND l.rule_id = ${rule} \
+                     AND l.action_index = ${action}) <= ${most})"
+                ));
+            }
+        }
+    }
     sql
 }
+
+/// The key of the transaction-scoped advisory lock that serialises the claims of nodes sharing
+/// a PostgreSQL store while shared limits apply (any 64-bit constant private to hookwise).
+pub(crate) const CLAIM_LOCK: i64 = 0x686f_6f6b_7769_7365; // "hookwise"
 
 /// Tallies the current executions (the latest generation of each action) of the events whose
 /// ids follow, as `IN (...)`, then [`EXECUTION_TALLIES_END`]. `retrying` counts unfinished
@@ -274,15 +338,35 @@ mod tests {
         let busy = ClaimExclusions {
             plugins: vec!["a".into(), "b".into()],
             actions: vec![("r".into(), 0)],
+            shared: vec![
+                SharedLimit {
+                    scope: LimitScope::Plugin("a".into()),
+                    limit: 2,
+                },
+                SharedLimit {
+                    scope: LimitScope::Action("r".into(), 1),
+                    limit: 3,
+                },
+            ],
         };
-        let sql = claim(&busy, "FOR UPDATE SKIP LOCKED");
+        let sql = claim(&busy, true);
         assert!(sql.contains("x.plugin NOT IN ($4, $5)"), "{sql}");
         assert!(
             sql.contains("x.rule_id = $6 AND x.action_index = $7"),
             "{sql}"
         );
         assert!(sql.contains("LIMIT $8 FOR UPDATE SKIP LOCKED)"), "{sql}");
-        let plain = claim(&ClaimExclusions::default(), "");
-        assert!(plain.contains("LIMIT $4 )"), "{plain}");
+        assert!(sql.contains("r.plugin <> $9 OR"), "{sql}");
+        assert!(sql.contains("l.plugin = $9) <= $10)"), "{sql}");
+        assert!(
+            sql.contains("r.rule_id <> $11 OR r.action_index <> $12"),
+            "{sql}"
+        );
+        assert!(sql.contains("l.action_index = $12) <= $13)"), "{sql}");
+        assert!(!sql.contains("$14"), "{sql}");
+        // One node: no row locks, and its own counts stand in for the shared limits.
+        let plain = claim(&busy, false);
+        assert!(plain.contains("LIMIT $8) c)"), "{plain}");
+        assert!(!plain.contains("$9"), "{plain}");
     }
 }

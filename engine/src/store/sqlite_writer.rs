@@ -426,7 +426,8 @@ fn insert_executions(
 /// Claims due executions (see [`super::Store::claim`]).
 fn claim(conn: &Connection, c: &ClaimRequest) -> Result<Vec<super::Execution>, StoreError> {
     execute(conn, sql::EXPIRE_LEASES, &[&c.now.0])?;
-    let text = sql::claim(&c.busy, "");
+    // One node: the dispatcher's own counts keep its limits, so the shared ones are not bound.
+    let text = sql::claim(&c.busy, false);
     let lease_until = c.now.saturating_add(c.lease).0;
     let limit = c.limit.max(0);
     let mut args: Vec<&dyn ToSql> = vec![&c.owner, &lease_until, &c.now.0];

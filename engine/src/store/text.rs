@@ -17,7 +17,9 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::records::{NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt, NextStep};
-use super::{ClaimExclusions, ClaimRequest, EventPlan, FinishRequest, WriteRequest};
+use super::{
+    ClaimExclusions, ClaimRequest, EventPlan, FinishRequest, LimitScope, SharedLimit, WriteRequest,
+};
 
 /// What U+0000 becomes on PostgreSQL.
 pub const NUL_REPLACEMENT: char = '\u{FFFD}';
@@ -230,9 +232,25 @@ outside_text!(ClaimRequest {
     other: [limit, lease, now],
 });
 outside_text!(ClaimExclusions {
-    text: [plugins, actions],
+    text: [plugins, actions, shared],
     other: [],
 });
+
+impl OutsideText for SharedLimit {
+    fn has_nul(&self) -> bool {
+        match &self.scope {
+            LimitScope::Plugin(plugin) => plugin.has_nul(),
+            LimitScope::Action(rule, _) => rule.has_nul(),
+        }
+    }
+
+    fn replace_nul(&mut self) {
+        match &mut self.scope {
+            LimitScope::Plugin(plugin) => plugin.replace_nul(),
+            LimitScope::Action(rule, _) => rule.replace_nul(),
+        }
+    }
+}
 
 impl OutsideText for NextStep {
     fn has_nul(&self) -> bool {
