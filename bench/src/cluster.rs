@@ -169,6 +169,11 @@ async fn run_on(s: &Settings, store_url: &str, sink_url: &str) -> anyhow::Result
                 .await?,
         );
     }
+    // Every node able to run actions before the load: the kill must find work in flight.
+    let client = reqwest::Client::new();
+    for node in &nodes {
+        wait_plugins_compiled(&client, &node.admin()?).await?;
+    }
     eprintln!("{} nodes ready", nodes.len());
 
     let mut load = Load::start(&nodes, s.events, s.clients);
@@ -249,6 +254,28 @@ async fn run_on(s: &Settings, store_url: &str, sink_url: &str) -> anyhow::Result
         load: load_time,
         total,
     })
+}
+
+/// Waits until no plugin of a node is compiling any more (their actions wait meanwhile).
+async fn wait_plugins_compiled(
+    client: &reqwest::Client,
+    admin: &procs::Admin,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let answer = admin.get_json(client, "/api/v1/plugins").await?;
+        let plugins = answer["plugins"]
+            .as_array()
+            .context("no plugin list in /api/v1/plugins")?;
+        if plugins.iter().all(|p| p["status"] != "compiling") {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < IDLE_LIMIT,
+            "plugins still compiling: {plugins:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The executions process `pid` holds leases on: running, under a lease owner that names the
