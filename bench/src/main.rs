@@ -13,10 +13,14 @@
 //! `all`: the headline figures in one command (bench/run.sh): a bare axum server, hookwise's ingest, reject
 //! and drain paths under wrk, the plugin call and rule matching, with ratios to the bare server.
 //!
+//! `cluster`: three nodes on one PostgreSQL under load, one killed with SIGKILL: events lost,
+//! effects doubled, and how long the killed node's leased work took to be taken over.
+//!
 //! `store`: event inserts per second through the group-commit path versus one transaction per
 //! insert, on a SQLite file and on PostgreSQL, with 2 KiB payloads from many concurrent tasks.
 
 mod all;
+mod cluster;
 mod dashboard;
 mod drain;
 mod flood;
@@ -169,6 +173,42 @@ enum Command {
         #[arg(long, default_value = "hookwise-bench dashboard")]
         command: String,
         /// Replace the dashboard section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Several release `hookwise serve` nodes on one PostgreSQL store under load from many
+    /// clients, one killed with SIGKILL part way through and not restarted: events acknowledged,
+    /// lost and doubled, the time until the killed node's leased work was finished by the
+    /// others, and the ack rate. Needs a release `hookwise` next to this binary.
+    Cluster {
+        /// Events to send.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Concurrent clients, spread over the live nodes.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// hookwise nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Acknowledged events before one node is killed (default: a third of --events).
+        #[arg(long)]
+        kill_after: Option<usize>,
+        /// dispatch.lease of every node, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        lease_ms: u64,
+        /// dispatch.workers of every node.
+        #[arg(long, default_value_t = 16)]
+        workers: u32,
+        /// PostgreSQL server to create the scratch store and sink databases on.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres: String,
+        /// The hookwise binary. Default: `hookwise` next to this binary.
+        #[arg(long)]
+        hookwise: Option<PathBuf>,
+        /// The command to name in the report.
+        #[arg(long, default_value = "hookwise-bench cluster")]
+        command: String,
+        /// Replace the cluster section of this file (e.g. BENCHMARKS.md).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -779,6 +819,39 @@ async fn main() -> anyhow::Result<()> {
             if let Some(file) = write {
                 replace_section(&file, "dashboard", &out)?;
             }
+        }
+        Command::Cluster {
+            events,
+            clients,
+            nodes,
+            kill_after,
+            lease_ms,
+            workers,
+            postgres,
+            hookwise,
+            command,
+            write,
+        } => {
+            let settings = cluster::Settings {
+                hookwise: hookwise_binary(hookwise)?,
+                events,
+                clients,
+                nodes,
+                kill_after: kill_after.unwrap_or(events / 3),
+                lease: std::time::Duration::from_millis(lease_ms),
+                workers,
+                postgres,
+            };
+            let result = cluster::run(&settings).await?;
+            let out = cluster::report(&settings, &result, &command);
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "cluster", &out)?;
+            }
+            anyhow::ensure!(
+                cluster::clean(&result),
+                "events were lost or effects doubled"
+            );
         }
         Command::Bare { listen } => bare(listen).await?,
         Command::Rules {

@@ -253,6 +253,12 @@ impl Server {
         Ok(memory)
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to end.
+    pub fn kill(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
     /// Reads hookwise's /metrics (admin listener).
     pub async fn metrics(&self, client: &reqwest::Client) -> anyhow::Result<Metrics> {
         self.admin()?.metrics(client).await

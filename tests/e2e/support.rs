@@ -910,6 +910,41 @@ impl Server {
         (stopped.store().await, stopped)
     }
 
+    /// The child's process id (None in process, or once it has ended).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.process {
+            Process::Child { child, .. } => child.id(),
+            Process::InProcess { .. } => None,
+        }
+    }
+
+    /// Waits until no plugin is compiling any more (a first start compiles them in the
+    /// background, and their actions wait meanwhile), asking the admin API with the token
+    /// the server generated.
+    pub async fn wait_plugins_compiled(&self) {
+        let token = std::fs::read_to_string(self.dir.join(hookwise::admin::token::TOKEN_FILE))
+            .expect("generated token file");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            let answer: Value = client
+                .get(format!("{}/api/v1/plugins", self.admin))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .expect("the admin API answers")
+                .json()
+                .await
+                .expect("a JSON answer");
+            let plugins = answer["plugins"].as_array().expect("a plugin list");
+            if plugins.iter().all(|p| p["status"] != "compiling") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still compiling: {plugins:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the child with SIGKILL; returns how it ended.
     pub async fn kill(self) -> std::process::ExitStatus {
         let Process::Child { mut child, .. } = self.process else {
