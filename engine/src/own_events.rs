@@ -464,10 +464,10 @@ mod tests {
         let (emitter, mut rx) = emitter(settings, 16);
         let t0 = 600_000; // a window start
         for (i, reason) in ["bad_signature", "bad_signature", "too_large"]
-            .iter()
+            .into_iter()
             .enumerate()
         {
-            emitter.refused("gh", *reason, Millis(t0 + i as i64));
+            emitter.refused("gh", reason, Millis(t0 + i as i64));
         }
         assert!(rx.try_recv().is_err(), "3 is not beyond the threshold");
         emitter.refused("gh", "bad_signature", Millis(t0 + 10));
