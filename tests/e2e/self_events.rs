@@ -172,6 +172,17 @@ async fn a_dead_letter_is_routed_and_its_alert_feeds_nothing(backend: Backend) {
         format!("execution.dead_lettered:{}", dead.id)
     );
 
+    // Emitted again (after a crash, or by another node): a duplicate, nothing new stored.
+    let again = hookwise::own_events::OwnEvent {
+        kind: hookwise::own_events::Kind::DeadLettered,
+        delivery_id: own[0].event.delivery_id.clone(),
+        payload: p.clone(),
+        at: hookwise::model::Millis::now(),
+    };
+    let (new, attempt) = again.into_records();
+    let stored = store.ingest(new, attempt).await.unwrap();
+    assert_eq!((stored.event_id, stored.duplicate), (own[0].event.id, true));
+
     // The rule on source `hookwise` routed it.
     let posted = wait_seen(&receiver, "/alerts").await;
     assert_eq!(posted[0]["execution"], dead.id.to_string());
