@@ -3,6 +3,7 @@
 //! rules and runs the actions they name in sandboxed WebAssembly plugins.
 
 pub mod admin;
+pub mod announcer;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
@@ -13,6 +14,7 @@ pub mod health;
 pub mod ingress;
 pub mod metrics;
 pub mod model;
+pub mod own_events;
 pub mod plugin_host;
 pub mod process;
 pub mod retention;

@@ -149,6 +149,7 @@ pub struct Metrics {
     backlog_wait_nanos: AtomicU64,
     connections_refused: AtomicU64,
     overloaded: AtomicU64,
+    own_events_dropped: AtomicU64,
     ack_latency: Histogram,
     ack_to_done: Histogram,
     plugin_calls: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
@@ -165,6 +166,7 @@ impl Default for Metrics {
             backlog_wait_nanos: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
+            own_events_dropped: AtomicU64::new(0),
             ack_latency: Histogram::new(ACK_BUCKETS),
             ack_to_done: Histogram::new(DONE_BUCKETS),
             plugin_calls: Mutex::default(),
@@ -252,6 +254,21 @@ impl Metrics {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One of hookwise's own events was stored (not a duplicate).
+    pub fn own_event_stored(&self) {
+        bump(&self.events, crate::model::OWN_SOURCE.to_string());
+    }
+
+    /// One of hookwise's own events was dropped: too many were waiting to be stored.
+    pub fn own_event_dropped(&self) {
+        self.own_events_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// hookwise's own events dropped so far.
+    pub fn own_events_dropped(&self) -> u64 {
+        self.own_events_dropped.load(Ordering::Relaxed)
+    }
+
     /// An action of a first-run event succeeded `since_received` after the event arrived.
     pub fn done(&self, since_received: Duration) {
         self.ack_to_done.observe(since_received);
@@ -334,6 +351,12 @@ impl Metrics {
             "hookwise_requests_overloaded_total",
             "Ingress requests answered 503 overloaded because listener.max_in_flight were being handled.",
             self.overloaded.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hookwise_own_events_dropped_total",
+            "hookwise's own events (source hookwise) dropped because too many were waiting to be stored.",
+            self.own_events_dropped(),
         );
         family(
             &mut out,

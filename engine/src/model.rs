@@ -64,6 +64,10 @@ id_type!(
     "att"
 );
 
+/// The source of hookwise's own events (a dead letter, a refused rule reload, ...): reserved, so
+/// no configured source may take it and nothing from outside can post to it.
+pub const OWN_SOURCE: &str = "hookwise";
+
 /// Milliseconds since the Unix epoch; the one time representation in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -193,6 +193,9 @@ struct Running {
     pruner: JoinHandle<()>,
     summaries: JoinHandle<()>,
     reloader: JoinHandle<()>,
+    /// Stores hookwise's own events; stopped after the dispatcher, which reports to it.
+    announcer: JoinHandle<()>,
+    stop_announcer: watch::Sender<bool>,
 }
 
 impl Running {
@@ -213,6 +216,7 @@ impl Running {
             wake: app.wake.clone(),
             metrics: app.metrics.clone(),
             scrubber: app.scrubber.clone(),
+            own_events: app.own_events.clone(),
         });
         log_listening(&listeners, &tls, app.store.kind());
         let (stop, stop_rx) = watch::channel(false);
@@ -235,7 +239,10 @@ impl Running {
             metrics: app.metrics.clone(),
         };
         let retention = app.config.retention;
+        let (stop_announcer, announcer_stop) = watch::channel(false);
         Running {
+            announcer: tokio::spawn(crate::announcer::run(app.clone(), announcer_stop)),
+            stop_announcer,
             ingress: tokio::spawn(serve(listeners.ingress, ingress, stop_rx.clone())),
             admin: tokio::spawn(serve(listeners.admin, admin, stop_rx.clone())),
             pruner: tokio::spawn(crate::retention::run(
@@ -265,6 +272,8 @@ impl Running {
         let _ = self.reloader.await;
         let _ = self.pruner.await;
         self.dispatcher.shutdown().await;
+        let _ = self.stop_announcer.send(true);
+        let _ = self.announcer.await;
         self.app.store.close().await;
         tracing::info!("stopped; every acknowledged event is committed");
     }

@@ -2,12 +2,15 @@
 //! wake-ups, the metrics and the scrubber. The lowest layer of the server: the listeners'
 //! modules (`ingress`, `admin`, `health`) import it, and it imports none of them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::dispatch::{Intake, Wake};
 use crate::metrics::Metrics;
+use crate::own_events::{Emitter, OwnEvent};
 use crate::rules::LiveRules;
 use crate::scrub::Scrubber;
 use crate::store::Store;
@@ -30,6 +33,10 @@ pub struct AppParts {
     pub rules: Option<LiveRules>,
     /// Replaces secret values in what is recorded, logged and answered.
     pub scrubber: Arc<Scrubber>,
+    /// Where conditions worth one of hookwise's own events are reported.
+    pub own_events: Emitter,
+    /// The queue of those events, until the task that stores them takes it.
+    own_queue: Mutex<Option<mpsc::Receiver<OwnEvent>>>,
     shutting_down: AtomicBool,
 }
 
@@ -49,15 +56,29 @@ impl AppState {
         scrubber: Arc<Scrubber>,
     ) -> AppState {
         let wake = Wake::new(&config.dispatch);
+        let metrics = Arc::new(Metrics::default());
+        let (own_events, own_queue) =
+            Emitter::new(config.own_events, crate::own_events::QUEUE, metrics.clone());
         AppState(Arc::new(AppParts {
             rules,
             scrubber,
             config,
             store,
             wake,
-            metrics: Arc::default(),
+            metrics,
+            own_events,
+            own_queue: Mutex::new(Some(own_queue)),
             shutting_down: AtomicBool::new(false),
         }))
+    }
+
+    /// The queue of hookwise's own events, for the one task that stores them (None once
+    /// taken).
+    pub fn take_own_queue(&self) -> Option<mpsc::Receiver<OwnEvent>> {
+        self.own_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Where arriving events are stored, matched and planned.

@@ -513,14 +513,15 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
         events.push(e);
     }
 
-    // Paging: two pages of events, newest first, no overlap.
-    let (_, first) = a.get("/api/v1/events?limit=2").await;
+    // Paging: two pages of events, newest first, no overlap. (Of source `gh`: each dead letter
+    // also became one of hookwise's own events, on source `hookwise`.)
+    let (_, first) = a.get("/api/v1/events?source=gh&limit=2").await;
     let cursor = first["next_cursor"]
         .as_str()
         .expect("a next page")
         .to_string();
     let (_, second) = a
-        .get(&format!("/api/v1/events?limit=2&cursor={cursor}"))
+        .get(&format!("/api/v1/events?source=gh&limit=2&cursor={cursor}"))
         .await;
     let ids: Vec<&str> = first["items"]
         .as_array()
@@ -547,14 +548,14 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     let (_, dead_story) = a.get(&format!("/api/v1/events/{}", events[0])).await;
     assert_eq!(dead_story["outcome"], "dead");
     assert_eq!(dead_story["event"]["status"], "planned");
-    let (code, text) = server.cli(&["events"]);
+    let (code, text) = server.cli(&["events", "--source", "gh"]);
     assert_eq!(code, 0);
     let last_words: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split_whitespace().last())
         .collect();
     assert_eq!(last_words, ["succeeded", "dead", "dead"], "{text}");
-    let (_, dead_only) = a.get("/api/v1/events?outcome=dead").await;
+    let (_, dead_only) = a.get("/api/v1/events?source=gh&outcome=dead").await;
     let dead_ids: Vec<&str> = dead_only["items"]
         .as_array()
         .unwrap()
@@ -562,7 +563,7 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(dead_ids, [events[1].to_string(), events[0].to_string()]);
-    let (code, text) = server.cli(&["events", "--outcome", "dead", "--json"]);
+    let (code, text) = server.cli(&["events", "--source", "gh", "--outcome", "dead", "--json"]);
     assert_eq!(code, 0);
     let listed: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(listed, dead_only["items"]);
@@ -573,9 +574,15 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
+            // Delivery attempts of `gh`: hookwise's own events have theirs too.
+            let only = if list == "delivery-attempts" {
+                "source=gh&"
+            } else {
+                ""
+            };
             let path = match &cursor {
-                Some(c) => format!("/api/v1/{list}?limit=2&cursor={c}"),
-                None => format!("/api/v1/{list}?limit=2"),
+                Some(c) => format!("/api/v1/{list}?{only}limit=2&cursor={c}"),
+                None => format!("/api/v1/{list}?{only}limit=2"),
             };
             let (status, page) = a.get(&path).await;
             assert_eq!(status, 200, "{page}");
@@ -634,7 +641,7 @@ async fn dead_letters_replays_rules_and_plugins_through_the_api() {
     let (_, empty) = a.get("/api/v1/dead-letters").await;
     assert_eq!(empty["items"], json!([]));
     // The replays succeeded: the latest generation counts.
-    let (_, now) = a.get("/api/v1/events?limit=3").await;
+    let (_, now) = a.get("/api/v1/events?source=gh&limit=3").await;
     let outcomes: Vec<&Value> = now["items"]
         .as_array()
         .unwrap()

@@ -29,6 +29,7 @@ mod reload;
 mod remote_ops;
 mod rules;
 mod secrets;
+mod self_events;
 mod serve;
 mod store;
 mod support;

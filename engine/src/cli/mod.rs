@@ -352,7 +352,11 @@ fn dry_run(
     let view = EventView {
         id: "dry-run",
         source,
-        provider: given.provider.id(),
+        provider: match source {
+            // hookwise's own events have no provider: their source stands in, as when served.
+            crate::model::OWN_SOURCE => crate::model::OWN_SOURCE,
+            _ => given.provider.id(),
+        },
         event_type: &given.event_type,
         received_at: &received_at,
         headers: &given.headers,
@@ -401,6 +405,8 @@ fn given_event(
 ) -> Result<GivenEvent, String> {
     let (provider, extra) = match config.source(source) {
         Some(s) => (s.provider, None),
+        // hookwise's own events: rules may always name their source; nothing signs them.
+        None if source == crate::model::OWN_SOURCE => (Provider::None, None),
         None => match Provider::from_id(source) {
             Some(p) => (p, Some((source.to_string(), p.id().to_string()))),
             None => {

@@ -16,9 +16,11 @@ use super::{
     AdminSettings, BACKLOG_PER_WORKER, BUILTIN_PLUGINS, CaCerts, Cidr, Config,
     DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_PLUGIN_MEMORY,
     DEFAULT_PLUGIN_TIMEOUT, DEFAULT_RULES, DEFAULT_STORE, DispatchSettings, EnvLookup,
-    IngressSettings, ListenerSettings, MIN_ADMIN_TOKEN_LEN, Plugin, RetentionSettings, Secret,
-    Source, TlsFiles, TlsMode, default_plugins, http_grant, scrubbing, secrets,
+    IngressSettings, ListenerSettings, MIN_ADMIN_TOKEN_LEN, OwnEventSettings, Plugin,
+    RetentionSettings, Secret, Source, TlsFiles, TlsMode, default_plugins, http_grant, scrubbing,
+    secrets,
 };
+use crate::model::OWN_SOURCE;
 use crate::schema::{self, EventSchemas, SourceSchemas};
 use crate::scrub::MIN_SECRET_LEN;
 use crate::verify::Provider;
@@ -32,6 +34,10 @@ const MIN_RETENTION: Duration = Duration::from_secs(60);
 const MAX_WORKERS: u32 = 1024;
 /// Shortest lease: renewals happen at a third of it.
 const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Shortest `own_events.refusals_spike.window`: shorter counts bursts, not spikes.
+const MIN_REFUSALS_WINDOW: Duration = Duration::from_secs(10);
+/// Longest `own_events.refusals_spike.window`: the counts of one window are held in memory.
+const MAX_REFUSALS_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The longest `dispatch.backlog_wait`: well under every provider's delivery time-out.
 const MAX_BACKLOG_WAIT: Duration = Duration::from_secs(2);
 
@@ -285,6 +291,7 @@ impl Checker<'_> {
         let plugins = self.plugins(raw, &connections, &plugin_ca_certs);
         let dispatch = self.dispatch(raw);
         let retention = self.retention(raw);
+        let own_events = self.own_events(raw);
 
         Config {
             file: Some(path.to_path_buf()),
@@ -303,6 +310,7 @@ impl Checker<'_> {
             retention,
             ingress,
             listener,
+            own_events,
         }
     }
 
@@ -560,6 +568,33 @@ impl Checker<'_> {
         out
     }
 
+    fn own_events(&mut self, raw: &ConfigFile) -> OwnEventSettings {
+        let mut out = OwnEventSettings::default();
+        let Some(o) = &raw.own_events else {
+            return out;
+        };
+        if let Some(n) = o.failing_after {
+            out.failing_after = n;
+        }
+        let Some(spike) = &o.refusals_spike else {
+            return out;
+        };
+        if let Some(n) = spike.threshold {
+            out.refusals_threshold = n;
+        }
+        if let Some(window) = &spike.window {
+            if window.0 < MIN_REFUSALS_WINDOW || window.0 > MAX_REFUSALS_WINDOW {
+                self.problem(
+                    "/own_events/refusals_spike/window",
+                    "the window must be between 10s and 1d",
+                );
+            } else {
+                out.refusals_window = window.0;
+            }
+        }
+        out
+    }
+
     fn dispatch(&mut self, raw: &ConfigFile) -> DispatchSettings {
         let mut out = DispatchSettings::default();
         let Some(d) = &raw.dispatch else {
@@ -616,7 +651,15 @@ impl Checker<'_> {
                     ),
                 );
             }
-            if !seen.insert(s.id.clone()) {
+            if s.id == OWN_SOURCE {
+                self.problem(
+                    &at("id"),
+                    format!(
+                        "source id `{OWN_SOURCE}` is reserved for hookwise's own events \
+                         (rules name it without configuring it); choose another id"
+                    ),
+                );
+            } else if !seen.insert(s.id.clone()) {
                 self.problem(&at("id"), format!("source id `{}` is used twice", s.id));
             }
             // The schema admits only known ids; `None` stands in if that ever changes.

@@ -61,6 +61,10 @@ pub struct ConfigFile {
     /// How long history is kept. Older events (with their executions, attempts and dead
     /// letters) and delivery attempts are pruned in the background. Default 30 days each.
     pub retention: Option<RetentionFile>,
+    /// hookwise's own events (source `hookwise`): when an execution keeps failing or becomes a
+    /// dead letter, a rules reload is refused, a source's refused requests spike, or the store
+    /// comes back after being unavailable. Rules route them like any event.
+    pub own_events: Option<OwnEventsFile>,
     /// Databases that plugins may be granted (`allow.db`): `sqlite://`, `postgres://` or
     /// `mysql://` URLs. May use `${env:NAME}` / `${file:PATH}`. A password in a URL is a
     /// secret: at least 8 bytes, never shown.
@@ -136,6 +140,30 @@ pub struct DispatchFile {
     /// The longest an arriving event waits for the backlog to shrink; it is then stored
     /// anyway. Default `100ms`, at most `2s`.
     pub backlog_wait: Option<HumanDuration>,
+}
+
+/// When hookwise emits its own events (source `hookwise`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnEventsFile {
+    /// Failed attempts in a row after which an execution that is still retrying is announced
+    /// (`execution.failing`, once per execution). Default 3; 0 never.
+    pub failing_after: Option<u32>,
+    /// When a source's refused requests (bad signature, address not allowed, too large, ...)
+    /// are announced (`source.refusals_spike`).
+    pub refusals_spike: Option<RefusalsSpikeFile>,
+}
+
+/// A spike of refused requests: more than `threshold` of one source within one `window`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalsSpikeFile {
+    /// Refused requests of one source within one window beyond which the spike is announced,
+    /// at most once per window and source. Default 100; 0 never.
+    pub threshold: Option<u32>,
+    /// The window: windows start at whole multiples of it since the Unix epoch (so that every
+    /// node counts the same windows). Default `5m`, at least `10s`, at most `1d`.
+    pub window: Option<HumanDuration>,
 }
 
 /// How long stored history is kept.

@@ -145,6 +145,7 @@ pub struct Config {
     pub retention: RetentionSettings,
     pub ingress: IngressSettings,
     pub listener: ListenerSettings,
+    pub own_events: OwnEventSettings,
 }
 
 /// Caps on the ingress listener (see [`file::ListenerFile`]).
@@ -254,6 +255,31 @@ impl Default for RetentionSettings {
     }
 }
 
+/// When hookwise emits its own events (see [`file::OwnEventsFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnEventSettings {
+    /// Failed attempts in a row that make an execution `execution.failing`; 0 never.
+    pub failing_after: u32,
+    /// Refusals of one source in one window beyond which `source.refusals_spike` is emitted;
+    /// 0 never.
+    pub refusals_threshold: u32,
+    pub refusals_window: Duration,
+}
+
+impl Default for OwnEventSettings {
+    fn default() -> Self {
+        OwnEventSettings {
+            // Three failures in a row: past a blip, well before most retry policies give up
+            // (the default policy tries 5 times).
+            failing_after: 3,
+            // A misconfigured secret on a busy source, or someone probing, passes this within
+            // minutes; a sender that now and then sends a stale retry does not.
+            refusals_threshold: 100,
+            refusals_window: Duration::from_secs(300),
+        }
+    }
+}
+
 /// The default `dispatch.backlog_limit`, per worker.
 const BACKLOG_PER_WORKER: u32 = 16;
 
@@ -320,6 +346,7 @@ impl Config {
             retention: RetentionSettings::default(),
             ingress: IngressSettings::default(),
             listener: ListenerSettings::default(),
+            own_events: OwnEventSettings::default(),
         }
     }
 

@@ -911,3 +911,54 @@ fn plugin_ca_cert_problems_are_reported_at_once_at_their_places() {
         assert!(problem.contains(needle), "{problem} lacks {needle}");
     }
 }
+
+#[test]
+fn the_source_id_hookwise_is_reserved() {
+    let text = "sources:\n  - { id: gh, provider: none }\n  - id: hookwise\n    provider: none\n";
+    let got = problems(text);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("3:9 ") && got[0].contains("`hookwise` is reserved"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn own_events_settings_have_defaults_and_bounds() {
+    let c = load("{}").unwrap();
+    assert_eq!(c.own_events, OwnEventSettings::default());
+    assert_eq!(c.own_events.failing_after, 3);
+    let c =
+        load("own_events:\n  failing_after: 0\n  refusals_spike: { threshold: 20, window: 30s }\n")
+            .unwrap();
+    assert_eq!(
+        c.own_events,
+        OwnEventSettings {
+            failing_after: 0,
+            refusals_threshold: 20,
+            refusals_window: Duration::from_secs(30),
+        }
+    );
+    let got = problems("own_events:\n  refusals_spike: { window: 1s }\n");
+    assert!(
+        got.len() == 1 && got[0].starts_with("2:29 ") && got[0].contains("between 10s and 1d"),
+        "{got:#?}"
+    );
+    let got = problems("own_events: { failing: 2 }\n");
+    assert!(got[0].contains("failing"), "{got:#?}");
+}
+
+#[test]
+fn rules_may_name_hookwise_without_a_configured_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookwise.yaml");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        "rules:\n  - id: page\n    source: hookwise\n    events: [execution.dead_lettered, source.*]\n    actions:\n      - plugin: notify\n        with: { slack_webhook: \"https://hooks.slack.example/x\", text: \"{{ payload.reason }}\" }\n",
+    )
+    .unwrap();
+    let config = load_str(&path, "rules: rules.yaml\n", &env).unwrap();
+    let rules = crate::rules::load_for(&config).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(rules.len(), 1);
+    assert!(rules.selects_any("hookwise", "execution.dead_lettered"));
+}

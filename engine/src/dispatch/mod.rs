@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Replaces secret values in the attempts recorded.
     pub(crate) scrubber: Arc<crate::scrub::Scrubber>,
+    /// Where failing and dead executions are announced (hookwise's own events).
+    pub(crate) own_events: crate::own_events::Emitter,
     /// This process's name in leases.
     pub(crate) owner: String,
     /// Running executions per plugin and per (rule, action), for concurrency limits.
@@ -122,6 +124,8 @@ pub struct Setup {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Replaces secret values in the attempts recorded.
     pub scrubber: Arc<crate::scrub::Scrubber>,
+    /// Where failing and dead executions are announced (hookwise's own events).
+    pub own_events: crate::own_events::Emitter,
 }
 
 impl Dispatcher {
@@ -135,6 +139,7 @@ impl Dispatcher {
             wake,
             metrics,
             scrubber,
+            own_events,
         } = setup;
         let owner = format!(
             "{}:{}:{}",
@@ -151,6 +156,7 @@ impl Dispatcher {
             wake,
             metrics,
             scrubber,
+            own_events,
             owner,
             running: Mutex::new(Running::default()),
         });
@@ -200,7 +206,8 @@ impl Dispatcher {
     }
 }
 
-fn hostname() -> String {
+/// This machine's name (for leases and hookwise's own events).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
@@ -362,10 +369,12 @@ impl EventParts {
         };
         EventParts {
             id: e.id.to_string(),
-            provider: config
-                .source(&e.source)
-                .map(|s| s.provider.id().to_string())
-                .unwrap_or_default(),
+            provider: match config.source(&e.source) {
+                Some(s) => s.provider.id().to_string(),
+                // hookwise's own events have no provider: their source stands in.
+                None if e.source == crate::model::OWN_SOURCE => e.source.clone(),
+                None => String::new(),
+            },
             received_at: e.received_at.to_rfc3339(),
             headers,
             payload,

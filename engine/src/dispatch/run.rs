@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::{EventParts, Shared, Slot};
 use crate::model::{AttemptOutcome, Millis};
+use crate::own_events::{self, Origin};
 use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
 use crate::rules::RetryPolicy;
 use crate::scrub::Scrubber;
@@ -32,8 +33,9 @@ struct PreparedCall {
 /// A call, or why there can be no call.
 enum Prepared {
     Call(Box<PreparedCall>),
-    /// Nothing to run: the rule, action or plugin is gone or the input does not render.
-    Fatal(String),
+    /// Nothing to run: the rule, action or plugin is gone or the input does not render. With
+    /// the execution's event, when it could be read.
+    Fatal(String, Option<Origin>),
 }
 
 /// Runs one attempt of `x` in `slot`, which is given back once the plugin call is over (the
@@ -56,9 +58,9 @@ pub(crate) async fn run_execution(
         }
     };
     let call = match prepared {
-        Prepared::Fatal(reason) => {
+        Prepared::Fatal(reason, origin) => {
             drop(slot);
-            finish_fatal(shared, x, started_at, &reason).await;
+            finish_fatal(shared, x, started_at, &reason, origin.as_ref()).await;
             return;
         }
         Prepared::Call(call) => *call,
@@ -72,6 +74,10 @@ pub(crate) async fn run_execution(
         timeout,
         received_at,
     } = call;
+    let origin = Origin {
+        source: event.source.clone(),
+        event_type: event.event_type.clone(),
+    };
     let host = shared.plugins.host();
     let call = async {
         let call = host.call(&plugin, ctx, event, input);
@@ -98,12 +104,18 @@ pub(crate) async fn run_execution(
         next_step(&report.result, x.attempts, &retry, finished_at),
     );
     log_attempt(x, &attempt, &report);
-    finish(shared, x, &attempt, next, Some(received_at)).await;
+    finish(shared, x, &attempt, next, Some(received_at), Some(&origin)).await;
 }
 
 /// Records an attempt that could not call the plugin (the rule, action or plugin is gone, or
 /// the input does not render) and dead-letters the execution.
-async fn finish_fatal(shared: &Shared, x: &Execution, started_at: Millis, reason: &str) {
+async fn finish_fatal(
+    shared: &Shared,
+    x: &Execution,
+    started_at: Millis,
+    reason: &str,
+    origin: Option<&Origin>,
+) {
     let reason = shared.scrubber.scrub(reason).into_owned();
     let attempt = NewExecutionAttempt {
         attempt: x.attempts,
@@ -119,7 +131,7 @@ async fn finish_fatal(shared: &Shared, x: &Execution, started_at: Millis, reason
         memory_peak: None,
     };
     let next = NextStep::Dead(format!("fatal: {reason}"));
-    finish(shared, x, &attempt, next, None).await;
+    finish(shared, x, &attempt, next, None, origin).await;
 }
 
 /// Runs the plugin `call`, renewing `x`'s lease meanwhile. `None` when the attempt stops
@@ -258,6 +270,8 @@ const REDUCED_NOTE: &str = "the full record of this attempt could not be stored,
     error, output, logs, HTTP calls and DB statements were left out (hookwise's log says why)";
 
 /// Records the attempt; `received_at` is the event's arrival, for the ack-to-done latency.
+/// Once recorded, a dead letter or an execution now failing is announced (hookwise's own
+/// events), unless it ran for one of them (`origin`; unknown when the event is gone).
 ///
 /// When the store refuses the record itself (not the lease), the attempt is recorded again
 /// reduced ([`reduced`]): left unrecorded, its lease would run out and the action run again,
@@ -268,6 +282,7 @@ async fn finish(
     attempt: &NewExecutionAttempt,
     next: NextStep,
     received_at: Option<Millis>,
+    origin: Option<&Origin>,
 ) {
     let dead = matches!(next, NextStep::Dead(_));
     let succeeded = next == NextStep::Succeeded;
@@ -275,6 +290,7 @@ async fn finish(
         .store
         .finish(x.id, &shared.owner, attempt, next.clone())
         .await;
+    let mut shrunk = None;
     if let Err(e) = &recorded
         // Not for a lost lease or a closing store (nothing can be recorded), nor a commit
         // that was made but not synced (the record is in).
@@ -284,14 +300,21 @@ async fn finish(
         )
     {
         tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "recording an attempt failed; recording it without what the plugin said");
-        let (attempt, next) = reduced(attempt, &next);
+        shared.own_events.store_failed(e);
+        let (small, small_next) = reduced(attempt, &next);
         recorded = shared
             .store
-            .finish(x.id, &shared.owner, &attempt, next)
+            .finish(x.id, &shared.owner, &small, small_next.clone())
             .await;
+        shrunk = Some((small, small_next));
     }
     match recorded {
         Ok(()) => {
+            if let Some(origin) = origin.filter(|o| !o.is_own()) {
+                // What was recorded: the reduced record, when the full one was refused.
+                let (attempt, next) = shrunk.as_ref().map_or((attempt, &next), |(a, n)| (a, n));
+                announce(shared, x, origin, attempt, next);
+            }
             shared
                 .metrics
                 .attempt_recorded(&x.plugin, attempt.outcome, dead);
@@ -306,9 +329,31 @@ async fn finish(
         }
         // The lease runs out and the execution is claimed again: at least once.
         Err(e) => {
+            shared.own_events.store_failed(&e);
             tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "recording an attempt failed")
         }
     }
+}
+
+/// Emits `execution.dead_lettered` when `next` made `x` a dead letter, and
+/// `execution.failing` when `x` retries after failing as many attempts as make it so.
+fn announce(
+    shared: &Shared,
+    x: &Execution,
+    origin: &Origin,
+    attempt: &NewExecutionAttempt,
+    next: &NextStep,
+) {
+    let at = Millis::now();
+    let error = attempt.error.as_deref();
+    let event = match next {
+        NextStep::Dead(reason) => own_events::dead_lettered(x, origin, reason, error, at),
+        NextStep::RetryAt(when) if shared.own_events.is_failing(x.attempts) => {
+            own_events::failing(x, origin, error, *when, at)
+        }
+        _ => return,
+    };
+    shared.own_events.emit(event);
 }
 
 /// `attempt` and `next` without any text the plugin or the outside world chose (error,
@@ -402,27 +447,39 @@ async fn prepare(
         Some(event) => event,
         None => match shared.store.get_event(x.event_id).await? {
             Some(event) => Arc::new(event),
-            None => return Ok(Prepared::Fatal(format!("event {} is gone", x.event_id))),
+            None => {
+                return Ok(Prepared::Fatal(
+                    format!("event {} is gone", x.event_id),
+                    None,
+                ));
+            }
         },
+    };
+    let origin = Origin {
+        source: event.event.source.clone(),
+        event_type: event.event.event_type.clone(),
     };
     // Claims skip plugins still compiling; one claimed just before its plugin's compile
     // finished or failed waits for it here.
     let plugin = match shared.plugins.ready(&x.plugin).await {
         Ok(p) => p,
-        Err(why) => return Ok(Prepared::Fatal(why)),
+        Err(why) => return Ok(Prepared::Fatal(why, Some(origin))),
     };
     let parts = EventParts::new(&shared.config, &event);
     let rules = shared.rules.current();
     let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
     let planned = match rules.render_action(&x.rule_id, index, &parts.view(&event.event)) {
         Ok(p) => p,
-        Err(why) => return Ok(Prepared::Fatal(why)),
+        Err(why) => return Ok(Prepared::Fatal(why, Some(origin))),
     };
     if planned.plugin != x.plugin {
-        return Ok(Prepared::Fatal(format!(
-            "rule `{}` action {} now uses plugin `{}`, not `{}`",
-            x.rule_id, x.action_index, planned.plugin, x.plugin
-        )));
+        return Ok(Prepared::Fatal(
+            format!(
+                "rule `{}` action {} now uses plugin `{}`, not `{}`",
+                x.rule_id, x.action_index, planned.plugin, x.plugin
+            ),
+            Some(origin),
+        ));
     }
     let ctx = CallContext {
         rule_id: x.rule_id.clone(),

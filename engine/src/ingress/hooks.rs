@@ -96,6 +96,14 @@ impl Outcome {
         }
     }
 
+    /// The refusal's code (`bad_signature`, ...), as hookwise's own events count refusals.
+    fn code(&self) -> &'static str {
+        match &self.body {
+            Reply::Refusal { code, .. } => code,
+            _ => "refused",
+        }
+    }
+
     /// Why, for the record: made only when a record is written, not for every refusal.
     fn reason(&self) -> Option<String> {
         match (&self.reason, &self.body) {
@@ -388,6 +396,10 @@ async fn record_refusal(
         return;
     }
     state.clients.refused(arrival.client.ip, outcome.status);
+    if let Some(source) = source.filter(|_| outcome.verdict == Verdict::Rejected) {
+        let at = arrival.received_at();
+        state.app.own_events.refused(&source.id, outcome.code(), at);
+    }
     // The source id, path and reason may quote what the client sent: scrubbed too.
     let scrub = |text: &str| state.app.scrubber.scrub(text).into_owned();
     let describe = |headers: Value, body: Option<Vec<u8>>| NewDeliveryAttempt {
@@ -772,6 +784,7 @@ async fn store(
             Ok(stored)
         }
         Err(e) => {
+            d.state.app.own_events.store_failed(&e);
             tracing::error!(error = %e, source = %d.source.id, "cannot store an event");
             let mut stop = Stop::refuse(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -245,12 +245,19 @@ fn compile_rule(
             } else {
                 format!("{base}/source")
             };
+            // `hookwise` (always known) is not a configured source.
+            let configured: Vec<&str> = known_sources
+                .iter()
+                .copied()
+                .filter(|s| *s != crate::model::OWN_SOURCE)
+                .collect();
             diags.push(error_at(
                 doc,
                 &at,
                 format!(
-                    "unknown source `{id}` (configured: {})",
-                    list_or_none(&known_sources)
+                    "unknown source `{id}` (configured: {}; or `{}` for hookwise's own events)",
+                    list_or_none(&configured),
+                    crate::model::OWN_SOURCE
                 ),
             ));
         }

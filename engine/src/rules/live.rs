@@ -39,9 +39,21 @@ pub struct ReloadError {
     pub problems: Vec<String>,
 }
 
+/// A refused reload, as hookwise's own `rules.reload_failed` event tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadFailure {
+    pub at: Millis,
+    /// `file:line:column: message`, as `hookwise check` prints them.
+    pub problems: Vec<String>,
+    /// The files the problems are in, each once, in order of first mention.
+    pub files: Vec<String>,
+}
+
 struct Inner {
     rules: RwLock<Arc<RuleSet>>,
     status: Mutex<ReloadStatus>,
+    /// The last refused reload, for whoever announces them (see [`LiveRules::failures`]).
+    failures: tokio::sync::watch::Sender<Option<ReloadFailure>>,
 }
 
 /// The rules in force; swapped whole on reload. Cheap to clone.
@@ -58,7 +70,13 @@ impl LiveRules {
         LiveRules(Arc::new(Inner {
             rules: RwLock::new(Arc::new(rules)),
             status: Mutex::new(status),
+            failures: tokio::sync::watch::Sender::new(None),
         }))
+    }
+
+    /// Refused reloads as they happen: the last one (None before any).
+    pub fn failures(&self) -> tokio::sync::watch::Receiver<Option<ReloadFailure>> {
+        self.0.failures.subscribe()
     }
 
     /// The rule set in force. Holding it keeps it alive across a reload.
@@ -102,18 +120,33 @@ impl LiveRules {
                 tracing::info!(rules = n, "rules reloaded");
                 Ok(n)
             }
-            Err(problems) => {
-                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            Err(diagnostics) => {
+                let problems: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                let mut files: Vec<String> = Vec::new();
+                for d in &diagnostics {
+                    let file = d.file.display().to_string();
+                    if !files.contains(&file) {
+                        files.push(file);
+                    }
+                }
                 tracing::error!(
                     problems = problems.len(),
                     "rule reload failed; the rules in force stay:\n  {}",
                     problems.join("\n  ")
                 );
-                let mut status = self.0.status.lock().unwrap_or_else(|p| p.into_inner());
-                status.last_error = Some(ReloadError {
-                    at: Millis::now(),
+                let at = Millis::now();
+                {
+                    let mut status = self.0.status.lock().unwrap_or_else(|p| p.into_inner());
+                    status.last_error = Some(ReloadError {
+                        at,
+                        problems: problems.clone(),
+                    });
+                }
+                self.0.failures.send_replace(Some(ReloadFailure {
+                    at,
                     problems: problems.clone(),
-                });
+                    files,
+                }));
                 Err(problems)
             }
         }

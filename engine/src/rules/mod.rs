@@ -25,7 +25,7 @@ pub use compile::{
     DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, compile_files, load_paths,
 };
 pub use config::{RuleConfig, RuleFile, rule_file_schema, rule_file_schema_for_editors};
-pub use live::{LiveRules, ReloadError, ReloadStatus};
+pub use live::{LiveRules, ReloadError, ReloadFailure, ReloadStatus};
 pub use trace::{
     ActionTrace, ConditionTrace, IfTrace, LeafTrace, RuleTrace, dry_run_json, render_text,
 };
@@ -66,6 +66,11 @@ impl RuleInputs {
             .map(|s| (s.id.clone(), s.provider.id().to_string()))
             .collect();
         sources.extend(extra);
+        // hookwise's own events: a source no config names, with no provider behind it.
+        sources.push((
+            crate::model::OWN_SOURCE.to_string(),
+            crate::model::OWN_SOURCE.to_string(),
+        ));
         RuleInputs {
             sources,
             plugins: config.plugins.iter().map(|p| p.name.clone()).collect(),

@@ -119,8 +119,13 @@ impl Tally {
         *self.0.entry(key).or_insert(0) += 1;
     }
 
-    /// A delivery attempt recorded with `verdict` (the store's, for an ingest).
+    /// A delivery attempt recorded with `verdict` (the store's, for an ingest). hookwise's own
+    /// events came over no HTTP request: their records are not counted as deliveries (their
+    /// events are). A request posted to `/hooks/hookwise` from outside is refused, and counted.
     pub(crate) fn delivery(&mut self, a: &NewDeliveryAttempt, verdict: Verdict) {
+        if a.source == crate::model::OWN_SOURCE && verdict != Verdict::Rejected {
+            return;
+        }
         self.add(a.received_at, Kind::Delivery, &a.source, verdict.as_str());
         if verdict == Verdict::Rejected {
             let reason = reason_label(a.reason.as_deref());
