@@ -126,13 +126,20 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The config of a benchmarked server: plain HTTP on `ports`, a GitHub source, the SQLite file
+/// `store` in its folder, and `extra`.
 pub(crate) fn hookwise_config(ports: (u16, u16), store: &str, extra: &str) -> String {
+    hookwise_config_for(ports, &format!("sqlite://{store}"), extra)
+}
+
+/// [`hookwise_config`] with the store at `store_url` (SQLite or PostgreSQL).
+pub(crate) fn hookwise_config_for(ports: (u16, u16), store_url: &str, extra: &str) -> String {
     format!(
-        "# hookwise-bench all: plain HTTP on loopback, a GitHub source, a SQLite file.\n\
+        "# hookwise-bench: plain HTTP on loopback, a GitHub source.\n\
          listen: 127.0.0.1:{}\n\
          insecure_http: true\n\
          admin: {{ listen: 127.0.0.1:{}, token: \"${{env:HOOKWISE_BENCH_TOKEN}}\" }}\n\
-         store: sqlite://{store}\n\
+         store: \"{store_url}\"\n\
          sources:\n  - {{ id: github, provider: github, secrets: [\"${{env:GH_SECRET}}\"] }}\n\
          {extra}",
         ports.0, ports.1
@@ -147,6 +154,19 @@ async fn load(
     s: &Settings,
     seconds: u64,
 ) -> anyhow::Result<wrk::Run> {
+    load_with(load, good, server, s.connections, s.threads, seconds).await
+}
+
+/// wrk with `connections` and `threads` against `server` for `seconds`, off the async threads;
+/// the good (or badly signed) requests of `load`. Counts the server's CPU per request.
+pub(crate) async fn load_with(
+    load: &Load,
+    good: bool,
+    server: &Server,
+    connections: usize,
+    threads: usize,
+    seconds: u64,
+) -> anyhow::Result<wrk::Run> {
     let requests = if good { &load.good } else { &load.bad };
     let (requests, url) = (requests.clone(), format!("{}/hooks/github", server.base));
     let expect = if good {
@@ -154,7 +174,6 @@ async fn load(
     } else {
         Expect::Rejected
     };
-    let (connections, threads) = (s.connections, s.threads);
     let script = load.script.clone();
     let cpu_before = server.cpu()?;
     let mut run = tokio::task::spawn_blocking(move || {

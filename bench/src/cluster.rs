@@ -74,13 +74,13 @@ impl Cluster {
 }
 
 /// A scratch PostgreSQL database, dropped by [`Scratch::drop`].
-struct Scratch {
+pub(crate) struct Scratch {
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Scratch {
-    async fn create(admin: &str, what: &str) -> anyhow::Result<Scratch> {
+    pub(crate) async fn create(admin: &str, what: &str) -> anyhow::Result<Scratch> {
         let name = format!(
             "hookwise_bench_cluster_{what}_{}",
             uuid::Uuid::now_v7().simple()
@@ -99,7 +99,7 @@ impl Scratch {
         })
     }
 
-    async fn drop(self, admin: &str) -> anyhow::Result<()> {
+    pub(crate) async fn drop(self, admin: &str) -> anyhow::Result<()> {
         let mut conn = sqlx::PgConnection::connect(admin).await?;
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -257,7 +257,7 @@ async fn run_on(s: &Settings, store_url: &str, sink_url: &str) -> anyhow::Result
 }
 
 /// Waits until no plugin of a node is compiling any more (their actions wait meanwhile).
-async fn wait_plugins_compiled(
+pub(crate) async fn wait_plugins_compiled(
     client: &reqwest::Client,
     admin: &procs::Admin,
 ) -> anyhow::Result<()> {

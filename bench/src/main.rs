@@ -27,6 +27,7 @@ mod flood;
 mod plugins;
 mod procs;
 mod soak;
+mod stores;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -209,6 +210,44 @@ enum Command {
         #[arg(long, default_value = "hookwise-bench cluster")]
         command: String,
         /// Replace the cluster section of this file (e.g. BENCHMARKS.md).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Durable ingest on SQLite and on PostgreSQL in one run (same wrk load, alternating
+    /// rounds, release `hookwise serve`), then three nodes on one PostgreSQL at a fixed rate:
+    /// how long after arrival each action starts. Needs wrk and a release `hookwise`.
+    Stores {
+        /// Rounds of SQLite then PostgreSQL ingest (the median of each is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of unmeasured load on each freshly started server.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// wrk threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Events per second offered to the three nodes of the latency run.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 30)]
+        latency_seconds: u64,
+        /// PostgreSQL server to create the scratch databases on.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres: String,
+        /// The hookwise binary. Default: `hookwise` next to this binary.
+        #[arg(long)]
+        hookwise: Option<PathBuf>,
+        /// The command to name in the report.
+        #[arg(long, default_value = "hookwise-bench stores")]
+        command: String,
+        /// Replace the stores section of this file (e.g. BENCHMARKS.md).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -852,6 +891,37 @@ async fn main() -> anyhow::Result<()> {
                 cluster::clean(&result),
                 "events were lost or effects doubled"
             );
+        }
+        Command::Stores {
+            rounds,
+            seconds,
+            warmup,
+            connections,
+            threads,
+            rate,
+            latency_seconds,
+            postgres,
+            hookwise,
+            command,
+            write,
+        } => {
+            let settings = stores::Settings {
+                hookwise: hookwise_binary(hookwise)?,
+                rounds,
+                seconds,
+                warmup,
+                connections,
+                threads,
+                rate,
+                latency_seconds,
+                postgres,
+            };
+            let result = stores::run(&settings).await?;
+            let out = stores::report(&settings, &result, &command);
+            print!("{out}");
+            if let Some(file) = write {
+                replace_section(&file, "stores", &out)?;
+            }
         }
         Command::Bare { listen } => bare(listen).await?,
         Command::Rules {
