@@ -376,6 +376,18 @@ async fn order_key_runs_one_at_a_time_in_arrival_order() {
     server.stop().await;
 }
 
+/// The config lines of a plugin's concurrency limit and of an action's (empty for none).
+fn limits(plugin: Option<u32>, action: Option<u32>) -> (String, String) {
+    (
+        plugin
+            .map(|n| format!("    limits: {{ concurrency: {n} }}\n"))
+            .unwrap_or_default(),
+        action
+            .map(|n| format!("        concurrency: {n}\n"))
+            .unwrap_or_default(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency_limits_bound_running_actions() {
     // The last case is the control: without limits, more than 3 run at once.
@@ -384,12 +396,7 @@ async fn concurrency_limits_bound_running_actions() {
     {
         let receiver = Receiver::start().await;
         receiver.set_delay(Duration::from_millis(150));
-        let plugin_extra = plugin_limit
-            .map(|n| format!("    limits: {{ concurrency: {n} }}\n"))
-            .unwrap_or_default();
-        let rule_extra = rule_limit
-            .map(|n| format!("        concurrency: {n}\n"))
-            .unwrap_or_default();
+        let (plugin_extra, rule_extra) = limits(plugin_limit, rule_limit);
         let server = start(
             &config_text(&receiver, &plugin_extra),
             &forward_rule(&receiver, &rule_extra),
@@ -500,12 +507,7 @@ async fn three_nodes_on_one_postgres_store_hold_concurrency_limits_together() {
             .expect("PostgreSQL on 127.0.0.1:5432");
         let receiver = Receiver::start().await;
         receiver.set_delay(Duration::from_millis(150));
-        let plugin_extra = plugin_limit
-            .map(|n| format!("    limits: {{ concurrency: {n} }}\n"))
-            .unwrap_or_default();
-        let rule_extra = rule_limit
-            .map(|n| format!("        concurrency: {n}\n"))
-            .unwrap_or_default();
+        let (plugin_extra, rule_extra) = limits(plugin_limit, rule_limit);
         let nodes = three_nodes(
             &config_with_store(&receiver, &plugin_extra, &pg.url),
             &forward_rule(&receiver, &rule_extra),
