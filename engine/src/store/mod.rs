@@ -103,6 +103,18 @@ pub enum WriteRequest {
     Plan(Vec<EventPlan>),
 }
 
+/// Whether an accepted request's delivery attempt goes into its event's row instead of a
+/// `delivery_attempts` row of its own (docs/store.md): it must hold nothing the event's row has
+/// no column for (headers are the event's, the body its payload).
+pub(crate) fn folds_into_event(event: &NewEvent, attempt: &NewDeliveryAttempt) -> bool {
+    attempt.verdict == crate::model::Verdict::Accepted
+        && attempt.headers.as_object().is_some_and(|h| h.is_empty())
+        && attempt.body.is_none()
+        && attempt.reason.is_none()
+        && attempt.source == event.source
+        && attempt.received_at == event.received_at
+}
+
 /// The parts of [`Store::claim`].
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {

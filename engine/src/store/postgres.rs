@@ -30,7 +30,8 @@ super::queries::store_queries!(
     PgStore,
     sqlx::Postgres,
     notify = "SELECT pg_notify('hookwise_work', '')",
-    attempts_in_events = false,
+    attempts_in_events = true,
+    accepted_columns = super::sql::ACCEPTED_ATTEMPT_COLUMNS_PG,
     text = super::text::NulReplaced,
     activity_shard = super::activity::node_shard()
 );
@@ -88,7 +89,11 @@ impl PgStore {
         let ingests: Vec<_> = batch
             .iter()
             .filter_map(|r| match r {
-                WriteRequest::Ingest { event, plan, .. } => Some((event, plan.as_deref())),
+                WriteRequest::Ingest {
+                    event,
+                    plan,
+                    attempt,
+                } => Some((event, plan.as_deref(), Some(attempt))),
                 WriteRequest::Attempt(_)
                 | WriteRequest::Finish(_)
                 | WriteRequest::Claim(_)
@@ -99,7 +104,7 @@ impl PgStore {
         let mut inserted: HashMap<Uuid, i64> = HashMap::new();
         for chunk in crate::store::statement_chunks(&ingests) {
             let mut q = QueryBuilder::<Postgres>::new(sql::INSERT_EVENTS);
-            q.push_values(chunk, |mut row, (e, plan)| {
+            q.push_values(chunk, |mut row, (e, plan, attempt)| {
                 let status = match plan {
                     Some(_) => EventStatus::Planned,
                     None => e.status,
@@ -114,6 +119,14 @@ impl PgStore {
                     .push_bind(status.as_str())
                     .push_bind(plan.map(|p| Json(&p.match_trace)))
                     .push_bind(plan.map(|_| now.0));
+                // An accepted attempt the row can hold goes into it.
+                let folded = attempt.filter(|a| crate::store::folds_into_event(e, a));
+                row.push_bind(folded.map(|a| a.id.0))
+                    .push_bind(folded.and_then(|a| a.remote_addr.as_deref()))
+                    .push_bind(folded.map(|a| a.method.as_str()))
+                    .push_bind(folded.map(|a| a.path.as_str()))
+                    .push_bind(folded.map(|a| a.body_size))
+                    .push_bind(folded.map(|a| i32::from(a.status)));
             });
             q.push(sql::EVENTS_CONFLICT).push(" RETURNING id, seq");
             for row in q.build().fetch_all(&mut *tx).await? {
@@ -121,7 +134,7 @@ impl PgStore {
             }
         }
         let mut tally = Tally::default();
-        for (e, plan) in &ingests {
+        for (e, plan, _) in &ingests {
             if let (Some(plan), Some(seq)) = (plan, inserted.get(&e.id.0)) {
                 insert_executions(&mut tx, e.id, *seq, &plan.executions, now, &mut tally).await?;
             }
@@ -129,7 +142,7 @@ impl PgStore {
 
         // Duplicates: find the id of the event stored first.
         let mut existing: HashMap<(&str, &str), Uuid> = HashMap::new();
-        for (e, _) in &ingests {
+        for (e, _, _) in &ingests {
             if inserted.contains_key(&e.id.0) {
                 existing
                     .entry((e.source.as_str(), e.delivery_id.as_str()))
@@ -163,7 +176,10 @@ impl PgStore {
                         attempt.verdict
                     };
                     tally.delivery(attempt, verdict);
-                    attempts.push((attempt, verdict, Some(event_id)));
+                    // Unless the event's row holds it.
+                    if duplicate || !crate::store::folds_into_event(event, attempt) {
+                        attempts.push((attempt, verdict, Some(event_id)));
+                    }
                     outcomes.push(WriteOutcome::Ingested(IngestOutcome {
                         event_id: EventId(event_id),
                         duplicate,

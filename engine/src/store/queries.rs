@@ -24,6 +24,7 @@ macro_rules! store_queries {
         $Db:ty,
         notify = $notify:literal,
         attempts_in_events = $folded:literal,
+        accepted_columns = $accepted_columns:expr,
         text = $Text:ty,
         activity_shard = $shard:expr
     ) => {
@@ -393,8 +394,8 @@ macro_rules! store_queries {
                 attempt_times(&mut q, f, "id");
                 q.push(" ORDER BY received_at DESC, id DESC LIMIT ").push_bind(limit);
                 if $folded {
-                    q.push(") UNION ALL SELECT * FROM (SELECT ")
-                        .push(crate::store::sql::ACCEPTED_ATTEMPT_COLUMNS)
+                    q.push(") AS kept_apart UNION ALL SELECT * FROM (SELECT ")
+                        .push($accepted_columns)
                         .push(" FROM events WHERE attempt_id IS NOT NULL");
                     if let Some(source) = &f.source {
                         q.push(" AND source = ").push_bind(<$Text>::text(source));
@@ -408,7 +409,7 @@ macro_rules! store_queries {
                     attempt_times(&mut q, f, "attempt_id");
                     q.push(" ORDER BY received_at DESC, attempt_id DESC LIMIT ")
                         .push_bind(limit)
-                        .push(") ORDER BY received_at DESC, id DESC LIMIT ")
+                        .push(") AS kept_in_events ORDER BY received_at DESC, id DESC LIMIT ")
                         .push_bind(limit);
                 }
                 let rows: Vec<DeliveryAttemptRow> = q.build_query_as().fetch_all(&self.pool).await?;
@@ -659,7 +660,7 @@ macro_rules! store_queries {
                     .push_bind(event.0);
                 if $folded {
                     q.push(" UNION ALL SELECT ")
-                        .push(crate::store::sql::ACCEPTED_ATTEMPT_COLUMNS)
+                        .push($accepted_columns)
                         .push(" FROM events WHERE attempt_id IS NOT NULL AND id = ")
                         .push_bind(event.0);
                 }

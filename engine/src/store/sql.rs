@@ -33,8 +33,14 @@ macro_rules! attempt_columns {
     };
 }
 
-/// The head of a multi-row event insert; rows follow, then [`EVENTS_CONFLICT`].
-pub(crate) const INSERT_EVENTS: &str = concat!("INSERT INTO events (", event_columns!(), ") ");
+/// The head of a multi-row event insert, each row with its accepted delivery attempt's columns
+/// (NULL when the attempt has a row of its own: PostgreSQL's writer); rows follow, then
+/// [`EVENTS_CONFLICT`].
+pub(crate) const INSERT_EVENTS: &str = concat!(
+    "INSERT INTO events (",
+    event_columns!(),
+    ", attempt_id, remote_addr, method, path, body_size, answered) "
+);
 /// A delivery id seen before stores nothing: the first event stays the event.
 pub(crate) const EVENTS_CONFLICT: &str = " ON CONFLICT (source, delivery_id) DO NOTHING";
 /// One event row.
@@ -57,6 +63,11 @@ pub(crate) const INSERT_EVENT_WITH_ATTEMPT: &str = concat!(
 pub(crate) const ACCEPTED_ATTEMPT_COLUMNS: &str = "attempt_id AS id, source, received_at, \
      remote_addr, method, path, '{}' AS headers, NULL AS body, body_size, 'accepted' AS verdict, \
      answered AS status, NULL AS reason, id AS event_id";
+/// [`ACCEPTED_ATTEMPT_COLUMNS`] typed for PostgreSQL, whose `UNION` of subqueries needs the
+/// constants' types.
+pub(crate) const ACCEPTED_ATTEMPT_COLUMNS_PG: &str = "attempt_id AS id, source, received_at, \
+     remote_addr, method, path, '{}'::jsonb AS headers, NULL::bytea AS body, body_size, \
+     'accepted' AS verdict, answered AS status, NULL::text AS reason, id AS event_id";
 /// The columns of `delivery_attempts`, in the order [`ACCEPTED_ATTEMPT_COLUMNS`] has them.
 pub(crate) const ATTEMPT_COLUMNS: &str = attempt_columns!();
 

@@ -60,6 +60,7 @@ super::queries::store_queries!(
     sqlx::Sqlite,
     notify = "",
     attempts_in_events = true,
+    accepted_columns = super::sql::ACCEPTED_ATTEMPT_COLUMNS,
     text = super::text::Lossless,
     activity_shard = 0i32
 );

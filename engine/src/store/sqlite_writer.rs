@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::activity::Tally;
 use super::payload::{self, Packed};
-use super::records::{ExecutionRow, NewDeliveryAttempt, NewEvent, NewExecution};
+use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecution};
 use super::{
     ClaimRequest, EventPlan, FinishRequest, IngestOutcome, StoreError, WriteOutcome, WriteRequest,
     sql,
@@ -176,7 +176,7 @@ impl SqliteWriter {
                         &planned_at,
                     ];
                     // An accepted attempt that the event's row can hold whole goes into it.
-                    let folded = folds_into_event(event, attempt);
+                    let folded = super::folds_into_event(event, attempt);
                     let stored = if folded {
                         let status = i32::from(attempt.status);
                         let attempt_args: [&dyn ToSql; 6] = [
@@ -558,15 +558,6 @@ fn uuid_at(row: &rusqlite::Row<'_>, index: usize, table: &'static str) -> Result
 /// Whether an ingest's delivery attempt can live in its event's row (docs/store.md): accepted,
 /// and nothing in it that the row has no column for (headers, body, reason) or that differs
 /// from the event (source, time).
-fn folds_into_event(event: &NewEvent, attempt: &NewDeliveryAttempt) -> bool {
-    attempt.verdict == Verdict::Accepted
-        && attempt.headers.as_object().is_some_and(|h| h.is_empty())
-        && attempt.body.is_none()
-        && attempt.reason.is_none()
-        && attempt.source == event.source
-        && attempt.received_at == event.received_at
-}
-
 fn json(value: &serde_json::Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
         table: "json",
