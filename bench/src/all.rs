@@ -146,6 +146,18 @@ pub(crate) fn hookwise_config_for(ports: (u16, u16), store_url: &str, extra: &st
     )
 }
 
+/// The rules of a server whose every event runs the no-op plugin (see [`noop_extra`]).
+pub(crate) const NOOP_RULES: &str = "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n";
+
+/// The config lines that give a server [`NOOP_RULES`] (in its `rules.yaml`) and the no-op
+/// plugin at `noop`.
+pub(crate) fn noop_extra(noop: &Path) -> String {
+    format!(
+        "rules: rules.yaml\nplugins:\n  - name: noop\n    path: {}\n",
+        noop.display()
+    )
+}
+
 /// Runs wrk off the async threads.
 async fn load(
     load: &Load,
@@ -222,16 +234,10 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
     let drain_dir = scratch.path().join("drain");
     std::fs::create_dir_all(&ingest_dir)?;
     std::fs::create_dir_all(&drain_dir)?;
-    std::fs::write(
-        drain_dir.join("rules.yaml"),
-        "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n",
-    )?;
+    std::fs::write(drain_dir.join("rules.yaml"), NOOP_RULES)?;
     let client = reqwest::Client::new();
     let env = [("GH_SECRET", SECRET)];
-    let drain_extra = format!(
-        "rules: rules.yaml\nplugins:\n  - name: noop\n    path: {}\n",
-        noop.display()
-    );
+    let drain_extra = noop_extra(&noop);
 
     // 0. A first start in each folder compiles the plugins into its cache (as the first start
     // of a new installation does); every measured server then starts with a warm cache.

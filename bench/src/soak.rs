@@ -112,10 +112,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 async fn start(s: &Settings, dir: &Path, db: &str, noop: &Path) -> anyhow::Result<Server> {
-    let extra = format!(
-        "rules: rules.yaml\nplugins:\n  - name: noop\n    path: {}\n",
-        noop.display()
-    );
+    let extra = crate::all::noop_extra(noop);
     let ports = procs::free_ports()?;
     let config = crate::all::hookwise_config(ports, db, &extra);
     procs::start_hookwise(&s.hookwise, dir, &config, ports, &[("GH_SECRET", SECRET)]).await
@@ -155,10 +152,7 @@ pub async fn run(s: &Settings) -> anyhow::Result<Soak> {
     wrk::check()?;
     let noop = crate::drain::bench_noop()?;
     let dir = procs::scratch_dir(&s.hookwise, "soak")?;
-    std::fs::write(
-        dir.path().join("rules.yaml"),
-        "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n",
-    )?;
+    std::fs::write(dir.path().join("rules.yaml"), crate::all::NOOP_RULES)?;
     let measured = measure(s, dir.path(), &noop).await?;
     let rate = s.rate.unwrap_or((measured / 2.0) as u64).max(1);
     eprintln!(

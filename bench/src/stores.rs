@@ -160,18 +160,12 @@ async fn action_starts(
     store_url: &str,
 ) -> anyhow::Result<(usize, Vec<f64>)> {
     let noop = crate::drain::bench_noop()?;
-    let extra = format!(
-        "rules: rules.yaml\nplugins:\n  - name: noop\n    path: {}\n",
-        noop.display()
-    );
+    let extra = crate::all::noop_extra(&noop);
     let mut nodes = Vec::new();
     for i in 0..3 {
         let node_dir = dir.join(format!("node-{i}"));
         std::fs::create_dir_all(&node_dir)?;
-        std::fs::write(
-            node_dir.join("rules.yaml"),
-            "rules:\n  - id: every-push\n    source: github\n    events: [push]\n    actions:\n      - plugin: noop\n        with: { ref: \"{{ payload.ref }}\" }\n",
-        )?;
+        std::fs::write(node_dir.join("rules.yaml"), crate::all::NOOP_RULES)?;
         let ports = procs::free_ports()?;
         let config = hookwise_config_for(ports, store_url, &extra);
         nodes.push(
