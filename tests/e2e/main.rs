@@ -34,3 +34,4 @@ mod serve;
 mod store;
 mod support;
 mod transport;
+mod upgrade;
