@@ -9,10 +9,10 @@ use hookwise::model::{
     ExecutionStatus, Millis, Verdict,
 };
 use hookwise::store::{
-    ClaimExclusions, Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter, EventPlan,
-    ExecutionFilter, GroupCommitSettings, LimitScope, NewDeliveryAttempt, NewEvent, NewExecution,
-    NewExecutionAttempt, NextStep, PayloadSearch, QueueDepth, ScanStop, SearchText, SharedLimit,
-    Store, StoreError,
+    Announcement, ClaimExclusions, Cursor, DeadLetterFilter, DeliveryAttemptFilter, EventFilter,
+    EventPlan, ExecutionFilter, GroupCommitSettings, LimitScope, NewDeliveryAttempt, NewEvent,
+    NewExecution, NewExecutionAttempt, NextStep, PayloadSearch, QueueDepth, ScanStop, SearchText,
+    SharedLimit, Store, StoreError,
 };
 use serde_json::json;
 
@@ -178,6 +178,7 @@ on_every_backend!(
     planning_is_idempotent,
     events_can_be_stored_planned,
     claim_finish_retry_and_dead_letter,
+    a_finish_stores_its_announcement_or_nothing,
     expired_leases_are_reclaimed,
     shared_limits_count_what_every_owner_leased,
     close_flushes_pending_writes,
@@ -757,6 +758,108 @@ async fn shared_limits_count_what_every_owner_leased(place: &Place) {
         .await
         .unwrap();
     assert_eq!(rest.len(), 8 - 1 - 3, "{rest:#?}");
+    store.close().await;
+}
+
+/// An event announced by a finish (hookwise's own, such as a dead letter's) is written in the
+/// finish's transaction: not at all when the lease is lost, once when it is held, and recorded
+/// as a duplicate delivery when announced again.
+async fn a_finish_stores_its_announcement_or_nothing(place: &Place) {
+    let store = place.open().await;
+    let ev = ingest_one(&store, "announcing").await;
+    store
+        .plan(&[plan_of(
+            ev,
+            &json!({}),
+            &[execution(ev, "alert", 0), execution(ev, "alert", 1)],
+        )])
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(
+            "worker-a",
+            10,
+            Duration::from_secs(30),
+            Millis::now(),
+            &ClaimExclusions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let announcement = || Announcement {
+        event: event("hookwise", "execution.dead_lettered:one"),
+        attempt: attempt("hookwise", Verdict::Accepted, 200),
+    };
+    let dead = || NextStep::Dead("fatal: no".into());
+    let failed = run_attempt(1, AttemptOutcome::Fatal, Some("no"));
+
+    let lost = store
+        .finish_announcing(
+            claimed[0].id,
+            "worker-b",
+            &failed,
+            dead(),
+            Some(announcement()),
+        )
+        .await;
+    assert!(matches!(lost, Err(StoreError::LeaseLost(_))), "{lost:?}");
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    assert!(store.pending_events(10).await.unwrap().is_empty());
+
+    let first = announcement();
+    store
+        .finish_announcing(
+            claimed[0].id,
+            "worker-a",
+            &failed,
+            dead(),
+            Some(first.clone()),
+        )
+        .await
+        .unwrap();
+    let pending = store.pending_events(10).await.unwrap();
+    assert_eq!(pending.len(), 1, "the announced event waits to be matched");
+    assert_eq!(pending[0].event.id, first.event.id);
+    assert_eq!(pending[0].event.source, "hookwise");
+    assert_eq!(pending[0].event.payload, place.stored(&first.event.payload));
+    assert_eq!(
+        store
+            .list_dead_letters(&DeadLetterFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the dead letter was recorded with it"
+    );
+
+    // The same condition announced again (another node, a crash before the reply): the
+    // execution moves on, the event is not stored twice, the delivery is a duplicate.
+    store
+        .finish_announcing(
+            claimed[1].id,
+            "worker-a",
+            &failed,
+            dead(),
+            Some(announcement()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count_events().await.unwrap(), 2);
+    let mut verdicts: Vec<Verdict> = store
+        .list_delivery_attempts(Some("hookwise"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|listed| {
+            assert_eq!(listed.event_id, Some(first.event.id));
+            listed.attempt.verdict
+        })
+        .collect();
+    verdicts.sort_by_key(|v| v.as_str());
+    assert_eq!(verdicts, [Verdict::Accepted, Verdict::Duplicate]);
     store.close().await;
 }
 

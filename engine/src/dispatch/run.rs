@@ -13,7 +13,9 @@ use crate::own_events::{self, Origin};
 use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
 use crate::rules::RetryPolicy;
 use crate::scrub::Scrubber;
-use crate::store::{Execution, NewEvent, NewExecutionAttempt, NextStep, StoreError, StoredEvent};
+use crate::store::{
+    Announcement, Execution, NewEvent, NewExecutionAttempt, NextStep, StoreError, StoredEvent,
+};
 
 /// Longest wait a plugin's `retry_after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -286,11 +288,14 @@ async fn finish(
 ) {
     let dead = matches!(next, NextStep::Dead(_));
     let succeeded = next == NextStep::Succeeded;
+    // An execution of hookwise's own event announces nothing (no loops).
+    let origin = origin.filter(|o| !o.is_own());
+    let announces = origin.and_then(|o| announcement(shared, x, o, attempt, &next));
+    let mut announced = announces.is_some();
     let mut recorded = shared
         .store
-        .finish(x.id, &shared.owner, attempt, next.clone())
+        .finish_announcing(x.id, &shared.owner, attempt, next.clone(), announces)
         .await;
-    let mut shrunk = None;
     if let Err(e) = &recorded
         // Not for a lost lease or a closing store (nothing can be recorded), nor a commit
         // that was made but not synced (the record is in).
@@ -302,18 +307,19 @@ async fn finish(
         tracing::error!(event = %x.event_id, execution = %x.id, error = %e, "recording an attempt failed; recording it without what the plugin said");
         shared.own_events.store_failed(e);
         let (small, small_next) = reduced(attempt, &next);
+        // What is announced is what is recorded: the reduced record.
+        let announces = origin.and_then(|o| announcement(shared, x, o, &small, &small_next));
+        announced = announces.is_some();
         recorded = shared
             .store
-            .finish(x.id, &shared.owner, &small, small_next.clone())
+            .finish_announcing(x.id, &shared.owner, &small, small_next, announces)
             .await;
-        shrunk = Some((small, small_next));
     }
     match recorded {
         Ok(()) => {
-            if let Some(origin) = origin.filter(|o| !o.is_own()) {
-                // What was recorded: the reduced record, when the full one was refused.
-                let (attempt, next) = shrunk.as_ref().map_or((attempt, &next), |(a, n)| (a, n));
-                announce(shared, x, origin, attempt, next);
+            if announced {
+                shared.metrics.own_event_stored();
+                shared.wake.events();
             }
             shared
                 .metrics
@@ -335,25 +341,28 @@ async fn finish(
     }
 }
 
-/// Emits `execution.dead_lettered` when `next` made `x` a dead letter, and
-/// `execution.failing` when `x` retries after failing as many attempts as make it so.
-fn announce(
+/// `execution.dead_lettered` when `next` makes `x` a dead letter, `execution.failing` when
+/// `x` retries after failing as many attempts as make it so: stored with the attempt, in its
+/// transaction, so a crash can lose neither without the other.
+fn announcement(
     shared: &Shared,
     x: &Execution,
     origin: &Origin,
     attempt: &NewExecutionAttempt,
     next: &NextStep,
-) {
+) -> Option<Announcement> {
     let at = Millis::now();
     let error = attempt.error.as_deref();
-    let event = match next {
+    let mut event = match next {
         NextStep::Dead(reason) => own_events::dead_lettered(x, origin, reason, error, at),
         NextStep::RetryAt(when) if shared.own_events.is_failing(x.attempts) => {
             own_events::failing(x, origin, error, *when, at)
         }
-        _ => return,
+        _ => return None,
     };
-    shared.own_events.emit(event);
+    shared.scrubber.scrub_value(&mut event.payload);
+    let (event, attempt) = event.into_records();
+    Some(Announcement { event, attempt })
 }
 
 /// `attempt` and `next` without any text the plugin or the outside world chose (error,

@@ -132,6 +132,16 @@ pub struct FinishRequest {
     pub owner: String,
     pub attempt: NewExecutionAttempt,
     pub next: NextStep,
+    /// One of hookwise's own events that this finish causes (the execution is dead, or failing):
+    /// stored pending, in the same transaction, if the lease was held, and never otherwise.
+    pub announces: Option<Announcement>,
+}
+
+/// An event to store as it comes, unmatched, with the record of its delivery.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub event: NewEvent,
+    pub attempt: NewDeliveryAttempt,
 }
 
 /// What a write came to.
@@ -840,11 +850,26 @@ impl Store {
         attempt: &NewExecutionAttempt,
         next: NextStep,
     ) -> Result<(), StoreError> {
+        self.finish_announcing(id, owner, attempt, next, None).await
+    }
+
+    /// [`Store::finish`], storing `announces` (an event, pending, and its delivery) in the
+    /// same transaction when the lease is held: either both are recorded or neither. An
+    /// event already stored under its delivery id is left as it is.
+    pub async fn finish_announcing(
+        &self,
+        id: ExecutionId,
+        owner: &str,
+        attempt: &NewExecutionAttempt,
+        next: NextStep,
+        announces: Option<Announcement>,
+    ) -> Result<(), StoreError> {
         let request = WriteRequest::Finish(Box::new(FinishRequest {
             id,
             owner: owner.to_string(),
             attempt: attempt.clone(),
             next,
+            announces,
         }));
         match self.committer.submit(request).await? {
             WriteOutcome::Finished => Ok(()),

@@ -65,8 +65,8 @@ use super::sql;
 use super::text::NulReplaced;
 use crate::model::{EventStatus, Verdict};
 use crate::store::{
-    ClaimRequest, EventPlan, FinishRequest, IngestOutcome, LimitScope, NewDeliveryAttempt,
-    WriteOutcome, WriteRequest,
+    Announcement, ClaimRequest, EventPlan, FinishRequest, IngestOutcome, LimitScope,
+    NewDeliveryAttempt, WriteOutcome, WriteRequest,
 };
 
 impl PgStore {
@@ -197,6 +197,10 @@ impl PgStore {
                 }
                 WriteRequest::Finish(f) => {
                     let held = finish_in(&mut tx, f, &mut tally).await?;
+                    if let Some(a) = f.announces.as_ref().filter(|_| held) {
+                        let (event_id, verdict) = announce_in(&mut tx, a, &mut tally).await?;
+                        attempts.push((&a.attempt, verdict, Some(event_id)));
+                    }
                     outcomes.push(if held {
                         WriteOutcome::Finished
                     } else {
@@ -288,6 +292,45 @@ async fn finish_in(
             .await?;
     }
     Ok(true)
+}
+
+/// Stores an announced event, pending, unless its delivery is stored already; returns the
+/// stored event's id and the verdict for its delivery attempt (kept in a row of its own).
+async fn announce_in(
+    tx: &mut Transaction<'_, Postgres>,
+    a: &Announcement,
+    tally: &mut Tally,
+) -> Result<(Uuid, Verdict), StoreError> {
+    let e = &a.event;
+    let stored: Option<Uuid> = sqlx::query_scalar(sql::INSERT_EVENT_RETURNING_ID)
+        .bind(e.id.0)
+        .bind(e.source.as_str())
+        .bind(e.delivery_id.as_str())
+        .bind(e.event_type.as_str())
+        .bind(e.received_at.0)
+        .bind(Json(&e.headers))
+        .bind(e.payload.as_str())
+        .bind(e.status.as_str())
+        .bind(None::<Json<serde_json::Value>>)
+        .bind(None::<i64>)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (event_id, verdict) = match stored {
+        Some(id) => {
+            tally.event(e);
+            (id, a.attempt.verdict)
+        }
+        None => {
+            let id: Uuid = sqlx::query_scalar(sql::EVENT_ID_BY_DELIVERY)
+                .bind(e.source.as_str())
+                .bind(e.delivery_id.as_str())
+                .fetch_one(&mut **tx)
+                .await?;
+            (id, Verdict::Duplicate)
+        }
+    };
+    tally.delivery(&a.attempt, verdict);
+    Ok((event_id, verdict))
 }
 
 /// Whether `request` is a claim that applies limits shared by the nodes.

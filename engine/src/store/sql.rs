@@ -50,6 +50,13 @@ pub(crate) const INSERT_EVENT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (source, delivery_id) DO NOTHING"
 );
+/// [`INSERT_EVENT`], giving the id of an event stored (no row for a duplicate).
+pub(crate) const INSERT_EVENT_RETURNING_ID: &str = concat!(
+    "INSERT INTO events (",
+    event_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id"
+);
 /// One event row with its accepted delivery attempt in it (SQLite's writer; docs/store.md):
 /// $11 attempt id, $12 remote address, $13 method, $14 path, $15 body size, $16 status answered.
 pub(crate) const INSERT_EVENT_WITH_ATTEMPT: &str = concat!(

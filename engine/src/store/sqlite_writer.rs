@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::activity::Tally;
 use super::payload::{self, Packed};
-use super::records::{ExecutionRow, NewDeliveryAttempt, NewExecution};
+use super::records::{ExecutionRow, NewDeliveryAttempt, NewEvent, NewExecution};
 use super::{
     ClaimRequest, EventPlan, FinishRequest, IngestOutcome, StoreError, WriteOutcome, WriteRequest,
     sql,
@@ -137,11 +137,12 @@ impl SqliteWriter {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = Millis::now();
+        let mut w = Written {
+            now: Millis::now(),
+            tally: Tally::default(),
+            attempts: Vec::with_capacity(batch.len()),
+        };
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut attempts: Vec<(&NewDeliveryAttempt, Verdict, Option<Uuid>)> =
-            Vec::with_capacity(batch.len());
-        let mut tally = Tally::default();
         for request in batch {
             match request {
                 WriteRequest::Ingest {
@@ -149,95 +150,19 @@ impl SqliteWriter {
                     attempt,
                     plan,
                 } => {
-                    let headers = json(&event.headers)?;
-                    let (status, trace, planned_at) = match plan {
-                        Some(plan) => (
-                            EventStatus::Planned,
-                            Some(json(&plan.match_trace)?),
-                            Some(now.0),
-                        ),
-                        None => (event.status, None, None),
-                    };
-                    let packed = payload::pack(&event.payload);
-                    let payload: &dyn ToSql = match &packed {
-                        Packed::Text(text) => text,
-                        Packed::Compressed(blob) => blob,
-                    };
-                    let event_args: [&dyn ToSql; 10] = [
-                        &event.id.0.as_bytes().as_slice(),
-                        &event.source,
-                        &event.delivery_id,
-                        &event.event_type,
-                        &event.received_at.0,
-                        &headers,
-                        payload,
-                        &status.as_str(),
-                        &trace,
-                        &planned_at,
-                    ];
-                    // An accepted attempt that the event's row can hold whole goes into it.
-                    let folded = super::folds_into_event(event, attempt);
-                    let stored = if folded {
-                        let status = i32::from(attempt.status);
-                        let attempt_args: [&dyn ToSql; 6] = [
-                            &attempt.id.0.as_bytes().as_slice(),
-                            &attempt.remote_addr,
-                            &attempt.method,
-                            &attempt.path,
-                            &attempt.body_size,
-                            &status,
-                        ];
-                        let args: Vec<&dyn ToSql> =
-                            event_args.into_iter().chain(attempt_args).collect();
-                        execute(&tx, sql::INSERT_EVENT_WITH_ATTEMPT, &args)?
-                    } else {
-                        execute(&tx, sql::INSERT_EVENT, &event_args)?
-                    } == 1;
-                    if let Some(plan) = plan.as_ref().filter(|_| stored) {
-                        // `seq` is the events table's rowid.
-                        let seq = tx.last_insert_rowid();
-                        insert_executions(&tx, event.id, seq, &plan.executions, now, &mut tally)?;
-                    }
-                    if stored {
-                        tally.event(event);
-                    }
-                    let event_id = if stored {
-                        event.id.0
-                    } else {
-                        query_uuid(
-                            &tx,
-                            sql::EVENT_ID_BY_DELIVERY,
-                            &[&event.source, &event.delivery_id],
-                        )?
-                        .ok_or_else(|| StoreError::Corrupt {
-                            table: "events",
-                            detail: format!(
-                                "delivery {} of {} neither stored nor found",
-                                event.delivery_id, event.source
-                            ),
-                        })?
-                    };
-                    let verdict = if stored {
-                        attempt.verdict
-                    } else {
-                        Verdict::Duplicate
-                    };
-                    tally.delivery(attempt, verdict);
-                    if !(stored && folded) {
-                        attempts.push((attempt, verdict, Some(event_id)));
-                    }
-                    outcomes.push(WriteOutcome::Ingested(IngestOutcome {
-                        event_id: EventId(event_id),
-                        duplicate: !stored,
-                    }));
+                    let outcome = ingest(&tx, event, attempt, plan.as_deref(), &mut w)?;
+                    outcomes.push(WriteOutcome::Ingested(outcome));
                 }
                 WriteRequest::Attempt(attempt) => {
-                    tally.delivery(attempt, attempt.verdict);
-                    attempts.push((attempt, attempt.verdict, None));
+                    w.tally.delivery(attempt, attempt.verdict);
+                    w.attempts.push((attempt, attempt.verdict, None));
                     outcomes.push(WriteOutcome::Recorded);
                 }
                 WriteRequest::Finish(f) => {
-                    let held = finish(&tx, f, &mut tally)?;
+                    let held = finish(&tx, f, &mut w.tally)?;
+                    if let Some(a) = f.announces.as_ref().filter(|_| held) {
+                        ingest(&tx, &a.event, &a.attempt, None, &mut w)?;
+                    }
                     outcomes.push(if held {
                         WriteOutcome::Finished
                     } else {
@@ -245,11 +170,14 @@ impl SqliteWriter {
                     });
                 }
                 WriteRequest::Plan(plans) => {
-                    outcomes.push(WriteOutcome::Planned(plan(&tx, plans, &mut tally)?));
+                    outcomes.push(WriteOutcome::Planned(plan(&tx, plans, &mut w.tally)?));
                 }
                 WriteRequest::Claim(c) => outcomes.push(WriteOutcome::Claimed(claim(&tx, c)?)),
             }
         }
+        let Written {
+            tally, attempts, ..
+        } = w;
         for (a, verdict, event_id) in attempts {
             let event_id = event_id.map(|id| id.into_bytes());
             execute(
@@ -276,6 +204,105 @@ impl SqliteWriter {
         tx.commit()?;
         Ok(outcomes)
     }
+}
+
+/// What a batch has written so far that is added at its end: the delivery attempts kept in
+/// rows of their own, and the activity counts.
+struct Written<'b> {
+    now: Millis,
+    tally: Tally,
+    attempts: Vec<(&'b NewDeliveryAttempt, Verdict, Option<Uuid>)>,
+}
+
+/// Stores `event` (with `plan`, when it was matched) unless its delivery is stored already,
+/// and its delivery `attempt`: in the event's row when it can hold it, else at the batch's end.
+fn ingest<'b>(
+    tx: &Connection,
+    event: &NewEvent,
+    attempt: &'b NewDeliveryAttempt,
+    plan: Option<&EventPlan>,
+    w: &mut Written<'b>,
+) -> Result<IngestOutcome, StoreError> {
+    let headers = json(&event.headers)?;
+    let (status, trace, planned_at) = match plan {
+        Some(plan) => (
+            EventStatus::Planned,
+            Some(json(&plan.match_trace)?),
+            Some(w.now.0),
+        ),
+        None => (event.status, None, None),
+    };
+    let packed = payload::pack(&event.payload);
+    let payload: &dyn ToSql = match &packed {
+        Packed::Text(text) => text,
+        Packed::Compressed(blob) => blob,
+    };
+    let event_args: [&dyn ToSql; 10] = [
+        &event.id.0.as_bytes().as_slice(),
+        &event.source,
+        &event.delivery_id,
+        &event.event_type,
+        &event.received_at.0,
+        &headers,
+        payload,
+        &status.as_str(),
+        &trace,
+        &planned_at,
+    ];
+    // An accepted attempt that the event's row can hold whole goes into it.
+    let folded = super::folds_into_event(event, attempt);
+    let stored = if folded {
+        let status = i32::from(attempt.status);
+        let attempt_args: [&dyn ToSql; 6] = [
+            &attempt.id.0.as_bytes().as_slice(),
+            &attempt.remote_addr,
+            &attempt.method,
+            &attempt.path,
+            &attempt.body_size,
+            &status,
+        ];
+        let args: Vec<&dyn ToSql> = event_args.into_iter().chain(attempt_args).collect();
+        execute(tx, sql::INSERT_EVENT_WITH_ATTEMPT, &args)?
+    } else {
+        execute(tx, sql::INSERT_EVENT, &event_args)?
+    } == 1;
+    if let Some(plan) = plan.as_ref().filter(|_| stored) {
+        // `seq` is the events table's rowid.
+        let seq = tx.last_insert_rowid();
+        insert_executions(tx, event.id, seq, &plan.executions, w.now, &mut w.tally)?;
+    }
+    if stored {
+        w.tally.event(event);
+    }
+    let event_id = if stored {
+        event.id.0
+    } else {
+        query_uuid(
+            tx,
+            sql::EVENT_ID_BY_DELIVERY,
+            &[&event.source, &event.delivery_id],
+        )?
+        .ok_or_else(|| StoreError::Corrupt {
+            table: "events",
+            detail: format!(
+                "delivery {} of {} neither stored nor found",
+                event.delivery_id, event.source
+            ),
+        })?
+    };
+    let verdict = if stored {
+        attempt.verdict
+    } else {
+        Verdict::Duplicate
+    };
+    w.tally.delivery(attempt, verdict);
+    if !(stored && folded) {
+        w.attempts.push((attempt, verdict, Some(event_id)));
+    }
+    Ok(IngestOutcome {
+        event_id: EventId(event_id),
+        duplicate: !stored,
+    })
 }
 
 /// Adds a batch's counts to the per-minute activity rows (one shard: one writer).

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::records::{NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt, NextStep};
 use super::{
-    ClaimExclusions, ClaimRequest, EventPlan, FinishRequest, LimitScope, SharedLimit, WriteRequest,
+    Announcement, ClaimExclusions, ClaimRequest, EventPlan, FinishRequest, LimitScope, SharedLimit,
+    WriteRequest,
 };
 
 /// What U+0000 becomes on PostgreSQL.
@@ -224,8 +225,12 @@ outside_text!(NewExecutionAttempt {
     ],
 });
 outside_text!(FinishRequest {
-    text: [owner, attempt, next],
+    text: [owner, attempt, next, announces],
     other: [id],
+});
+outside_text!(Announcement {
+    text: [event, attempt],
+    other: [],
 });
 outside_text!(ClaimRequest {
     text: [owner, busy],
