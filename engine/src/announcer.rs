@@ -92,12 +92,19 @@ async fn reload_failed(
     failure.as_ref().map(own_events::reload_failed)
 }
 
-/// During an outage, stores `store.unavailable` (from its start until now): once that works,
-/// the store is back and the outage is over.
+/// During an outage, stores `store.unavailable` once the store answers again (from the
+/// outage's start until then): once that works, the outage is over.
 async fn announce_outage(app: &AppState, node: &str) {
     let Some(since) = app.own_events.outage_since() else {
         return;
     };
+    // A probe first: a write would wait out the whole outage (up to the pool's connect
+    // timeout at a time), and the event must say when the store came back, not when this
+    // started waiting for it.
+    if let Err(e) = app.store.ping().await {
+        app.own_events.store_failed(&e);
+        return;
+    }
     let event = own_events::store_unavailable(node, since, Millis::now());
     if store(app, event).await {
         app.own_events.outage_over(since);

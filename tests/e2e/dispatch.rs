@@ -45,6 +45,19 @@ pub async fn start(config: &str, rules: &str) -> Server {
 
 /// POSTs a GitHub-signed push event; returns its event id.
 pub async fn send(client: &reqwest::Client, base: &str, payload: &Value) -> EventId {
+    let resp = post(client, base, payload).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+    let answer: Value = resp.json().await.unwrap();
+    answer["event_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// POSTs a GitHub-signed push event to source `gh`; returns the answer, whatever it is.
+pub async fn post(client: &reqwest::Client, base: &str, payload: &Value) -> reqwest::Response {
     let url = format!("{base}/hooks/gh");
     let body = serde_json::to_vec(payload).unwrap();
     let signed = hookwise::verify::sign_event(
@@ -65,15 +78,7 @@ pub async fn send(client: &reqwest::Client, base: &str, payload: &Value) -> Even
     for (k, v) in &signed.headers {
         req = req.header(k, v);
     }
-    let resp = req.send().await.unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "{}",
-        resp.text().await.unwrap_or_default()
-    );
-    let answer: Value = resp.json().await.unwrap();
-    answer["event_id"].as_str().unwrap().parse().unwrap()
+    req.send().await.unwrap()
 }
 
 /// Waits until every execution of `event` is finished (succeeded or dead) and there are

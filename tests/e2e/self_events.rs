@@ -1,8 +1,8 @@
 //! hookwise's own events (source `hookwise`) against a running server: a dead letter becomes an
 //! `execution.dead_lettered` event that a rule routes with the built-in `call-api`, and the
 //! dead letter of that action emits nothing more; an execution that keeps failing is announced
-//! once; a refused rules reload and a spike of refused requests are announced; nothing from
-//! outside can post to the source.
+//! once; a refused rules reload, a spike of refused requests and an outage of the store are
+//! announced; nothing from outside can post to the source.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,8 +11,10 @@ use hookwise::store::{EventFilter, GroupCommitSettings, Store, StoredEvent};
 use hookwise::verify::{Provider, VerifyOptions};
 use serde_json::{Value, json};
 
-use crate::dispatch::{SECRET, send, wait_done};
-use crate::support::{Answer, Backend, Receiver, Server, TempDb, on_every_backend, server};
+use crate::dispatch::{SECRET, post, send, wait_done};
+use crate::support::{
+    Answer, Backend, Receiver, Relay, Server, TempDb, TempPostgres, on_every_backend, server,
+};
 
 /// Config of a test server on `store`: source `gh` (GitHub), the built-in `call-api` granted
 /// `receiver`, an execution announced as failing after 2 failed attempts, a spike past 3
@@ -396,4 +398,69 @@ async fn refusals_spike_once_and_the_source_cannot_be_posted_to() {
     );
     store.close().await;
     server.stop().await;
+}
+
+/// `url` (a PostgreSQL URL) with its host and port replaced by `addr`, and the host and port it
+/// named.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, std::net::SocketAddr) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, rest) = rest.split_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let at = if user.is_empty() { "" } else { "@" };
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .expect("the database's address")
+        .next()
+        .expect("an address");
+    (format!("{scheme}://{user}{at}{addr}/{path}"), upstream)
+}
+
+/// PostgreSQL becomes unreachable under a serving node (the connections to it are cut, new ones
+/// refused): a delivery is refused with 503 and Retry-After, the node is not ready; once the
+/// database is back, the node is ready again and stores one `store.unavailable` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outage_of_the_store_is_announced_when_it_is_over() {
+    let pg = TempPostgres::create()
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    let (_, upstream) = through(&pg.url, "127.0.0.1:1".parse().unwrap());
+    let relay = Relay::start(upstream).await;
+    let (relayed, _) = through(&pg.url, relay.addr);
+    let receiver = Receiver::start().await;
+    let server = start(&receiver, &relayed).await;
+    let client = reqwest::Client::new();
+    send(&client, &server.base, &json!({"n": 1})).await;
+
+    relay.cut().await;
+    let cut_at = Instant::now();
+    let answer = post(&client, &server.base, &json!({"n": 2})).await;
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["code"], "store_unavailable", "{body:#}");
+    let ready = client
+        .get(format!("{}/readyz", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    relay.restore().await;
+    let outage = cut_at.elapsed();
+
+    let store = Store::open(&pg.url, &server.dir, GroupCommitSettings::default())
+        .await
+        .expect("open the store");
+    let announced = wait_own(&store, "store.unavailable", 1).await;
+    assert_eq!(announced.len(), 1, "{announced:#?}");
+    let p = payload(&announced[0]);
+    assert!(p["node"].as_str().is_some_and(|n| !n.is_empty()), "{p:#}");
+    let ms = p["duration_ms"].as_i64().expect("duration_ms");
+    assert!(
+        ms > 0 && u128::try_from(ms).unwrap() <= outage.as_millis() + 10_000,
+        "outage of {ms} ms announced, {outage:?} measured: {p:#}"
+    );
+    // Deliveries are stored again.
+    send(&client, &server.base, &json!({"n": 3})).await;
+    store.close().await;
+    server.stop().await;
+    pg.drop_db().await.expect("drop test database");
 }

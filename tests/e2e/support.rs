@@ -367,6 +367,67 @@ impl Drop for InFlight {
     }
 }
 
+/// A TCP relay on a port of its own to `upstream` (a database server), which a test can cut
+/// (every connection through it dropped, new ones refused, as when a network or a server goes
+/// away) and then restore on the same port.
+pub struct Relay {
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    running: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Relay {
+    pub async fn start(upstream: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let relay = Relay {
+            addr,
+            upstream,
+            running: Mutex::new(None),
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream;
+        let task = tokio::spawn(async move {
+            // Connections live in this set: aborting the task drops them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        *self.running.lock().unwrap() = Some(task);
+    }
+
+    /// Drops every connection and stops listening: connecting is refused from now on.
+    pub async fn cut(&self) {
+        let task = self.running.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the relay's port again");
+        self.serve(listener);
+    }
+}
+
 /// A small HTTP server on loopback standing in for the services actions call (Slack, an API,
 /// a webhook receiver): it records every request, any method and path, and answers what it is
 /// told (the script, then 200 "ok").
