@@ -96,6 +96,9 @@ pub(crate) struct Shared {
     pub(crate) owner: String,
     /// Running executions per plugin and per (rule, action), for concurrency limits.
     pub(crate) running: Mutex<Running>,
+    /// The limits every node counts together (on PostgreSQL), for the rules they were made
+    /// from: every claim sends them, and the rules change only on a reload.
+    shared_limits: Mutex<Option<(Arc<RuleSet>, Vec<SharedLimit>)>>,
 }
 
 #[derive(Default)]
@@ -159,6 +162,7 @@ impl Dispatcher {
             own_events,
             owner,
             running: Mutex::new(Running::default()),
+            shared_limits: Mutex::new(None),
         });
         let (stop, stop_rx) = watch::channel(false);
         let matcher = tokio::spawn(match_loop(shared.clone(), stop_rx.clone()));
@@ -696,7 +700,7 @@ impl Shared {
         let rules = self.rules.current();
         let mut out = ClaimExclusions::default();
         if self.store.is_shared() {
-            out.shared = shared_limits(&self.plugins, &rules);
+            out.shared = self.shared_limits(&rules);
         }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // Compiling in the background, or failed to load: its actions wait.
@@ -717,6 +721,19 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// [`shared_limits`] of `rules`, made once per rule set.
+    fn shared_limits(&self, rules: &Arc<RuleSet>) -> Vec<SharedLimit> {
+        let mut cached = self.shared_limits.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some((made_from, limits)) if Arc::ptr_eq(made_from, rules) => limits.clone(),
+            _ => {
+                let limits = shared_limits(&self.plugins, rules);
+                *cached = Some((Arc::clone(rules), limits.clone()));
+                limits
+            }
+        }
     }
 
     /// Counts an execution as running here, unless its plugin or action is at its limit.
