@@ -98,7 +98,7 @@ impl PgStore {
                     event,
                     plan,
                     attempt,
-                } => Some((event, plan.as_deref(), Some(attempt))),
+                } => Some((event, plan.as_deref(), attempt)),
                 WriteRequest::Attempt(_)
                 | WriteRequest::Finish(_)
                 | WriteRequest::Claim(_)
@@ -125,7 +125,7 @@ impl PgStore {
                     .push_bind(plan.map(|p| Json(&p.match_trace)))
                     .push_bind(plan.map(|_| now.0));
                 // An accepted attempt the row can hold goes into it.
-                let folded = attempt.filter(|a| crate::store::folds_into_event(e, a));
+                let folded = Some(*attempt).filter(|a| crate::store::folds_into_event(e, a));
                 row.push_bind(folded.map(|a| a.id.0))
                     .push_bind(folded.and_then(|a| a.remote_addr.as_deref()))
                     .push_bind(folded.map(|a| a.method.as_str()))
@@ -238,9 +238,25 @@ impl PgStore {
             q.build().execute(&mut *tx).await?;
         }
         add_activity(&mut tx, &tally).await?;
-        notify_workers(&mut tx).await?;
+        if batch.iter().any(gives_work) {
+            notify_workers(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(outcomes)
+    }
+}
+
+/// Whether `request` may leave work for another node: an event to plan, executions to run,
+/// or an execution moved on. A notification costs a round trip and a queue lock held at
+/// commit, so a batch of refusals and events that planned no action sends none.
+fn gives_work(request: &WriteRequest) -> bool {
+    match request {
+        WriteRequest::Ingest { event, plan, .. } => match plan {
+            Some(plan) => !plan.executions.is_empty(),
+            None => event.status == EventStatus::Pending,
+        },
+        WriteRequest::Attempt(_) => false,
+        WriteRequest::Finish(_) | WriteRequest::Plan(_) | WriteRequest::Claim(_) => true,
     }
 }
 
