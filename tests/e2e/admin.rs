@@ -343,6 +343,35 @@ async fn since_takes_days_and_compound_ages_on_the_api_and_the_cli() {
     assert!(detail.contains("largest first"), "{detail}");
     let (code, _) = server.cli(&["events", "--since", "1.5h"]);
     assert_eq!(code, 2, "a bad age is a usage error");
+
+    // The CLI filters by type and by an upper bound on arrival, as the API does.
+    let listed = |args: &[&str]| {
+        let mut all = vec!["events", "--json"];
+        all.extend_from_slice(args);
+        let (code, text) = server.cli(&all);
+        assert_eq!(code, 0, "{args:?}: {text}");
+        let listed: Value = serde_json::from_str(&text).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let only = vec![event.to_string()];
+    assert_eq!(listed(&["--event-type", "push"]), only);
+    assert_eq!(
+        listed(&["--event-type", "pull_request"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(&["--until", "1h"]),
+        Vec::<String>::new(),
+        "arrived within the hour"
+    );
+    assert_eq!(listed(&["--until", "2099-01-01T00:00:00Z"]), only);
+    let (code, _) = server.cli(&["events", "--until", "yesterday"]);
+    assert_eq!(code, 2, "a bad time is a usage error");
     server.stop().await;
 }
 

@@ -41,6 +41,9 @@ pub struct EventsArgs {
     /// Only events of this source.
     #[arg(long)]
     pub source: Option<String>,
+    /// Only events of this type (exact, as the provider named it: `push`, `invoice.paid`).
+    #[arg(long)]
+    pub event_type: Option<String>,
     /// Only events with this status: pending, planned or quarantined.
     #[arg(long)]
     pub status: Option<String>,
@@ -51,6 +54,9 @@ pub struct EventsArgs {
     /// Only events received since: an RFC 3339 time, or an age such as `1h`, `1h30m` or `7d`.
     #[arg(long)]
     pub since: Option<String>,
+    /// Only events received before: an RFC 3339 time, or an age such as `1h` or `7d`.
+    #[arg(long)]
+    pub until: Option<String>,
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -358,15 +364,20 @@ pub fn events(args: EventsArgs) -> ExitCode {
             ));
         }
     };
-    let since = match time_arg("--since", args.since.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return usage(e),
+    let (since, until) = match (
+        time_arg("--since", args.since.as_deref()),
+        time_arg("--until", args.until.as_deref()),
+    ) {
+        (Ok(since), Ok(until)) => (since, until),
+        (Err(e), _) | (_, Err(e)) => return usage(e),
     };
     let filter = EventFilter {
         source: args.source.clone(),
+        event_type: args.event_type.clone(),
         status,
         outcome,
         since,
+        until,
         limit: args.limit.clamp(1, 10_000),
         ..EventFilter::default()
     };
