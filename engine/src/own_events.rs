@@ -2,7 +2,9 @@
 //! carries them from where a condition is noticed to the task that stores them ([`Emitter`]),
 //! and the trackers that decide when a condition is worth an event (refusal spikes, store
 //! outages). Noticing never waits and never fails: on a full queue the event is dropped,
-//! counted (`hookwise_own_events_dropped_total`) and logged.
+//! counted (`hookwise_own_events_dropped_total`) and logged. The execution events
+//! (`execution.dead_lettered`, `execution.failing`) do not take the queue: the dispatcher
+//! stores them in the transaction that records the attempt causing them.
 //!
 //! Each event has a delivery id derived from its condition (`execution.dead_lettered:<id>`, ...),
 //! so an event emitted twice (after a crash, or by two nodes sharing a PostgreSQL store) is

@@ -90,7 +90,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Replaces secret values in the attempts recorded.
     pub(crate) scrubber: Arc<crate::scrub::Scrubber>,
-    /// Where failing and dead executions are announced (hookwise's own events).
+    /// hookwise's own events: when an execution counts as failing, and store outages noticed
+    /// while recording attempts (execution events themselves are stored with the attempt).
     pub(crate) own_events: crate::own_events::Emitter,
     /// This process's name in leases.
     pub(crate) owner: String,
@@ -127,7 +128,8 @@ pub struct Setup {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Replaces secret values in the attempts recorded.
     pub scrubber: Arc<crate::scrub::Scrubber>,
-    /// Where failing and dead executions are announced (hookwise's own events).
+    /// hookwise's own events: when an execution counts as failing, and store outages noticed
+    /// while recording attempts (execution events themselves are stored with the attempt).
     pub own_events: crate::own_events::Emitter,
 }
 

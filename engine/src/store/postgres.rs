@@ -125,7 +125,7 @@ impl PgStore {
                     .push_bind(plan.map(|p| Json(&p.match_trace)))
                     .push_bind(plan.map(|_| now.0));
                 // An accepted attempt the row can hold goes into it.
-                let folded = Some(*attempt).filter(|a| crate::store::folds_into_event(e, a));
+                let folded = crate::store::folds_into_event(e, attempt).then_some(*attempt);
                 row.push_bind(folded.map(|a| a.id.0))
                     .push_bind(folded.and_then(|a| a.remote_addr.as_deref()))
                     .push_bind(folded.map(|a| a.method.as_str()))
