@@ -47,6 +47,23 @@ async fn embedded_default_serves_health_over_https_and_stops_on_sigterm() {
     assert!(server.dir.join("hookwise.db").is_file());
     assert!(server.dir.join(hookwise::tls::SELF_SIGNED_CERT).is_file());
 
+    // The built-in plugins were compiled into the empty cache by processes of their own (the
+    // compiler's memory is not the server's), and the server loaded what they stored.
+    server.wait_plugins_compiled().await;
+    let cache = server.dir.join(hookwise::plugin_host::registry::CACHE_DIR);
+    let compiled = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter(|f| f.as_ref().unwrap().path().extension() == Some("cwasm".as_ref()))
+        .count();
+    assert_eq!(compiled, hookwise::plugin_host::builtin::names().count());
+    let stderr = server.stderr();
+    assert_eq!(
+        stderr.matches("compiled_apart=true").count(),
+        compiled,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("compiling here"), "{stderr}");
+
     // SIGTERM; the harness fails unless the exit is graceful and in time.
     server.stop().await;
 }

@@ -4,7 +4,7 @@ mod backtest;
 mod backup;
 mod ops;
 mod plugin_run;
-mod plugins;
+pub(crate) mod plugins;
 mod remote;
 mod scaffold;
 mod signing;
@@ -182,7 +182,10 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             listen,
             admin_listen,
-        } => serve(config, listen, admin_listen),
+        } => {
+            crate::process::compile_plugins_apart();
+            serve(config, listen, admin_listen)
+        }
         Command::Check { config } => check(config),
         Command::Verify(args) => signing::verify_command(args),
         Command::Sign(args) => signing::sign_command(args),

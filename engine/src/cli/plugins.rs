@@ -17,6 +17,10 @@ use crate::plugin_host::{
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
+    /// Compile the plugin on stdin into a compile cache: what `hookwise serve` runs for each
+    /// plugin it must compile, so that the compiler's memory is not the server's.
+    #[command(hide = true)]
+    Compile(crate::plugin_host::CompileArgs),
     /// Every configured plugin (built-ins too): path, ABI, sha256, limits and grants. Each is
     /// loaded through the plugin host, so a broken file shows its error.
     ///
@@ -77,6 +81,7 @@ pub enum PluginsCommand {
 
 pub fn run(command: PluginsCommand) -> ExitCode {
     match command {
+        PluginsCommand::Compile(args) => compile(&args),
         PluginsCommand::List { config, json } => list(config.as_deref(), json),
         PluginsCommand::Inspect { file, json } => inspect(&file, json),
         PluginsCommand::New { name, lang, dir } => new_project(&name, lang, dir),
@@ -421,5 +426,20 @@ fn inspect(file: &Path, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn compile(args: &crate::plugin_host::CompileArgs) -> ExitCode {
+    let mut wasm = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut wasm) {
+        eprintln!("reading the plugin from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    match crate::plugin_host::compile_into_cache(args, &wasm) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! native code instead of compiling again.
 //!
 //! Safety: `Component::deserialize` trusts its input completely. Only files
-//! this module wrote into the operator's cache directory are ever
+//! this module wrote into the operator's cache directory (in this process, or
+//! in the `hookwise plugins compile` process it started) are ever
 //! deserialised; the directory is created private (0700) and files are
 //! written atomically (temp file + rename).
 
@@ -40,6 +41,13 @@ pub(crate) enum ArtifactKind {
 }
 
 impl ArtifactKind {
+    fn of(abi: super::PluginAbi) -> ArtifactKind {
+        match abi {
+            super::PluginAbi::Component => ArtifactKind::Component,
+            super::PluginAbi::Command => ArtifactKind::Module,
+        }
+    }
+
     fn extension(self) -> &'static str {
         match self {
             ArtifactKind::Component => "cwasm",
@@ -91,11 +99,30 @@ impl CompileCache {
     /// Whether compiled code for these bytes is stored (a later load may still compile, when
     /// the file turns out unreadable).
     pub(crate) fn has(&self, sha256: &str, abi: super::PluginAbi) -> bool {
-        let kind = match abi {
-            super::PluginAbi::Component => ArtifactKind::Component,
-            super::PluginAbi::Command => ArtifactKind::Module,
+        self.path(sha256, ArtifactKind::of(abi))
+            .is_some_and(|p| p.is_file())
+    }
+
+    /// Compiles `wasm` and stores the compiled code, for another process with an engine of the
+    /// same settings to load (`hookwise plugins compile`). Unlike on a load, a file that
+    /// cannot be written is an error: storing it is the whole point.
+    pub(crate) fn store(
+        &self,
+        engine: &Engine,
+        abi: super::PluginAbi,
+        wasm: &[u8],
+    ) -> wasmtime::Result<()> {
+        let Some(path) = self.path(&sha256_hex(wasm), ArtifactKind::of(abi)) else {
+            wasmtime::bail!("no compile cache folder");
         };
-        self.path(sha256, kind).is_some_and(|p| p.is_file())
+        // The same bytes `serialize` gives, without building the code in this process's memory.
+        let compiled = match abi {
+            super::PluginAbi::Component => engine.precompile_component(wasm)?,
+            super::PluginAbi::Command => engine.precompile_module(wasm)?,
+        };
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        write_atomically(&path, &compiled)?;
+        Ok(())
     }
 
     /// Loads a compiled component, compiling and storing it on a miss.

@@ -7,6 +7,7 @@
 //! (the main one), and WASI preview 1 command modules that read
 //! `{"ctx","event","input"}` on stdin and write their output JSON on stdout.
 
+mod apart;
 pub mod builtin;
 mod cache;
 pub(crate) mod command;
@@ -34,6 +35,7 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+pub use self::apart::{CompileArgs, compile_into_cache};
 pub use self::cache::CacheStats;
 pub use self::db::{
     DbBegin, DbError, DbExecutor, DbOutput, DbStatementOutcome, DbStatementRecord, DbTransaction,

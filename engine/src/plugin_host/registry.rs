@@ -113,7 +113,7 @@ impl Registry {
             };
             let loading = if prepared.compiled() {
                 // Loading compiled code takes milliseconds; a failure stops the start-up.
-                match link(&host, prepared).await {
+                match link(&host, prepared, false).await {
                     Ok(loaded) => watch::channel(Loading::Ready(loaded)).1,
                     Err(e) => {
                         problems.push(e);
@@ -224,9 +224,19 @@ async fn compile_in_background(
     for (prepared, tx) in plugins {
         let name = prepared.name().to_string();
         tracing::info!(plugin = %name, "plugin compiling in the background");
-        let loading = match link(&host, prepared).await {
+        let compiled_apart = match crate::process::plugin_compiler() {
+            Some(compiler) => match host.compile_apart(&prepared, compiler).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "compiling in a process of its own failed; compiling here");
+                    false
+                }
+            },
+            None => false,
+        };
+        let loading = match link(&host, prepared, !compiled_apart).await {
             Ok(loaded) => {
-                tracing::info!(plugin = %name, abi = ?loaded.abi(), "plugin loaded");
+                tracing::info!(plugin = %name, abi = ?loaded.abi(), compiled_apart, "plugin loaded");
                 Loading::Ready(loaded)
             }
             Err(e) => {
@@ -242,11 +252,23 @@ async fn compile_in_background(
     }
 }
 
-/// Compiles (or loads) and links on a blocking thread: compiling is CPU-bound.
-async fn link(host: &PluginHost, prepared: super::PreparedPlugin) -> Result<LoadedPlugin, String> {
+/// Compiles (or loads) and links on a blocking thread: compiling is CPU-bound. When it
+/// `compiles`, the compile's memory is given back as soon as it is over.
+async fn link(
+    host: &PluginHost,
+    prepared: super::PreparedPlugin,
+    compiles: bool,
+) -> Result<LoadedPlugin, String> {
     let name = prepared.name().to_string();
     let host = host.clone();
-    match tokio::task::spawn_blocking(move || host.link(prepared)).await {
+    let linked = tokio::task::spawn_blocking(move || {
+        let linked = host.link(prepared);
+        if compiles {
+            crate::process::return_freed_memory();
+        }
+        linked
+    });
+    match linked.await {
         Ok(Ok(loaded)) => Ok(loaded),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("loading plugin `{name}`: {e}")),
