@@ -537,7 +537,6 @@ fn execute(conn: &Connection, text: &str, args: &[&dyn ToSql]) -> Result<usize, 
     Ok(stmt.raw_execute()?)
 }
 
-/// Runs a query whose first column of its first row is a UUID.
 /// The first column of the first row `text` returns, if any.
 fn query_first<T: rusqlite::types::FromSql>(
     conn: &Connection,
@@ -553,6 +552,7 @@ fn query_first<T: rusqlite::types::FromSql>(
     }
 }
 
+/// Runs a query whose first column of its first row is a UUID.
 fn query_uuid(
     conn: &Connection,
     text: &str,
@@ -582,9 +582,6 @@ fn uuid_at(row: &rusqlite::Row<'_>, index: usize, table: &'static str) -> Result
 }
 
 /// A JSON column, as text (as sqlx stores `Json` values).
-/// Whether an ingest's delivery attempt can live in its event's row (docs/store.md): accepted,
-/// and nothing in it that the row has no column for (headers, body, reason) or that differs
-/// from the event (source, time).
 fn json(value: &serde_json::Value) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
         table: "json",
