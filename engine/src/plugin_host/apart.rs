@@ -216,6 +216,11 @@ mod tests {
         let args = CompileArgs::of(&settings(cache.path())).unwrap();
         let err = compile_into_cache(&args, b"not wasm").unwrap_err();
         assert!(matches!(err, HostError::NotWasm { .. }), "{err}");
+        // A component's header and then garbage: the compile fails and nothing is stored.
+        let broken = b"\0asm\x0d\0\x01\0\x7f\x7f\x7f";
+        let err = compile_into_cache(&args, broken).unwrap_err();
+        assert!(matches!(err, HostError::Compile { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
 
         let host = PluginHost::new(settings(cache.path())).unwrap();
         let prepared = host.prepare(notify()).unwrap();
