@@ -4,8 +4,9 @@
 //!
 //! The compiler's memory then never becomes the server's: compiling the three built-in
 //! plugins (0.2-0.4 MB each) into an empty cache raised the server's peak resident memory
-//! from 38.5 MiB to 72 MiB (its heap to 40 MiB, cranelift's code to 4 MiB more), and an
-//! interpreter of 13 MB takes far more. A compile that crashes or runs out of memory ends the
+//! from 38.5 MiB to 71-72.5 MiB even with the freed memory given back after each compile (its
+//! heap to 40 MiB, cranelift's code to 4 MiB more); apart, 40-41 MiB. An interpreter of 13 MB
+//! takes far more. A compile that crashes or runs out of memory ends the
 //! child, not the server. When the child fails, the server compiles in its own process, which
 //! gives the real compile error.
 
