@@ -859,6 +859,22 @@ impl Report<'_> {
                 limit: 0.8,
             },
             Goal {
+                what: "events with one no-op action vs bare server",
+                bound: "at least 0.2x".into(),
+                measured: drain_ingest / bare,
+                shown: format!("{:.2}x", drain_ingest / bare),
+                at_least: true,
+                limit: 0.2,
+            },
+            Goal {
+                what: "ack latency p99, events with one no-op action at 64 connections",
+                bound: "at most 20 ms".into(),
+                measured: drain_p99,
+                shown: format!("{drain_p99:.1} ms"),
+                at_least: false,
+                limit: 20.0,
+            },
+            Goal {
                 what: "drain vs ingest, sustained (same runs)",
                 bound: "at least 1.0x".into(),
                 measured: drain_ratio,

@@ -147,6 +147,7 @@ pub struct Metrics {
     dead_letters: AtomicU64,
     backlog_waits: AtomicU64,
     backlog_wait_nanos: AtomicU64,
+    handed: AtomicU64,
     connections_refused: AtomicU64,
     overloaded: AtomicU64,
     own_events_dropped: AtomicU64,
@@ -164,6 +165,7 @@ impl Default for Metrics {
             dead_letters: AtomicU64::new(0),
             backlog_waits: AtomicU64::new(0),
             backlog_wait_nanos: AtomicU64::new(0),
+            handed: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             own_events_dropped: AtomicU64::new(0),
@@ -241,6 +243,12 @@ impl Metrics {
         self.backlog_waits.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.backlog_wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// `n` executions were stored leased to this node as their event arrived and handed to
+    /// its workers, without a claim.
+    pub fn handed(&self, n: usize) {
+        self.handed.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// A connection was closed as soon as it was accepted: the listener had `max_connections`.
@@ -330,6 +338,12 @@ impl Metrics {
             "hookwise_backlog_waits_total",
             "Arriving events that waited because this node had more unclaimed executions than dispatch.backlog_limit.",
             self.backlog_waits.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hookwise_handed_executions_total",
+            "Executions this node started as their event arrived, handed to its workers without a claim.",
+            self.handed.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

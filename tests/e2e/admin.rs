@@ -263,8 +263,9 @@ async fn admin_routes_need_the_bearer_token_in_the_header() {
     server.stop().await;
 }
 
-/// Backpressure (docs/dispatch.md): one worker, held 1.5 s by a slow receiver, claims at most
-/// 4 executions ahead, so from the 6th event on this node has unclaimed work. With
+/// Backpressure (docs/dispatch.md): one worker, held 1.5 s by a slow receiver, takes at most
+/// 4 executions ahead (handed to it or claimed), so from the 6th event on this node has work
+/// no worker has started. With
 /// `backlog_limit: 1`, the next arrival waits its full `backlog_wait`, is stored anyway, and
 /// the wait shows on `/metrics`. With the limit off, the same arrivals never wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -314,6 +315,49 @@ async fn arrivals_wait_while_the_workers_are_behind_and_are_stored_anyway() {
             }
             assert_eq!(receiver.answered(), 7, "{:#?}", receiver.seen());
         }
+        store.close().await;
+        server.stop().await;
+    }
+}
+
+/// An arriving event's executions are stored leased to the node and handed straight to its
+/// workers, without a claim, unless something must be counted or waited on first: a
+/// concurrency limit (on the action or its plugin) or an order key. Either way each runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn arriving_executions_go_straight_to_the_workers_unless_limited_or_ordered() {
+    let cases = [
+        ("", "", true),
+        ("        concurrency: 2\n", "", false),
+        ("", "    limits: { concurrency: 2 }\n", false),
+        ("        order_key: \"{{ payload.n }}\"\n", "", false),
+    ];
+    for (action_extra, plugin_extra, handed) in cases {
+        let receiver = Receiver::start().await;
+        let rules = format!("{}{action_extra}", forward_rule(&receiver));
+        let server = start(&config_text(&receiver, plugin_extra), &rules).await;
+        let a = Admin::new(&server);
+        // A plugin still compiling cannot take work at once: its executions wait for a claim.
+        a.plugins_compiled().await;
+        let client = reqwest::Client::new();
+        let mut events = Vec::new();
+        for n in 0..6 {
+            events.push(send(&client, &server.base, &json!({"n": n})).await);
+        }
+        let store = server.store().await;
+        for ev in &events {
+            wait_done(&store, *ev, 1, Duration::from_secs(60)).await;
+            let xs = store.executions_for_event(*ev).await.unwrap();
+            assert_eq!(xs[0].status, ExecutionStatus::Succeeded, "{xs:#?}");
+            assert_eq!(xs[0].attempts, 1, "{xs:#?}");
+        }
+        assert_eq!(receiver.answered(), 6, "{:#?}", receiver.seen());
+        let m = a.metrics().await;
+        let expected = if handed { 6.0 } else { 0.0 };
+        assert_eq!(
+            m.value("hookwise_handed_executions_total", &[]),
+            expected,
+            "action `{action_extra}`, plugin `{plugin_extra}`"
+        );
         store.close().await;
         server.stop().await;
     }

@@ -158,6 +158,7 @@ fn execution(event: EventId, rule: &str, index: i32) -> NewExecution {
         plugin: "notify".into(),
         idempotency_key: NewExecution::key_for(event, rule, index, 0),
         order_key: None,
+        lease: None,
     }
 }
 
@@ -903,13 +904,32 @@ async fn expired_leases_are_reclaimed(place: &Place) {
             .unwrap()
             .is_empty()
     );
+    let attempt = first[0].attempts;
     store
-        .renew_lease(first[0].id, "crashed-worker", Millis(now.0 + 10_000))
+        .renew_lease(
+            first[0].id,
+            "crashed-worker",
+            attempt,
+            Millis(now.0 + 10_000),
+        )
         .await
         .unwrap();
     assert!(matches!(
         store
-            .renew_lease(first[0].id, "other", Millis(now.0 + 10_000))
+            .renew_lease(first[0].id, "other", attempt, Millis(now.0 + 10_000))
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    // The holder's lease is for that attempt: an earlier one (a copy of the execution that
+    // waited out its lease before the same owner claimed it again) holds nothing.
+    assert!(matches!(
+        store
+            .renew_lease(
+                first[0].id,
+                "crashed-worker",
+                attempt - 1,
+                Millis(now.0 + 10_000)
+            )
             .await,
         Err(StoreError::LeaseLost(_))
     ));

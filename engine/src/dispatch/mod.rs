@@ -9,10 +9,13 @@
 
 mod backlog;
 pub mod backtest;
+mod handoff;
 pub mod ops;
 pub(crate) mod run;
 
 pub use backlog::Backlog;
+pub use handoff::Handoff;
+use handoff::Reservation;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,7 @@ pub struct Wake {
     events: Arc<Notify>,
     work: Arc<Notify>,
     backlog: Arc<Backlog>,
+    handoff: Arc<Handoff>,
 }
 
 impl Wake {
@@ -166,6 +170,16 @@ impl Dispatcher {
             running: Mutex::new(Running::default()),
             shared_limits: Mutex::new(None),
         });
+        // Arrivals hand the executions this node can run at once straight to its workers,
+        // as many as the backlog may hold (or a claim's worth, without a backlog limit).
+        let workers = shared.settings.workers.max(1) as usize;
+        let handoff_places = (shared.settings.backlog_limit as usize).max(workers * CLAIM_AHEAD);
+        shared.wake.handoff.open(
+            &shared.owner,
+            shared.settings.lease,
+            handoff_places,
+            shared.plugins.clone(),
+        );
         let (stop, stop_rx) = watch::channel(false);
         let matcher = tokio::spawn(match_loop(shared.clone(), stop_rx.clone()));
         let workers = tokio::spawn(claim_loop(shared.clone(), stop_rx));
@@ -295,7 +309,7 @@ pub struct Intake<'a> {
     /// `None`: events are stored unmatched, and the matcher plans them.
     pub rules: Option<&'a LiveRules>,
     pub wake: &'a Wake,
-    pub metrics: &'a crate::metrics::Metrics,
+    pub metrics: &'a Arc<crate::metrics::Metrics>,
 }
 
 impl Intake<'_> {
@@ -327,19 +341,77 @@ impl Intake<'_> {
                 self.metrics.backlog_wait(waited);
             }
         }
-        let commit = self.store.ingest_planned(event, attempt, plan);
-        let stored = commit_counted(&self.wake.backlog, planned, commit, |o| {
-            if o.duplicate { 0 } else { planned }
-        })
-        .await?;
+        // What this node can run at once is stored leased to it and handed to its workers
+        // after the commit (handoff.rs); the rest waits for a claim.
+        let mut plan = plan;
+        let reservation = match (self.rules, plan.as_mut()) {
+            (Some(rules), Some(plan)) if planned > 0 && self.store.stores_as_given(&event) => self
+                .wake
+                .handoff
+                .reserve(&mut plan.executions, &rules.current()),
+            _ => None,
+        };
+        let to_claim = planned - reservation.as_ref().map_or(0, Reservation::len);
+        let stored_count = move |o: &IngestOutcome| if o.duplicate { 0 } else { planned };
+        let stored = match reservation {
+            None => {
+                let commit = self.store.ingest_planned(event, attempt, plan);
+                commit_counted(&self.wake.backlog, planned, commit, stored_count).await?
+            }
+            // Committed leases must reach the workers even when this caller goes away (the
+            // sender closed its connection): the commit and the hand-off run as a task.
+            Some(reservation) => {
+                let (wake, store, metrics) = (
+                    self.wake.clone(),
+                    self.store.clone(),
+                    Arc::clone(self.metrics),
+                );
+                tokio::spawn(async move {
+                    let commit = store.ingest_planned(event.clone(), attempt, plan);
+                    let stored =
+                        commit_counted(&wake.backlog, planned, commit, stored_count).await?;
+                    if let Some(seq) = stored.seq {
+                        hand_over(reservation, event, seq, &store, &wake, &metrics).await;
+                    }
+                    Ok::<_, crate::store::StoreError>(stored)
+                })
+                .await
+                .map_err(|_| crate::store::StoreError::Closed)??
+            }
+        };
         if !stored.duplicate && !quarantined {
-            match (matched, planned) {
+            match (matched, to_claim) {
                 (false, _) => self.wake.events(),
                 (true, 0) => {}
                 (true, _) => self.wake.work(),
             }
         }
         Ok(stored)
+    }
+}
+
+/// Hands the executions `reservation` leased, committed with `event` as `seq`, to this node's
+/// workers; gives them back for a claim when the dispatcher stopped meanwhile.
+async fn hand_over(
+    reservation: Reservation,
+    event: NewEvent,
+    seq: i64,
+    store: &Store,
+    wake: &Wake,
+    metrics: &crate::metrics::Metrics,
+) {
+    let owner = reservation.owner().to_string();
+    let n = reservation.len();
+    match reservation.deliver(event, seq) {
+        Ok(()) => metrics.handed(n),
+        Err(back) => {
+            for x in back {
+                if let Err(e) = store.release(x.id, &owner).await {
+                    tracing::warn!(execution = %x.id, error = %e, "release failed");
+                }
+            }
+            wake.work();
+        }
     }
 }
 
@@ -451,6 +523,7 @@ fn plan_parts(rules: &RuleSet, parts: &EventParts, event: &NewEvent, generation:
                 plugin: a.plugin.clone(),
                 idempotency_key: NewExecution::key_for(id, &m.rule, index, generation),
                 order_key: a.order_key.clone(),
+                lease: None,
             });
         }
     }
@@ -478,6 +551,8 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         None;
     // After a claim found nothing (or failed): no new claim before this, unless woken.
     let mut idle_until: Option<tokio::time::Instant> = None;
+    // Executions ingress handed over as it stored them (already leased to this node).
+    let handoff = shared.wake.handoff.clone();
 
     while !*stop.borrow() {
         while running.try_join_next().is_some() {}
@@ -490,8 +565,17 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             ));
         }
         tokio::select! {
-            permit = slots.clone().acquire_owned(), if !queue.is_empty() => {
-                let (Ok(permit), Some((execution, event))) = (permit, queue.pop_front()) else {
+            permit = slots.clone().acquire_owned(), if !queue.is_empty() || !handoff.is_empty() => {
+                // Claimed work first: it waited in the store (a retry, an arrival the hand-off
+                // had no room for) before it was claimed.
+                let next = queue.pop_front().or_else(|| {
+                    let handed = handoff.take();
+                    if handed.is_some() {
+                        shared.wake.backlog.claimed(1);
+                    }
+                    handed
+                });
+                let (Ok(permit), Some((execution, event))) = (permit, next) else {
                     continue;
                 };
                 if !shared.take_capacity(&execution) {
@@ -518,6 +602,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 // New or freed work: claim again without waiting out the pause.
                 idle_until = None;
             }
+            _ = handoff.arrived() => {}
             _ = sleep_until(idle_until), if idle_until.is_some() && claiming.is_none() => {
                 idle_until = None;
             }
@@ -526,6 +611,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     }
 
+    queue.extend(handoff.close());
     stop_claiming(&shared, claiming, queue).await;
     drain(running, hard_stop_tx).await;
 }

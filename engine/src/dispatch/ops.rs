@@ -295,6 +295,7 @@ pub async fn replay_execution(
         plugin: x.plugin.clone(),
         idempotency_key: NewExecution::key_for(x.event_id, &x.rule_id, x.action_index, generation),
         order_key: x.order_key.clone(),
+        lease: None,
     };
     let out = replayed(x.event_id, &new, Some(x.id));
     if !dry_run {

@@ -80,6 +80,9 @@ pub(crate) async fn run_execution(
         source: event.source.clone(),
         event_type: event.event_type.clone(),
     };
+    if !lease_still_held(shared, x).await {
+        return;
+    }
     let host = shared.plugins.host();
     let call = async {
         let call = host.call(&plugin, ctx, event, input);
@@ -136,6 +139,38 @@ async fn finish_fatal(
     finish(shared, x, &attempt, next, None, origin).await;
 }
 
+/// Whether `x`'s lease is still this node's to run it under, renewed first when less than
+/// half of it is left: an execution may wait for a worker under its lease (claimed ahead, or
+/// handed over as its event arrived) longer than that, and once the lease runs out the
+/// execution is due again and another worker may claim it. False when it was lost (or ran
+/// out and cannot be renewed): this attempt does not run.
+async fn lease_still_held(shared: &Shared, x: &Execution) -> bool {
+    let lease = shared.settings.lease;
+    let now = Millis::now();
+    let left = x
+        .lease_until
+        .map_or(0, |until| until.0.saturating_sub(now.0));
+    if left > i64::try_from(lease.as_millis() / 2).unwrap_or(i64::MAX) {
+        return true;
+    }
+    let until = now.saturating_add(lease);
+    match shared
+        .store
+        .renew_lease(x.id, &shared.owner, x.attempts, until)
+        .await
+    {
+        Ok(()) => true,
+        Err(StoreError::LeaseLost(_)) => {
+            tracing::warn!(event = %x.event_id, execution = %x.id, "lease lost while waiting for a worker; another worker runs it");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(execution = %x.id, error = %e, "lease renewal failed");
+            left > 0
+        }
+    }
+}
+
 /// Runs the plugin `call`, renewing `x`'s lease meanwhile. `None` when the attempt stops
 /// without a report: the lease was lost (another worker has the execution now), or shutdown
 /// reached its deadline (the execution is given back).
@@ -154,7 +189,7 @@ async fn call_under_lease(
             report = &mut call => return Some(report),
             _ = renew.tick() => {
                 let until = Millis::now().saturating_add(lease);
-                match shared.store.renew_lease(x.id, &shared.owner, until).await {
+                match shared.store.renew_lease(x.id, &shared.owner, x.attempts, until).await {
                     Ok(()) => {}
                     Err(StoreError::LeaseLost(_)) => {
                         tracing::warn!(event = %x.event_id, execution = %x.id, "lease lost while running; stopping this attempt");
@@ -212,19 +247,32 @@ pub(crate) fn attempt_record(
     }
 }
 
+/// Logs an attempt: a failed one at info, a successful one at debug (the store's record of
+/// every attempt is what `hookwise logs` shows; a line per success would cost busy nodes a
+/// write per action).
 fn log_attempt(x: &Execution, attempt: &NewExecutionAttempt, report: &CallReport) {
-    tracing::info!(
-        event = %x.event_id,
-        execution = %x.id,
-        rule = %x.rule_id,
-        action = x.action_index,
-        plugin = %x.plugin,
-        attempt = x.attempts,
-        outcome = attempt.outcome.as_str(),
-        duration_ms = report.duration.as_millis() as u64,
-        error = attempt.error.as_deref().unwrap_or(""),
-        "action attempt finished"
-    );
+    macro_rules! log_at {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                event = %x.event_id,
+                execution = %x.id,
+                rule = %x.rule_id,
+                action = x.action_index,
+                plugin = %x.plugin,
+                attempt = x.attempts,
+                outcome = attempt.outcome.as_str(),
+                duration_ms = report.duration.as_millis() as u64,
+                error = attempt.error.as_deref().unwrap_or(""),
+                "action attempt finished"
+            )
+        };
+    }
+    if attempt.outcome == AttemptOutcome::Succeeded {
+        log_at!(tracing::Level::DEBUG);
+    } else {
+        log_at!(tracing::Level::INFO);
+    }
 }
 
 /// Replaces secret values in everything the attempt records: the plugin saw secrets rendered

@@ -168,6 +168,13 @@ impl Registry {
         }
     }
 
+    /// Whether the plugin called `name` is loaded and can run now.
+    pub fn is_ready(&self, name: &str) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|e| matches!(*e.loading.borrow(), Loading::Ready(_)))
+    }
+
     /// Names of the plugins that are not ready (compiling, or failed to load): their actions
     /// must not be claimed.
     pub fn not_ready(&self) -> impl Iterator<Item = &str> {

@@ -163,6 +163,9 @@ pub enum WriteOutcome {
 pub struct IngestOutcome {
     pub event_id: EventId,
     pub duplicate: bool,
+    /// The stored event's place in the arrival order (none for a duplicate).
+    #[serde(skip)]
+    pub seq: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -401,6 +404,16 @@ impl Store {
     /// [`ClaimExclusions::shared`] limits over all of them.
     pub fn is_shared(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Whether `event` is stored exactly as given, so that reading it back gives the same
+    /// value (PostgreSQL replaces U+0000 in text: `text.rs`).
+    pub fn stores_as_given(&self, event: &NewEvent) -> bool {
+        use text::OutsideText;
+        match self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(_) => !event.has_nul(),
+        }
     }
 
     /// Stores `event` once (group-committed) and records the delivery attempt that brought it.
@@ -831,14 +844,17 @@ impl Store {
         with_backend!(self, b => b.activity(since, until, bucket.max(1)).await)
     }
 
-    /// Extends the lease of a running execution; fails with `LeaseLost` if `owner` lost it.
+    /// Extends the lease of a running execution for its attempt number `attempt`; fails with
+    /// `LeaseLost` if `owner` lost it, or holds it for a later attempt (the lease ran out and
+    /// the same owner claimed it again).
     pub async fn renew_lease(
         &self,
         id: ExecutionId,
         owner: &str,
+        attempt: i32,
         until: Millis,
     ) -> Result<(), StoreError> {
-        with_backend!(self, b => b.renew_lease(id, owner, until).await)
+        with_backend!(self, b => b.renew_lease(id, owner, attempt, until).await)
     }
 
     /// Records an attempt and moves the execution on, guarded by the lease. Group-committed:

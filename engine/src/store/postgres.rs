@@ -188,6 +188,7 @@ impl PgStore {
                     outcomes.push(WriteOutcome::Ingested(IngestOutcome {
                         event_id: EventId(event_id),
                         duplicate,
+                        seq: inserted.get(&event.id.0).copied(),
                     }));
                 }
                 WriteRequest::Attempt(attempt) => {
@@ -252,7 +253,8 @@ impl PgStore {
 fn gives_work(request: &WriteRequest) -> bool {
     match request {
         WriteRequest::Ingest { event, plan, .. } => match plan {
-            Some(plan) => !plan.executions.is_empty(),
+            // Executions leased to the node that planned them are its own to run.
+            Some(plan) => plan.executions.iter().any(|x| x.lease.is_none()),
             None => event.status == EventStatus::Pending,
         },
         WriteRequest::Attempt(_) => false,

@@ -58,6 +58,7 @@ macro_rules! store_queries {
         ) -> Result<Vec<ExecutionId>, StoreError> {
             let mut created = Vec::new();
             for x in executions {
+                let leased = x.planned_state();
                 let id: Option<Uuid> = sqlx::query_scalar(crate::store::sql::INSERT_EXECUTION)
                 .bind(x.id.0)
                 .bind(event.0)
@@ -68,8 +69,11 @@ macro_rules! store_queries {
                 .bind(x.plugin.as_str())
                 .bind(x.idempotency_key.as_str())
                 .bind(x.order_key.as_deref())
-                .bind(ExecutionStatus::Pending.as_str())
+                .bind(leased.status.as_str())
                 .bind(now.0)
+                .bind(leased.attempts)
+                .bind(leased.owner)
+                .bind(leased.until)
                 .fetch_optional(&mut **tx)
                 .await?;
                 if let Some(id) = id {
@@ -757,15 +761,18 @@ macro_rules! store_queries {
                 &self,
                 id: ExecutionId,
                 owner: &str,
+                attempt: i32,
                 until: Millis,
             ) -> Result<(), StoreError> {
                 let done = sqlx::query(
                     "UPDATE executions SET lease_until = $3 \
-                     WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+                     AND attempts = $4",
                 )
                 .bind(id.0)
                 .bind(<$Text>::text(owner))
                 .bind(until.0)
+                .bind(attempt)
                 .execute(&self.pool)
                 .await?;
                 if done.rows_affected() == 0 {

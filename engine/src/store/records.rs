@@ -85,9 +85,45 @@ pub struct NewExecution {
     /// Unique across the store: derived from event, rule, action and generation.
     pub idempotency_key: String,
     pub order_key: Option<String>,
+    /// Set when the node planning the execution runs it itself: it is stored leased, with
+    /// its first attempt started, as a claim would leave it (no claim is needed).
+    pub lease: Option<Lease>,
+}
+
+/// A lease on an execution: who holds it, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lease {
+    pub owner: String,
+    pub until: Millis,
+}
+
+/// The columns a planned execution starts with: pending, or leased by the node planning it.
+pub(crate) struct PlannedState<'a> {
+    pub status: ExecutionStatus,
+    pub attempts: i32,
+    pub owner: Option<&'a str>,
+    pub until: Option<i64>,
 }
 
 impl NewExecution {
+    /// How this execution is stored when planned.
+    pub(crate) fn planned_state(&self) -> PlannedState<'_> {
+        match &self.lease {
+            Some(lease) => PlannedState {
+                status: ExecutionStatus::Running,
+                attempts: 1,
+                owner: Some(&lease.owner),
+                until: Some(lease.until.0),
+            },
+            None => PlannedState {
+                status: ExecutionStatus::Pending,
+                attempts: 0,
+                owner: None,
+                until: None,
+            },
+        }
+    }
+
     /// The stable idempotency key of (event, rule, action, generation).
     pub fn key_for(event: EventId, rule_id: &str, action_index: i32, generation: i32) -> String {
         format!("{event}:{rule_id}:{action_index}:{generation}")

@@ -97,11 +97,14 @@ pub(crate) const PLAN_EVENT: &str = "UPDATE events SET status = $2, match_trace 
      planned_at = $4 WHERE id = $1 RETURNING seq";
 
 /// One planned execution; an existing one (same event, rule, action and generation, or same
-/// key) is left alone. $10 is the status, $11 the time.
+/// key) is left alone. $10 is the status, $11 the time, $12 the attempts started, $13 and $14
+/// the lease's owner and end (NULL unless the planning node runs it: see [`NewExecution`]).
+///
+/// [`NewExecution`]: super::NewExecution
 pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions (id, event_id, event_seq, \
      rule_id, action_index, generation, plugin, idempotency_key, order_key, status, attempts, \
-     next_attempt_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $11) \
+     next_attempt_at, created_at, updated_at, lease_owner, lease_until) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, $11, $11, $13, $14) \
      ON CONFLICT DO NOTHING RETURNING id";
 
 /// Moves a running execution on, if `$2` still holds its lease: $3 status, $4 next attempt,

@@ -25,7 +25,7 @@ use super::{
     ClaimRequest, EventPlan, FinishRequest, IngestOutcome, StoreError, WriteOutcome, WriteRequest,
     sql,
 };
-use crate::model::{EventId, EventStatus, ExecutionId, ExecutionStatus, Millis, Verdict};
+use crate::model::{EventId, EventStatus, ExecutionId, Millis, Verdict};
 
 /// Prepared statements kept per connection: the write path has about a dozen, and a claim
 /// with busy plugins or actions makes a few more.
@@ -266,9 +266,9 @@ fn ingest<'b>(
     } else {
         execute(tx, sql::INSERT_EVENT, &event_args)?
     } == 1;
-    if let Some(plan) = plan.as_ref().filter(|_| stored) {
-        // `seq` is the events table's rowid.
-        let seq = tx.last_insert_rowid();
+    // `seq` is the events table's rowid.
+    let seq = stored.then(|| tx.last_insert_rowid());
+    if let (Some(plan), Some(seq)) = (plan, seq) {
         insert_executions(tx, event.id, seq, &plan.executions, w.now, &mut w.tally)?;
     }
     if stored {
@@ -302,6 +302,7 @@ fn ingest<'b>(
     Ok(IngestOutcome {
         event_id: EventId(event_id),
         duplicate: !stored,
+        seq,
     })
 }
 
@@ -424,6 +425,7 @@ fn insert_executions(
     let event = event.0.as_bytes().as_slice();
     let mut created = Vec::new();
     for x in executions {
+        let leased = x.planned_state();
         let mut stmt = prepared(conn, sql::INSERT_EXECUTION)?;
         bind(
             &mut stmt,
@@ -437,8 +439,11 @@ fn insert_executions(
                 &x.plugin,
                 &x.idempotency_key,
                 &x.order_key,
-                &ExecutionStatus::Pending.as_str(),
+                &leased.status.as_str(),
                 &now.0,
+                &leased.attempts,
+                &leased.owner,
+                &leased.until,
             ],
         )?;
         let mut rows = stmt.raw_query();

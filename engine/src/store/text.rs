@@ -207,7 +207,7 @@ outside_text!(NewDeliveryAttempt {
 });
 outside_text!(NewExecution {
     text: [rule_id, plugin, idempotency_key, order_key],
-    other: [id, action_index, generation],
+    other: [id, action_index, generation, lease],
 });
 outside_text!(EventPlan {
     text: [match_trace, executions],
