@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::KnownEvent;
 use crate::model::{ExecutionStatus, Millis};
 use crate::plugin_host::Registry;
 use crate::rules::RuleSet;
-use crate::store::{Execution, Lease, NewEvent, NewExecution, StoredEvent};
+use crate::store::{Execution, Lease, NewExecution};
 
 /// An execution to run, with its event.
-pub(crate) type Handed = (Execution, Option<Arc<StoredEvent>>);
+pub(crate) type Handed = super::Queued;
 
 /// The hand-off between ingress and the workers of one node. Closed (taking nothing) until a
 /// dispatcher opens it.
@@ -158,22 +159,17 @@ impl Reservation {
         &self.lease.owner
     }
 
-    /// Hands the leased executions, committed with `event` (stored as `seq`), to the
-    /// workers. Returns them instead when the dispatcher has stopped meanwhile, for the
-    /// caller to give back.
-    pub(crate) fn deliver(mut self, event: NewEvent, seq: i64) -> Result<(), Vec<Execution>> {
+    /// Hands the leased executions, committed with `event`, to the workers. Returns them
+    /// instead when the dispatcher has stopped meanwhile, for the caller to give back.
+    pub(crate) fn deliver(mut self, event: KnownEvent) -> Result<(), Vec<Execution>> {
         let now = Millis::now();
-        let event = Arc::new(StoredEvent {
-            seq,
-            event,
-            match_trace: None,
-            planned_at: Some(now),
-        });
+        let (event_id, seq) = (event.stored.event.id, event.stored.seq);
+        let event = Arc::new(event);
         let executions: Vec<Execution> = std::mem::take(&mut self.executions)
             .into_iter()
             .map(|x| Execution {
                 id: x.id,
-                event_id: event.event.id,
+                event_id,
                 event_seq: seq,
                 rule_id: x.rule_id,
                 action_index: x.action_index,

@@ -325,11 +325,12 @@ impl Intake<'_> {
         let quarantined = event.status == EventStatus::Quarantined;
         // Matched and planned in the transaction that stores the event: rule matching costs
         // microseconds, and the event is then written once, not stored and updated.
-        let plan = match self.rules {
+        let (plan, parts) = match self.rules {
             Some(rules) if !quarantined => {
-                Some(plan_arrival(&rules.current(), self.config, &event, payload))
+                let (plan, parts) = plan_arrival(&rules.current(), self.config, &event, payload);
+                (Some(plan), parts)
             }
-            _ => None,
+            _ => (None, None),
         };
         let matched = plan.is_some();
         let planned = plan.as_ref().map_or(0, |p| p.executions.len());
@@ -371,7 +372,16 @@ impl Intake<'_> {
                     let stored =
                         commit_counted(&wake.backlog, planned, commit, stored_count).await?;
                     if let Some(seq) = stored.seq {
-                        hand_over(reservation, event, seq, &store, &wake, &metrics).await;
+                        let event = KnownEvent {
+                            stored: StoredEvent {
+                                seq,
+                                event,
+                                match_trace: None,
+                                planned_at: Some(Millis::now()),
+                            },
+                            parts,
+                        };
+                        hand_over(reservation, event, &store, &wake, &metrics).await;
                     }
                     Ok::<_, crate::store::StoreError>(stored)
                 })
@@ -390,19 +400,17 @@ impl Intake<'_> {
     }
 }
 
-/// Hands the executions `reservation` leased, committed with `event` as `seq`, to this node's
-/// workers; gives them back for a claim when the dispatcher stopped meanwhile.
+/// Hands the executions `reservation` leased, committed with `event`, to this node's workers; gives them back for a claim when the dispatcher stopped meanwhile.
 async fn hand_over(
     reservation: Reservation,
-    event: NewEvent,
-    seq: i64,
+    event: KnownEvent,
     store: &Store,
     wake: &Wake,
     metrics: &crate::metrics::Metrics,
 ) {
     let owner = reservation.owner().to_string();
     let n = reservation.len();
-    match reservation.deliver(event, seq) {
+    match reservation.deliver(event) {
         Ok(()) => metrics.handed(n),
         Err(back) => {
             for x in back {
@@ -496,16 +504,18 @@ fn plan_arrival(
     config: &Config,
     event: &NewEvent,
     payload: impl FnOnce() -> Value,
-) -> EventPlan {
+) -> (EventPlan, Option<EventParts>) {
     if !rules.selects_any(&event.source, &event.event_type) {
-        return EventPlan {
+        let plan = EventPlan {
             event: event.id,
             match_trace: serde_json::to_value(crate::rules::Evaluation::default())
                 .unwrap_or(Value::Null),
             executions: Vec::new(),
         };
+        return (plan, None);
     }
-    plan_parts(rules, &EventParts::of(config, event, payload()), event, 0)
+    let parts = EventParts::of(config, event, payload());
+    (plan_parts(rules, &parts, event, 0), Some(parts))
 }
 
 fn plan_parts(rules: &RuleSet, parts: &EventParts, event: &NewEvent, generation: i32) -> EventPlan {
@@ -537,7 +547,17 @@ fn plan_parts(rules: &RuleSet, parts: &EventParts, event: &NewEvent, generation:
 // ---- claiming and running ----------------------------------------------------------------
 
 /// Claimed executions waiting for a worker, with their events when read.
-type Claimed = Vec<(crate::store::Execution, Option<Arc<StoredEvent>>)>;
+type Claimed = Vec<Queued>;
+
+/// An execution waiting for a worker, with its event when the dispatcher has it.
+pub(crate) type Queued = (crate::store::Execution, Option<Arc<KnownEvent>>);
+
+/// An execution's event as the dispatcher has it: read with a claim, or handed over by
+/// ingress with the parts its rules read already parsed.
+pub(crate) struct KnownEvent {
+    pub(crate) stored: StoredEvent,
+    pub(crate) parts: Option<EventParts>,
+}
 
 async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let workers = shared.settings.workers.max(1) as usize;
@@ -546,7 +566,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let (hard_stop_tx, hard_stop) = watch::channel(false);
     // Claimed, not started yet. The next claim is made while these still run, so the workers
     // do not wait for its commit: claiming overlaps running.
-    let mut queue: VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)> = VecDeque::new();
+    let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>> =
         None;
     // After a claim found nothing (or failed): no new claim before this, unless woken.
@@ -622,7 +642,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn take_claim(
     shared: &Shared,
     claimed: Result<Result<Claimed, crate::store::StoreError>, tokio::task::JoinError>,
-    queue: &mut VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)>,
+    queue: &mut VecDeque<Queued>,
 ) -> Option<tokio::time::Instant> {
     match claimed {
         Ok(Ok(claimed)) if claimed.is_empty() => {
@@ -647,7 +667,7 @@ async fn take_claim(
 async fn stop_claiming(
     shared: &Shared,
     claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>>,
-    mut queue: VecDeque<(crate::store::Execution, Option<Arc<StoredEvent>>)>,
+    mut queue: VecDeque<Queued>,
 ) {
     if let Some(claim) = claiming
         && let Ok(Ok(claimed)) = claim.await
@@ -743,14 +763,21 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 async fn events_of(
     shared: &Shared,
     claimed: &[crate::store::Execution],
-) -> HashMap<crate::model::EventId, Arc<StoredEvent>> {
+) -> HashMap<crate::model::EventId, Arc<KnownEvent>> {
     let mut ids: Vec<_> = claimed.iter().map(|x| x.event_id).collect();
     ids.sort_unstable_by_key(|id| id.0);
     ids.dedup();
     match shared.store.events_to_run(&ids).await {
         Ok(events) => events
             .into_iter()
-            .map(|e| (e.event.id, Arc::new(e)))
+            .map(|stored| {
+                let id = stored.event.id;
+                let known = KnownEvent {
+                    stored,
+                    parts: None,
+                };
+                (id, Arc::new(known))
+            })
             .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "reading the events of claimed executions failed");

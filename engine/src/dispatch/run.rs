@@ -7,15 +7,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{EventParts, Shared, Slot};
+use super::{EventParts, KnownEvent, Shared, Slot};
 use crate::model::{AttemptOutcome, Millis};
 use crate::own_events::{self, Origin};
 use crate::plugin_host::{CallContext, CallError, CallEvent, CallReport};
 use crate::rules::RetryPolicy;
 use crate::scrub::Scrubber;
-use crate::store::{
-    Announcement, Execution, NewEvent, NewExecutionAttempt, NextStep, StoreError, StoredEvent,
-};
+use crate::store::{Announcement, Execution, NewEvent, NewExecutionAttempt, NextStep, StoreError};
 
 /// Longest wait a plugin's `retry_after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -45,7 +43,7 @@ enum Prepared {
 pub(crate) async fn run_execution(
     shared: &Shared,
     x: &Execution,
-    event: Option<Arc<StoredEvent>>,
+    event: Option<Arc<KnownEvent>>,
     slot: Slot,
     hard_stop: watch::Receiver<bool>,
 ) {
@@ -498,12 +496,15 @@ fn jitter(backoff: Duration) -> Duration {
 async fn prepare(
     shared: &Shared,
     x: &Execution,
-    event: Option<Arc<StoredEvent>>,
+    known: Option<Arc<KnownEvent>>,
 ) -> Result<Prepared, StoreError> {
-    let event = match event {
-        Some(event) => event,
+    let known = match known {
+        Some(known) => known,
         None => match shared.store.get_event(x.event_id).await? {
-            Some(event) => Arc::new(event),
+            Some(stored) => Arc::new(KnownEvent {
+                stored,
+                parts: None,
+            }),
             None => {
                 return Ok(Prepared::Fatal(
                     format!("event {} is gone", x.event_id),
@@ -512,6 +513,7 @@ async fn prepare(
             }
         },
     };
+    let event = &known.stored;
     let origin = Origin {
         source: event.event.source.clone(),
         event_type: event.event.event_type.clone(),
@@ -522,7 +524,15 @@ async fn prepare(
         Ok(p) => p,
         Err(why) => return Ok(Prepared::Fatal(why, Some(origin))),
     };
-    let parts = EventParts::new(&shared.config, &event);
+    // Parsed already when ingress handed the execution over.
+    let parsed;
+    let parts = match &known.parts {
+        Some(parts) => parts,
+        None => {
+            parsed = EventParts::new(&shared.config, event);
+            &parsed
+        }
+    };
     let rules = shared.rules.current();
     let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
     let planned = match rules.render_action(&x.rule_id, index, &parts.view(&event.event)) {
@@ -547,7 +557,7 @@ async fn prepare(
     Ok(Prepared::Call(Box::new(PreparedCall {
         plugin,
         ctx,
-        event: call_event(&parts, &event.event),
+        event: call_event(parts, &event.event),
         input: planned.input.to_string(),
         retry: planned.retry,
         timeout: planned.timeout,
