@@ -1,4 +1,5 @@
-//! Executions handed from ingress straight to this node's workers.
+//! The executions waiting for this node's workers: those its dispatcher claimed, and those
+//! ingress handed straight over as it stored their event.
 //!
 //! An event that arrives matched is stored with its executions in one transaction. Those the
 //! node can run at once (no order key to wait on, no concurrency limit to count, the plugin
@@ -10,8 +11,10 @@
 //!
 //! Nothing is lost by it: what is handed here is committed first, and a crash (or an
 //! execution dropped on the way) leaves a lease that runs out and is claimed again, as for
-//! any claimed execution. At most `capacity` executions wait here, reserved before their
-//! commit; when there is no room, an arrival plans its executions for a claim, as before.
+//! any claimed execution. Claimed and handed executions share one budget of `capacity`
+//! places (handed ones are reserved before their commit), so a node holds no more leased work
+//! than a claim alone would leave it: that much is what the other nodes must take over when
+//! it dies. When there is no room, an arrival plans its executions for a claim, as before.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,16 +22,20 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::KnownEvent;
+use super::{KnownEvent, Queued};
 use crate::model::{ExecutionStatus, Millis};
 use crate::plugin_host::Registry;
 use crate::rules::RuleSet;
 use crate::store::{Execution, Lease, NewExecution};
 
-/// An execution to run, with its event.
-pub(crate) type Handed = super::Queued;
+/// Where a waiting execution came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Claimed,
+    Handed,
+}
 
-/// The hand-off between ingress and the workers of one node. Closed (taking nothing) until a
+/// The executions waiting for the workers of one node. Closed (taking nothing) until a
 /// dispatcher opens it.
 #[derive(Default)]
 pub struct Handoff {
@@ -42,7 +49,18 @@ struct Inner {
     taker: Option<Taker>,
     /// Places promised to arrivals whose commit is under way.
     reserved: usize,
-    ready: VecDeque<Handed>,
+    /// Claimed by this node's dispatcher: they waited in the store (a retry, an arrival there
+    /// was no room for here) and go first.
+    claimed: VecDeque<Queued>,
+    /// Handed over by ingress.
+    handed: VecDeque<Queued>,
+}
+
+impl Inner {
+    /// Places taken or promised.
+    fn used(&self) -> usize {
+        self.reserved + self.claimed.len() + self.handed.len()
+    }
 }
 
 /// The dispatcher taking handed executions.
@@ -64,7 +82,7 @@ pub(crate) struct Reservation {
 
 impl Handoff {
     /// Starts taking executions for `owner`, who runs `plugins`, leased for `lease` (renewed
-    /// by the worker once it runs), at most `capacity` waiting at once.
+    /// by the worker once it runs), at most `capacity` handed ones waiting with the claimed.
     pub(crate) fn open(&self, owner: &str, lease: Duration, capacity: usize, plugins: Registry) {
         let mut inner = self.lock();
         inner.taker = Some(Taker {
@@ -76,20 +94,40 @@ impl Handoff {
     }
 
     /// Stops taking executions; returns those that were waiting, to give back.
-    pub(crate) fn close(&self) -> Vec<Handed> {
+    pub(crate) fn close(&self) -> Vec<Queued> {
         let mut inner = self.lock();
         inner.taker = None;
-        inner.ready.drain(..).collect()
+        let Inner {
+            claimed, handed, ..
+        } = &mut *inner;
+        claimed.drain(..).chain(handed.drain(..)).collect()
     }
 
-    /// The next execution handed, if any.
-    pub(crate) fn take(&self) -> Option<Handed> {
-        self.lock().ready.pop_front()
+    /// Queues what the dispatcher claimed, ahead of what was handed.
+    pub(crate) fn claimed(&self, claimed: Vec<Queued>) {
+        self.lock().claimed.extend(claimed);
+    }
+
+    /// The next execution to run, claimed ones first, and where it came from.
+    pub(crate) fn take(&self) -> Option<(Queued, Origin)> {
+        let mut inner = self.lock();
+        if let Some(next) = inner.claimed.pop_front() {
+            return Some((next, Origin::Claimed));
+        }
+        inner.handed.pop_front().map(|next| (next, Origin::Handed))
     }
 
     /// Whether executions are waiting.
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().ready.is_empty()
+        let inner = self.lock();
+        inner.claimed.is_empty() && inner.handed.is_empty()
+    }
+
+    /// How many executions wait (or are promised to arrivals) in all, and how many of them
+    /// were claimed.
+    pub(crate) fn waiting(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.used(), inner.claimed.len())
     }
 
     /// Resolves when executions are handed (or were, since the last wait).
@@ -106,10 +144,9 @@ impl Handoff {
         rules: &RuleSet,
     ) -> Option<Reservation> {
         let mut inner = self.lock();
+        let used = inner.used();
         let Inner {
-            taker,
-            reserved,
-            ready,
+            taker, reserved, ..
         } = &mut *inner;
         let taker = taker.as_ref()?;
         let runnable = |x: &NewExecution| {
@@ -122,7 +159,7 @@ impl Handoff {
                     .is_some_and(|a| a.concurrency().is_none())
         };
         let places = executions.iter().filter(|x| runnable(x)).count();
-        if places == 0 || *reserved + ready.len() + places > taker.capacity {
+        if places == 0 || used + places > taker.capacity {
             return None;
         }
         let lease = Lease {
@@ -189,14 +226,14 @@ impl Reservation {
             .collect();
         {
             let mut inner = self.handoff.lock();
-            // The places turn from reserved into ready (or are given up, when closed).
+            // The places turn from reserved into handed (or are given up, when closed).
             inner.reserved = inner
                 .reserved
                 .saturating_sub(std::mem::take(&mut self.places));
             if inner.taker.is_none() {
                 return Err(executions);
             }
-            inner.ready.extend(
+            inner.handed.extend(
                 executions
                     .into_iter()
                     .map(|x| (x, Some(Arc::clone(&event)))),
@@ -219,15 +256,55 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{EventId, ExecutionId};
 
-    // The reservation bookkeeping without a registry: a taker needs one, so these tests go
-    // through `Inner` directly where the registry is not involved.
+    fn claimed(attempts: i32) -> Queued {
+        let now = Millis::now();
+        let x = Execution {
+            id: ExecutionId::new(),
+            event_id: EventId::new(),
+            event_seq: 1,
+            rule_id: "r".into(),
+            action_index: 0,
+            generation: 0,
+            plugin: "p".into(),
+            idempotency_key: "k".into(),
+            order_key: None,
+            status: ExecutionStatus::Running,
+            attempts,
+            next_attempt_at: now,
+            lease_owner: Some("me".into()),
+            lease_until: Some(now),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        (x, None)
+    }
 
     #[test]
-    fn a_closed_handoff_takes_nothing() {
+    fn a_closed_handoff_hands_nothing_over_and_gives_back_what_was_claimed() {
         let handoff = Handoff::default();
         assert!(handoff.take().is_none());
         assert!(handoff.is_empty());
         assert!(handoff.close().is_empty());
+
+        // Without a taker, arrivals reserve nothing: they wait for a claim.
+        let mut planned = Vec::new();
+        assert!(
+            Arc::new(Handoff::default())
+                .reserve(&mut planned, &RuleSet::empty())
+                .is_none()
+        );
+
+        handoff.claimed(vec![claimed(1), claimed(2)]);
+        assert_eq!(handoff.waiting(), (2, 2));
+        let (first, origin) = handoff.take().unwrap();
+        assert_eq!((first.0.attempts, origin), (1, Origin::Claimed));
+        assert_eq!(handoff.waiting(), (1, 1));
+        let back = handoff.close();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0.attempts, 2);
+        assert!(handoff.is_empty());
     }
 }

@@ -15,9 +15,9 @@ pub(crate) mod run;
 
 pub use backlog::Backlog;
 pub use handoff::Handoff;
-use handoff::Reservation;
+use handoff::{Origin, Reservation};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -171,9 +171,9 @@ impl Dispatcher {
             shared_limits: Mutex::new(None),
         });
         // Arrivals hand the executions this node can run at once straight to its workers,
-        // as many as the backlog may hold (or a claim's worth, without a backlog limit).
+        // in the places claims leave free of the few per worker that may wait.
         let workers = shared.settings.workers.max(1) as usize;
-        let handoff_places = (shared.settings.backlog_limit as usize).max(workers * CLAIM_AHEAD);
+        let handoff_places = workers * CLAIM_AHEAD;
         shared.wake.handoff.open(
             &shared.owner,
             shared.settings.lease,
@@ -414,9 +414,7 @@ async fn hand_over(
         Ok(()) => metrics.handed(n),
         Err(back) => {
             for x in back {
-                if let Err(e) = store.release(x.id, &owner).await {
-                    tracing::warn!(execution = %x.id, error = %e, "release failed");
-                }
+                release(store, &owner, &x).await;
             }
             wake.work();
         }
@@ -564,43 +562,43 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(workers));
     let mut running: JoinSet<()> = JoinSet::new();
     let (hard_stop_tx, hard_stop) = watch::channel(false);
-    // Claimed, not started yet. The next claim is made while these still run, so the workers
-    // do not wait for its commit: claiming overlaps running.
-    let mut queue: VecDeque<Queued> = VecDeque::new();
+    // What waits for a worker: claimed (the next claim is made while these still run, so the
+    // workers do not wait for its commit: claiming overlaps running), and handed over by
+    // ingress as it stored them.
+    let waiting = shared.wake.handoff.clone();
     let mut claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>> =
         None;
     // After a claim found nothing (or failed): no new claim before this, unless woken.
     let mut idle_until: Option<tokio::time::Instant> = None;
-    // Executions ingress handed over as it stored them (already leased to this node).
-    let handoff = shared.wake.handoff.clone();
 
     while !*stop.borrow() {
         while running.try_join_next().is_some() {}
         let due = idle_until.is_none_or(|t| tokio::time::Instant::now() >= t);
-        if claiming.is_none() && due && queue.len() < workers * (CLAIM_AHEAD - 1) {
-            let want = workers * CLAIM_AHEAD - queue.len();
+        // Claim a batch ahead once a worker's share of the places is free, and at least a
+        // worker's worth once nothing claimed waits: arrivals handed over must not keep
+        // retries and ordered work from being claimed.
+        let (used, claimed) = waiting.waiting();
+        if claiming.is_none() && due && (claimed == 0 || used < workers * (CLAIM_AHEAD - 1)) {
+            let want = (workers * CLAIM_AHEAD).saturating_sub(used).max(workers);
             let shared = shared.clone();
             claiming = Some(tokio::spawn(
                 async move { claim_batch(&shared, want).await },
             ));
         }
         tokio::select! {
-            permit = slots.clone().acquire_owned(), if !queue.is_empty() || !handoff.is_empty() => {
-                // Claimed work first: it waited in the store (a retry, an arrival the hand-off
-                // had no room for) before it was claimed.
-                let next = queue.pop_front().or_else(|| {
-                    let handed = handoff.take();
-                    if handed.is_some() {
-                        shared.wake.backlog.claimed(1);
-                    }
-                    handed
-                });
-                let (Ok(permit), Some((execution, event))) = (permit, next) else {
+            permit = slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                let Some(((execution, event), origin)) = waiting.take() else {
+                    continue;
+                };
+                if origin == Origin::Handed {
+                    shared.wake.backlog.claimed(1);
+                }
+                let Ok(permit) = permit else {
                     continue;
                 };
                 if !shared.take_capacity(&execution) {
                     // Claimed with others of a plugin or action now at its limit.
-                    release(&shared, &execution).await;
+                    release(&shared.store, &shared.owner, &execution).await;
                     continue;
                 }
                 let slot = Slot {
@@ -616,13 +614,13 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             claimed = in_flight(&mut claiming), if claiming.is_some() => {
                 claiming = None;
-                idle_until = take_claim(&shared, claimed, &mut queue).await;
+                idle_until = take_claim(&shared, claimed).await;
             }
             _ = shared.wake.work.notified() => {
                 // New or freed work: claim again without waiting out the pause.
                 idle_until = None;
             }
-            _ = handoff.arrived() => {}
+            _ = waiting.arrived() => {}
             _ = sleep_until(idle_until), if idle_until.is_some() && claiming.is_none() => {
                 idle_until = None;
             }
@@ -631,8 +629,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     }
 
-    queue.extend(handoff.close());
-    stop_claiming(&shared, claiming, queue).await;
+    stop_claiming(&shared, claiming, waiting.close()).await;
     drain(running, hard_stop_tx).await;
 }
 
@@ -642,14 +639,13 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn take_claim(
     shared: &Shared,
     claimed: Result<Result<Claimed, crate::store::StoreError>, tokio::task::JoinError>,
-    queue: &mut VecDeque<Queued>,
 ) -> Option<tokio::time::Instant> {
     match claimed {
         Ok(Ok(claimed)) if claimed.is_empty() => {
             Some(tokio::time::Instant::now() + idle_pause(shared).await)
         }
         Ok(Ok(claimed)) => {
-            queue.extend(claimed);
+            shared.wake.handoff.claimed(claimed);
             None
         }
         Ok(Err(e)) => {
@@ -667,15 +663,15 @@ async fn take_claim(
 async fn stop_claiming(
     shared: &Shared,
     claiming: Option<tokio::task::JoinHandle<Result<Claimed, crate::store::StoreError>>>,
-    mut queue: VecDeque<Queued>,
+    mut waiting: Vec<Queued>,
 ) {
     if let Some(claim) = claiming
         && let Ok(Ok(claimed)) = claim.await
     {
-        queue.extend(claimed);
+        waiting.extend(claimed);
     }
-    for (execution, _) in queue.drain(..) {
-        release(shared, &execution).await;
+    for (execution, _) in waiting {
+        release(&shared.store, &shared.owner, &execution).await;
     }
 }
 
@@ -786,8 +782,8 @@ async fn events_of(
     }
 }
 
-async fn release(shared: &Shared, x: &crate::store::Execution) {
-    if let Err(e) = shared.store.release(x.id, &shared.owner).await {
+async fn release(store: &Store, owner: &str, x: &crate::store::Execution) {
+    if let Err(e) = store.release(x.id, owner).await {
         tracing::warn!(execution = %x.id, error = %e, "release failed");
     }
 }
