@@ -650,10 +650,10 @@ fn rule_rows(counts: &[usize], events: usize) -> anyhow::Result<Vec<RuleRow>> {
         input_schemas: &input_schemas,
         secrets: &secrets,
     };
-    let payload = serde_json::json!({
+    let payload = std::sync::Arc::new(serde_json::json!({
         "ref": "refs/heads/main", "size": 3, "pusher": "octocat",
         "commits": [{"message": "fix"}, {"message": "deploy it"}, {"message": "docs"}],
-    });
+    }));
     let headers = std::collections::BTreeMap::new();
     let mut rows = Vec::new();
     for &count in counts {

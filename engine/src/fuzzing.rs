@@ -470,7 +470,7 @@ fn with_event<R>(payload: &Value, f: impl FnOnce(&EventView<'_>) -> R) -> R {
         event_type,
         received_at: "2023-11-14T22:13:20Z",
         headers: &headers,
-        payload,
+        payload: &std::sync::Arc::new(payload.clone()),
     })
 }
 

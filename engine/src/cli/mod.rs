@@ -363,7 +363,7 @@ fn dry_run(
         event_type: &given.event_type,
         received_at: &received_at,
         headers: &given.headers,
-        payload: &given.payload,
+        payload: &std::sync::Arc::new(given.payload.clone()),
     };
     let evaluation = rules.evaluate_all(&view);
     // Rendered inputs show `${secret:NAME}` already; the payload and headers given may hold a

@@ -427,7 +427,7 @@ pub(crate) struct EventParts {
     pub(crate) provider: String,
     pub(crate) received_at: String,
     pub(crate) headers: std::collections::BTreeMap<String, String>,
-    pub(crate) payload: Value,
+    pub(crate) payload: Arc<Value>,
 }
 
 impl EventParts {
@@ -461,7 +461,7 @@ impl EventParts {
             },
             received_at: e.received_at.to_rfc3339(),
             headers,
-            payload,
+            payload: Arc::new(payload),
         }
     }
 

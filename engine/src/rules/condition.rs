@@ -949,6 +949,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     fn cond(yaml: &str) -> Condition {
         let cfg: ConditionConfig = serde_yaml::from_str(yaml).unwrap();
@@ -970,6 +971,7 @@ mod tests {
     }
 
     fn eval_with(yaml: &str, payload: &Value, headers: &BTreeMap<String, String>) -> bool {
+        let payload = &Arc::new(payload.clone());
         let ev = EventView {
             id: "ev_1",
             source: "github",
@@ -1200,7 +1202,7 @@ mod tests {
             event_type: "push",
             received_at: "",
             headers: &h,
-            payload: &p,
+            payload: &Arc::new(p),
         };
         let c = cond(
             "{all: [{path: $.ref, equals: refs/heads/main}, {path: $.empty_a, not_empty: true}]}",
@@ -1345,7 +1347,7 @@ mod tests {
             event_type: "t",
             received_at: "",
             headers: &h,
-            payload: &p,
+            payload: &Arc::new(p),
         };
         let t = cond("{path: '$.items[*]', equals: 999}").evaluate(&ev, "when");
         let ConditionTrace::Leaf(l) = &t else {

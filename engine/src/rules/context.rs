@@ -53,8 +53,8 @@ impl std::fmt::Debug for Vars {
 }
 
 impl RenderContext {
-    /// Builds the context for one event. The payload is copied once (template values must own
-    /// what they refer to) and read lazily by the templates that use it.
+    /// Builds the context for one event. The payload is shared, not copied, and read lazily by
+    /// the templates that use it.
     pub fn new(ev: &super::EventView<'_>) -> RenderContext {
         // Names lower-cased; of names that differ only in case, the last in order wins.
         let headers: BTreeMap<String, &str> = ev
@@ -76,7 +76,7 @@ impl RenderContext {
         ]
         .map(|(k, v)| (Cow::Borrowed(k), v.to_string()));
         let vars = Vars {
-            payload: json_value(&Arc::new(ev.payload.clone()), &[], ev.payload),
+            payload: json_value(ev.payload, &[], ev.payload),
             headers: minijinja::Value::from_object(StrMap(headers)),
             source: minijinja::Value::from(ev.source),
             event: minijinja::Value::from_object(StrMap(event.into())),

@@ -125,7 +125,8 @@ pub struct EventView<'a> {
     /// RFC 3339.
     pub received_at: &'a str,
     pub headers: &'a BTreeMap<String, String>,
-    pub payload: &'a Value,
+    /// Shared, so that template contexts refer to it instead of copying it.
+    pub payload: &'a Arc<Value>,
 }
 
 /// A compiled, indexed set of rules.

@@ -477,6 +477,7 @@ mod tests {
     }
 
     fn ctx(payload: &Value) -> RenderContext {
+        let payload = &Arc::new(payload.clone());
         let headers = BTreeMap::from([("X-GitHub-Event".to_string(), "push".to_string())]);
         let ev = super::super::EventView {
             id: "ev_1",
@@ -845,7 +846,7 @@ mod tests {
                 event_type: "push",
                 received_at: "2024-05-01T10:00:00Z",
                 headers: &headers,
-                payload,
+                payload: &Arc::new(payload.clone()),
             });
             for template in templates {
                 let mut t = Templates::new(&s);

@@ -67,7 +67,7 @@ fn event<'a>(
     source: &'a str,
     event_type: &'a str,
     headers: &'a BTreeMap<String, String>,
-    payload: &'a Value,
+    payload: &'a Arc<Value>,
 ) -> EventView<'a> {
     EventView {
         id: "evt_01",
@@ -118,7 +118,7 @@ fn design_example_matches_and_renders() {
     let set = f.set(DESIGN_EXAMPLE);
     assert_eq!(set.len(), 1);
     let h = BTreeMap::new();
-    let p = push_payload("refs/heads/main", "carol", false);
+    let p = Arc::new(push_payload("refs/heads/main", "carol", false));
     let eval = set.evaluate(&event("github", "push", &h, &p));
     assert_eq!(eval.matched.len(), 1, "{}", render_text(&eval));
     let m = &eval.matched[0];
@@ -172,7 +172,8 @@ fn misses_explain_themselves() {
         ),
     ];
     for (payload, reason) in cases {
-        let eval = set.evaluate(&event("github", "push", &h, payload));
+        let payload = Arc::new(payload.clone());
+        let eval = set.evaluate(&event("github", "push", &h, &payload));
         assert!(eval.matched.is_empty(), "{payload}");
         let got = &eval.not_matched[0].reason;
         assert!(got.starts_with(reason), "got {got}\nwant {reason}");
@@ -196,7 +197,7 @@ rules:
 "#,
     );
     let h = BTreeMap::new();
-    let p = json!({"ref": "refs/heads/main"});
+    let p = Arc::new(json!({"ref": "refs/heads/main"}));
     let eval = set.evaluate(&event("github", "push", &h, &p));
     assert!(eval.matched.is_empty());
     let miss = &eval.not_matched[0];
@@ -243,7 +244,7 @@ rules:
 "#,
     );
     let h = BTreeMap::new();
-    let p = json!({"ref": "refs/heads/main"});
+    let p = Arc::new(json!({"ref": "refs/heads/main"}));
     let eval = set.evaluate_all(&event("github", "push", &h, &p));
     assert_eq!(eval.matched.len(), 1);
     let real = &eval.matched[0].actions[0].input;
@@ -300,9 +301,9 @@ rules:
 "#,
     );
     let h = BTreeMap::new();
-    let p = json!({"type": "invoice.paid", "data": {"object": {
+    let p = Arc::new(json!({"type": "invoice.paid", "data": {"object": {
         "id": "in_1", "amount_paid": 2000, "paid": true, "currency": "usd", "customer": "cus_9",
-        "lines": {"data": [{"id": "il_1"}, {"id": "il_2"}]}, "metadata": {"plan": "pro"}}}});
+        "lines": {"data": [{"id": "il_1"}, {"id": "il_2"}]}, "metadata": {"plan": "pro"}}}}));
     let eval = set.evaluate(&event("stripe", "invoice.paid", &h, &p));
     let a = &eval.matched[0].actions[0];
     assert_eq!(
@@ -341,7 +342,7 @@ fn index_selects_candidates_and_evaluate_all_explains_the_rest() {
     let f = Fixture::new();
     let set = f.set(INDEXED);
     let h = BTreeMap::new();
-    let p = json!({});
+    let p = Arc::new(json!({}));
     let cases: &[(&str, &str, &[&str])] = &[
         ("github", "push", &["gh-push", "any-source-all"]),
         (
@@ -567,7 +568,7 @@ fn never_panics_on_odd_input() {
         json!({"ref": null, "commits": "x"}),
         json!(1e300),
     ] {
-        let _ = set.evaluate_all(&event("github", "push", &h, &p));
+        let _ = set.evaluate_all(&event("github", "push", &h, &Arc::new(p)));
     }
 }
 
@@ -578,7 +579,7 @@ fn text_rendering_lists_every_rule() {
     text.push_str(&INDEXED.replace("rules:\n", ""));
     let set = f.set(&text);
     let h = BTreeMap::new();
-    let p = push_payload("refs/heads/main", "alice", false);
+    let p = Arc::new(push_payload("refs/heads/main", "alice", false));
     let eval = set.evaluate_all(&event("github", "push", &h, &p));
     let out = render_text(&eval);
     assert!(out.starts_with("3 rule(s) matched, 2 did not"), "{out}");
@@ -701,7 +702,7 @@ fn if_is_not_evaluated_when_conditions_fail_and_values_are_traced() {
     let f = Fixture::new();
     let set = f.set(DESIGN_EXAMPLE);
     let h = BTreeMap::new();
-    let p = push_payload("refs/heads/dev", "alice", false);
+    let p = Arc::new(push_payload("refs/heads/dev", "alice", false));
     let eval = set.evaluate(&event("github", "push", &h, &p));
     let trace = serde_json::to_value(&eval.not_matched[0].trace).unwrap_or_default();
     assert_eq!(
@@ -712,7 +713,7 @@ fn if_is_not_evaluated_when_conditions_fail_and_values_are_traced() {
         trace["when"]["conditions"][0]["selected"],
         json!(["refs/heads/dev"])
     );
-    let p = push_payload("refs/heads/main", "alice", false);
+    let p = Arc::new(push_payload("refs/heads/main", "alice", false));
     let eval = set.evaluate(&event("github", "push", &h, &p));
     let trace = serde_json::to_value(&eval.matched[0].trace).unwrap_or_default();
     assert_eq!(trace["if"]["value"], json!(true));
@@ -743,7 +744,7 @@ fn evaluation_considers_only_indexed_candidates() {
     let set = f.set(&text);
     assert_eq!(set.len(), 1001);
     let h = BTreeMap::new();
-    let p = json!({"n": 7});
+    let p = Arc::new(json!({"n": 7}));
     let eval = set.evaluate(&event("github", "type.7", &h, &p));
     assert_eq!(eval.matched.len() + eval.not_matched.len(), 1);
     assert_eq!(eval.matched[0].rule, "r7");
@@ -772,7 +773,8 @@ fn evaluation_snapshot() {
             serde_json::from_value(e["headers"].clone()).unwrap();
         let source = e["source"].as_str().unwrap();
         let event_type = e["event_type"].as_str().unwrap();
-        let ev = event(source, event_type, &headers, &e["payload"]);
+        let payload = Arc::new(e["payload"].clone());
+        let ev = event(source, event_type, &headers, &payload);
         let all = set.evaluate_all(&ev);
         let indexed = set.evaluate(&ev);
         let mut planned = Vec::new();
@@ -935,10 +937,10 @@ fn a_rendered_input_that_breaks_the_schema_plans_nothing() {
          - plugin: call-api\n        with:\n          url: \"{{ payload.url }}\"\n",
     );
     let h = BTreeMap::new();
-    let fits = json!({"url": "https://example.com/hook"});
+    let fits = Arc::new(json!({"url": "https://example.com/hook"}));
     let eval = set.evaluate(&event("github", "push", &h, &fits));
     assert_eq!(eval.matched.len(), 1, "{}", render_text(&eval));
-    let breaks = json!({"url": 12});
+    let breaks = Arc::new(json!({"url": 12}));
     let eval = set.evaluate(&event("github", "push", &h, &breaks));
     assert!(eval.matched.is_empty());
     let reason = &eval.not_matched[0].reason;
