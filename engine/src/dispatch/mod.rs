@@ -400,7 +400,8 @@ impl Intake<'_> {
     }
 }
 
-/// Hands the executions `reservation` leased, committed with `event`, to this node's workers; gives them back for a claim when the dispatcher stopped meanwhile.
+/// Hands the executions `reservation` leased, committed with `event`, to this node's workers;
+/// gives them back for a claim when the dispatcher stopped meanwhile.
 async fn hand_over(
     reservation: Reservation,
     event: KnownEvent,
@@ -587,15 +588,16 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             permit = slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                // A worker is free before anything is taken: nothing taken is ever dropped.
+                let Ok(permit) = permit else {
+                    continue;
+                };
                 let Some(((execution, event), origin)) = waiting.take() else {
                     continue;
                 };
                 if origin == Origin::Handed {
                     shared.wake.backlog.claimed(1);
                 }
-                let Ok(permit) = permit else {
-                    continue;
-                };
                 if !shared.take_capacity(&execution) {
                     // Claimed with others of a plugin or action now at its limit.
                     release(&shared.store, &shared.owner, &execution).await;
