@@ -173,7 +173,7 @@ async fn bulk_events(store: &Store, n: usize) {
         };
         let plan = EventPlan {
             event: id,
-            match_trace: json!({}),
+            match_trace: serde_json::value::to_raw_value(&json!({})).expect("JSON"),
             executions: Vec::new(),
         };
         store.ingest_planned(event, attempt, Some(plan))

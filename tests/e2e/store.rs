@@ -165,7 +165,7 @@ fn execution(event: EventId, rule: &str, index: i32) -> NewExecution {
 fn plan_of(event: EventId, trace: &serde_json::Value, executions: &[NewExecution]) -> EventPlan {
     EventPlan {
         event,
-        match_trace: trace.clone(),
+        match_trace: serde_json::value::to_raw_value(trace).expect("JSON"),
         executions: executions.to_vec(),
     }
 }

@@ -1,6 +1,7 @@
 //! One attempt of one execution: render the action's input, call the plugin in a fresh
 //! sandbox while renewing the lease, record the attempt and decide what comes next.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -504,6 +505,7 @@ async fn prepare(
             Some(stored) => Arc::new(KnownEvent {
                 stored,
                 parts: None,
+                rendered: None,
             }),
             None => {
                 return Ok(Prepared::Fatal(
@@ -535,9 +537,13 @@ async fn prepare(
     };
     let rules = shared.rules.current();
     let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
-    let planned = match rules.render_action(&x.rule_id, index, &parts.view(&event.event)) {
-        Ok(p) => p,
-        Err(why) => return Ok(Prepared::Fatal(why, Some(origin))),
+    let rendered = known.rendered.as_ref();
+    let planned = match rendered.and_then(|r| r.get(&rules, &x.rule_id, index)) {
+        Some(planned) => Cow::Borrowed(planned),
+        None => match rules.render_action(&x.rule_id, index, &parts.view(&event.event)) {
+            Ok(p) => Cow::Owned(p),
+            Err(why) => return Ok(Prepared::Fatal(why, Some(origin))),
+        },
     };
     if planned.plugin != x.plugin {
         return Ok(Prepared::Fatal(

@@ -227,7 +227,7 @@ fn ingest<'b>(
     let (status, trace, planned_at) = match plan {
         Some(plan) => (
             EventStatus::Planned,
-            Some(json(&plan.match_trace)?),
+            Some(plan.match_trace.get()),
             Some(w.now.0),
         ),
         None => (event.status, None, None),
@@ -390,7 +390,7 @@ fn plan(
             &[
                 &event,
                 &EventStatus::Planned.as_str(),
-                &json(&plan.match_trace)?,
+                &plan.match_trace.get(),
                 &now.0,
             ],
         )?;

@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::records::{NewDeliveryAttempt, NewEvent, NewExecution, NewExecutionAttempt, NextStep};
 use super::{
@@ -143,6 +144,25 @@ impl OutsideText for (String, i32) {
 
 /// JSON: string values and object keys. (Depth is bounded by whoever built the value: parsed
 /// JSON by serde_json's recursion limit.)
+/// JSON text holds U+0000 only as the escape `\u0000` (a control character is never written
+/// raw), so a scan of the text finds every one; it may also find an escaped backslash followed
+/// by `u0000`, which only costs a reparse that changes nothing.
+impl OutsideText for Box<RawValue> {
+    fn has_nul(&self) -> bool {
+        self.get().contains("\\u0000")
+    }
+
+    fn replace_nul(&mut self) {
+        let Ok(mut value) = serde_json::from_str::<Value>(self.get()) else {
+            return;
+        };
+        value.replace_nul();
+        if let Ok(text) = serde_json::value::to_raw_value(&value) {
+            *self = text;
+        }
+    }
+}
+
 impl OutsideText for Value {
     fn has_nul(&self) -> bool {
         match self {
@@ -332,6 +352,25 @@ mod tests {
         );
         // What PostgreSQL refuses in JSONB is the escape, and none is left.
         assert!(!value.to_string().contains("\\u0000"));
+    }
+
+    #[test]
+    fn json_text_loses_its_nul_escapes_and_keeps_the_rest() {
+        let value = json!({"rule": "a\u{0}b", "keys": {"k\u{0}": [1, "\u{0}"]}, "n": 2.5});
+        let mut text = serde_json::value::to_raw_value(&value).expect("serializes");
+        assert!(text.has_nul());
+        text.replace_nul();
+        assert!(!text.has_nul());
+        let back: Value = serde_json::from_str(text.get()).expect("still JSON");
+        assert_eq!(
+            back,
+            json!({"rule": "a\u{FFFD}b", "keys": {"k\u{FFFD}": [1, "\u{FFFD}"]}, "n": 2.5})
+        );
+        // An escaped backslash before `u0000` is not U+0000: the text comes back unchanged.
+        let lookalike = r#"{"path":"C:\\u0000"}"#;
+        let mut text = RawValue::from_string(lookalike.to_string()).expect("JSON");
+        text.replace_nul();
+        assert_eq!(text.get(), lookalike);
     }
 
     fn refused_request(path_source: &str) -> WriteRequest {
