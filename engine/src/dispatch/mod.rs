@@ -173,12 +173,10 @@ impl Dispatcher {
         });
         // Arrivals hand the executions this node can run at once straight to its workers,
         // in the places claims leave free of the few per worker that may wait.
-        let workers = shared.settings.workers.max(1) as usize;
-        let handoff_places = workers * CLAIM_AHEAD;
         shared.wake.handoff.open(
             &shared.owner,
             shared.settings.lease,
-            handoff_places,
+            waiting_places(workers_of(&shared.settings)),
             shared.plugins.clone(),
         );
         let (stop, stop_rx) = watch::channel(false);
@@ -624,8 +622,19 @@ impl Rendered {
     }
 }
 
+/// Workers of this node (at least one).
+fn workers_of(settings: &DispatchSettings) -> usize {
+    settings.workers.max(1) as usize
+}
+
+/// Executions that may wait for `workers` at once, claimed or handed over.
+fn waiting_places(workers: usize) -> usize {
+    workers * CLAIM_AHEAD
+}
+
 async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let workers = shared.settings.workers.max(1) as usize;
+    let workers = workers_of(&shared.settings);
+    let places = waiting_places(workers);
     let slots = Arc::new(Semaphore::new(workers));
     let mut running: JoinSet<()> = JoinSet::new();
     let (hard_stop_tx, hard_stop) = watch::channel(false);
@@ -645,8 +654,8 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // worker's worth once nothing claimed waits: arrivals handed over must not keep
         // retries and ordered work from being claimed.
         let (used, claimed) = waiting.waiting();
-        if claiming.is_none() && due && (claimed == 0 || used < workers * (CLAIM_AHEAD - 1)) {
-            let want = (workers * CLAIM_AHEAD).saturating_sub(used).max(workers);
+        if claiming.is_none() && due && (claimed == 0 || used + workers < places) {
+            let want = places.saturating_sub(used).max(workers);
             let shared = shared.clone();
             claiming = Some(tokio::spawn(
                 async move { claim_batch(&shared, want).await },
