@@ -28,8 +28,8 @@ pub struct Settings {
     /// Seconds of unmeasured load on each freshly started server.
     pub warmup: u64,
     pub connections: usize,
-    /// wrk threads.
-    pub threads: usize,
+    /// wrk thread counts: every HTTP figure is measured once per count (a harness shape).
+    pub threads: Vec<usize>,
     /// Ingest-with-drain runs (each waits for its backlog to empty).
     pub drain_runs: usize,
     /// Runs of the plugin-call and rule-matching measurements.
@@ -158,15 +158,16 @@ pub(crate) fn noop_extra(noop: &Path) -> String {
     )
 }
 
-/// Runs wrk off the async threads.
+/// Runs wrk with `threads` off the async threads.
 async fn load(
     load: &Load,
     good: bool,
     server: &Server,
     s: &Settings,
+    threads: usize,
     seconds: u64,
 ) -> anyhow::Result<wrk::Run> {
-    load_with(load, good, server, s.connections, s.threads, seconds).await
+    load_with(load, good, server, s.connections, threads, seconds).await
 }
 
 /// wrk with `connections` and `threads` against `server` for `seconds`, off the async threads;
@@ -238,6 +239,10 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
     let client = reqwest::Client::new();
     let env = [("GH_SECRET", SECRET)];
     let drain_extra = noop_extra(&noop);
+    anyhow::ensure!(
+        !s.threads.is_empty() && !s.threads.contains(&0),
+        "--threads needs at least one wrk thread count, each 1 or more"
+    );
 
     // 0. A first start in each folder compiles the plugins into its cache (as the first start
     // of a new installation does); every measured server then starts with a warm cache.
@@ -249,89 +254,26 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
         cold_start = cold_start.max(server.stop()?);
     }
 
-    // 1. Rounds of bare / ingest / reject.
-    eprintln!("[all] load average {load_start}; bare server");
-    let bare = procs::start_bare(scratch.path()).await?;
-    load(&requests, true, &bare, s, s.warmup).await?;
-    let (mut bare_runs, mut ingest_runs, mut reject_runs) = (
-        PathRuns::default(),
-        PathRuns::default(),
-        PathRuns::default(),
-    );
-    let mut ingest_memory = Memory::default();
+    // 1. Per harness shape: rounds of bare / ingest / reject, then ingest while draining.
     let mut loads = Vec::new();
-    for round in 0..s.rounds {
-        loads.push(loadavg());
-        let r = load(&requests, true, &bare, s, s.seconds).await?;
-        eprintln!(
-            "[all] round {}: bare {:.0}/s p99 {:.1} ms (load average {})",
-            round + 1,
-            r.per_s(),
-            r.p99_us as f64 / 1e3,
-            loadavg()
+    let mut shapes = Vec::new();
+    for &threads in &s.threads {
+        let dirs = (scratch.path(), ingest_dir.as_path(), drain_dir.as_path());
+        shapes.push(
+            measure_shape(
+                threads,
+                &requests,
+                dirs,
+                &drain_extra,
+                &client,
+                s,
+                &mut loads,
+            )
+            .await?,
         );
-        bare_runs.0.push(r);
-
-        let ports = procs::free_ports()?;
-        let config = hookwise_config(ports, &format!("ingest-{round}.db"), "");
-        let server = procs::start_hookwise(&s.hookwise, &ingest_dir, &config, ports, &env).await?;
-        load(&requests, true, &server, s, s.warmup).await?;
-        server.wait_idle(&client, DRAIN_LIMIT).await?;
-        let before = server.metrics(&client).await?;
-        let r = load(&requests, true, &server, s, s.seconds).await?;
-        eprintln!(
-            "[all] round {}: ingest {:.0}/s p99 {:.1} ms",
-            round + 1,
-            r.per_s(),
-            r.p99_us as f64 / 1e3
-        );
-        server.wait_idle(&client, DRAIN_LIMIT).await?;
-        let after = server.metrics(&client).await?;
-        check_stored(after.events - before.events, &r, s)?;
-        ingest_runs.0.push(r);
-        ingest_runs.1.push(after.writes_per_commit(&before));
-        let before = after;
-        let r = load(&requests, false, &server, s, s.seconds).await?;
-        eprintln!(
-            "[all] round {}: reject {:.0}/s p99 {:.1} ms",
-            round + 1,
-            r.per_s(),
-            r.p99_us as f64 / 1e3
-        );
-        reject_runs.0.push(r);
-        let after = server.wait_idle(&client, DRAIN_LIMIT).await?;
-        anyhow::ensure!(after.events == before.events, "a bad signature was stored");
-        reject_runs.1.push(after.writes_per_commit(&before));
-        ingest_memory = ingest_memory.max(server.stop()?);
-    }
-    let bare_memory = bare.stop()?;
-
-    // 2. Ingest while draining through the no-op plugin; fresh server and store per run.
-    let mut drains = Vec::new();
-    let mut drain_memory = Memory::default();
-    for run in 0..s.drain_runs {
-        loads.push(loadavg());
-        let ports = procs::free_ports()?;
-        let config = hookwise_config(ports, &format!("drain-{run}.db"), &drain_extra);
-        let server = procs::start_hookwise(&s.hookwise, &drain_dir, &config, ports, &env).await?;
-        load(&requests, true, &server, s, s.warmup).await?;
-        server.wait_idle(&client, DRAIN_LIMIT).await?;
-        let d = drain_run(&requests, &server, &client, s).await?;
-        eprintln!(
-            "[all] drain run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of load {}, \
-             after the load {:.0}/s (load average {})",
-            run + 1,
-            d.load.per_s(),
-            d.drain_per_s,
-            d.backlog_at_end,
-            d.after_load_per_s.unwrap_or(0.0),
-            loadavg()
-        );
-        drains.push(d);
-        drain_memory = drain_memory.max(server.stop()?);
     }
 
-    // 3. In this process: the plugin call and rule matching.
+    // 2. In this process: the plugin call and rule matching.
     loads.push(loadavg());
     let mut plugin_rows = Vec::new();
     for _ in 0..s.inproc_runs.max(1) {
@@ -352,7 +294,7 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
     }
     let load_end = loadavg();
 
-    // 4. Profiles, when asked for: extra runs that are not counted.
+    // 3. Profiles, when asked for: extra runs that are not counted.
     if let Some(dir) = &s.perf {
         profile(
             dir,
@@ -374,13 +316,7 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
         load_start,
         load_end,
         loads,
-        bare: bare_runs,
-        ingest: ingest_runs,
-        reject: reject_runs,
-        drains,
-        bare_memory,
-        ingest_memory,
-        drain_memory,
+        shapes,
         cold_start,
         plugin_p50_us: median(
             plugin_rows
@@ -404,11 +340,127 @@ pub async fn run(s: &Settings, command: &str) -> anyhow::Result<String> {
     Ok(report.render())
 }
 
+/// The HTTP figures of one harness shape: wrk with one thread count.
+struct Shape {
+    threads: usize,
+    bare: PathRuns,
+    ingest: PathRuns,
+    reject: PathRuns,
+    drains: Vec<DrainRun>,
+    bare_memory: Memory,
+    ingest_memory: Memory,
+    drain_memory: Memory,
+}
+
+/// Rounds of bare / ingest / reject, then the ingest-with-drain runs, with wrk on `threads`
+/// threads. The bare server runs in `dirs.0`, ingest in `dirs.1`, drain in `dirs.2`; `loads`
+/// gets the load average before each run.
+async fn measure_shape(
+    threads: usize,
+    requests: &Load,
+    dirs: (&Path, &Path, &Path),
+    drain_extra: &str,
+    client: &reqwest::Client,
+    s: &Settings,
+    loads: &mut Vec<String>,
+) -> anyhow::Result<Shape> {
+    let (bare_dir, ingest_dir, drain_dir) = dirs;
+    let env = [("GH_SECRET", SECRET)];
+    eprintln!(
+        "[all] wrk {threads} thread(s), load average {}; bare server",
+        loadavg()
+    );
+    let bare = procs::start_bare(bare_dir).await?;
+    load(requests, true, &bare, s, threads, s.warmup).await?;
+    let mut shape = Shape {
+        threads,
+        bare: PathRuns::default(),
+        ingest: PathRuns::default(),
+        reject: PathRuns::default(),
+        drains: Vec::new(),
+        bare_memory: Memory::default(),
+        ingest_memory: Memory::default(),
+        drain_memory: Memory::default(),
+    };
+    for round in 0..s.rounds {
+        loads.push(loadavg());
+        let r = load(requests, true, &bare, s, threads, s.seconds).await?;
+        eprintln!(
+            "[all] {threads}t round {}: bare {:.0}/s p99 {:.1} ms (load average {})",
+            round + 1,
+            r.per_s(),
+            r.p99_us as f64 / 1e3,
+            loadavg()
+        );
+        shape.bare.0.push(r);
+
+        let ports = procs::free_ports()?;
+        let store = format!("ingest-{threads}t-{round}.db");
+        let config = hookwise_config(ports, &store, "");
+        let server = procs::start_hookwise(&s.hookwise, ingest_dir, &config, ports, &env).await?;
+        load(requests, true, &server, s, threads, s.warmup).await?;
+        server.wait_idle(client, DRAIN_LIMIT).await?;
+        let before = server.metrics(client).await?;
+        let r = load(requests, true, &server, s, threads, s.seconds).await?;
+        eprintln!(
+            "[all] {threads}t round {}: ingest {:.0}/s p99 {:.1} ms",
+            round + 1,
+            r.per_s(),
+            r.p99_us as f64 / 1e3
+        );
+        server.wait_idle(client, DRAIN_LIMIT).await?;
+        let after = server.metrics(client).await?;
+        check_stored(after.events - before.events, &r, s)?;
+        shape.ingest.0.push(r);
+        shape.ingest.1.push(after.writes_per_commit(&before));
+        let before = after;
+        let r = load(requests, false, &server, s, threads, s.seconds).await?;
+        eprintln!(
+            "[all] {threads}t round {}: reject {:.0}/s p99 {:.1} ms",
+            round + 1,
+            r.per_s(),
+            r.p99_us as f64 / 1e3
+        );
+        shape.reject.0.push(r);
+        let after = server.wait_idle(client, DRAIN_LIMIT).await?;
+        anyhow::ensure!(after.events == before.events, "a bad signature was stored");
+        shape.reject.1.push(after.writes_per_commit(&before));
+        shape.ingest_memory = shape.ingest_memory.max(server.stop()?);
+    }
+    shape.bare_memory = bare.stop()?;
+
+    // Ingest while draining through the no-op plugin; fresh server and store per run.
+    for run in 0..s.drain_runs {
+        loads.push(loadavg());
+        let ports = procs::free_ports()?;
+        let store = format!("drain-{threads}t-{run}.db");
+        let config = hookwise_config(ports, &store, drain_extra);
+        let server = procs::start_hookwise(&s.hookwise, drain_dir, &config, ports, &env).await?;
+        load(requests, true, &server, s, threads, s.warmup).await?;
+        server.wait_idle(client, DRAIN_LIMIT).await?;
+        let d = drain_run(requests, &server, client, s, threads).await?;
+        eprintln!(
+            "[all] {threads}t drain run {}: ingest {:.0}/s, drain {:.0}/s, backlog at end of \
+             load {}, after the load {:.0}/s (load average {})",
+            run + 1,
+            d.load.per_s(),
+            d.drain_per_s,
+            d.backlog_at_end,
+            d.after_load_per_s.unwrap_or(0.0),
+            loadavg()
+        );
+        shape.drains.push(d);
+        shape.drain_memory = shape.drain_memory.max(server.stop()?);
+    }
+    Ok(shape)
+}
+
 async fn drain_run(
     requests: &Load,
     server: &Server,
     client: &reqwest::Client,
     s: &Settings,
+    threads: usize,
 ) -> anyhow::Result<DrainRun> {
     let before = server.metrics(client).await?;
     let started = Instant::now();
@@ -418,7 +470,8 @@ async fn drain_run(
         let m = server.metrics(client).await;
         (Instant::now(), m)
     };
-    let (r, (warm_at, warm)) = tokio::join!(load(requests, true, server, s, s.seconds), warm);
+    let (r, (warm_at, warm)) =
+        tokio::join!(load(requests, true, server, s, threads, s.seconds), warm);
     let (r, warm) = (r?, warm?);
     let load_end = Instant::now();
     let at_end = server.metrics(client).await?;
@@ -474,7 +527,8 @@ fn check_stored(stored: u64, r: &wrk::Run, s: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One extra ingest, reject and drain run each under `perf record -g`, into `dir`.
+/// One extra ingest, reject and drain run each under `perf record -g`, into `dir`, with wrk
+/// on the first of the thread counts.
 async fn profile(
     dir: &Path,
     requests: &Load,
@@ -486,16 +540,17 @@ async fn profile(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
+    let threads = s.threads[0];
     let env = [("GH_SECRET", SECRET)];
     let ports = procs::free_ports()?;
     let config = hookwise_config(ports, "perf-ingest.db", "");
     let server = procs::start_hookwise(&s.hookwise, ingest_dir, &config, ports, &env).await?;
-    load(requests, true, &server, s, s.warmup).await?;
+    load(requests, true, &server, s, threads, s.warmup).await?;
     server.wait_idle(client, DRAIN_LIMIT).await?;
     for (name, good) in [("ingest", true), ("reject", false)] {
         let out = dir.join(format!("{name}.perf.data"));
         let mut perf = perf_record(server.pid(), s.seconds.saturating_sub(2).max(1), &out)?;
-        let r = load(requests, good, &server, s, s.seconds).await?;
+        let r = load(requests, good, &server, s, threads, s.seconds).await?;
         perf.wait()?;
         eprintln!(
             "[all] profiled {name}: {:.0}/s (perf slows it) -> {}",
@@ -510,7 +565,7 @@ async fn profile(
     let server = procs::start_hookwise(&s.hookwise, drain_dir, &config, ports, &env).await?;
     let out = dir.join("drain.perf.data");
     let mut perf = perf_record(server.pid(), s.seconds * 2, &out)?;
-    let d = drain_run(requests, &server, client, s).await?;
+    let d = drain_run(requests, &server, client, s, threads).await?;
     perf.wait()?;
     eprintln!(
         "[all] profiled drain: ingest {:.0}/s, drain {:.0}/s -> {}",
@@ -530,13 +585,7 @@ struct Report<'a> {
     load_start: String,
     load_end: String,
     loads: Vec<String>,
-    bare: PathRuns,
-    ingest: PathRuns,
-    reject: PathRuns,
-    drains: Vec<DrainRun>,
-    bare_memory: Memory,
-    ingest_memory: Memory,
-    drain_memory: Memory,
+    shapes: Vec<Shape>,
     /// The first start of hookwise, compiling the plugins into an empty cache.
     cold_start: Memory,
     plugin_p50_us: f64,
@@ -546,147 +595,155 @@ struct Report<'a> {
     elapsed: Duration,
 }
 
-/// One goal and what this run measured.
+/// One goal and what this run measured: once per harness shape, or once for the in-process
+/// figures.
 struct Goal {
     what: &'static str,
     /// The bound, as written in the table.
-    bound: String,
-    measured: f64,
-    shown: String,
+    bound: &'static str,
+    /// (shape name or "", measured, shown).
+    measured: Vec<(String, f64, String)>,
     /// `true`: measured must be at least `limit`; `false`: at most.
     at_least: bool,
     limit: f64,
 }
 
 impl Goal {
+    /// A goal measured once per shape, by `figure`, shown by `show`.
+    fn per_shape(
+        what: &'static str,
+        bound: &'static str,
+        shapes: &[Shape],
+        at_least: bool,
+        limit: f64,
+        figure: impl Fn(&Shape) -> f64,
+        show: impl Fn(f64) -> String,
+    ) -> Goal {
+        let measured = shapes
+            .iter()
+            .map(|shape| {
+                let value = figure(shape);
+                (shape.name(), value, show(value))
+            })
+            .collect();
+        Goal {
+            what,
+            bound,
+            measured,
+            at_least,
+            limit,
+        }
+    }
+
+    fn shown(&self) -> String {
+        let shown: Vec<String> = self
+            .measured
+            .iter()
+            .map(|(shape, _, shown)| {
+                if shape.is_empty() {
+                    shown.clone()
+                } else {
+                    format!("{shown} ({shape})")
+                }
+            })
+            .collect();
+        shown.join(", ")
+    }
+
     fn verdict(&self) -> String {
-        let met = if self.at_least {
-            self.measured >= self.limit
-        } else {
-            self.measured <= self.limit
-        };
-        if met {
+        let missed: Vec<String> = self
+            .measured
+            .iter()
+            .filter(|(_, measured, _)| {
+                !if self.at_least {
+                    *measured >= self.limit
+                } else {
+                    *measured <= self.limit
+                }
+            })
+            .map(|(shape, measured, _)| {
+                let by = if self.at_least {
+                    format!(
+                        "by {:.0}% (at {:.0}% of the goal)",
+                        (1.0 - measured / self.limit) * 100.0,
+                        measured / self.limit * 100.0
+                    )
+                } else {
+                    format!(
+                        "by {:.0}% ({:.2}x the bound)",
+                        (measured / self.limit - 1.0) * 100.0,
+                        measured / self.limit
+                    )
+                };
+                if shape.is_empty() {
+                    by
+                } else {
+                    format!("{shape} {by}")
+                }
+            })
+            .collect();
+        if missed.is_empty() {
             "met".into()
-        } else if self.at_least {
-            format!(
-                "**missed** by {:.0}% (at {:.0}% of the goal)",
-                (1.0 - self.measured / self.limit) * 100.0,
-                self.measured / self.limit * 100.0
-            )
         } else {
-            format!(
-                "**missed** by {:.0}% ({:.2}x the bound)",
-                (self.measured / self.limit - 1.0) * 100.0,
-                self.measured / self.limit
-            )
+            format!("**missed**: {}", missed.join("; "))
         }
     }
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-impl Report<'_> {
-    fn rule_p50_us(&self, index: usize) -> f64 {
-        median(
-            self.rule_runs
-                .iter()
-                .filter_map(|rows| rows.get(index))
-                .map(|r| r.p50_ns as f64 / 1e3)
-                .collect(),
-        )
+impl Shape {
+    fn name(&self) -> String {
+        match self.threads {
+            1 => "wrk 1 thread".into(),
+            n => format!("wrk {n} threads"),
+        }
     }
 
-    fn rule_p99_us(&self, index: usize) -> f64 {
-        median(
-            self.rule_runs
-                .iter()
-                .filter_map(|rows| rows.get(index))
-                .map(|r| r.p99_ns as f64 / 1e3)
-                .collect(),
-        )
+    /// Events per second stored while each runs one no-op action, median over the runs.
+    fn drain_ingest(&self) -> f64 {
+        median(self.drains.iter().map(|d| d.load.per_s()).collect())
     }
 
-    fn render(&self) -> String {
-        let s = self.s;
-        let bare = self.bare.rate();
-        let ingest = self.ingest.rate();
-        let reject = self.reject.rate();
-        let drain_ingest = median(self.drains.iter().map(|d| d.load.per_s()).collect());
-        let drain_rate = median(self.drains.iter().map(|d| d.drain_per_s).collect());
-        let whole_ratio = median(
-            self.drains
-                .iter()
-                .map(|d| d.drain_per_s / d.load.per_s())
-                .collect(),
-        );
-        let sustained_ingest = median(
-            self.drains
-                .iter()
-                .map(|d| d.sustained.ingest_per_s)
-                .collect(),
-        );
-        let sustained_drain = median(
-            self.drains
-                .iter()
-                .map(|d| d.sustained.drain_per_s)
-                .collect(),
-        );
-        let drain_ratio = median(self.drains.iter().map(|d| d.sustained.ratio()).collect());
-        let drain_p50 = median(
-            self.drains
-                .iter()
-                .map(|d| d.load.p50_us as f64 / 1e3)
-                .collect(),
-        );
-        let drain_p99 = median(
+    fn drain_p99_ms(&self) -> f64 {
+        median(
             self.drains
                 .iter()
                 .map(|d| d.load.p99_us as f64 / 1e3)
                 .collect(),
-        );
-        let hookwise_peak = self.ingest_memory.max(self.drain_memory).peak;
-        let mut out = format!(
-            "Measured {} on {}, load average {} at the start and {} at the end (1, 5, 15 \
-             minutes; the benchmark's own processes count in it). The run took {:.1} minutes.\n\n\
-             Command: `{}`. {}, {} connections over {} threads, {} s per run after {} s of \
-             unmeasured warm-up per server; {} rounds of bare / ingest / reject back to back, \
-             then {} ingest-with-drain runs; each figure is the median over the runs. Every \
-             request is a GitHub push of at most {} bytes, with the fields of a real one and \
-             its own commit ids and messages (so it compresses as real JSON does), signed with \
-             `X-Hub-Signature-256` and carrying its own `X-GitHub-Delivery`. hookwise: the release binary, `hookwise serve` in a \
-             process of its own, plain HTTP on loopback (`insecure_http`), SQLite file store \
-             (WAL synced before each answer, group commit), default settings, log level info to a file. \
-             Load average before each run: {}.\n\n",
-            crate::today(),
-            crate::machine(),
-            self.load_start,
-            self.load_end,
-            self.elapsed.as_secs_f64() / 60.0,
-            self.command,
-            self.wrk_version,
-            s.connections,
-            s.threads,
-            s.seconds,
-            s.warmup,
-            s.rounds,
-            s.drain_runs,
-            self.body_bytes,
-            self.loads.join("; "),
-        );
-        out.push_str(
-            "| path | requests/s | vs bare | latency p50 | latency p99 | server CPU per request \
+        )
+    }
+
+    fn drain_ratio(&self) -> f64 {
+        median(self.drains.iter().map(|d| d.sustained.ratio()).collect())
+    }
+
+    /// hookwise's highest peak resident memory under this shape's loads.
+    fn hookwise_peak_mib(&self) -> f64 {
+        self.ingest_memory.max(self.drain_memory).peak as f64 / MIB
+    }
+
+    /// The tables of this shape: the HTTP paths, then the drain.
+    fn render(&self, connections: usize, out: &mut String) {
+        let bare = self.bare.rate();
+        let drain_ingest = self.drain_ingest();
+        out.push_str(&format!(
+            "**{}, {} connections.**\n\n\
+             | path | requests/s | vs bare | latency p50 | latency p99 | server CPU per request \
              | writes per commit | runs (requests/s) |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
-        );
-        let rows: [(&str, &PathRuns, f64); 3] = [
-            ("bare axum server, answers 200", &self.bare, bare),
+            self.name(),
+            connections
+        ));
+        let rows: [(&str, &PathRuns); 3] = [
+            ("bare axum server, answers 200", &self.bare),
             (
                 "hookwise durable ingest (202 after the commit; no rules)",
                 &self.ingest,
-                ingest,
             ),
-            ("hookwise bad-signature reject (401)", &self.reject, reject),
+            ("hookwise bad-signature reject (401)", &self.reject),
         ];
-        for (name, runs, rate) in rows {
+        for (name, runs) in rows {
+            let rate = runs.rate();
             out.push_str(&format!(
                 "| {name} | {rate:.0} | {:.2}x | {:.1} ms | {:.1} ms | {} | {} | {} |\n",
                 rate / bare,
@@ -704,8 +761,15 @@ impl Report<'_> {
             .collect();
         out.push_str(&format!(
             "| hookwise ingest while draining (one rule, the no-op plugin) | {drain_ingest:.0} \
-             | {:.2}x | {drain_p50:.1} ms | {drain_p99:.1} ms | {:.1} us | {:.1} | {} |\n\n",
+             | {:.2}x | {:.1} ms | {:.1} ms | {:.1} us | {:.1} | {} |\n\n",
             drain_ingest / bare,
+            median(
+                self.drains
+                    .iter()
+                    .map(|d| d.load.p50_us as f64 / 1e3)
+                    .collect()
+            ),
+            self.drain_p99_ms(),
             median(
                 self.drains
                     .iter()
@@ -725,7 +789,7 @@ impl Report<'_> {
                 .sum::<u64>();
         if errors > 0 {
             out.push_str(&format!(
-                "wrk counted {errors} socket errors (connect, read, write or timeout) over all \
+                "wrk counted {errors} socket errors (connect, read, write or timeout) over these \
                  runs.\n\n"
             ));
         }
@@ -753,20 +817,40 @@ impl Report<'_> {
             })
             .collect();
         out.push_str(&format!(
-            "| drain (no-op plugin, fresh instance per call) | value |\n|---|---:|\n\
-             | sustained ({}s into the load to its end): events stored per second | \
-             {sustained_ingest:.0} |\n\
-             | sustained: actions done per second | {sustained_drain:.0} |\n\
-             | sustained: drain / ingest of the same runs | {drain_ratio:.3} |\n\
+            "| drain (no-op plugin, fresh instance per call), {} | value |\n|---|---:|\n\
+             | sustained ({}s into the load to its end): events stored per second | {:.0} |\n\
+             | sustained: actions done per second | {:.0} |\n\
+             | sustained: drain / ingest of the same runs | {:.3} |\n\
              | whole run: actions done per second, from the start of the load until the backlog \
-             is empty | {drain_rate:.0} |\n\
+             is empty | {:.0} |\n\
              | whole run: drain / ingest (the backlog left when the load stops counts against \
-             it) | {whole_ratio:.3} |\n\
+             it) | {:.3} |\n\
              | actions per second after the load stopped, until the backlog was empty | {} |\n\n\
              Drain runs (sustained: events stored/s / actions done/s / ratio (executions pending \
              or running at the start and end of the window); whole run: actions done/s / \
              backlog when the load stopped / events): {}.\n\n",
+            self.name(),
             SUSTAINED_AFTER.as_secs(),
+            median(
+                self.drains
+                    .iter()
+                    .map(|d| d.sustained.ingest_per_s)
+                    .collect()
+            ),
+            median(
+                self.drains
+                    .iter()
+                    .map(|d| d.sustained.drain_per_s)
+                    .collect()
+            ),
+            self.drain_ratio(),
+            median(self.drains.iter().map(|d| d.drain_per_s).collect()),
+            median(
+                self.drains
+                    .iter()
+                    .map(|d| d.drain_per_s / d.load.per_s())
+                    .collect()
+            ),
             if after.is_empty() {
                 "no backlog".to_string()
             } else {
@@ -774,6 +858,71 @@ impl Report<'_> {
             },
             drain_detail.join("; ")
         ));
+    }
+}
+
+impl Report<'_> {
+    fn rule_p50_us(&self, index: usize) -> f64 {
+        median(
+            self.rule_runs
+                .iter()
+                .filter_map(|rows| rows.get(index))
+                .map(|r| r.p50_ns as f64 / 1e3)
+                .collect(),
+        )
+    }
+
+    fn rule_p99_us(&self, index: usize) -> f64 {
+        median(
+            self.rule_runs
+                .iter()
+                .filter_map(|rows| rows.get(index))
+                .map(|r| r.p99_ns as f64 / 1e3)
+                .collect(),
+        )
+    }
+
+    fn render(&self) -> String {
+        let s = self.s;
+        let shapes: Vec<String> = self.shapes.iter().map(Shape::name).collect();
+        let mut out = format!(
+            "Measured {} on {}, load average {} at the start and {} at the end (1, 5, 15 \
+             minutes; the benchmark's own processes count in it). The run took {:.1} minutes.\n\n\
+             Command: `{}`. {}, {} connections, two harness shapes measured one after the \
+             other: {}. For each: {} s per run after {} s of unmeasured warm-up per server; {} \
+             rounds of bare / ingest / reject back to back, then {} ingest-with-drain runs; each \
+             figure is the median over the runs. Every request is a GitHub push of at most {} \
+             bytes, with the fields of a real one and its own commit ids and messages (so it \
+             compresses as real JSON does), signed with `X-Hub-Signature-256` and carrying its \
+             own `X-GitHub-Delivery`. hookwise: the release binary, `hookwise serve` in a \
+             process of its own, plain HTTP on loopback (`insecure_http`), SQLite file store \
+             (WAL synced before each answer, group commit), default settings, log level info to \
+             a file. Load average before each run: {}.\n\n",
+            crate::today(),
+            crate::machine(),
+            self.load_start,
+            self.load_end,
+            self.elapsed.as_secs_f64() / 60.0,
+            self.command,
+            self.wrk_version,
+            s.connections,
+            shapes.join(", "),
+            s.seconds,
+            s.warmup,
+            s.rounds,
+            s.drain_runs,
+            self.body_bytes,
+            self.loads.join("; "),
+        );
+        if self.shapes.len() == 1 {
+            out = out.replace(
+                "two harness shapes measured one after the other",
+                "one shape",
+            );
+        }
+        for shape in &self.shapes {
+            shape.render(s.connections, &mut out);
+        }
 
         out.push_str(&format!(
             "| in this process | p50 | p99 | runs (p50) |\n|---|---:|---:|---|\n\
@@ -812,21 +961,29 @@ impl Report<'_> {
             "\n| resident memory | peak (VmHWM) | at the end: heap and stacks (RssAnon) | at the \
              end: mapped files (RssFile) |\n|---|---:|---:|---:|\n",
         );
-        for (name, m) in [
-            (
-                "hookwise, ingest and reject runs (the largest server)",
-                self.ingest_memory,
-            ),
-            (
-                "hookwise, ingest-with-drain runs (the largest server)",
-                self.drain_memory,
-            ),
-            (
-                "hookwise, first start: compiling the plugins into an empty cache, no load",
-                self.cold_start,
-            ),
-            ("bare axum server", self.bare_memory),
-        ] {
+        let mut memories = Vec::new();
+        for shape in &self.shapes {
+            let name = shape.name();
+            memories.push((
+                format!("hookwise, ingest and reject runs, {name} (the largest server)"),
+                shape.ingest_memory,
+            ));
+            memories.push((
+                format!("hookwise, ingest-with-drain runs, {name} (the largest server)"),
+                shape.drain_memory,
+            ));
+        }
+        memories.push((
+            "hookwise, first start: compiling the plugins into an empty cache, no load".into(),
+            self.cold_start,
+        ));
+        for shape in &self.shapes {
+            memories.push((
+                format!("bare axum server, {}", shape.name()),
+                shape.bare_memory,
+            ));
+        }
+        for (name, m) in memories {
             out.push_str(&format!(
                 "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
                 m.peak as f64 / MIB,
@@ -841,87 +998,96 @@ impl Report<'_> {
             .position(|&c| c == 10_000)
             .map(|i| self.rule_p50_us(i))
             .unwrap_or(f64::NAN);
+        let ratio = |x: f64| format!("{x:.2}x");
+        let ms = |x: f64| format!("{x:.1} ms");
+        let in_process = |value: f64, shown: String| vec![(String::new(), value, shown)];
+        let shapes = &self.shapes;
         let goals = [
-            Goal {
-                what: "durable ingest vs bare server",
-                bound: "at least 0.25x".into(),
-                measured: ingest / bare,
-                shown: format!("{:.2}x", ingest / bare),
-                at_least: true,
-                limit: 0.25,
-            },
-            Goal {
-                what: "bad-signature rejects vs bare server",
-                bound: "at least 0.8x".into(),
-                measured: reject / bare,
-                shown: format!("{:.2}x", reject / bare),
-                at_least: true,
-                limit: 0.8,
-            },
-            Goal {
-                what: "events with one no-op action vs bare server",
-                bound: "at least 0.2x".into(),
-                measured: drain_ingest / bare,
-                shown: format!("{:.2}x", drain_ingest / bare),
-                at_least: true,
-                limit: 0.2,
-            },
-            Goal {
-                what: "ack latency p99, events with one no-op action at 64 connections",
-                bound: "at most 20 ms".into(),
-                measured: drain_p99,
-                shown: format!("{drain_p99:.1} ms"),
-                at_least: false,
-                limit: 20.0,
-            },
-            Goal {
-                what: "drain vs ingest, sustained (same runs)",
-                bound: "at least 1.0x".into(),
-                measured: drain_ratio,
-                shown: format!("{drain_ratio:.3}x"),
-                at_least: true,
-                limit: 1.0,
-            },
-            Goal {
-                what: "ack latency p99, durable ingest at 64 connections",
-                bound: "at most 20 ms".into(),
-                measured: self.ingest.p99_ms(),
-                shown: format!("{:.1} ms", self.ingest.p99_ms()),
-                at_least: false,
-                limit: 20.0,
-            },
+            Goal::per_shape(
+                "durable ingest vs bare server",
+                "at least 0.25x",
+                shapes,
+                true,
+                0.25,
+                |x| x.ingest.rate() / x.bare.rate(),
+                ratio,
+            ),
+            Goal::per_shape(
+                "bad-signature rejects vs bare server",
+                "at least 0.85x",
+                shapes,
+                true,
+                0.85,
+                |x| x.reject.rate() / x.bare.rate(),
+                ratio,
+            ),
+            Goal::per_shape(
+                "events with one no-op action vs bare server",
+                "at least 0.2x",
+                shapes,
+                true,
+                0.2,
+                |x| x.drain_ingest() / x.bare.rate(),
+                ratio,
+            ),
+            Goal::per_shape(
+                "ack latency p99, events with one no-op action at 64 connections",
+                "at most 20 ms",
+                shapes,
+                false,
+                20.0,
+                Shape::drain_p99_ms,
+                ms,
+            ),
+            Goal::per_shape(
+                "drain vs ingest, sustained (same runs)",
+                "at least 1.0x",
+                shapes,
+                true,
+                1.0,
+                Shape::drain_ratio,
+                |x| format!("{x:.3}x"),
+            ),
+            Goal::per_shape(
+                "ack latency p99, durable ingest at 64 connections",
+                "at most 20 ms",
+                shapes,
+                false,
+                20.0,
+                |x| x.ingest.p99_ms(),
+                ms,
+            ),
             Goal {
                 what: "plugin call p50, fresh instance",
-                bound: "at most 30 us".into(),
-                measured: self.plugin_p50_us,
-                shown: format!("{:.0} us", self.plugin_p50_us),
+                bound: "at most 30 us",
+                measured: in_process(self.plugin_p50_us, format!("{:.0} us", self.plugin_p50_us)),
                 at_least: false,
                 limit: 30.0,
             },
             Goal {
                 what: "rule matching p50, 10,000 rules",
-                bound: "at most 10 us".into(),
-                measured: rule_10k,
-                shown: format!("{rule_10k:.1} us"),
+                bound: "at most 10 us",
+                measured: in_process(rule_10k, format!("{rule_10k:.1} us")),
                 at_least: false,
                 limit: 10.0,
             },
-            Goal {
-                what: "peak resident memory, hookwise under load (warm plugin cache)",
-                bound: "at most 64 MB (taken as MiB)".into(),
-                measured: hookwise_peak as f64 / MIB,
-                shown: format!("{:.1} MiB", hookwise_peak as f64 / MIB),
-                at_least: false,
-                limit: 64.0,
-            },
+            Goal::per_shape(
+                "peak resident memory, hookwise under load (warm plugin cache)",
+                "at most 64 MB (taken as MiB)",
+                shapes,
+                false,
+                64.0,
+                Shape::hookwise_peak_mib,
+                |x| format!("{x:.1} MiB"),
+            ),
         ];
-        out.push_str("| goal | bound | this run | verdict |\n|---|---|---:|---|\n");
+        out.push_str("| goal | bound | this run | verdict |\n|---|---|---|---|\n");
         for g in &goals {
             out.push_str(&format!(
                 "| {} | {} | {} | {} |\n",
                 g.what,
                 g.bound,
-                g.shown,
+                g.shown(),
                 g.verdict()
             ));
         }

@@ -70,9 +70,10 @@ enum Command {
         /// Concurrent connections.
         #[arg(long, default_value_t = 64)]
         connections: usize,
-        /// wrk threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// wrk thread counts, comma-separated: every HTTP figure is measured once per count
+        /// (one harness shape each).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+        threads: Vec<usize>,
         /// Ingest-with-drain runs (each waits until its backlog is empty).
         #[arg(long, default_value_t = 3)]
         drain_runs: usize,
