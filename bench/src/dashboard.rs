@@ -275,6 +275,18 @@ async fn spread(db: &Path, days: i64) -> anyhow::Result<()> {
     let shift = |seq: &str| format!("(({newest} - {seq}) * {step})");
     let mut tx = conn.begin().await?;
     for statement in [
+        // First attempts kept in their executions' rows get rows of their own, which the
+        // shift below moves and the activity migration counts.
+        "INSERT INTO execution_attempts (id, execution_id, attempt, started_at, finished_at, \
+         outcome, error, output, logs, http_calls, db_statements, fuel_used, memory_peak) \
+         SELECT randomblob(16), id, 1, first_started_at, first_finished_at, 'succeeded', NULL, \
+         first_output, '[]', '[]', '[]', first_fuel_used, first_memory_peak FROM executions \
+         WHERE first_finished_at IS NOT NULL"
+            .to_string(),
+        "UPDATE executions SET first_started_at = NULL, first_finished_at = NULL, \
+         first_output = NULL, first_fuel_used = NULL, first_memory_peak = NULL \
+         WHERE first_finished_at IS NOT NULL"
+            .to_string(),
         format!(
             "UPDATE events SET received_at = received_at - {0}, \
              planned_at = planned_at - {0}",

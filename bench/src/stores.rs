@@ -211,9 +211,11 @@ async fn action_starts(
     let deadline = Instant::now() + IDLE_LIMIT;
     let starts: Vec<(i64,)> = loop {
         let rows: Vec<(i64,)> = sqlx::query_as(
-            "SELECT a.started_at - e.received_at FROM execution_attempts a \
-             JOIN executions x ON x.id = a.execution_id JOIN events e ON e.id = x.event_id \
-             WHERE a.attempt = 1 AND e.source = 'github'",
+            "SELECT COALESCE(x.first_started_at, a.started_at) - e.received_at \
+             FROM executions x JOIN events e ON e.id = x.event_id \
+             LEFT JOIN execution_attempts a ON a.execution_id = x.id AND a.attempt = 1 \
+             WHERE e.source = 'github' \
+             AND (x.first_started_at IS NOT NULL OR a.started_at IS NOT NULL)",
         )
         .fetch_all(&store)
         .await?;

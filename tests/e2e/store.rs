@@ -96,6 +96,34 @@ impl Place {
         }
     }
 
+    /// How many rows of its own `execution`'s attempts have (some live in its row instead).
+    async fn attempt_rows(&self, execution: ExecutionId) -> i64 {
+        let query = "SELECT COUNT(*) FROM execution_attempts WHERE execution_id = $1";
+        match self {
+            Place::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let n = sqlx::query_scalar(query)
+                    .bind(execution.0)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                n
+            }
+            Place::Postgres(pg) => {
+                let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+                let n = sqlx::query_scalar(query)
+                    .bind(execution.0)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+
     async fn finish(self) {
         if let Place::Postgres(pg) = self {
             pg.drop_db().await.expect("drop test database");
@@ -189,6 +217,7 @@ on_every_backend!(
     retention_prunes_only_old_rows_while_ingest_continues,
     payloads_read_back_exactly_whatever_their_form,
     accepted_attempts_are_listed_wherever_they_are_kept,
+    first_attempts_read_back_wherever_they_are_kept,
     outside_text_with_nul_is_stored_without_failing_a_batch,
     listed_events_carry_their_outcome,
     events_list_by_type_and_window,
@@ -1750,6 +1779,112 @@ async fn payloads_read_back_exactly_whatever_their_form(place: &Place) {
 /// An accepted request's attempt as the ingress records it: no headers, body or reason, at the
 /// event's time. The store keeps such an attempt in its event's row; listings, filters, pages
 /// and an event's trace show it as they show every other attempt.
+/// A first attempt that succeeded with nothing but a small output is kept in its execution's
+/// row; every other attempt in a row of its own. Either way it reads back as it was given.
+async fn first_attempts_read_back_wherever_they_are_kept(place: &Place) {
+    let store = place.open().await;
+    let ev = ingest_one(&store, "first-1").await;
+    let names = ["bare", "logged", "called", "large", "unfinished", "retried"];
+    let planned: Vec<NewExecution> = names.iter().map(|n| execution(ev, n, 0)).collect();
+    store
+        .plan(&[plan_of(ev, &json!({}), &planned)])
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    let claim = |at: Millis| {
+        let store = store.clone();
+        async move {
+            store
+                .claim("w", 10, lease, at, &ClaimExclusions::default())
+                .await
+                .unwrap()
+        }
+    };
+    let claimed = claim(Millis::now()).await;
+    assert_eq!(claimed.len(), names.len());
+    let id = |rule: &str| claimed.iter().find(|x| x.rule_id == rule).unwrap().id;
+    // Nothing logged, called or run: the records as the dispatcher writes them.
+    let plain = |n: i32| NewExecutionAttempt {
+        logs: NewExecutionAttempt::no_logs(),
+        http_calls: NewExecutionAttempt::no_http_calls(),
+        db_statements: NewExecutionAttempt::no_db_statements(),
+        output: Some(json!({"ok": true, "note": "\u{0}"})),
+        ..run_attempt(n, AttemptOutcome::Succeeded, None)
+    };
+    let mut given = vec![("bare", plain(1), 0)];
+    let mut logged = plain(1);
+    logged.logs = json!({"lines": [{"level": "info", "message": "hi"}], "truncated": false});
+    given.push(("logged", logged, 1));
+    let mut called = plain(1);
+    called.http_calls = json!([{"method": "POST", "url": "https://example.com/", "status": 200}]);
+    given.push(("called", called, 1));
+    let mut large = plain(1);
+    large.output = Some(json!({"text": "x".repeat(300)}));
+    given.push(("large", large, 1));
+    let mut unfinished = plain(1);
+    unfinished.output = None;
+    for (rule, a, _) in &given {
+        store
+            .finish(id(rule), "w", a, NextStep::Succeeded)
+            .await
+            .unwrap();
+    }
+    // An attempt that succeeded but leaves the execution running on (a retry asked for) keeps
+    // a row of its own, and so does a success after a failed first attempt.
+    let later = Millis(Millis::now().0 + 1);
+    store
+        .finish(id("unfinished"), "w", &unfinished, NextStep::RetryAt(later))
+        .await
+        .unwrap();
+    let failed = NewExecutionAttempt {
+        error: Some("503".into()),
+        outcome: AttemptOutcome::Retryable,
+        output: None,
+        ..plain(1)
+    };
+    store
+        .finish(id("retried"), "w", &failed, NextStep::RetryAt(later))
+        .await
+        .unwrap();
+    let again = claim(Millis(later.0 + 1)).await;
+    assert_eq!(
+        again.len(),
+        2,
+        "the unfinished and the retried one are due again"
+    );
+    let second = plain(2);
+    store
+        .finish(id("retried"), "w", &second, NextStep::Succeeded)
+        .await
+        .unwrap();
+    given.push(("unfinished", unfinished, 1));
+
+    for (rule, a, rows) in &given {
+        let read = store.attempts_for_execution(id(rule)).await.unwrap();
+        assert_eq!(read.len(), 1, "{rule}: {read:?}");
+        assert_eq!(read[0].execution_id, id(rule));
+        let mut expected = a.clone();
+        expected.output = expected.output.as_ref().map(|o| place.stored_json(o));
+        assert_eq!(read[0].attempt, expected, "{rule} reads back as given");
+        assert_eq!(place.attempt_rows(id(rule)).await, *rows, "{rule}");
+    }
+    let read = store.attempts_for_execution(id("retried")).await.unwrap();
+    let outcomes: Vec<_> = read
+        .iter()
+        .map(|a| (a.attempt.attempt, a.attempt.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, AttemptOutcome::Retryable),
+            (2, AttemptOutcome::Succeeded)
+        ]
+    );
+    assert_eq!(place.attempt_rows(id("retried")).await, 2);
+    let bare = store.get_execution(id("bare")).await.unwrap().unwrap();
+    assert_eq!(bare.status, ExecutionStatus::Succeeded);
+}
+
 async fn accepted_attempts_are_listed_wherever_they_are_kept(place: &Place) {
     let store = place.open().await;
     let base = Millis::now().0;

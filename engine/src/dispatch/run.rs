@@ -608,6 +608,29 @@ mod tests {
         })
     }
 
+    /// A first attempt that succeeded and recorded nothing is kept in its execution's row:
+    /// the records the dispatcher writes must be the empty ones the store recognises.
+    #[test]
+    fn a_quiet_success_is_kept_in_its_execution() {
+        let mut report = timed_out(Duration::from_millis(1));
+        report.result = Ok("{\"ok\":true}".into());
+        let attempt = attempt_record(1, Millis(1), Millis(2), &report);
+        assert!(attempt.recorded_nothing(), "{attempt:?}");
+        assert!(crate::store::folds_into_execution(
+            &attempt,
+            &NextStep::Succeeded,
+            11
+        ));
+        report.logs_truncated = true;
+        let truncated = attempt_record(1, Millis(1), Millis(2), &report);
+        assert!(!truncated.recorded_nothing());
+        assert!(!crate::store::folds_into_execution(
+            &attempt_record(2, Millis(1), Millis(2), &report),
+            &NextStep::Succeeded,
+            11
+        ));
+    }
+
     #[test]
     fn success_finishes() {
         assert_eq!(

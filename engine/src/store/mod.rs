@@ -32,7 +32,9 @@ pub use search::{
 };
 pub use text::NUL_REPLACEMENT;
 
-use crate::model::{EventId, EventOutcome, EventStatus, ExecutionId, ExecutionTally, Millis};
+use crate::model::{
+    AttemptOutcome, EventId, EventOutcome, EventStatus, ExecutionId, ExecutionTally, Millis,
+};
 
 /// Row counts of the multi-row INSERTs a batch is split into. A few fixed sizes keep the number
 /// of distinct statements small, so each one is prepared once and then found in the
@@ -113,6 +115,27 @@ pub(crate) fn folds_into_event(event: &NewEvent, attempt: &NewDeliveryAttempt) -
         && attempt.reason.is_none()
         && attempt.source == event.source
         && attempt.received_at == event.received_at
+}
+
+/// The most output an attempt kept in its execution's row may have, as JSON text: the row is
+/// read by every claim and listing, and stays small.
+const FIRST_OUTPUT_LIMIT: usize = 256;
+
+/// Whether the finished `attempt` goes into its execution's row (the `first_*` columns)
+/// instead of a row of its own: a first attempt that succeeded, whose plugin logged, called
+/// and ran nothing ([`NewExecutionAttempt::recorded_nothing`]), with an output of at most
+/// [`FIRST_OUTPUT_LIMIT`] bytes of JSON (`output_len`).
+pub(crate) fn folds_into_execution(
+    attempt: &NewExecutionAttempt,
+    next: &NextStep,
+    output_len: usize,
+) -> bool {
+    attempt.attempt == 1
+        && attempt.outcome == AttemptOutcome::Succeeded
+        && *next == NextStep::Succeeded
+        && attempt.error.is_none()
+        && output_len <= FIRST_OUTPUT_LIMIT
+        && attempt.recorded_nothing()
 }
 
 /// The parts of [`Store::claim`].

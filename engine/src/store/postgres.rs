@@ -272,6 +272,16 @@ async fn finish_in(
     let (id, a, next) = (f.id, &f.attempt, &f.next);
     let now = Millis::now();
     let (status, next_at, dead_reason) = next.as_columns(now);
+    let output_len = match &a.output {
+        Some(output) => serde_json::to_string(output)
+            .map_err(|e| StoreError::Corrupt {
+                table: "json",
+                detail: e.to_string(),
+            })?
+            .len(),
+        None => 0,
+    };
+    let folded = super::folds_into_execution(a, next, output_len);
     let plugin: Option<String> = sqlx::query_scalar(sql::FINISH_EXECUTION)
         .bind(id.0)
         .bind(f.owner.as_str())
@@ -279,12 +289,20 @@ async fn finish_in(
         .bind(next_at.0)
         .bind(a.error.as_deref())
         .bind(now.0)
+        .bind(folded.then_some(a.started_at.0))
+        .bind(folded.then_some(a.finished_at.0))
+        .bind(a.output.as_ref().filter(|_| folded).map(Json))
+        .bind(a.fuel_used.filter(|_| folded))
+        .bind(a.memory_peak.filter(|_| folded))
         .fetch_optional(&mut **tx)
         .await?;
     let Some(plugin) = plugin else {
         return Ok(false);
     };
     tally.finished(&plugin, a, next, now);
+    if folded {
+        return Ok(true);
+    }
     sqlx::query(sql::INSERT_EXECUTION_ATTEMPT)
         .bind(Uuid::now_v7())
         .bind(id.0)

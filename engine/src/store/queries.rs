@@ -36,7 +36,7 @@ macro_rules! store_queries {
         use crate::store::text::TextPolicy;
         use crate::store::records::{
             convert, DeadLetterRow, DeliveryAttemptRow, EventRow, ExecutionAttemptRow,
-            ExecutionRow,
+            ExecutionRow, FirstAttemptRow,
         };
         use crate::store::{
             Activity, Cursor, DeadLetter, DeadLetterEntry, DeadLetterQuery,
@@ -821,13 +821,26 @@ macro_rules! store_queries {
                 &self,
                 execution: ExecutionId,
             ) -> Result<Vec<ExecutionAttempt>, StoreError> {
+                // A first attempt kept in its execution's row (see `folds_into_execution`)
+                // comes first; the rest have rows of their own.
+                let first: Option<FirstAttemptRow> = sqlx::query_as(
+                    "SELECT id, first_started_at, first_finished_at, first_output, \
+                     first_fuel_used, first_memory_peak FROM executions \
+                     WHERE id = $1 AND first_finished_at IS NOT NULL",
+                )
+                .bind(execution.0)
+                .fetch_optional(&self.pool)
+                .await?;
                 let rows: Vec<ExecutionAttemptRow> = sqlx::query_as(
                     "SELECT * FROM execution_attempts WHERE execution_id = $1 ORDER BY attempt",
                 )
                 .bind(execution.0)
                 .fetch_all(&self.pool)
                 .await?;
-                convert(rows)
+                let mut attempts: Vec<ExecutionAttempt> =
+                    first.map(ExecutionAttempt::from).into_iter().collect();
+                attempts.extend(convert::<_, ExecutionAttempt>(rows)?);
+                Ok(attempts)
             }
 
             pub(crate) async fn list_dead_letters(

@@ -169,6 +169,37 @@ pub struct NewExecutionAttempt {
     pub memory_peak: Option<i64>,
 }
 
+impl NewExecutionAttempt {
+    /// `logs` of an attempt whose plugin logged nothing, as the dispatcher records it.
+    pub fn no_logs() -> Value {
+        serde_json::json!({"lines": [], "truncated": false})
+    }
+
+    /// `http_calls` of an attempt whose plugin made no HTTP call.
+    pub fn no_http_calls() -> Value {
+        Value::Array(Vec::new())
+    }
+
+    /// `db_statements` of an attempt whose plugin ran no statement, as the dispatcher records it.
+    pub fn no_db_statements() -> Value {
+        serde_json::json!({"statements": [], "transactions": []})
+    }
+
+    /// Whether the plugin logged, called and ran nothing in this attempt (the records are the
+    /// empty ones above).
+    pub(crate) fn recorded_nothing(&self) -> bool {
+        let empty = |v: Option<&Value>| v.and_then(Value::as_array).is_some_and(Vec::is_empty);
+        let only = |v: &Value, keys: usize| v.as_object().is_some_and(|o| o.len() == keys);
+        only(&self.logs, 2)
+            && empty(self.logs.get("lines"))
+            && self.logs.get("truncated") == Some(&Value::Bool(false))
+            && empty(Some(&self.http_calls))
+            && only(&self.db_statements, 2)
+            && empty(self.db_statements.get("statements"))
+            && empty(self.db_statements.get("transactions"))
+    }
+}
+
 /// An attempt as read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionAttempt {
@@ -391,6 +422,39 @@ impl TryFrom<ExecutionAttemptRow> for ExecutionAttempt {
                 memory_peak: r.memory_peak,
             },
         })
+    }
+}
+
+/// A first attempt kept in its execution's row: it succeeded, with no error, and its plugin
+/// logged, called and ran nothing (see `folds_into_execution`).
+#[derive(sqlx::FromRow)]
+pub(super) struct FirstAttemptRow {
+    id: Uuid,
+    first_started_at: i64,
+    first_finished_at: i64,
+    first_output: Option<Json<Value>>,
+    first_fuel_used: Option<i64>,
+    first_memory_peak: Option<i64>,
+}
+
+impl From<FirstAttemptRow> for ExecutionAttempt {
+    fn from(r: FirstAttemptRow) -> Self {
+        ExecutionAttempt {
+            execution_id: ExecutionId(r.id),
+            attempt: NewExecutionAttempt {
+                attempt: 1,
+                started_at: Millis(r.first_started_at),
+                finished_at: Millis(r.first_finished_at),
+                outcome: AttemptOutcome::Succeeded,
+                error: None,
+                output: r.first_output.map(|j| j.0),
+                logs: NewExecutionAttempt::no_logs(),
+                http_calls: NewExecutionAttempt::no_http_calls(),
+                db_statements: NewExecutionAttempt::no_db_statements(),
+                fuel_used: r.first_fuel_used,
+                memory_peak: r.first_memory_peak,
+            },
+        }
     }
 }
 

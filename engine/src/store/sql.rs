@@ -108,11 +108,14 @@ pub(crate) const INSERT_EXECUTION: &str = "INSERT INTO executions (id, event_id,
      ON CONFLICT DO NOTHING RETURNING id";
 
 /// Moves a running execution on, if `$2` still holds its lease: $3 status, $4 next attempt,
-/// $5 last error, $6 now.
+/// $5 last error, $6 now; $7 to $11 are the attempt's start, end, output, fuel and memory
+/// when the execution's row keeps it (see `folds_into_execution`), else NULL.
 /// Returns the execution's plugin (nothing when the lease was lost).
 pub(crate) const FINISH_EXECUTION: &str = "UPDATE executions SET status = $3, \
      next_attempt_at = $4, lease_owner = NULL, lease_until = NULL, last_error = $5, \
-     updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+     updated_at = $6, first_started_at = $7, first_finished_at = $8, first_output = $9, \
+     first_fuel_used = $10, first_memory_peak = $11 \
+     WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
      RETURNING plugin";
 
 /// Adds to a per-minute activity count (see `activity.rs`): $1 minute, $2 kind, $3 subject,

@@ -332,23 +332,37 @@ fn finish(conn: &Connection, f: &FinishRequest, tally: &mut Tally) -> Result<boo
     let now = Millis::now();
     let (status, next_at, dead_reason) = next.as_columns(now);
     let id_bytes = f.id.0.as_bytes().as_slice();
-    let plugin: Option<String> = query_first(
-        conn,
-        sql::FINISH_EXECUTION,
-        &[
-            &id_bytes,
-            &f.owner,
-            &status.as_str(),
-            &next_at.0,
-            &a.error,
-            &now.0,
-        ],
-    )?;
+    let output = a.output.as_ref().map(json).transpose()?;
+    let folded = super::folds_into_execution(a, next, output.as_ref().map_or(0, String::len));
+    let null = &rusqlite::types::Null;
+    let first: [&dyn ToSql; 5] = if folded {
+        [
+            &a.started_at.0,
+            &a.finished_at.0,
+            &output,
+            &a.fuel_used,
+            &a.memory_peak,
+        ]
+    } else {
+        [null; 5]
+    };
+    let columns: [&dyn ToSql; 6] = [
+        &id_bytes,
+        &f.owner,
+        &status.as_str(),
+        &next_at.0,
+        &a.error,
+        &now.0,
+    ];
+    let args: Vec<&dyn ToSql> = columns.into_iter().chain(first).collect();
+    let plugin: Option<String> = query_first(conn, sql::FINISH_EXECUTION, &args)?;
     let Some(plugin) = plugin else {
         return Ok(false);
     };
     tally.finished(&plugin, a, next, now);
-    let output = a.output.as_ref().map(json).transpose()?;
+    if folded {
+        return Ok(true);
+    }
     execute(
         conn,
         sql::INSERT_EXECUTION_ATTEMPT,
