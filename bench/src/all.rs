@@ -862,22 +862,14 @@ impl Shape {
 }
 
 impl Report<'_> {
-    fn rule_p50_us(&self, index: usize) -> f64 {
+    /// The median over the runs of one rule-count row's figure, in microseconds; `figure`
+    /// picks it from the row (its p50 or its p99).
+    fn rule_us(&self, index: usize, figure: fn(&crate::RuleRow) -> u128) -> f64 {
         median(
             self.rule_runs
                 .iter()
                 .filter_map(|rows| rows.get(index))
-                .map(|r| r.p50_ns as f64 / 1e3)
-                .collect(),
-        )
-    }
-
-    fn rule_p99_us(&self, index: usize) -> f64 {
-        median(
-            self.rule_runs
-                .iter()
-                .filter_map(|rows| rows.get(index))
-                .map(|r| r.p99_ns as f64 / 1e3)
+                .map(|r| figure(r) as f64 / 1e3)
                 .collect(),
         )
     }
@@ -888,8 +880,7 @@ impl Report<'_> {
         let mut out = format!(
             "Measured {} on {}, load average {} at the start and {} at the end (1, 5, 15 \
              minutes; the benchmark's own processes count in it). The run took {:.1} minutes.\n\n\
-             Command: `{}`. {}, {} connections, two harness shapes measured one after the \
-             other: {}. For each: {} s per run after {} s of unmeasured warm-up per server; {} \
+             Command: `{}`. {}, {} connections, {}: {}. For each: {} s per run after {} s of unmeasured warm-up per server; {} \
              rounds of bare / ingest / reject back to back, then {} ingest-with-drain runs; each \
              figure is the median over the runs. Every request is a GitHub push of at most {} \
              bytes, with the fields of a real one and its own commit ids and messages (so it \
@@ -906,6 +897,10 @@ impl Report<'_> {
             self.command,
             self.wrk_version,
             s.connections,
+            match shapes.len() {
+                1 => "one harness shape".to_string(),
+                n => format!("{n} harness shapes measured one after the other"),
+            },
             shapes.join(", "),
             s.seconds,
             s.warmup,
@@ -914,12 +909,6 @@ impl Report<'_> {
             self.body_bytes,
             self.loads.join("; "),
         );
-        if self.shapes.len() == 1 {
-            out = out.replace(
-                "two harness shapes measured one after the other",
-                "one shape",
-            );
-        }
         for shape in &self.shapes {
             shape.render(s.connections, &mut out);
         }
@@ -952,8 +941,8 @@ impl Report<'_> {
             out.push_str(&format!(
                 "| rule matching, {count} rules ({} events per run) | {:.1} us | {:.1} us | {} |\n",
                 s.rule_events,
-                self.rule_p50_us(i),
-                self.rule_p99_us(i),
+                self.rule_us(i, |r| r.p50_ns),
+                self.rule_us(i, |r| r.p99_ns),
                 runs.join(", ")
             ));
         }
@@ -996,7 +985,7 @@ impl Report<'_> {
         let rule_10k = counts
             .iter()
             .position(|&c| c == 10_000)
-            .map(|i| self.rule_p50_us(i))
+            .map(|i| self.rule_us(i, |r| r.p50_ns))
             .unwrap_or(f64::NAN);
         let ratio = |x: f64| format!("{x:.2}x");
         let ms = |x: f64| format!("{x:.1} ms");

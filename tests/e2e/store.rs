@@ -1037,6 +1037,15 @@ async fn ingest_one(store: &Store, delivery: &str) -> EventId {
         .event_id
 }
 
+/// Up to ten due executions, leased for 30 s to owner "w" at `at`, with no limits in the way.
+async fn claim_for_w(store: &Store, at: Millis) -> Vec<hookwise::store::Execution> {
+    let lease = Duration::from_secs(30);
+    store
+        .claim("w", 10, lease, at, &ClaimExclusions::default())
+        .await
+        .unwrap()
+}
+
 async fn order_keys_and_busy_lists_shape_claims(place: &Place) {
     let store = place.open().await;
     let lease = Duration::from_secs(30);
@@ -1790,17 +1799,7 @@ async fn first_attempts_read_back_wherever_they_are_kept(place: &Place) {
         .plan(&[plan_of(ev, &json!({}), &planned)])
         .await
         .unwrap();
-    let lease = Duration::from_secs(30);
-    let claim = |at: Millis| {
-        let store = store.clone();
-        async move {
-            store
-                .claim("w", 10, lease, at, &ClaimExclusions::default())
-                .await
-                .unwrap()
-        }
-    };
-    let claimed = claim(Millis::now()).await;
+    let claimed = claim_for_w(&store, Millis::now()).await;
     assert_eq!(claimed.len(), names.len());
     let id = |rule: &str| claimed.iter().find(|x| x.rule_id == rule).unwrap().id;
     // Nothing logged, called or run: the records as the dispatcher writes them.
@@ -1846,7 +1845,7 @@ async fn first_attempts_read_back_wherever_they_are_kept(place: &Place) {
         .finish(id("retried"), "w", &failed, NextStep::RetryAt(later))
         .await
         .unwrap();
-    let again = claim(Millis(later.0 + 1)).await;
+    let again = claim_for_w(&store, Millis(later.0 + 1)).await;
     assert_eq!(
         again.len(),
         2,
@@ -2689,17 +2688,7 @@ async fn activity_counts_what_each_write_did(place: &Place) {
         .await
         .unwrap();
 
-    let lease = Duration::from_secs(30);
-    let claim = |at: Millis| {
-        let store = store.clone();
-        async move {
-            store
-                .claim("w", 10, lease, at, &ClaimExclusions::default())
-                .await
-                .unwrap()
-        }
-    };
-    let claimed = claim(Millis::now()).await;
+    let claimed = claim_for_w(&store, Millis::now()).await;
     assert_eq!(claimed.len(), 2);
     let notify = claimed.iter().find(|x| x.plugin == "notify").unwrap();
     let relay = claimed.iter().find(|x| x.plugin == "relay").unwrap();
@@ -2729,7 +2718,7 @@ async fn activity_counts_what_each_write_did(place: &Place) {
         )
         .await
         .unwrap();
-    let retried = claim(Millis::now()).await;
+    let retried = claim_for_w(&store, Millis::now()).await;
     assert_eq!(retried.len(), 1);
     store
         .finish(
