@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hookwise::model::{EventId, ExecutionStatus, Verdict};
 use hookwise::store::{
     DeadLetterFilter, DeliveryAttemptFilter, Execution, GroupCommitSettings, NUL_REPLACEMENT,
-    Store, StoredEvent,
+    NewExecutionAttempt, Store, StoredEvent,
 };
 use serde_json::{Value, json};
 
@@ -515,7 +515,10 @@ async fn refused_records_are_recorded_reduced(
         let error = a.attempt.error.as_deref().unwrap_or_default();
         assert!(error.contains("could not be stored"), "{error}");
         assert!(!error.contains("boom"));
-        assert_eq!((&a.attempt.output, &a.attempt.logs), (&None, &json!([])));
+        assert_eq!(
+            (&a.attempt.output, &a.attempt.logs),
+            (&None, &NewExecutionAttempt::no_logs())
+        );
     }
     let letters = store
         .list_dead_letters(&DeadLetterFilter {

@@ -118,7 +118,7 @@ pub(super) fn render_attempt(out: &mut String, a: &NewExecutionAttempt, style: A
             .map(|e| format!("  error: {e}"))
             .unwrap_or_default()
     );
-    for line in log_lines(&a.logs) {
+    for line in crate::store::log_lines(&a.logs) {
         let _ = writeln!(
             out,
             "{body}log {}: {}",
@@ -242,16 +242,6 @@ fn statement_result(outcome: &Value) -> String {
     }
 }
 
-/// Log lines of an attempt: `{"lines": [...]}` as the dispatcher writes them, or a bare array.
-fn log_lines(logs: &Value) -> impl Iterator<Item = &Value> {
-    let lines = if logs.is_array() {
-        logs
-    } else {
-        &logs["lines"]
-    };
-    lines.as_array().into_iter().flatten()
-}
-
 fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
@@ -273,15 +263,6 @@ mod tests {
         assert_eq!(clip("abcdef", 3), "abc...");
         // `é` takes bytes 1..3: a cut at byte 2 backs off to 1.
         assert_eq!(clip("aébc", 2), "a...");
-    }
-
-    #[test]
-    fn log_lines_read_both_shapes() {
-        let wrapped = serde_json::json!({"lines": [{"message": "a"}, {"message": "b"}]});
-        let bare = serde_json::json!([{"message": "a"}]);
-        assert_eq!(log_lines(&wrapped).count(), 2);
-        assert_eq!(log_lines(&bare).count(), 1);
-        assert_eq!(log_lines(&serde_json::json!(null)).count(), 0);
     }
 
     #[test]

@@ -326,7 +326,7 @@ async fn page_inner(
     }
     for x in story["executions"].as_array_mut().into_iter().flatten() {
         for a in x["attempts"].as_array_mut().into_iter().flatten() {
-            a["log_lines"] = log_lines(&a["logs"]);
+            a["log_lines"] = Value::from(crate::store::log_lines(&a["logs"]));
         }
     }
     d.page(
@@ -354,16 +354,6 @@ fn payload_view(payload: &Value) -> (Option<Value>, Option<String>) {
         Value::Null => (None, None),
         other => (Some(other.clone()), None),
     }
-}
-
-/// Log lines of an attempt: `{"lines": [...]}` as the dispatcher writes them, or a bare array.
-fn log_lines(logs: &Value) -> Value {
-    let lines = if logs.is_array() {
-        logs
-    } else {
-        &logs["lines"]
-    };
-    lines.clone()
 }
 
 /// `GET /events/stream`: new events of the list's filters as server-sent events (`event`

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{EventParts, KnownEvent, Shared, Slot};
@@ -128,9 +128,9 @@ async fn finish_fatal(
         outcome: AttemptOutcome::Fatal,
         error: Some(reason.clone()),
         output: None,
-        logs: json!([]),
-        http_calls: json!([]),
-        db_statements: json!([]),
+        logs: NewExecutionAttempt::no_logs(),
+        http_calls: NewExecutionAttempt::no_http_calls(),
+        db_statements: NewExecutionAttempt::no_db_statements(),
         fuel_used: None,
         memory_peak: None,
     };
@@ -230,15 +230,12 @@ pub(crate) fn attempt_record(
         outcome,
         error,
         output,
-        logs: json!({
-            "lines": report.logs,
-            "truncated": report.logs_truncated,
-        }),
+        logs: NewExecutionAttempt::logs_record(&report.logs, report.logs_truncated),
         http_calls: serde_json::to_value(&report.http_calls).unwrap_or(Value::Null),
-        db_statements: json!({
-            "statements": report.db_statements,
-            "transactions": report.db_transactions,
-        }),
+        db_statements: NewExecutionAttempt::db_record(
+            &report.db_statements,
+            &report.db_transactions,
+        ),
         fuel_used: report
             .fuel_used
             .map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
@@ -436,9 +433,9 @@ fn reduced(attempt: &NewExecutionAttempt, next: &NextStep) -> (NewExecutionAttem
         outcome: *outcome,
         error: Some(REDUCED_NOTE.to_string()),
         output: None,
-        logs: json!([]),
-        http_calls: json!([]),
-        db_statements: json!([]),
+        logs: NewExecutionAttempt::no_logs(),
+        http_calls: NewExecutionAttempt::no_http_calls(),
+        db_statements: NewExecutionAttempt::no_db_statements(),
         fuel_used: *fuel_used,
         memory_peak: *memory_peak,
     };
@@ -589,6 +586,8 @@ pub(crate) fn call_event(parts: &EventParts, e: &NewEvent) -> CallEvent {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::plugin_host::ErrorKind;
 
@@ -619,7 +618,7 @@ mod tests {
         assert!(crate::store::folds_into_execution(
             &attempt,
             &NextStep::Succeeded,
-            11
+            || 11
         ));
         report.logs_truncated = true;
         let truncated = attempt_record(1, Millis(1), Millis(2), &report);
@@ -627,7 +626,7 @@ mod tests {
         assert!(!crate::store::folds_into_execution(
             &attempt_record(2, Millis(1), Millis(2), &report),
             &NextStep::Succeeded,
-            11
+            || 11
         ));
     }
 
@@ -700,7 +699,11 @@ mod tests {
         assert_eq!(small.output, None);
         assert_eq!(
             (small.logs, small.http_calls, small.db_statements),
-            (json!([]), json!([]), json!([]))
+            (
+                NewExecutionAttempt::no_logs(),
+                NewExecutionAttempt::no_http_calls(),
+                NewExecutionAttempt::no_db_statements()
+            )
         );
         assert_eq!(
             (

@@ -121,21 +121,44 @@ pub(crate) fn folds_into_event(event: &NewEvent, attempt: &NewDeliveryAttempt) -
 /// read by every claim and listing, and stays small.
 const FIRST_OUTPUT_LIMIT: usize = 256;
 
+/// The length of `value` as JSON text, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A `Value` always serializes (its keys are strings) and counting never fails; were it
+    // to, the length would be unknown and the attempt gets a row of its own.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Whether the finished `attempt` goes into its execution's row (the `first_*` columns)
 /// instead of a row of its own: a first attempt that succeeded, whose plugin logged, called
 /// and ran nothing ([`NewExecutionAttempt::recorded_nothing`]), with an output of at most
-/// [`FIRST_OUTPUT_LIMIT`] bytes of JSON (`output_len`).
+/// [`FIRST_OUTPUT_LIMIT`] bytes of JSON. `output_len` measures that output; it is called only
+/// once everything else holds, so a store that does not serialize the output anyway pays for
+/// measuring it only then.
 pub(crate) fn folds_into_execution(
     attempt: &NewExecutionAttempt,
     next: &NextStep,
-    output_len: usize,
+    output_len: impl FnOnce() -> usize,
 ) -> bool {
     attempt.attempt == 1
         && attempt.outcome == AttemptOutcome::Succeeded
         && *next == NextStep::Succeeded
         && attempt.error.is_none()
-        && output_len <= FIRST_OUTPUT_LIMIT
         && attempt.recorded_nothing()
+        && output_len() <= FIRST_OUTPUT_LIMIT
 }
 
 /// The parts of [`Store::claim`].
@@ -1018,6 +1041,18 @@ mod tests {
                     .iter()
                     .all(|c| super::STATEMENT_ROWS.contains(&c.len()))
             );
+        }
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_text() {
+        for value in [
+            serde_json::json!(null),
+            serde_json::json!({"ok": true, "said": "é\u{0}\"", "n": [1, -2.5, 1e300]}),
+            serde_json::Value::String("x".repeat(300)),
+        ] {
+            let text = serde_json::to_string(&value).unwrap();
+            assert_eq!(super::json_len(&value), text.len(), "{text}");
         }
     }
 }

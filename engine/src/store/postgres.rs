@@ -272,16 +272,10 @@ async fn finish_in(
     let (id, a, next) = (f.id, &f.attempt, &f.next);
     let now = Millis::now();
     let (status, next_at, dead_reason) = next.as_columns(now);
-    let output_len = match &a.output {
-        Some(output) => serde_json::to_string(output)
-            .map_err(|e| StoreError::Corrupt {
-                table: "json",
-                detail: e.to_string(),
-            })?
-            .len(),
-        None => 0,
-    };
-    let folded = super::folds_into_execution(a, next, output_len);
+    // sqlx serializes the output when it binds it; measuring it first walks it once more,
+    // and only for an attempt that could otherwise be kept in the row.
+    let folded =
+        super::folds_into_execution(a, next, || a.output.as_ref().map_or(0, super::json_len));
     let plugin: Option<String> = sqlx::query_scalar(sql::FINISH_EXECUTION)
         .bind(id.0)
         .bind(f.owner.as_str())

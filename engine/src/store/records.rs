@@ -169,10 +169,32 @@ pub struct NewExecutionAttempt {
     pub memory_peak: Option<i64>,
 }
 
+/// The log lines of an attempt's `logs`: `{"lines": [...]}` as the dispatcher records them, or
+/// a bare array (as attempts recorded by older versions may hold); none for anything else.
+pub fn log_lines(logs: &Value) -> &[Value] {
+    let lines = if logs.is_array() {
+        logs
+    } else {
+        &logs["lines"]
+    };
+    lines.as_array().map_or(&[], Vec::as_slice)
+}
+
 impl NewExecutionAttempt {
-    /// `logs` of an attempt whose plugin logged nothing, as the dispatcher records it.
+    /// `logs` as the dispatcher records them: the lines the plugin logged and whether some
+    /// were left out for the attempt's log limit.
+    pub fn logs_record(lines: &impl Serialize, truncated: bool) -> Value {
+        serde_json::json!({"lines": lines, "truncated": truncated})
+    }
+
+    /// `db_statements` as the dispatcher records them: each statement, and each transaction.
+    pub fn db_record(statements: &impl Serialize, transactions: &impl Serialize) -> Value {
+        serde_json::json!({"statements": statements, "transactions": transactions})
+    }
+
+    /// `logs` of an attempt whose plugin logged nothing.
     pub fn no_logs() -> Value {
-        serde_json::json!({"lines": [], "truncated": false})
+        Self::logs_record(&[(); 0], false)
     }
 
     /// `http_calls` of an attempt whose plugin made no HTTP call.
@@ -180,9 +202,9 @@ impl NewExecutionAttempt {
         Value::Array(Vec::new())
     }
 
-    /// `db_statements` of an attempt whose plugin ran no statement, as the dispatcher records it.
+    /// `db_statements` of an attempt whose plugin ran no statement.
     pub fn no_db_statements() -> Value {
-        serde_json::json!({"statements": [], "transactions": []})
+        Self::db_record(&[(); 0], &[(); 0])
     }
 
     /// Whether the plugin logged, called and ran nothing in this attempt (the records are the
@@ -486,4 +508,22 @@ pub(super) fn convert<R, T: TryFrom<R, Error = StoreError>>(
     rows: Vec<R>,
 ) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(T::try_from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn log_lines_read_both_shapes() {
+        let wrapped = json!({"lines": [{"message": "a"}, {"message": "b"}], "truncated": false});
+        let bare = json!([{"message": "a"}]);
+        assert_eq!(log_lines(&wrapped).len(), 2);
+        assert_eq!(log_lines(&bare), &[json!({"message": "a"})]);
+        assert!(log_lines(&json!(null)).is_empty());
+        assert!(log_lines(&json!({"lines": "not a list"})).is_empty());
+        assert!(log_lines(&NewExecutionAttempt::no_logs()).is_empty());
+    }
 }

@@ -333,7 +333,7 @@ fn finish(conn: &Connection, f: &FinishRequest, tally: &mut Tally) -> Result<boo
     let (status, next_at, dead_reason) = next.as_columns(now);
     let id_bytes = f.id.0.as_bytes().as_slice();
     let output = a.output.as_ref().map(json).transpose()?;
-    let folded = super::folds_into_execution(a, next, output.as_ref().map_or(0, String::len));
+    let folded = super::folds_into_execution(a, next, || output.as_ref().map_or(0, String::len));
     let null = &rusqlite::types::Null;
     let first: [&dyn ToSql; 5] = if folded {
         [
