@@ -119,7 +119,7 @@ async fn store(app: &AppState, mut event: OwnEvent) -> bool {
     let payload = event.payload.clone();
     let kind = event.kind.as_str();
     let (new, attempt) = event.into_records();
-    match app.intake().admit(new, attempt, || payload).await {
+    match app.intake().admit(new, attempt, |_| payload).await {
         Ok(stored) => {
             if !stored.duplicate {
                 app.metrics.own_event_stored();

@@ -314,12 +314,13 @@ pub struct Intake<'a> {
 impl Intake<'_> {
     /// Stores `event` with its delivery `attempt` in one transaction; a valid event is stored
     /// with its plan. `payload` gives the parsed payload, called only when some rule is
-    /// selected for the event's source and type.
+    /// selected for the event's source and type; given a filter, it may leave out the
+    /// top-level members the filter refuses (see [`PayloadFilter`]).
     pub async fn admit(
         &self,
         event: NewEvent,
         attempt: NewDeliveryAttempt,
-        payload: impl FnOnce() -> Value,
+        payload: impl FnOnce(PayloadFilter<'_>) -> Value,
     ) -> Result<IngestOutcome, crate::store::StoreError> {
         let quarantined = event.status == EventStatus::Quarantined;
         // Matched and planned in the transaction that stores the event: rule matching costs
@@ -431,6 +432,9 @@ pub(crate) struct EventParts {
     pub(crate) received_at: String,
     pub(crate) headers: std::collections::BTreeMap<String, String>,
     pub(crate) payload: Arc<Value>,
+    /// `payload` holds only the members the rules it was matched with read: other rules
+    /// (after a reload) need it parsed again.
+    pub(crate) pruned: bool,
 }
 
 impl EventParts {
@@ -465,6 +469,7 @@ impl EventParts {
             received_at: e.received_at.to_rfc3339(),
             headers,
             payload: Arc::new(payload),
+            pruned: false,
         }
     }
 
@@ -497,6 +502,11 @@ pub fn plan_event(
     .0
 }
 
+/// The top-level payload members the rules selected for an event read, when they read only
+/// some: a payload given for matching must hold at least those (of an object). `None`: the
+/// whole payload.
+pub type PayloadFilter<'a> = Option<&'a dyn Fn(&str) -> bool>;
+
 /// What an arriving event was matched with: its parts, and the inputs its actions rendered.
 struct MatchedWith {
     parts: EventParts,
@@ -511,7 +521,7 @@ fn plan_arrival(
     rules: &Arc<RuleSet>,
     config: &Config,
     event: &NewEvent,
-    payload: impl FnOnce() -> Value,
+    payload: impl FnOnce(PayloadFilter<'_>) -> Value,
 ) -> (EventPlan, Option<MatchedWith>) {
     if !rules.selects_any(&event.source, &event.event_type) {
         let plan = EventPlan {
@@ -521,7 +531,13 @@ fn plan_arrival(
         };
         return (plan, None);
     }
-    let parts = EventParts::of(config, event, payload());
+    // Parsed only as far as the selected rules read it (about 7% of an event's CPU with one
+    // action went into building the whole tree of a 2 KiB push whose rule read one member).
+    let reads = rules.payload_reads(&event.source, &event.event_type);
+    let keep = |name: &str| reads.reads(name);
+    let filter: PayloadFilter<'_> = if reads.reads_all() { None } else { Some(&keep) };
+    let mut parts = EventParts::of(config, event, payload(filter));
+    parts.pruned = filter.is_some();
     let (plan, evaluation) = plan_parts(rules, &parts, event, 0);
     let rendered = Rendered {
         rules: Arc::clone(rules),

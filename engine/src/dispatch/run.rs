@@ -523,19 +523,21 @@ async fn prepare(
         Ok(p) => p,
         Err(why) => return Ok(Prepared::Fatal(why, Some(origin))),
     };
-    // Parsed already when ingress handed the execution over.
+    let rules = shared.rules.current();
+    let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
+    let rendered = known.rendered.as_ref();
+    let rendered = rendered.and_then(|r| r.get(&rules, &x.rule_id, index));
+    // Parsed already when ingress handed the execution over; parsed again whole when it was
+    // parsed for the rules that rendered the input and the input must be rendered anew.
     let parsed;
     let parts = match &known.parts {
-        Some(parts) => parts,
-        None => {
+        Some(parts) if rendered.is_some() || !parts.pruned => parts,
+        _ => {
             parsed = EventParts::new(&shared.config, event);
             &parsed
         }
     };
-    let rules = shared.rules.current();
-    let index = usize::try_from(x.action_index).unwrap_or(usize::MAX);
-    let rendered = known.rendered.as_ref();
-    let planned = match rendered.and_then(|r| r.get(&rules, &x.rule_id, index)) {
+    let planned = match rendered {
         Some(planned) => Cow::Borrowed(planned),
         None => match rules.render_action(&x.rule_id, index, &parts.view(&event.event)) {
             Ok(p) => Cow::Owned(p),

@@ -769,7 +769,7 @@ async fn store(
         .state
         .app
         .intake()
-        .admit(event, attempt, || payload.into_value())
+        .admit(event, attempt, |keep| payload.into_members(keep))
         .await;
     match stored {
         Ok(stored) => {

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::config::{RuleConfig, rule_file_schema};
 use super::index::{EventPattern, Index};
+use super::reads::PayloadReads;
 use super::template::{TNode, Templates};
 use super::{Action, CompileContext, IfExpr, RetryPolicy, Rule, RuleSet, condition};
 use crate::schema::input;
@@ -418,6 +419,19 @@ fn compile_rule(
     if diags.len() > before {
         return None;
     }
+    let mut payload_reads = PayloadReads::default();
+    if let Some(when) = &when {
+        when.add_reads(&mut payload_reads);
+    }
+    if let Some(i) = &if_expr {
+        i.expr.add_reads(&mut payload_reads);
+    }
+    for action in &actions {
+        templates.add_reads(&action.with, &mut payload_reads);
+        if let Some(key) = &action.order_key {
+            templates.add_reads(key, &mut payload_reads);
+        }
+    }
     Some(Rule {
         id: cfg.id,
         description: cfg.description,
@@ -426,6 +440,7 @@ fn compile_rule(
         when,
         if_expr,
         actions,
+        payload_reads,
         file: doc.file.clone(),
         position: doc.position(base),
     })

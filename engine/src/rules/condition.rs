@@ -19,6 +19,7 @@ use serde_json_path::JsonPath;
 
 use super::EventView;
 use super::config::{ConditionConfig, EventField, Ordered};
+use super::reads::PayloadReads;
 use super::trace::{ConditionTrace, LeafTrace, MAX_TRACE_VALUES, truncate};
 
 /// Largest compiled regex program, in bytes (the regex crate's own bound on pattern size).
@@ -272,6 +273,20 @@ impl Op {
 }
 
 impl Condition {
+    /// Adds the payload members this condition's paths read to `reads`.
+    pub(super) fn add_reads(&self, reads: &mut PayloadReads) {
+        match self {
+            Condition::Leaf(leaf) => match &leaf.selector {
+                Selector::Path { path, .. } => reads.add_path(&path.to_string()),
+                Selector::Header(_) | Selector::Event(_) => {}
+            },
+            Condition::All(items) | Condition::Any(items) => {
+                items.iter().for_each(|c| c.add_reads(reads));
+            }
+            Condition::Not(inner) => inner.add_reads(reads),
+        }
+    }
+
     /// The condition in one line, as an overview shows it: `$.ref equals "refs/heads/main"`,
     /// `all(A; B)`, `any(A | B)`, `not(A)`. Operands are cut like trace values; the whole is
     /// at most about [`MAX_SUMMARY`] characters.

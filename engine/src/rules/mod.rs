@@ -10,6 +10,7 @@ pub mod config;
 mod context;
 pub mod index;
 mod live;
+mod reads;
 pub mod template;
 pub mod trace;
 
@@ -26,6 +27,7 @@ pub use compile::{
 };
 pub use config::{RuleConfig, RuleFile, rule_file_schema, rule_file_schema_for_editors};
 pub use live::{LiveRules, ReloadError, ReloadFailure, ReloadStatus};
+pub use reads::PayloadReads;
 pub use trace::{
     ActionTrace, ConditionTrace, IfTrace, LeafTrace, RuleTrace, dry_run_json, render_text,
 };
@@ -146,6 +148,31 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
+/// What some rules of a rule set read of a payload (see [`RuleSet::payload_reads`]).
+pub struct SelectedReads<'a> {
+    rules: &'a [Rule],
+    selected: std::borrow::Cow<'a, [usize]>,
+}
+
+impl SelectedReads<'_> {
+    fn each(&self) -> impl Iterator<Item = &PayloadReads> {
+        self.selected
+            .iter()
+            .filter_map(|&n| self.rules.get(n))
+            .map(|r| &r.payload_reads)
+    }
+
+    /// Whether one of the rules may read the whole payload.
+    pub fn reads_all(&self) -> bool {
+        self.each().any(PayloadReads::reads_all)
+    }
+
+    /// Whether one of the rules may read the top-level member `name`.
+    pub fn reads(&self, name: &str) -> bool {
+        self.each().any(|r| r.reads(name))
+    }
+}
+
 /// A compiled rule.
 #[derive(Debug)]
 pub struct Rule {
@@ -156,6 +183,8 @@ pub struct Rule {
     when: Option<Condition>,
     if_expr: Option<IfExpr>,
     actions: Vec<Action>,
+    /// What its conditions and templates read of a payload.
+    payload_reads: PayloadReads,
     file: PathBuf,
     position: Position,
 }
@@ -377,6 +406,15 @@ impl RuleSet {
     /// [`RuleSet::evaluate`] looks at nothing else and finds no match.
     pub fn selects_any(&self, source: &str, event_type: &str) -> bool {
         !self.index.candidates(source, event_type).is_empty()
+    }
+
+    /// What the rules the index selects for (source, event type) read of a payload: what a
+    /// payload parsed for matching an event of that source and type must hold.
+    pub fn payload_reads(&self, source: &str, event_type: &str) -> SelectedReads<'_> {
+        SelectedReads {
+            rules: &self.rules,
+            selected: self.index.candidates(source, event_type),
+        }
     }
 
     /// Matches an event against the rules the index selects for its (source, event type).

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 pub use super::context::RenderContext;
 use super::context::{SECRETS_VAR, mj};
+use super::reads::PayloadReads;
 
 /// Fuel for one render: bounds loops over huge payloads (minijinja counts instructions and
 /// allocated data; one million is far above any sensible rule and far below a stuck worker).
@@ -95,6 +96,11 @@ impl Expr {
         })
     }
 
+    /// Adds the payload members this expression reads to `reads`.
+    pub(super) fn add_reads(&self, reads: &mut PayloadReads) {
+        reads.add_variables(&self.compiled.undeclared_variables(true));
+    }
+
     /// The expression's value; an undefined value is an error, as everywhere in templates.
     fn eval(&self, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
         let value = self
@@ -168,6 +174,23 @@ pub struct RenderError {
 pub type CompileProblem = (String, String);
 
 impl Templates {
+    /// Adds the payload members the templates of `node` read to `reads`.
+    pub(super) fn add_reads(&self, node: &TNode, reads: &mut PayloadReads) {
+        match node {
+            TNode::Literal(_) => {}
+            TNode::Text { name, .. } => match self.env.get_template(name) {
+                Ok(template) => {
+                    reads.add_template_source(template.source());
+                    reads.add_variables(&template.undeclared_variables(true));
+                }
+                Err(_) => reads.add_whole(),
+            },
+            TNode::Typed(expr) => expr.add_reads(reads),
+            TNode::Array(items) => items.iter().for_each(|n| self.add_reads(n, reads)),
+            TNode::Object(entries) => entries.iter().for_each(|(_, n)| self.add_reads(n, reads)),
+        }
+    }
+
     pub fn new(secrets: &BTreeMap<String, String>) -> Templates {
         let redacted: BTreeMap<&str, String> = secrets
             .keys()

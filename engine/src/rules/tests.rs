@@ -953,3 +953,109 @@ fn a_rendered_input_that_breaks_the_schema_plans_nothing() {
     let again = set.render_action("r", 0, &event("github", "push", &h, &breaks));
     assert_eq!(again.err().as_deref(), Some(reason.as_str()));
 }
+
+/// Ingress parses an arriving payload only as far as the rules selected for it read it: for
+/// every way a rule can read a payload, matching and rendering over that pruned payload must
+/// give exactly what they give over the whole one.
+#[test]
+fn a_payload_parsed_as_far_as_its_rules_read_it_matches_as_the_whole_does() {
+    let f = Fixture::new();
+    let payload = json!({
+        "ref": "refs/heads/main",
+        "after": "0abc",
+        "size": 2,
+        "pusher": {"name": "alice"},
+        "commits": [{"id": "a1", "message": "fix [deploy]"}, {"id": "b2", "message": "docs"}],
+        "repository": {"private": false, "full_name": "acme/web"},
+        "x-odd": "odd",
+        "deleted": false,
+    });
+    // (when / if / with of one rule, the members it reads or None for the whole payload)
+    let cases: &[(&str, Option<&[&str]>)] = &[
+        (
+            "when: { path: $.ref, equals: refs/heads/main }",
+            Some(&["ref"]),
+        ),
+        (
+            "when: { path: $.deleted, not_equals: true }",
+            Some(&["deleted"]),
+        ),
+        (
+            "when: { path: $.missing, exists: false }",
+            Some(&["missing"]),
+        ),
+        (
+            "when: { path: \"$.commits[*].message\", contains: deploy }",
+            Some(&["commits"]),
+        ),
+        ("when: { path: \"$['x-odd']\", equals: odd }", None),
+        ("when: { path: $..name, equals: alice }", None),
+        ("when: { path: $.*, equals: 2 }", None),
+        (
+            "if: \"payload.repository.private == false and payload.size > 1\"",
+            Some(&["repository", "size"]),
+        ),
+        ("if: \"payload['x-odd'] == 'odd'\"", None),
+        ("if: \"payload | length > 3\"", None),
+        (
+            "with: { text: \"{{ payload.pusher.name }}: {% for c in payload.commits %}{{ c.id }} {% endfor %}\" }",
+            Some(&["commits", "pusher"]),
+        ),
+        (
+            "with: { n: \"{{ payload.size }}\", after: \"{{ payload.after }}\" }",
+            Some(&["after", "size"]),
+        ),
+        ("with: { all: \"{{ payload | tojson }}\" }", None),
+        (
+            "with: { keys: \"{% for k in payload %}{{ k }} {% endfor %}\" }",
+            None,
+        ),
+        ("with: { set: \"{% set p = payload %}{{ p.ref }}\" }", None),
+        ("with: { d: \"{{ debug() }}\" }", None),
+    ];
+    let h = BTreeMap::new();
+    for (part, members) in cases {
+        let (extra, with) = match part.strip_prefix("with: ") {
+            Some(with) => (String::new(), with.to_string()),
+            None => (format!("    {part}\n"), "{ text: hi }".to_string()),
+        };
+        let text = format!(
+            "rules:\n  - id: r\n    source: github\n    events: [push]\n{extra}    actions:\n      \
+             - plugin: notify\n        with: {with}\n        order_key: \"{{{{ payload.after }}}}\"\n"
+        );
+        let set = f.set(&text);
+        let reads = set.payload_reads("github", "push");
+        match members {
+            None => assert!(reads.reads_all(), "{part}: reads the whole payload"),
+            Some(members) => {
+                assert!(!reads.reads_all(), "{part}");
+                for m in members.iter().chain(&["after"]) {
+                    assert!(reads.reads(m), "{part}: reads {m}");
+                }
+                let read = |k: &str| members.contains(&k) || k == "after";
+                for k in payload.as_object().unwrap().keys() {
+                    assert_eq!(reads.reads(k), read(k), "{part}: {k}");
+                }
+            }
+        }
+        let pruned: serde_json::Map<String, Value> = payload
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| reads.reads(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let whole = Arc::new(payload.clone());
+        let pruned = Arc::new(Value::Object(pruned));
+        let over_whole = set.evaluate(&event("github", "push", &h, &whole));
+        let over_pruned = set.evaluate(&event("github", "push", &h, &pruned));
+        assert_eq!(
+            dry_run_json(&over_pruned),
+            dry_run_json(&over_whole),
+            "{part}"
+        );
+        // Rules the index does not select for an event read nothing of it.
+        let unselected = set.payload_reads("stripe", "push");
+        assert!(!unselected.reads_all() && !unselected.reads("ref"));
+    }
+}

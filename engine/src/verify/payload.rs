@@ -6,7 +6,8 @@
 //! string, and storing it meant writing the tree back out as text; together that was a fifth of
 //! the CPU an accepted event cost. So a JSON body is checked once without building anything,
 //! single fields are found by reading past everything else, stored as received, and parsed whole
-//! only for whoever needs the whole (a schema, a rule, a handshake).
+//! only for whoever needs the whole (a schema, a handshake). Rules get the members they read
+//! (see `Payload::into_members`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -84,6 +85,22 @@ impl<'a> Payload<'a> {
         }
     }
 
+    /// The payload with, of a top-level object, only the members `keep` accepts (the rest
+    /// read past without building anything); the whole payload when `keep` is `None`, when
+    /// the payload is not an object, or when it was parsed whole already. Of a member given
+    /// twice the last is kept, as in a whole parse.
+    pub fn into_members(self, keep: Option<&dyn Fn(&str) -> bool>) -> Value {
+        let Some(keep) = keep else {
+            return self.into_value();
+        };
+        if self.value.get().is_some() || self.body.trim_ascii_start().first() != Some(&b'{') {
+            return self.into_value();
+        }
+        let mut de = serde_json::Deserializer::from_slice(self.body);
+        de.deserialize_map(Members(keep))
+            .unwrap_or_else(|_| parse(self.body))
+    }
+
     /// The value at a JSON pointer (RFC 6901), found without parsing the rest.
     pub fn pointer(&self, pointer: &str) -> Option<Cow<'_, Value>> {
         if let Some(value) = self.value.get() {
@@ -148,6 +165,51 @@ fn tokens(pointer: &str) -> Option<Vec<Cow<'_, str>>> {
             })
             .collect(),
     )
+}
+
+/// A JSON object with only the members its filter accepts (see [`Payload::into_members`]).
+struct Members<'f>(&'f dyn Fn(&str) -> bool);
+
+impl<'de> Visitor<'de> for Members<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(MemberName(name)) = map.next_key()? {
+            if (self.0)(&name) {
+                out.insert(name.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A member name, borrowed from the body when it has no escapes.
+struct MemberName<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
 }
 
 /// Any JSON a `Value` could hold, checked as strictly as parsing one, kept nowhere.
@@ -350,6 +412,47 @@ mod tests {
         assert!(payload.value.get().is_none());
         assert_eq!(payload.value(), &whole(body).unwrap());
         assert_eq!(payload.into_value(), whole(body).unwrap());
+    }
+
+    #[test]
+    fn keeps_the_members_asked_for_as_a_whole_parse_has_them() {
+        let body = r#" {"ref":"refs/heads/main","commits":[{"id":"a\u00e9","n":1e3}],
+            "dup":1,"dup":{"x":[2]},"esc\"aped":"yes","caf\u00e9":true,"skip":{"deep":[[[1]]]}}"#;
+        let value = whole(body).unwrap();
+        for wanted in [
+            &["ref"][..],
+            &["commits", "dup"][..],
+            &["esc\"aped", "café"][..],
+            &["missing"][..],
+            &[][..],
+        ] {
+            let keep = |name: &str| wanted.contains(&name);
+            let got = Payload::read(body.as_bytes())
+                .unwrap()
+                .into_members(Some(&keep));
+            let expected: serde_json::Map<String, Value> = value
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| keep(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(got, Value::Object(expected), "{wanted:?}");
+        }
+        let all = Payload::read(body.as_bytes()).unwrap().into_members(None);
+        assert_eq!(all, value);
+        // Anything but an object is parsed whole; so is a form, parsed when it was read.
+        let none = |_: &str| false;
+        for other in ["[1, {\"a\": 2}]", "\"text\"", "12"] {
+            let payload = Payload::read(other.as_bytes()).unwrap();
+            assert_eq!(
+                payload.into_members(Some(&none)),
+                whole(other).unwrap(),
+                "{other}"
+            );
+        }
+        let form = Payload::read(b"a=1&b=2").unwrap();
+        assert_eq!(form.into_members(Some(&none)), json!({"a": "1", "b": "2"}));
     }
 
     #[test]
