@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::dispatch::{SECRET, config_text, send, wait_done};
-use crate::support::{Receiver, Server, server};
+use crate::support::{Receiver, server};
 
 fn rule_to(receiver: &Receiver, path: &str) -> String {
     format!(
@@ -69,6 +69,9 @@ async fn broken_rules_keep_the_old_ones_and_fixed_rules_take_over() {
     server.stop().await;
 }
 
+/// Executions a node started as their event arrived, without a claim.
+const HANDED: &str = "hookwise_handed_executions_total";
+
 /// A rule whose input names one payload member: the payload of an event it is matched with is
 /// parsed only that far.
 fn rule_reading(receiver: &Receiver, member: &str) -> String {
@@ -102,7 +105,7 @@ async fn an_execution_waiting_through_a_reload_renders_with_the_whole_payload() 
     // Once the plugin is ready, hold the worker in a call and let the next event arrive.
     let e0 = send(&client, &base, &push(0)).await;
     wait_done(&store, e0, 1, Duration::from_secs(60)).await;
-    let handed_before = handed(&client, &server).await;
+    let handed_before = server.metric(HANDED).await;
     receiver.set_delay(Duration::from_secs(3));
     let e1 = send(&client, &base, &push(1)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -143,27 +146,7 @@ async fn an_execution_waiting_through_a_reload_renders_with_the_whole_payload() 
 
     // Both were handed over with their events (not claimed from the store, which reads the
     // payload whole anyway).
-    assert_eq!(handed(&client, &server).await, handed_before + 2.0);
+    assert_eq!(server.metric(HANDED).await, handed_before + 2.0);
     store.close().await;
     server.stop().await;
-}
-
-/// `hookwise_handed_executions_total` of `server`.
-async fn handed(client: &reqwest::Client, server: &Server) -> f64 {
-    let token =
-        std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE)).unwrap();
-    let metrics = client
-        .get(format!("{}/metrics", server.admin))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hookwise_handed_executions_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no handed executions counter in\n{metrics}"))
 }

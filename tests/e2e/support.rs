@@ -979,6 +979,26 @@ impl Server {
         }
     }
 
+    /// The value of the sample `sample` (a name, with its labels if it has any) in the
+    /// server's `/metrics`, asked with the token the server generated.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let token = std::fs::read_to_string(self.dir.join(hookwise::admin::token::TOKEN_FILE))
+            .expect("generated token file");
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.admin))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("the admin API answers")
+            .text()
+            .await
+            .expect("a text answer");
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+    }
+
     /// Waits until no plugin is compiling any more (a first start compiles them in the
     /// background, and their actions wait meanwhile), asking the admin API with the token
     /// the server generated.
