@@ -98,26 +98,35 @@ impl Place {
 
     /// How many rows of its own `execution`'s attempts have (some live in its row instead).
     async fn attempt_rows(&self, execution: ExecutionId) -> i64 {
-        let query = "SELECT COUNT(*) FROM execution_attempts WHERE execution_id = $1";
+        self.count(
+            "SELECT COUNT(*) FROM execution_attempts WHERE execution_id = $1",
+            &[execution.0],
+        )
+        .await
+    }
+
+    /// The count a `SELECT COUNT(*)` `query` reads from the store directly, with `ids` bound
+    /// to its parameters in order.
+    async fn count(&self, query: &str, ids: &[uuid::Uuid]) -> i64 {
         match self {
             Place::Sqlite(dir) => {
                 let url = format!("sqlite://{}", dir.path().join("store.db").display());
                 let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                let n = sqlx::query_scalar(query)
-                    .bind(execution.0)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
+                let mut q = sqlx::query_scalar(query);
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                let n = q.fetch_one(&pool).await.unwrap();
                 pool.close().await;
                 n
             }
             Place::Postgres(pg) => {
                 let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
-                let n = sqlx::query_scalar(query)
-                    .bind(execution.0)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
+                let mut q = sqlx::query_scalar(query);
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                let n = q.fetch_one(&pool).await.unwrap();
                 pool.close().await;
                 n
             }
@@ -1994,27 +2003,9 @@ async fn accepted_attempts_are_listed_wherever_they_are_kept(place: &Place) {
     assert_eq!(trace[0].attempt, given[0]);
     store.close().await;
 
-    let rows_in_attempts_table: i64 = match place {
-        Place::Sqlite(dir) => {
-            let url = format!("sqlite://{}", dir.path().join("store.db").display());
-            let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-            let n = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-            db.close().await;
-            n
-        }
-        Place::Postgres(pg) => {
-            let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
-            let n = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-            db.close().await;
-            n
-        }
-    };
+    let rows_in_attempts_table = place
+        .count("SELECT COUNT(*) FROM delivery_attempts", &[])
+        .await;
     // The three plain accepted attempts are in their events' rows, on either backend.
     assert_eq!(rows_in_attempts_table, 3);
 }
