@@ -22,13 +22,6 @@ fn forward_rule(receiver: &Receiver) -> String {
 }
 
 /// The token the server generated on first run.
-fn token(server: &Server) -> String {
-    std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE))
-        .expect("generated token file")
-        .trim()
-        .to_string()
-}
-
 struct Admin {
     client: reqwest::Client,
     base: String,
@@ -40,7 +33,7 @@ impl Admin {
         Admin {
             client: reqwest::Client::new(),
             base: server.admin.clone(),
-            token: token(server),
+            token: server.admin_token(),
         }
     }
 
@@ -103,7 +96,7 @@ impl Admin {
 async fn admin_routes_need_the_bearer_token_in_the_header() {
     let receiver = Receiver::start().await;
     let server = start(&config_text(&receiver, ""), &forward_rule(&receiver)).await;
-    let token = token(&server);
+    let token = server.admin_token();
     assert_eq!(token.len(), 64, "32 random bytes, hex");
     #[cfg(unix)]
     {

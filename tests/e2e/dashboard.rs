@@ -26,14 +26,6 @@ fn rules(receiver: &Receiver) -> String {
     )
 }
 
-/// The token the server generated on first run.
-pub(crate) fn token(server: &Server) -> String {
-    std::fs::read_to_string(server.dir.join(hookwise::admin::token::TOKEN_FILE))
-        .expect("generated token file")
-        .trim()
-        .to_string()
-}
-
 /// A browser-like client of the dashboard that follows no redirects and keeps one cookie.
 pub(crate) struct Dash {
     client: reqwest::Client,
@@ -49,7 +41,7 @@ impl Dash {
                 .build()
                 .unwrap(),
             base: server.admin.clone(),
-            token: token(server),
+            token: server.admin_token(),
         }
     }
 
@@ -729,7 +721,9 @@ async fn dashboard_in_a_real_browser() {
     let base = server.admin.clone();
 
     // Sign in through the form; signed in, the overview; the events are one link away.
-    browser.sign_in(&format!("{base}/"), &token(&server)).await;
+    browser
+        .sign_in(&format!("{base}/"), &server.admin_token())
+        .await;
     browser
         .eval("document.querySelector('nav a[href=\"/events\"]').click(); true")
         .await;

@@ -16,7 +16,7 @@ use hookwise::verify::{Provider, VerifyOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::dashboard::{Dash, cdp, listed_ids, read_stream_until, token, unescape};
+use crate::dashboard::{Dash, cdp, listed_ids, read_stream_until, unescape};
 use crate::dispatch::{SECRET, config_with_store, wait_done};
 use crate::support::{Answer, Backend, Receiver, Server, TempPostgres, on_every_backend, server};
 
@@ -120,7 +120,7 @@ async fn wait_matched(store: &Store, event: EventId) {
 async fn api_events(server: &Server, query: &str) -> (StatusCode, Value) {
     let r = reqwest::Client::new()
         .get(format!("{}/api/v1/events?{query}", server.admin))
-        .bearer_auth(token(server))
+        .bearer_auth(server.admin_token())
         .send()
         .await
         .unwrap();
@@ -518,7 +518,9 @@ async fn every_page_fits_a_phone_and_a_desktop_and_works_from_the_keyboard() {
     let profile = tempfile::tempdir().unwrap();
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
-    browser.sign_in(&format!("{base}/"), &token(&server)).await;
+    browser
+        .sign_in(&format!("{base}/"), &server.admin_token())
+        .await;
 
     let mut too_wide = Vec::new();
     for (width, height, mobile) in [(390, 844, true), (1280, 800, false)] {
@@ -635,7 +637,9 @@ async fn dashboard_screenshots() {
     let profile = tempfile::tempdir().unwrap();
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
-    browser.sign_in(&format!("{base}/"), &token(&server)).await;
+    browser
+        .sign_in(&format!("{base}/"), &server.admin_token())
+        .await;
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let mut shots = vec![];

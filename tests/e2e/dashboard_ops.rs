@@ -10,7 +10,7 @@ use hookwise::store::{DeadLetterFilter, GroupCommitSettings, Store};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::dashboard::{Dash, cdp, csrf_of, location, token};
+use crate::dashboard::{Dash, cdp, csrf_of, location};
 use crate::dispatch::{config_text, config_with_store, send, start, wait_done};
 use crate::support::{Answer, Receiver, Server, TempPostgres};
 
@@ -628,7 +628,9 @@ async fn ops_pages_in_a_real_browser() {
     let profile = tempfile::tempdir().unwrap();
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
-    browser.sign_in(&format!("{base}/"), &token(&server)).await;
+    browser
+        .sign_in(&format!("{base}/"), &server.admin_token())
+        .await;
     assert_eq!(
         browser
             .eval("document.querySelectorAll('svg.chart rect.accepted').length > 0")

@@ -10,7 +10,7 @@ use hookwise::store::{GroupCommitSettings, Store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::dashboard::{Dash, cdp, csrf_of, location, token};
+use crate::dashboard::{Dash, cdp, csrf_of, location};
 use crate::dispatch::{SECRET, config_with_store, send, wait_done};
 use crate::support::{Answer, Backend, Receiver, Server, TempPostgres, on_every_backend, server};
 
@@ -580,7 +580,7 @@ async fn backtest_in_a_real_browser() {
     let mut browser = cdp::Browser::launch(profile.path()).await;
     let base = server.admin.clone();
     browser
-        .sign_in(&format!("{base}/rules"), &token(&server))
+        .sign_in(&format!("{base}/rules"), &server.admin_token())
         .await;
     // Through the nav link, as a keyboard user would follow it.
     browser

@@ -225,7 +225,7 @@ async fn a_dead_letter_is_routed_and_its_alert_feeds_nothing(backend: Backend) {
 
 /// The admin API lists `event` under source `hookwise` and tells its story.
 async fn admin_lists_it(server: &Server, event: EventId) {
-    let token = crate::dashboard::token(server);
+    let token = server.admin_token();
     let client = reqwest::Client::new();
     let get = |path: String| {
         client

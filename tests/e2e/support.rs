@@ -979,14 +979,20 @@ impl Server {
         }
     }
 
+    /// The admin API token the server generated on its first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join(hookwise::admin::token::TOKEN_FILE))
+            .expect("generated token file")
+            .trim()
+            .to_string()
+    }
+
     /// The value of the sample `sample` (a name, with its labels if it has any) in the
     /// server's `/metrics`, asked with the token the server generated.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let token = std::fs::read_to_string(self.dir.join(hookwise::admin::token::TOKEN_FILE))
-            .expect("generated token file");
         let text = reqwest::Client::new()
             .get(format!("{}/metrics", self.admin))
-            .bearer_auth(token.trim())
+            .bearer_auth(self.admin_token())
             .send()
             .await
             .expect("the admin API answers")
@@ -1003,14 +1009,13 @@ impl Server {
     /// background, and their actions wait meanwhile), asking the admin API with the token
     /// the server generated.
     pub async fn wait_plugins_compiled(&self) {
-        let token = std::fs::read_to_string(self.dir.join(hookwise::admin::token::TOKEN_FILE))
-            .expect("generated token file");
+        let token = self.admin_token();
         let client = reqwest::Client::new();
         let deadline = Instant::now() + READY_LIMIT;
         loop {
             let answer: Value = client
                 .get(format!("{}/api/v1/plugins", self.admin))
-                .bearer_auth(token.trim())
+                .bearer_auth(&token)
                 .send()
                 .await
                 .expect("the admin API answers")
